@@ -1,0 +1,3 @@
+//! Subcommands of the `edgerec` binary, one module per area.
+
+pub mod engine;
