@@ -6,10 +6,20 @@
 //! benchmark table); every fast path here is tested against a plain f64
 //! reference forward in `tests/`.
 
+pub mod backend;
 pub mod config;
+pub mod cuda;
+pub mod encode;
 pub mod error;
+mod forward;
+pub mod history;
 pub mod model;
+pub mod score;
 
 pub use config::{ModelConfig, Variant};
 pub use error::{InputError, ModelError};
 pub use model::{LayerWeights, Model, Weights};
+pub use backend::{Backend, BackendChoice, BackendError, CpuBackend, select_backend};
+pub use encode::{BatchError, EncoderState, encode, encode_batch};
+pub use history::{Event, UserHistory, kept_items, kept_window};
+pub use score::{Scored, top_k};
