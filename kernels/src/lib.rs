@@ -13,6 +13,7 @@ pub mod encode;
 pub mod error;
 mod forward;
 pub mod history;
+pub mod item_map;
 pub mod model;
 pub mod score;
 

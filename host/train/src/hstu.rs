@@ -1,0 +1,309 @@
+//! The trainer's HSTU forward in candle: the same math as the engine
+//! (`HSTU.md`), batched over right-padded sequences. Right padding keeps every
+//! real row's causal window free of padding, so no extra mask is needed and
+//! row i of a padded batch equals the engine's encode of events 0..=i queried
+//! at the next event's timestamp.
+
+use candle_core::{D, Device, Tensor, Var};
+use edgerec_kernels::{LayerWeights, Model, ModelConfig, Weights};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::TrainError;
+
+/// LayerNorm epsilon of the reference (no gain, no bias).
+const LN_EPS: f64 = 1e-6;
+
+/// Trainable tensors of one layer.
+pub struct LayerVars {
+    /// [D, 2·H·(dv+dqk)].
+    pub uvqk: Var,
+    /// [H·dv, D].
+    pub o_w: Var,
+    /// [D].
+    pub o_b: Var,
+    /// [2N−1].
+    pub pos_w: Var,
+    /// [buckets+1].
+    pub ts_w: Var,
+}
+
+/// The trainable model: the engine's tensors as candle variables.
+pub struct HstuVars {
+    /// Shapes and variant.
+    pub config: ModelConfig,
+    /// [V+1, D].
+    pub item_emb: Var,
+    /// [N, D].
+    pub pos_emb: Var,
+    /// One per layer.
+    pub layers: Vec<LayerVars>,
+}
+
+/// A right-padded training or evaluation batch.
+pub struct Batch {
+    /// Rows.
+    pub batch_size: usize,
+    /// Padded length T (≤ L).
+    pub len: usize,
+    /// [B, T] item ids, 0 = padding.
+    pub items: Tensor,
+    /// [B·T·T] time-bucket index of (i, j): bucket(ts_next[i] − ts[j]).
+    pub ts_buckets: Tensor,
+    /// Flat indices b·T + t of the real rows.
+    pub real_rows: Tensor,
+    /// Number of real rows.
+    pub num_real: usize,
+}
+
+/// The reference's log time bucket, evaluated in f32 like the reference.
+pub fn time_bucket(delta: i64, div: f32, num_buckets: usize) -> u32 {
+    let gap = delta.unsigned_abs().max(1) as f32;
+    let bucket = (gap.ln() / div).floor();
+    bucket.clamp(0.0, num_buckets as f32) as u32
+}
+
+impl Batch {
+    /// Builds a batch from sequences of (item, ts) and each sequence's "next"
+    /// timestamps (ts of the event each row predicts, or the query time).
+    pub fn new(config: &ModelConfig, rows: &[(&[u32], &[i64], &[i64])]) -> Result<Self, TrainError> {
+        let b = rows.len();
+        let t = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        if b == 0 || t == 0 {
+            return Err(TrainError::Invalid("an empty batch cannot be encoded".into()));
+        }
+        if t > config.max_seq_len {
+            return Err(TrainError::Invalid(format!("sequence of {t} events exceeds L = {}", config.max_seq_len)));
+        }
+        let mut items = vec![0u32; b * t];
+        let mut buckets = vec![0u32; b * t * t];
+        let mut real = Vec::new();
+        for (row, (ids, ts, next)) in rows.iter().enumerate() {
+            let n = ids.len();
+            items[row * t..row * t + n].copy_from_slice(ids);
+            for i in 0..n {
+                real.push((row * t + i) as u32);
+                for j in 0..=i {
+                    buckets[(row * t + i) * t + j] = time_bucket(next[i] - ts[j], config.time_bucket_div, config.num_time_buckets);
+                }
+            }
+        }
+        let dev = Device::Cpu;
+        let num_real = real.len();
+        Ok(Batch {
+            batch_size: b,
+            len: t,
+            items: Tensor::from_vec(items, (b, t), &dev)?,
+            ts_buckets: Tensor::from_vec(buckets, b * t * t, &dev)?,
+            real_rows: Tensor::from_vec(real, num_real, &dev)?,
+            num_real,
+        })
+    }
+}
+
+fn layer_norm(x: &Tensor) -> candle_core::Result<Tensor> {
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centered = x.broadcast_sub(&mean)?;
+    let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+    centered.broadcast_div(&(var + LN_EPS)?.sqrt()?)
+}
+
+/// Row-wise L2 normalisation with the engine's floor max(‖x‖, 1e-6).
+pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-6f32, f32::MAX)?;
+    x.broadcast_div(&norm)
+}
+
+/// Seeded inverted dropout (candle's own draws from an unseeded RNG).
+fn dropout(x: &Tensor, p: f32, rng: Option<&mut ChaCha8Rng>) -> candle_core::Result<Tensor> {
+    let Some(rng) = rng else { return Ok(x.clone()) };
+    if p <= 0.0 {
+        return Ok(x.clone());
+    }
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
+    x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
+}
+
+fn var(values: &[f32], shape: &[usize]) -> Result<Var, TrainError> {
+    Ok(Var::from_tensor(&Tensor::from_slice(values, shape, &Device::Cpu)?)?)
+}
+
+fn values(v: &Var) -> Result<Vec<f32>, TrainError> {
+    Ok(v.as_tensor().flatten_all()?.to_vec1::<f32>()?)
+}
+
+impl HstuVars {
+    /// Variables holding a copy of an engine model's weights.
+    pub fn from_model(model: &Model) -> Result<Self, TrainError> {
+        let c = &model.config;
+        let (d, n) = (c.d_model, c.attn_normalizer);
+        let w = &model.weights;
+        let layers = w
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerVars {
+                    uvqk: var(&l.uvqk, &[d, c.uvqk_width()])?,
+                    o_w: var(&l.o_w, &[c.attn_width(), d])?,
+                    o_b: var(&l.o_b, &[d])?,
+                    pos_w: var(&l.pos_w, &[2 * n - 1])?,
+                    ts_w: var(&l.ts_w, &[c.num_time_buckets + 1])?,
+                })
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        Ok(HstuVars {
+            config: c.clone(),
+            item_emb: var(&w.item_emb, &[c.num_items + 1, d])?,
+            pos_emb: var(&w.pos_emb, &[n, d])?,
+            layers,
+        })
+    }
+
+    /// The engine model of the current values.
+    pub fn to_model(&self) -> Result<Model, TrainError> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(LayerWeights { uvqk: values(&l.uvqk)?, o_w: values(&l.o_w)?, o_b: values(&l.o_b)?, pos_w: values(&l.pos_w)?, ts_w: values(&l.ts_w)? })
+            })
+            .collect::<Result<Vec<_>, TrainError>>()?;
+        let weights = Weights { item_emb: values(&self.item_emb)?, pos_emb: values(&self.pos_emb)?, layers };
+        Ok(Model::new(self.config.clone(), weights)?)
+    }
+
+    /// Every variable, in a fixed order (the optimizer state follows it).
+    pub fn all(&self) -> Vec<(String, Var)> {
+        let mut out = vec![("item_emb".to_string(), self.item_emb.clone()), ("pos_emb".to_string(), self.pos_emb.clone())];
+        for (i, l) in self.layers.iter().enumerate() {
+            for (name, v) in [("uvqk", &l.uvqk), ("o_w", &l.o_w), ("o_b", &l.o_b), ("pos_w", &l.pos_w), ("ts_w", &l.ts_w)] {
+                out.push((format!("layers.{i}.{name}"), v.clone()));
+            }
+        }
+        out
+    }
+
+    /// Encoder output of every real row, [num_real, D], not normalised.
+    /// `rng` enables dropout (training); `None` is the deterministic forward.
+    pub fn forward(&self, batch: &Batch, dropout_p: f32, mut rng: Option<&mut ChaCha8Rng>) -> Result<Tensor, TrainError> {
+        let c = &self.config;
+        let (b, t, d) = (batch.batch_size, batch.len, c.d_model);
+        let (h, dqk, dv) = (c.num_heads, c.d_qk, c.d_v);
+        let n = c.attn_normalizer;
+        let dev = Device::Cpu;
+        let emb = self.item_emb.as_tensor().index_select(&batch.items.flatten_all()?, 0)?.reshape((b, t, d))?;
+        let pos = self.pos_emb.as_tensor().narrow(0, 0, t)?;
+        let mut x = (emb * (d as f64).sqrt())?.broadcast_add(&pos)?;
+        x = dropout(&x, dropout_p, rng.as_deref_mut())?;
+        // Constant per batch: relative-position indices and the causal mask.
+        let mut pos_idx = Vec::with_capacity(t * t);
+        let mut causal = Vec::with_capacity(t * t);
+        for i in 0..t {
+            for j in 0..t {
+                // j ≤ i < T ≤ N keeps N−1+j−i inside 0..2N−1 (j > i rows are masked anyway).
+                pos_idx.push((n - 1 + j - i) as u32);
+                causal.push(if j <= i { 1.0f32 / n as f32 } else { 0.0 });
+            }
+        }
+        let pos_idx = Tensor::from_vec(pos_idx, t * t, &dev)?;
+        let causal = Tensor::from_vec(causal, (t, t), &dev)?;
+        for layer in &self.layers {
+            let xn = layer_norm(&x)?;
+            let uvqk = xn.broadcast_matmul(layer.uvqk.as_tensor())?.silu()?;
+            let heads = |start: usize, width: usize| -> candle_core::Result<Tensor> {
+                uvqk.narrow(2, start, h * width)?.reshape((b, t, h, width))?.transpose(1, 2)?.contiguous()
+            };
+            let u = uvqk.narrow(2, 0, h * dv)?;
+            let v = heads(h * dv, dv)?;
+            let q = heads(2 * h * dv, dqk)?;
+            let k = heads(2 * h * dv + h * dqk, dqk)?;
+            let rab_pos = layer.pos_w.as_tensor().index_select(&pos_idx, 0)?.reshape((1, t, t))?;
+            let rab_ts = layer.ts_w.as_tensor().index_select(&batch.ts_buckets, 0)?.reshape((b, t, t))?;
+            let rab = rab_ts.broadcast_add(&rab_pos)?.unsqueeze(1)?;
+            let scores = (q.matmul(&k.t()?)? * c.alpha as f64)?.broadcast_add(&rab)?;
+            let attn = scores.silu()?.broadcast_mul(&causal)?;
+            let o = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * dv))?;
+            let y = (u * layer_norm(&o)?)?;
+            let y = dropout(&y, dropout_p, rng.as_deref_mut())?;
+            x = (x + y.broadcast_matmul(layer.o_w.as_tensor())?.broadcast_add(layer.o_b.as_tensor())?)?;
+        }
+        Ok(x.reshape((b * t, d))?.index_select(&batch.real_rows, 0)?)
+    }
+
+    /// Sampled-softmax loss: cosine(h, E[target]) / temperature against the
+    /// cosines to `negatives` (shared by the batch), a negative equal to the
+    /// row's target masked out. Returns the mean over rows.
+    pub fn sampled_softmax_loss(&self, outputs: &Tensor, targets: &[u32], negatives: &[u32], temperature: f64) -> Result<Tensor, TrainError> {
+        let dev = Device::Cpu;
+        let m = targets.len();
+        let r = negatives.len();
+        let user = l2_normalize(outputs)?;
+        let emb = self.item_emb.as_tensor();
+        let pos = l2_normalize(&emb.index_select(&Tensor::from_slice(targets, m, &dev)?, 0)?)?;
+        let neg = l2_normalize(&emb.index_select(&Tensor::from_slice(negatives, r, &dev)?, 0)?)?;
+        let pos_logit = (&user * &pos)?.sum_keepdim(1)?;
+        let neg_logits = user.matmul(&neg.t()?)?;
+        let logits = (Tensor::cat(&[&pos_logit, &neg_logits], 1)? / temperature)?;
+        let mut mask = vec![0f32; m * (r + 1)];
+        for (row, &target) in targets.iter().enumerate() {
+            for (col, &negative) in negatives.iter().enumerate() {
+                if negative == target {
+                    mask[row * (r + 1) + col + 1] = -1e9;
+                }
+            }
+        }
+        let logits = (logits + Tensor::from_vec(mask, (m, r + 1), &dev)?)?;
+        let log_probs = candle_nn::ops::log_softmax(&logits, 1)?;
+        Ok(log_probs.narrow(1, 0, 1)?.mean_all()?.neg()?)
+    }
+}
+
+/// The reference's initialisation: item embeddings Xavier-normal, positions
+/// N(0, 1/D), projections Xavier-normal, rab tables N(0, 0.02²), bias U(±1/√fan_in).
+pub fn init_model(config: &ModelConfig, rng: &mut ChaCha8Rng) -> Result<Model, TrainError> {
+    config.validate()?;
+    let d = config.d_model;
+    let n = config.attn_normalizer;
+    let mut normal = |len: usize, std: f32| -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                // Box-Muller, truncated at 2 std like the reference's truncated normal.
+                loop {
+                    let (u1, u2): (f32, f32) = (rng.random::<f32>().max(1e-12), rng.random());
+                    let z = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
+                    if z.abs() <= 2.0 {
+                        return z * std;
+                    }
+                }
+            })
+            .collect()
+    };
+    let xavier = |fan_in: usize, fan_out: usize| (2.0 / (fan_in + fan_out) as f32).sqrt();
+    let mut item_emb = normal((config.num_items + 1) * d, xavier(config.num_items + 1, d));
+    item_emb[..d].fill(0.0);
+    let pos_emb = normal(n * d, (1.0 / d as f32).sqrt());
+    let mut layers = Vec::new();
+    for _ in 0..config.num_layers {
+        let uvqk = normal(d * config.uvqk_width(), xavier(d, config.uvqk_width()));
+        let o_w = normal(config.attn_width() * d, xavier(config.attn_width(), d));
+        let bound = 1.0 / (config.attn_width() as f32).sqrt();
+        let o_b = normal(d, bound / 2.0);
+        let pos_w = normal(2 * n - 1, 0.02);
+        let ts_w = normal(config.num_time_buckets + 1, 0.02);
+        layers.push(LayerWeights { uvqk, o_w, o_b, pos_w, ts_w });
+    }
+    Ok(Model::new(config.clone(), Weights { item_emb, pos_emb, layers })?)
+}
+
+/// Appends `extra` fresh item rows (drawn like a new model's) to a model,
+/// leaving every existing row untouched: fine-tuning grows the catalog.
+pub fn grow_items(model: &Model, extra: usize, rng: &mut ChaCha8Rng) -> Result<Model, TrainError> {
+    let mut config = model.config.clone();
+    config.num_items += extra;
+    let d = config.d_model;
+    let fresh = init_model(&ModelConfig { num_items: extra, ..model.config.clone() }, rng)?;
+    let mut weights = model.weights.clone();
+    weights.item_emb.extend_from_slice(&fresh.weights.item_emb[d..]);
+    Ok(Model::new(config, weights)?)
+}

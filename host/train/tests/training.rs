@@ -1,0 +1,140 @@
+//! Trainer ↔ engine parity, a short training run whose validation loss falls,
+//! evaluation ranks against a brute-force ranking, and fine-tuning that keeps old ids.
+
+use edgerec_kernels::encode::encode;
+use edgerec_kernels::history::Event;
+use edgerec_kernels::item_map::ItemMap;
+use edgerec_kernels::{Model, ModelConfig};
+use edgerec_train::dataset::load_dataset;
+use edgerec_train::hstu::{Batch, HstuVars, init_model, l2_normalize};
+use edgerec_train::synth::{StorefrontSpec, write_storefront};
+use edgerec_train::train::{ModelShape, Preset, TrainOptions, case_loss, train};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Random histories with gaps from 0 s (ties) to months, so every time bucket regime occurs.
+fn random_history(rng: &mut ChaCha8Rng, len: usize, num_items: usize) -> (Vec<u32>, Vec<i64>) {
+    let mut ts = 1_000_000_000i64;
+    let mut items = Vec::new();
+    let mut times = Vec::new();
+    for _ in 0..len {
+        ts += [0, 1, 7, 300, 86_400, 5_000_000][rng.random_range(0..6)];
+        items.push(rng.random_range(1..=num_items as u32));
+        times.push(ts);
+    }
+    (items, times)
+}
+
+#[test]
+fn trainer_forward_matches_the_engine_on_the_same_weights() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    // Two heads of odd width, a short L so that windows get truncated too.
+    let config = ModelConfig::research(40, 12, 2, 2, 5, 16);
+    let mut model = init_model(&config, &mut rng).unwrap();
+    // Trained-like rab tables: larger than the init so the bias matters.
+    for layer in &mut model.weights.layers {
+        layer.pos_w.iter_mut().for_each(|w| *w = rng.random_range(-1.0..1.0));
+        layer.ts_w.iter_mut().for_each(|w| *w = rng.random_range(-1.0..1.0));
+    }
+    let model = Model::new(model.config.clone(), model.weights.clone()).unwrap();
+    let vars = HstuVars::from_model(&model).unwrap();
+    let lens = [1usize, 2, 9, 16, 5];
+    let histories: Vec<(Vec<u32>, Vec<i64>)> = lens.iter().map(|&n| random_history(&mut rng, n, 40)).collect();
+    // Each row i predicts event i+1; the last row is queried a little after the last event.
+    let nexts: Vec<Vec<i64>> = histories
+        .iter()
+        .map(|(_, ts)| {
+            let mut n = ts[1..].to_vec();
+            n.push(ts[ts.len() - 1] + 4242);
+            n
+        })
+        .collect();
+    let rows: Vec<(&[u32], &[i64], &[i64])> = histories.iter().zip(&nexts).map(|((i, t), n)| (i.as_slice(), t.as_slice(), n.as_slice())).collect();
+    let batch = Batch::new(&config, &rows).unwrap();
+    let out = l2_normalize(&vars.forward(&batch, 0.2, None).unwrap()).unwrap().to_vec2::<f32>().unwrap();
+    let mut row = 0;
+    let mut worst = 0.0f32;
+    for ((items, ts), next) in histories.iter().zip(&nexts) {
+        for i in 0..items.len() {
+            let events: Vec<Event> = (0..=i).map(|j| Event { item: items[j], ts: ts[j] }).collect();
+            let engine = encode(&model, &events, next[i]).unwrap();
+            let diff: f32 = engine.iter().zip(&out[row]).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
+            let norm: f32 = engine.iter().map(|a| a * a).sum::<f32>().sqrt();
+            worst = worst.max(diff / norm);
+            row += 1;
+        }
+    }
+    assert_eq!(row, out.len());
+    assert!(worst <= 1e-4, "trainer and engine differ by {worst} (relative L2)");
+}
+
+fn tiny_options() -> TrainOptions {
+    let mut o = Preset::Ml1m.options();
+    o.shape = ModelShape { d_model: 16, num_layers: 1, num_heads: 1, head_dim: 16, max_seq_len: 20 };
+    o.epochs = 4;
+    o.batch_size = 64;
+    o.num_negatives = 32;
+    o.dropout = 0.1;
+    o.optimizer.lr = 5e-3;
+    o.patience = 10;
+    o
+}
+
+#[test]
+fn a_short_run_lowers_validation_loss_and_writes_an_engine_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    write_storefront(&data_dir, &StorefrontSpec { items: 96, users: 300, seed: 1 }).unwrap();
+    let data = load_dataset(&data_dir, None, None, false).unwrap();
+    assert_eq!(data.items.len(), 96, "the catalog fixes the item set");
+    let opts = tiny_options();
+    let initial = init_model(&opts.shape.config(96), &mut ChaCha8Rng::seed_from_u64(opts.seed)).unwrap();
+    let before = case_loss(&HstuVars::from_model(&initial).unwrap(), &data.sequences, &data.split.validation, &opts, 1).unwrap();
+    let out = dir.path().join("run");
+    let outcome = train(&data, &opts, &out, None, false, false).unwrap();
+    let best = Model::load(&out.join("model")).unwrap();
+    let after = case_loss(&HstuVars::from_model(&best).unwrap(), &data.sequences, &data.split.validation, &opts, 1).unwrap();
+    assert!(after < before - 0.1, "validation loss {before} -> {after}");
+    let curve: Vec<f64> = outcome.state.history.iter().map(|r| r.train_loss).collect();
+    assert!(curve.last().unwrap() < curve.first().unwrap(), "training loss {curve:?}");
+    assert_eq!(ItemMap::load(&out.join("model")).unwrap().external(1), Some("sku-00001"));
+    // --resume continues from the checkpoint for one more epoch.
+    let more = TrainOptions { epochs: 5, ..opts };
+    let resumed = train(&data, &more, &out, None, true, false).unwrap();
+    assert_eq!(resumed.state.history.len(), 5);
+}
+
+#[test]
+fn fine_tuning_grows_the_catalog_and_keeps_old_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("store");
+    write_storefront(&data_dir, &StorefrontSpec { items: 48, users: 120, seed: 2 }).unwrap();
+    let data = load_dataset(&data_dir, None, None, false).unwrap();
+    let mut opts = tiny_options();
+    opts.epochs = 1;
+    train(&data, &opts, &dir.path().join("base"), None, false, false).unwrap();
+    let base_dir = dir.path().join("base/model");
+    let base_map = ItemMap::load(&base_dir).unwrap();
+    let base = Model::load(&base_dir).unwrap();
+    // New events: known items plus two items the model has never seen.
+    let new_events = "user,item,timestamp,action\nn1,sku-00003,2000000000,view\nn1,sku-new-1,2000000100,view\nn1,sku-00007,2000000200,view\nn1,sku-new-2,2000000300,view\nn2,sku-new-2,2000000000,view\nn2,sku-00003,2000000050,view\nn2,sku-00009,2000000060,view\n";
+    let events = dir.path().join("new.csv");
+    std::fs::write(&events, new_events).unwrap();
+    let out = dir.path().join("tuned");
+    let report = edgerec_train::report::finetune(&base_dir, &events, None, &opts, &out, false).unwrap();
+    assert_eq!((report.old_items, report.new_items), (48, 2));
+    let tuned_map = ItemMap::load(&out.join("model")).unwrap();
+    assert_eq!(tuned_map.len(), 50);
+    for id in 1..=48u32 {
+        assert_eq!(tuned_map.external(id), base_map.external(id), "old id {id} moved");
+    }
+    assert_eq!(tuned_map.internal("sku-new-1"), Some(49));
+    let tuned = Model::load(&out.join("model")).unwrap();
+    assert_eq!(tuned.config.num_items, 50);
+    // Growing appends fresh rows and copies every old row unchanged.
+    let grown = edgerec_train::hstu::grow_items(&base, 2, &mut ChaCha8Rng::seed_from_u64(9)).unwrap();
+    for id in 0..=48u32 {
+        assert_eq!(grown.item_row(id), base.item_row(id));
+    }
+    assert!(grown.item_row(49).iter().any(|&x| x != 0.0));
+}
