@@ -325,12 +325,18 @@ pub fn train(data: &Dataset, opts: &TrainOptions, out: &Path, start: Option<Mode
                 state.evals_since_best += 1;
             }
         }
-        bar.println(format!(
+        let line = format!(
             "epoch {epoch}: train loss {:.4}, val loss {val_loss:.4}, val NDCG@10 {}, {:.0} tok/s",
             loss_sum / tokens.max(1) as f64,
             metrics.as_ref().map_or("-".to_string(), |m| format!("{:.4}", m.ndcg_10)),
             tokens as f64 / seconds.max(1e-9)
-        ));
+        );
+        // A hidden bar (no terminal, or --no-progress) swallows println: log plainly then.
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
         save_checkpoint(&checkpoint, &model, &optimizer, &state, data)?;
         if state.evals_since_best >= opts.patience.max(1) {
             stopped_early = true;

@@ -1,0 +1,79 @@
+//! A dependency-light driver of the library for quick experiments without
+//! building the whole `edgerec` binary (which also links the server):
+//!
+//! ```text
+//! cargo run -p edgerec-train --example run -- generate OUT SEED
+//! cargo run -p edgerec-train --example run -- train DATA OUT [key=value ...]
+//! cargo run -p edgerec-train --example run -- eval MODEL DATA
+//! ```
+//! Keys: preset (ml-1m|ml-1m-large|ml-20m|books), d_model, layers, heads,
+//! head_dim, max_seq_len, epochs, batch_size, lr, negatives, dropout,
+//! patience, eval_users, seed, threads. `edgerec train` is the supported CLI.
+
+use std::path::PathBuf;
+
+use edgerec_train::train::Preset;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: run generate OUT SEED | run train DATA OUT [key=value ...] | run eval MODEL DATA";
+    match args.first().map(String::as_str) {
+        Some("generate") if args.len() == 3 => {
+            let spec = edgerec_train::synth::StorefrontSpec { seed: args[2].parse()?, ..Default::default() };
+            let (items, events) = edgerec_train::synth::write_storefront(&PathBuf::from(&args[1]), &spec)?;
+            eprintln!("{items} items, {events} events");
+        }
+        Some("train") if args.len() >= 3 => {
+            let mut pairs: Vec<(String, String)> = Vec::new();
+            for kv in &args[3..] {
+                let (k, v) = kv.split_once('=').ok_or(format!("expected key=value, got {kv}"))?;
+                pairs.push((k.to_string(), v.to_string()));
+            }
+            let preset = match pairs.iter().find(|(k, _)| k == "preset").map(|(_, v)| v.as_str()) {
+                None | Some("ml-1m") => Preset::Ml1m,
+                Some("ml-1m-large") => Preset::Ml1mLarge,
+                Some("ml-20m") => Preset::Ml20m,
+                Some("books") => Preset::Books,
+                Some(other) => return Err(format!("unknown preset {other}").into()),
+            };
+            let mut o = preset.options();
+            let mut threads = 1usize;
+            for (k, v) in &pairs {
+                match k.as_str() {
+                    "preset" => {}
+                    "d_model" => o.shape.d_model = v.parse()?,
+                    "layers" => o.shape.num_layers = v.parse()?,
+                    "heads" => o.shape.num_heads = v.parse()?,
+                    "head_dim" => o.shape.head_dim = v.parse()?,
+                    "max_seq_len" => o.shape.max_seq_len = v.parse()?,
+                    "epochs" => o.epochs = v.parse()?,
+                    "batch_size" => o.batch_size = v.parse()?,
+                    "lr" => o.optimizer.lr = v.parse()?,
+                    "negatives" => o.num_negatives = v.parse()?,
+                    "dropout" => o.dropout = v.parse()?,
+                    "patience" => o.patience = v.parse()?,
+                    "eval_users" => o.eval_users = v.parse()?,
+                    "seed" => o.seed = v.parse()?,
+                    "threads" => threads = v.parse()?,
+                    other => return Err(format!("unknown key {other}").into()),
+                }
+            }
+            // SAFETY: single-threaded at this point; candle sizes its matmul pool from this variable.
+            unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+            let out = PathBuf::from(&args[2]);
+            let data = edgerec_train::dataset::load_dataset(&PathBuf::from(&args[1]), None, None, false)?;
+            eprintln!("{:?}", data.summary);
+            let report = edgerec_train::report::train_and_report(&data, &o, &out, false, true)?;
+            std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+            edgerec_train::plot::plot_curves(&report.training.state.history, &out.join("curves.png"))?;
+            println!("{}", serde_json::to_string_pretty(&report.test)?);
+        }
+        Some("eval") if args.len() == 3 => {
+            let report = edgerec_train::report::evaluate_dir(&PathBuf::from(&args[1]), &PathBuf::from(&args[2]), None)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        _ => return Err(usage.into()),
+    }
+    Ok(())
+}
