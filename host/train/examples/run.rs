@@ -38,6 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let mut o = preset.options();
             let mut threads = 1usize;
+            let mut resume = false;
             for (k, v) in &pairs {
                 match k.as_str() {
                     "preset" => {}
@@ -55,6 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "eval_users" => o.eval_users = v.parse()?,
                     "seed" => o.seed = v.parse()?,
                     "threads" => threads = v.parse()?,
+                    "resume" => resume = v == "1" || v == "true",
                     other => return Err(format!("unknown key {other}").into()),
                 }
             }
@@ -64,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let out = PathBuf::from(&args[2]);
             let data = edgerec_train::dataset::load_dataset(&PathBuf::from(&args[1]), None, None, false)?;
             eprintln!("{:?}", data.summary);
-            let report = edgerec_train::report::train_and_report(&data, &o, &out, false, true)?;
+            let report = edgerec_train::report::train_and_report(&data, &o, &out, resume, true)?;
             std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
             edgerec_train::plot::plot_curves(&report.training.state.history, &out.join("curves.png"))?;
             println!("{}", serde_json::to_string_pretty(&report.test)?);

@@ -48,14 +48,19 @@ impl AdamW {
         let correction2 = 1.0 - p.beta2.powi(self.step as i32);
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(grad) = grads.get(var) else { continue };
+            // Detached: a moment that kept the gradient's op graph would keep every
+            // step's forward graph alive (memory grew by GBs per epoch before this).
+            let grad = grad.detach();
+            let grad = &grad;
             let m = ((&self.first[i] * p.beta1)? + (grad * (1.0 - p.beta1))?)?;
             let v = ((&self.second[i] * p.beta2)? + (grad.sqr()? * (1.0 - p.beta2))?)?;
             let update = ((&m / correction1)? / ((&v / correction2)?.sqrt()? + p.eps)?)?;
-            let theta = var.as_tensor();
+            let theta = var.as_tensor().detach();
+            let theta = &theta;
             let decayed = (theta * (1.0 - p.lr * p.weight_decay))?;
             var.set(&(decayed - (update * p.lr)?)?)?;
-            self.first[i] = m;
-            self.second[i] = v;
+            self.first[i] = m.detach();
+            self.second[i] = v.detach();
         }
         Ok(())
     }
