@@ -158,11 +158,8 @@ impl fmt::Display for BackendChoice {
 /// The CUDA backend for `model`, or why it cannot run here.
 ///
 /// This is the one place the CUDA backend (kernels/src/cuda) is wired in.
-pub fn cuda_backend(_model: Arc<Model>) -> Result<Box<dyn Backend>, BackendError> {
-    Err(BackendError::Unavailable {
-        backend: "cuda",
-        reason: "CUDA backend not built/available in this build of edgerec; use --backend cpu".into(),
-    })
+pub fn cuda_backend(model: Arc<Model>) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(crate::cuda::CudaBackend::new(model)?))
 }
 
 /// Creates the backend for `choice`: `Auto` tries CUDA and falls back to the

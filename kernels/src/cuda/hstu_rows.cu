@@ -52,3 +52,12 @@ extern "C" __global__ void l2norm_rows(const float* __restrict__ x, int d,
     float inv = 1.0f / fmaxf(sqrtf(ss), 1e-6f);
     for (int c = lane; c < d; c += 32) out[(long long)warp * d + c] = src[c] * inv;
 }
+
+// dst[0..n) = value (bit pattern): poisons workspace buffers with NaN before
+// a checked run, so that an element no kernel writes shows up in the result.
+// No CPU mirror (a test aid).
+extern "C" __global__ void fill_u32(unsigned int* __restrict__ dst, long long n, unsigned int value) {
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < n;
+         e += (long long)gridDim.x * blockDim.x)
+        dst[e] = value;
+}

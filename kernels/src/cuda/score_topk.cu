@@ -58,7 +58,7 @@ __device__ __forceinline__ bool topk_excluded(const unsigned* ex, int len, unsig
 }
 
 extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
-score_chunk_topk(const float* __restrict__ item_emb, const float* __restrict__ inv_norm,
+score_chunk_topk(const float* __restrict__ item_emb, const float* __restrict__ norms,
                  int num_items, int d, const float* __restrict__ users,
                  const unsigned* __restrict__ excl, const int* __restrict__ excl_off, int k,
                  float* __restrict__ out_score, unsigned* __restrict__ out_id) {
@@ -99,7 +99,7 @@ score_chunk_topk(const float* __restrict__ item_emb, const float* __restrict__ i
         const long long item = base + lane;
         const int slot = g * 32 + lane;
         if (item <= num_items && !topk_excluded(ex, ex_len, (unsigned)item)) {
-            s_score[slot] = dot * inv_norm[item];
+            s_score[slot] = dot / fmaxf(norms[item], 1e-6f);
             s_id[slot] = (unsigned)item;
         } else {
             s_score[slot] = topk_neg_inf();
