@@ -40,6 +40,12 @@ pub(crate) fn matmul(
     if m == 0 || n == 0 {
         return;
     }
+    if m <= SMALL_M {
+        // A few rows (incremental encode): gemm packs the whole rhs per call
+        // and its skinny path is slow; streaming rhs rows through axpy is not.
+        small_matmul(dst, lhs, rhs, m, k, n, accumulate);
+        return;
+    }
     // SAFETY: the asserts above bound every index gemm touches: dst is m×n with
     // row stride n, lhs m×k with row stride k, rhs k×n with row stride n, all
     // column strides 1; dst does not alias lhs or rhs (distinct borrows).
@@ -65,6 +71,38 @@ pub(crate) fn matmul(
             false,
             Parallelism::None,
         );
+    }
+}
+
+/// Up to this many rows, products skip gemm (see [`matmul`]).
+const SMALL_M: usize = 8;
+
+/// `dst (+)= lhs · rhs` row by row as axpys over rhs rows; AVX2 when available.
+fn small_matmul(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { small_matmul_avx2(dst, lhs, rhs, m, k, n, accumulate) };
+    }
+    small_matmul_body(dst, lhs, rhs, m, k, n, accumulate)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn small_matmul_avx2(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    small_matmul_body(dst, lhs, rhs, m, k, n, accumulate)
+}
+
+#[inline(always)]
+fn small_matmul_body(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, k: usize, n: usize, accumulate: bool) {
+    for r in 0..m {
+        let out = &mut dst[r * n..(r + 1) * n];
+        if !accumulate {
+            out.fill(0.0);
+        }
+        for (p, rhs_row) in rhs[..k * n].chunks_exact(n).enumerate() {
+            axpy(out, lhs[r * k + p], rhs_row);
+        }
     }
 }
 

@@ -43,12 +43,32 @@ pub fn score_all(model: &Model, user_embedding: &[f32]) -> Vec<f32> {
         .par_chunks_mut(ITEMS_PER_TASK)
         .zip(items.par_chunks(ITEMS_PER_TASK * d))
         .zip(norms.par_chunks(ITEMS_PER_TASK))
-        .for_each(|((out, rows), norms)| {
-            for ((s, row), norm) in out.iter_mut().zip(rows.chunks_exact(d)).zip(norms) {
-                *s = dot(user_embedding, row) / norm.max(NORM_FLOOR);
-            }
-        });
+        .for_each(|((out, rows), norms)| score_chunk(user_embedding, rows, norms, out));
     scores
+}
+
+/// Cosines of one chunk of item rows; compiled with and without AVX2 and
+/// picked at run time (the default x86-64 target only has SSE2).
+fn score_chunk(user: &[f32], rows: &[f32], norms: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { score_chunk_avx2(user, rows, norms, out) };
+    }
+    score_chunk_body(user, rows, norms, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn score_chunk_avx2(user: &[f32], rows: &[f32], norms: &[f32], out: &mut [f32]) {
+    score_chunk_body(user, rows, norms, out)
+}
+
+#[inline(always)]
+fn score_chunk_body(user: &[f32], rows: &[f32], norms: &[f32], out: &mut [f32]) {
+    for ((s, row), norm) in out.iter_mut().zip(rows.chunks_exact(user.len())).zip(norms) {
+        *s = dot(user, row) / norm.max(NORM_FLOOR);
+    }
 }
 
 /// Cosine top-k over items 1..=V, best first, ties by smaller id, `exclude`
