@@ -1,0 +1,280 @@
+//! The server configuration: TOML file, then `EDGEREC_SERVE_<KEY>` environment
+//! overrides, then command-line flags. One table ([`KEYS`]) documents every
+//! key, drives `--help` and names the environment variables, so the three can
+//! never disagree.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Prefix of the environment variable that overrides a key (`EDGEREC_SERVE_LISTEN`).
+pub const ENV_PREFIX: &str = "EDGEREC_SERVE_";
+
+/// Every configuration key: name, default, meaning.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("listen", "\"127.0.0.1:8080\"", "address the HTTP API listens on"),
+    ("data_dir", "\"edgerec-data\"", "directory of the store (store.redb), created if absent"),
+    ("demo_tenant", "true", "create the `demo` tenant (bundled demo model, catalog, default pipeline) on first start"),
+    ("max_body_bytes", "1048576", "largest JSON request body; larger bodies get 413 payload_too_large"),
+    ("max_plugin_bytes", "16777216", "largest plugin component upload"),
+    ("request_timeout_ms", "5000", "a request still running after this gets 503 timeout"),
+    ("max_in_flight", "64", "recommend requests admitted at once; more get a fast 503 overloaded with Retry-After"),
+    ("encode_concurrency", "0", "encodes running at once (0 = number of CPU cores)"),
+    ("plugin_concurrency", "0", "plugin pipelines running at once (0 = number of CPU cores)"),
+    ("retry_after_s", "1", "the Retry-After of a 503 overloaded"),
+    ("cache_bytes", "268435456", "memory bound of the per-user encoder-state cache"),
+    ("candidates", "100", "items retrieved by the model and handed to the pipeline"),
+    ("max_k", "100", "largest `k` a recommend may ask for (at most `candidates`)"),
+    ("otlp_endpoint", "\"\"", "OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty = no export"),
+    ("log_format", "\"text\"", "`text` or `json` (structured logs on stderr; filter with RUST_LOG)"),
+];
+
+/// The resolved configuration of `edgerec serve`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Directory of the store.
+    pub data_dir: PathBuf,
+    /// Whether the demo tenant is created on first start.
+    pub demo_tenant: bool,
+    /// Largest JSON body.
+    pub max_body_bytes: usize,
+    /// Largest plugin upload.
+    pub max_plugin_bytes: usize,
+    /// Per-request deadline.
+    pub request_timeout_ms: u64,
+    /// Recommend requests admitted at once.
+    pub max_in_flight: usize,
+    /// Encodes at once (0 = cores).
+    pub encode_concurrency: usize,
+    /// Plugin pipelines at once (0 = cores).
+    pub plugin_concurrency: usize,
+    /// Retry-After of a 503.
+    pub retry_after_s: u64,
+    /// Encoder-state cache bound in bytes.
+    pub cache_bytes: u64,
+    /// Retrieved candidates per request.
+    pub candidates: usize,
+    /// Largest k.
+    pub max_k: usize,
+    /// OTLP/HTTP endpoint, empty for none.
+    pub otlp_endpoint: String,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".parse().expect("valid literal"),
+            data_dir: PathBuf::from("edgerec-data"),
+            demo_tenant: true,
+            max_body_bytes: 1 << 20,
+            max_plugin_bytes: 16 << 20,
+            request_timeout_ms: 5000,
+            max_in_flight: 64,
+            encode_concurrency: 0,
+            plugin_concurrency: 0,
+            retry_after_s: 1,
+            cache_bytes: 256 << 20,
+            candidates: 100,
+            max_k: 100,
+            otlp_endpoint: String::new(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads `path` (if given), applies `EDGEREC_SERVE_*` overrides from
+    /// `env`, and checks the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("{} is not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else { continue };
+            let key = key.to_ascii_lowercase();
+            if !KEYS.iter().any(|(k, _, _)| *k == key) {
+                anyhow::bail!("{name} names no configuration key; see `edgerec serve --help` for the keys");
+            }
+            table.insert(key, env_value(&value));
+        }
+        let config: ServerConfig = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration (see `edgerec serve --help` for every key and its type)")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_in_flight > 0, "max_in_flight must be at least 1");
+        anyhow::ensure!(self.candidates > 0, "candidates must be at least 1");
+        anyhow::ensure!(
+            self.max_k > 0 && self.max_k <= self.candidates,
+            "max_k must be in 1..=candidates ({})",
+            self.candidates
+        );
+        anyhow::ensure!(self.request_timeout_ms > 0, "request_timeout_ms must be positive");
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "text" | "json"),
+            "log_format must be \"text\" or \"json\", not {:?}",
+            self.log_format
+        );
+        Ok(())
+    }
+
+    /// Effective encode concurrency.
+    pub fn encode_permits(&self) -> usize {
+        effective(self.encode_concurrency)
+    }
+
+    /// Effective plugin concurrency.
+    pub fn plugin_permits(&self) -> usize {
+        effective(self.plugin_concurrency)
+    }
+}
+
+fn effective(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    }
+}
+
+/// An environment value as TOML when it parses as a scalar (numbers,
+/// booleans), else as a plain string (addresses, paths).
+fn env_value(text: &str) -> toml::Value {
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+/// The key table as `--help` text.
+pub fn keys_help() -> String {
+    let mut text = String::from(
+        "Configuration keys (TOML file given by --config; each can be overridden by the\n\
+         environment variable EDGEREC_SERVE_<KEY in upper case>; flags override both).\n\
+         EDGEREC_OPERATOR_TOKEN and EDGEREC_DEMO_API_KEY set the operator token and the\n\
+         demo tenant's API key instead of the generated ones.\n\n",
+    );
+    for (key, default, meaning) in KEYS {
+        text.push_str(&format!("  {key} = {default}\n      {meaning}\n"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_has_a_documented_key() {
+        let defaults = toml::Value::try_from(DefaultsView::from(&ServerConfig::default())).unwrap();
+        let table = defaults.as_table().unwrap();
+        for key in table.keys() {
+            assert!(KEYS.iter().any(|(k, _, _)| k == key), "{key} is not documented");
+        }
+        assert_eq!(table.len(), KEYS.len());
+    }
+
+    #[test]
+    fn file_then_environment_then_validation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edgerec.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\ncandidates = 50\nmax_k = 20\n").unwrap();
+        let env = vec![
+            ("EDGEREC_SERVE_CANDIDATES".to_string(), "80".to_string()),
+            ("EDGEREC_SERVE_DATA_DIR".to_string(), "/tmp/x y".to_string()),
+            ("UNRELATED".to_string(), "1".to_string()),
+        ];
+        let config = ServerConfig::load(Some(&path), env).unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.candidates, 80);
+        assert_eq!(config.max_k, 20);
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x y"));
+
+        let bad = vec![("EDGEREC_SERVE_NOPE".to_string(), "1".to_string())];
+        assert!(ServerConfig::load(None, bad).is_err());
+        let bad = vec![("EDGEREC_SERVE_MAX_K".to_string(), "1000".to_string())];
+        assert!(ServerConfig::load(None, bad).is_err());
+        std::fs::write(&path, "listen = 5\n").unwrap();
+        assert!(ServerConfig::load(Some(&path), Vec::new()).is_err());
+    }
+
+    /// The config's fields as a serialisable view (the config itself only deserialises).
+    #[derive(serde::Serialize)]
+    struct DefaultsView {
+        listen: String,
+        data_dir: PathBuf,
+        demo_tenant: bool,
+        max_body_bytes: usize,
+        max_plugin_bytes: usize,
+        request_timeout_ms: u64,
+        max_in_flight: usize,
+        encode_concurrency: usize,
+        plugin_concurrency: usize,
+        retry_after_s: u64,
+        cache_bytes: u64,
+        candidates: usize,
+        max_k: usize,
+        otlp_endpoint: String,
+        log_format: String,
+    }
+
+    impl From<&ServerConfig> for DefaultsView {
+        fn from(c: &ServerConfig) -> Self {
+            // Destructured so that a new field breaks this test until documented.
+            let ServerConfig {
+                listen,
+                data_dir,
+                demo_tenant,
+                max_body_bytes,
+                max_plugin_bytes,
+                request_timeout_ms,
+                max_in_flight,
+                encode_concurrency,
+                plugin_concurrency,
+                retry_after_s,
+                cache_bytes,
+                candidates,
+                max_k,
+                otlp_endpoint,
+                log_format,
+            } = c.clone();
+            DefaultsView {
+                listen: listen.to_string(),
+                data_dir,
+                demo_tenant,
+                max_body_bytes,
+                max_plugin_bytes,
+                request_timeout_ms,
+                max_in_flight,
+                encode_concurrency,
+                plugin_concurrency,
+                retry_after_s,
+                cache_bytes,
+                candidates,
+                max_k,
+                otlp_endpoint,
+                log_format,
+            }
+        }
+    }
+}

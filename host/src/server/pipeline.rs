@@ -1,0 +1,315 @@
+//! The tenant's plugin pipeline: built (every stage compiled, checked and its
+//! config accepted by the plugin) once per activation through edgerec-runtime,
+//! run per request on the blocking pool over the model's candidates with the
+//! catalog attributes the stages declared, as typed columns.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::http::StatusCode;
+use edgerec_kernels::Scored;
+use edgerec_runtime::{
+    CandidateBatch, Column, ColumnValues, CompiledPlugin, Event, OnError, Pipeline, PipelineError, RequestContext,
+    Runtime, RuntimeConfig, StageStatus,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::error::ApiError;
+use super::recommend::stage_done;
+use super::state::{AppState, Tenant};
+use super::store::{PipelineRecord, StageSpec};
+
+/// What the plugins may know about the request.
+pub struct RequestInfo {
+    /// Tenant name.
+    pub tenant: String,
+    /// Shopper, when known.
+    pub user: Option<String>,
+    /// Items wanted.
+    pub k: usize,
+    /// Request time (unix s).
+    pub now: i64,
+    /// Request attributes.
+    pub attributes: Vec<(String, String)>,
+    /// Kept history: (model item id, action, ts), oldest first.
+    pub history: Vec<(u32, String, i64)>,
+}
+
+/// An activated pipeline version, ready to run.
+pub struct ActivePipeline {
+    /// Version (0 = none activated).
+    pub version: u32,
+    /// Stages as configured (names and versions for traces and metrics).
+    pub specs: Vec<StageSpec>,
+    /// The runtime's pipeline.
+    pub pipeline: Pipeline,
+}
+
+impl ActivePipeline {
+    /// No stages: the model's ranking unchanged.
+    pub fn empty() -> Self {
+        ActivePipeline { version: 0, specs: Vec::new(), pipeline: Pipeline::default() }
+    }
+}
+
+/// What one stage did, for `explain`.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct StageTrace {
+    /// `plugin@version`.
+    pub stage: String,
+    /// `ran`, `skipped` (failed, on_error = skip: candidates passed unchanged) or `failed`.
+    pub status: String,
+    /// Why it failed, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Candidates in.
+    pub input_len: usize,
+    /// Candidates out.
+    pub output_len: usize,
+    /// External ids of the items it dropped.
+    pub removed: Vec<String>,
+    /// Kept items whose relative position it changed.
+    pub moved: usize,
+    /// Fuel (≈ wasm instructions) used.
+    pub fuel: u64,
+    /// Wall time of the call in microseconds.
+    pub micros: f64,
+}
+
+/// The pipeline's result.
+pub struct Outcome {
+    /// Version that ran.
+    pub version: u32,
+    /// Candidates, best first.
+    pub items: Vec<Scored>,
+    /// Reason codes per kept candidate (aligned with `items`).
+    pub reasons: Vec<Vec<String>>,
+    /// Per-stage trace.
+    pub trace: Vec<StageTrace>,
+}
+
+/// The plugin runtime plus compiled components by content hash, so that
+/// activating a version that reuses a component costs no compile.
+pub struct PluginHost {
+    runtime: Runtime,
+    compiled: Mutex<HashMap<String, Arc<CompiledPlugin>>>,
+}
+
+fn invalid_plugin(error: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", format!("the plugin was refused: {error}"))
+}
+
+fn invalid_pipeline(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_pipeline", message)
+}
+
+impl PluginHost {
+    /// A runtime whose compiled artifacts are cached under the data directory.
+    pub fn new(data_dir: &std::path::Path, max_upload_bytes: usize) -> anyhow::Result<Self> {
+        let config = RuntimeConfig {
+            cache_dir: Some(data_dir.join("plugin-cache")),
+            max_upload_bytes,
+            ..RuntimeConfig::default()
+        };
+        let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(PluginHost { runtime, compiled: Mutex::new(HashMap::new()) })
+    }
+
+    /// Compiles and checks an upload (world, sample run); returns its content hash.
+    pub fn check(&self, bytes: &[u8]) -> Result<String, ApiError> {
+        let plugin = self.runtime.compile(bytes).map_err(invalid_plugin)?;
+        let hash = plugin.hash().to_string();
+        self.compiled.lock().expect("compiled map lock").insert(hash.clone(), plugin);
+        Ok(hash)
+    }
+
+    fn plugin(&self, app: &AppState, digest: &str) -> Result<Arc<CompiledPlugin>, ApiError> {
+        if let Some(plugin) = self.compiled.lock().expect("compiled map lock").get(digest) {
+            return Ok(plugin.clone());
+        }
+        let bytes = app
+            .store
+            .blob(digest)?
+            .ok_or_else(|| ApiError::internal("loading a plugin", format!("component {digest} missing from the store")))?;
+        let plugin = self.runtime.compile(&bytes).map_err(invalid_plugin)?;
+        self.compiled.lock().expect("compiled map lock").insert(digest.to_string(), plugin.clone());
+        Ok(plugin)
+    }
+}
+
+/// Builds a pipeline version: every stage's plugin compiled (or reused) and
+/// its config accepted by the plugin, before anything is activated.
+pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<ActivePipeline, ApiError> {
+    let versions = app.store.plugins(tenant)?;
+    let mut stages = Vec::with_capacity(record.stages.len());
+    for (index, spec) in record.stages.iter().enumerate() {
+        let version = versions
+            .iter()
+            .find(|p| p.name == spec.plugin && Some(p.version) == spec.version)
+            .ok_or_else(|| invalid_pipeline(format!("stage {index}: plugin {:?} version {:?} is not uploaded", spec.plugin, spec.version)))?;
+        let plugin = app.plugins.plugin(app, &version.digest)?;
+        let config = match &spec.config {
+            Value::Null => Vec::new(),
+            other => serde_json::to_vec(other).expect("JSON values serialise"),
+        };
+        let on_error = if spec.on_error == "fail" { OnError::Fail } else { OnError::Skip };
+        let limits = spec.limits.unwrap_or_default();
+        let stage = app.plugins.runtime.stage(plugin, config, on_error, limits).map_err(|e| {
+            invalid_pipeline(format!("stage {index} ({}@{}): {e}", spec.plugin, version.version))
+        })?;
+        stages.push(stage);
+    }
+    Ok(ActivePipeline { version: record.version, specs: record.stages.clone(), pipeline: Pipeline { stages } })
+}
+
+/// One typed column from JSON attribute values: the type of the first
+/// present value decides; values of another type count as missing.
+fn column(name: &str, values: &[Option<&Value>]) -> Column {
+    let first = values.iter().flatten().next();
+    let values = match first {
+        Some(Value::Bool(_)) => ColumnValues::Bool(values.iter().map(|v| v.and_then(Value::as_bool)).collect()),
+        Some(Value::Number(n)) if n.is_i64() && values.iter().flatten().all(|v| v.is_i64()) => {
+            ColumnValues::I64(values.iter().map(|v| v.and_then(Value::as_i64)).collect())
+        }
+        Some(Value::Number(_)) => ColumnValues::F64(values.iter().map(|v| v.and_then(Value::as_f64)).collect()),
+        Some(Value::Array(_)) => ColumnValues::StringList(
+            values
+                .iter()
+                .map(|v| {
+                    v.and_then(Value::as_array)
+                        .map(|list| list.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                })
+                .collect(),
+        ),
+        _ => ColumnValues::String(values.iter().map(|v| v.and_then(Value::as_str).map(String::from)).collect()),
+    };
+    Column { name: name.to_string(), values }
+}
+
+/// Runs the pipeline over the candidates (model ids) and returns them re-ranked.
+pub fn run(
+    app: &AppState,
+    tenant: &Tenant,
+    active: &ActivePipeline,
+    info: &RequestInfo,
+    candidates: Vec<Scored>,
+    explain: bool,
+) -> Result<Outcome, ApiError> {
+    if active.pipeline.stages.is_empty() {
+        let reasons = vec![Vec::new(); candidates.len()];
+        return Ok(Outcome { version: active.version, items: candidates, reasons, trace: Vec::new() });
+    }
+    let span = tracing::info_span!("plugins", pipeline_version = active.version, stages = active.specs.len());
+    let _entered = span.enter();
+    let start = Instant::now();
+    let external = |id: u64| tenant.items.external(id as u32).unwrap_or("").to_string();
+    let required = active.pipeline.required_columns();
+    let mut columns = Vec::with_capacity(required.len());
+    if !required.is_empty() {
+        let ids: Vec<String> = candidates.iter().map(|c| external(c.item as u64)).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let attributes = app.store.items_many(&tenant.record.name, &refs)?;
+        for name in &required {
+            let values: Vec<Option<&Value>> =
+                attributes.iter().map(|a| a.as_ref().and_then(|a| a.get(name)).filter(|v| !v.is_null())).collect();
+            // An attribute no candidate has is absent, as the contract says.
+            if values.iter().any(Option::is_some) {
+                columns.push(column(name, &values));
+            }
+        }
+    }
+    let batch = CandidateBatch {
+        ids: candidates.iter().map(|c| c.item as u64).collect(),
+        scores: candidates.iter().map(|c| c.score).collect(),
+        columns,
+    };
+    let ctx = RequestContext {
+        tenant: info.tenant.clone(),
+        user: info.user.clone(),
+        k: info.k as u32,
+        now: info.now,
+        attributes: info.attributes.iter().cloned().collect::<BTreeMap<_, _>>(),
+        recent_events: info
+            .history
+            .iter()
+            .map(|(item, action, ts)| Event { item: *item as u64, action: action.clone(), ts: *ts })
+            .collect(),
+    };
+    let result = app.plugins.runtime.run_pipeline(&active.pipeline, &ctx, &batch);
+    let (outcome, traces) = match result {
+        Ok(outcome) => {
+            let traces = outcome.stages.clone();
+            (Some(outcome), traces)
+        }
+        Err(PipelineError::StageFailed { trace, .. }) => (None, trace),
+        Err(PipelineError::Input(e)) => return Err(ApiError::internal("building the candidate batch", e)),
+    };
+    let mut trace = Vec::with_capacity(traces.len());
+    for t in &traces {
+        let spec = &active.specs[t.stage];
+        let stage = format!("{}@{}", spec.plugin, spec.version.unwrap_or(0));
+        let (status, failure) = match &t.status {
+            StageStatus::Ran => ("ran", None),
+            StageStatus::Skipped { failure } => ("skipped", Some(failure.to_string())),
+            StageStatus::Failed { failure } => ("failed", Some(failure.to_string())),
+        };
+        tracing::info!(stage = %stage, status, fuel = t.report.fuel_used, wall_us = t.report.wall_us, "plugin stage");
+        let (tenant_label, stage_label) = (info.tenant.clone(), spec.plugin.clone());
+        metrics::histogram!("edgerec_plugin_seconds", "tenant" => tenant_label.clone(), "stage" => stage_label.clone())
+            .record(t.report.wall_us / 1e6);
+        metrics::counter!("edgerec_plugin_fuel_total", "tenant" => tenant_label.clone(), "stage" => stage_label.clone())
+            .increment(t.report.fuel_used);
+        if failure.is_some() {
+            metrics::counter!("edgerec_plugin_errors_total", "tenant" => tenant_label, "stage" => stage_label).increment(1);
+        }
+        if explain || failure.is_some() {
+            trace.push(StageTrace {
+                stage,
+                status: status.to_string(),
+                failure,
+                input_len: t.input_len,
+                output_len: t.output_len,
+                removed: t.removed.iter().map(|&id| external(id)).collect(),
+                moved: t.moved,
+                fuel: t.report.fuel_used,
+                micros: t.report.wall_us,
+            });
+        }
+    }
+    stage_done("plugins", start);
+    let Some(outcome) = outcome else {
+        let failed = trace.last().map(|t| format!("{}: {}", t.stage, t.failure.clone().unwrap_or_default()));
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "plugin_failed",
+            format!("a stage with on_error = fail failed ({}); fix or roll back the pipeline", failed.unwrap_or_default()),
+        ));
+    };
+    let items = outcome.candidates.iter().map(|c| Scored { item: c.id as u32, score: c.score }).collect();
+    let reasons = outcome.candidates.into_iter().map(|c| c.reasons).collect();
+    Ok(Outcome { version: active.version, items, reasons, trace })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn columns_take_the_type_of_the_first_present_value() {
+        let (a, b, c, s) = (json!(3), json!(4.5), json!(true), json!("x"));
+        let ints = column("n", &[Some(&a), None, Some(&a)]);
+        assert_eq!(ints.values, ColumnValues::I64(vec![Some(3), None, Some(3)]));
+        let floats = column("n", &[Some(&a), Some(&b)]);
+        assert_eq!(floats.values, ColumnValues::F64(vec![Some(3.0), Some(4.5)]));
+        let bools = column("b", &[None, Some(&c), Some(&s)]);
+        assert_eq!(bools.values, ColumnValues::Bool(vec![None, Some(true), None]));
+        let list = json!(["a", "b"]);
+        let lists = column("t", &[Some(&list), Some(&s)]);
+        assert_eq!(lists.values, ColumnValues::StringList(vec![Some(vec!["a".into(), "b".into()]), None]));
+        let strings = column("s", &[Some(&s), Some(&a)]);
+        assert_eq!(strings.values, ColumnValues::String(vec![Some("x".into()), None]));
+    }
+}

@@ -1,0 +1,514 @@
+//! The embedded store: one redb file in the data directory.
+//!
+//! Why redb: pure Rust (no C toolchain, no separate process), one file,
+//! ACID transactions whose commit is fsync'd before it returns — so an event
+//! batch acknowledged with a 2xx survives `kill -9` — and typed tuple keys
+//! that give per-(tenant, user) ranges without an extra index.
+//!
+//! Every call blocks on disk: the HTTP layer calls it from the blocking pool.
+
+use std::path::Path;
+use std::time::Instant;
+
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+/// Tenants: name → JSON [`TenantRecord`].
+const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+/// Events: (tenant, user, sequence) → JSON [`StoredEvent`].
+const EVENTS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("events");
+/// Catalog: (tenant, external id) → JSON attributes object.
+const CATALOG: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("catalog");
+/// Plugin versions: (tenant, name, version) → JSON [`PluginVersion`].
+const PLUGINS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("plugins");
+/// Plugin components by content address (sha256 hex) → bytes.
+const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
+/// Pipelines: (tenant, version) → JSON [`PipelineRecord`].
+const PIPELINES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("pipelines");
+/// Activation log per tenant: JSON list of pipeline versions, the last active.
+const ACTIVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("activations");
+/// Secrets and counters: name → text.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// A store failure (disk, corruption, or a record that no longer parses).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed.
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    /// A stored record does not parse.
+    #[error("store record: {0}")]
+    Record(#[from] serde_json::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A tenant as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// Name (the `{tenant}` of the paths).
+    pub name: String,
+    /// `"demo"` (the bundled model) or a model directory on the server.
+    pub model: String,
+    /// The storefront API key.
+    pub api_key: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// One event as stored (external item id, so it outlives model changes).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    /// External item id.
+    pub item: String,
+    /// Unix seconds.
+    pub ts: i64,
+    /// view, cart, purchase, …
+    pub action: String,
+}
+
+/// One uploaded plugin version.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PluginVersion {
+    /// Plugin name.
+    pub name: String,
+    /// 1, 2, … per (tenant, name).
+    pub version: u32,
+    /// sha256 of the component bytes (hex).
+    pub digest: String,
+    /// Component size in bytes.
+    pub size: usize,
+    /// Unix seconds.
+    pub uploaded_at: i64,
+}
+
+/// One stage of a pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    /// Plugin name (uploaded to this tenant).
+    pub plugin: String,
+    /// Plugin version; absent in a request = the latest.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// The stage's configuration, handed to the plugin.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    /// `skip` (fail open, candidates pass unchanged) or `fail` (the request fails).
+    #[serde(default = "default_on_error")]
+    pub on_error: String,
+    /// Per-call limits (deadline_us, fuel, memory_bytes, …); absent = the runtime's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub limits: Option<edgerec_runtime::Limits>,
+}
+
+fn default_on_error() -> String {
+    "skip".into()
+}
+
+/// One pipeline version.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PipelineRecord {
+    /// 1, 2, … per tenant.
+    pub version: u32,
+    /// Stages in order, with resolved plugin versions.
+    pub stages: Vec<StageSpec>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The store handle (cheap to share behind an `Arc`).
+pub struct Store {
+    db: Database,
+}
+
+/// Seconds since the epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn timed<T>(op: &'static str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let start = Instant::now();
+    let result = f();
+    metrics::histogram!("edgerec_store_seconds", "op" => op).record(start.elapsed().as_secs_f64());
+    result
+}
+
+impl Store {
+    /// Opens (or creates) `store.redb` in `dir` and makes sure every table exists.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(dir.join("store.redb"))?;
+        let txn = db.begin_write()?;
+        txn.open_table(TENANTS)?;
+        txn.open_table(EVENTS)?;
+        txn.open_table(CATALOG)?;
+        txn.open_table(PLUGINS)?;
+        txn.open_table(BLOBS)?;
+        txn.open_table(PIPELINES)?;
+        txn.open_table(ACTIVATIONS)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(Store { db })
+    }
+
+    /// A meta value (secrets).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(META)?;
+        Ok(table.get(key)?.map(|v| v.value().to_string()))
+    }
+
+    /// Sets a meta value.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every tenant.
+    pub fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TENANTS)?;
+        let mut out = Vec::new();
+        for row in table.iter()? {
+            let (_, value) = row?;
+            out.push(serde_json::from_slice(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Inserts a tenant; false when the name is taken.
+    pub fn create_tenant(&self, record: &TenantRecord) -> Result<bool, StoreError> {
+        timed("create_tenant", || {
+            let txn = self.db.begin_write()?;
+            {
+                let mut table = txn.open_table(TENANTS)?;
+                if table.get(record.name.as_str())?.is_some() {
+                    return Ok(false);
+                }
+                table.insert(record.name.as_str(), serde_json::to_vec(record)?.as_slice())?;
+            }
+            txn.commit()?;
+            Ok(true)
+        })
+    }
+
+    /// Replaces a tenant's record (the demo key set by the environment).
+    pub fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(TENANTS)?.insert(record.name.as_str(), serde_json::to_vec(record)?.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Appends a batch of events for (tenant, user) in one durable transaction.
+    pub fn append_events(&self, tenant: &str, events: &[(String, StoredEvent)]) -> Result<(), StoreError> {
+        timed("append_events", || {
+            let txn = self.db.begin_write()?;
+            {
+                let mut meta = txn.open_table(META)?;
+                let mut seq: u64 = meta
+                    .get("event_seq")?
+                    .and_then(|v| v.value().parse().ok())
+                    .unwrap_or(0);
+                let mut table = txn.open_table(EVENTS)?;
+                for (user, event) in events {
+                    seq += 1;
+                    table.insert((tenant, user.as_str(), seq), serde_json::to_vec(event)?.as_slice())?;
+                }
+                meta.insert("event_seq", seq.to_string().as_str())?;
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// The user's newest `limit` events by arrival, oldest first.
+    pub fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        timed("recent_events", || {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(EVENTS)?;
+            let mut out = Vec::new();
+            for row in table.range((tenant, user, 0u64)..=(tenant, user, u64::MAX))?.rev().take(limit) {
+                let (_, value) = row?;
+                out.push(serde_json::from_slice(value.value())?);
+            }
+            out.reverse();
+            Ok(out)
+        })
+    }
+
+    /// Upserts catalog items in one transaction.
+    pub fn upsert_items(&self, tenant: &str, items: &[(String, serde_json::Value)]) -> Result<(), StoreError> {
+        timed("upsert_items", || {
+            let txn = self.db.begin_write()?;
+            {
+                let mut table = txn.open_table(CATALOG)?;
+                for (id, attributes) in items {
+                    table.insert((tenant, id.as_str()), serde_json::to_vec(attributes)?.as_slice())?;
+                }
+            }
+            txn.commit()?;
+            Ok(())
+        })
+    }
+
+    /// One catalog item's attributes.
+    pub fn item(&self, tenant: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CATALOG)?;
+        Ok(match table.get((tenant, id))? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
+    }
+
+    /// Attributes of several items in one read (missing items are `None`).
+    pub fn items_many(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Option<serde_json::Value>>, StoreError> {
+        timed("items_many", || {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(CATALOG)?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                out.push(match table.get((tenant, *id))? {
+                    Some(v) => Some(serde_json::from_slice(v.value())?),
+                    None => None,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Up to `limit` items with ids after `after`, in id order.
+    pub fn items_page(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(CATALOG)?;
+        let mut out = Vec::new();
+        let start = after.unwrap_or("");
+        for row in table.range((tenant, start)..)? {
+            let (key, value) = row?;
+            let (t, id) = key.value();
+            if t != tenant {
+                break;
+            }
+            if after.is_some_and(|a| a == id) {
+                continue;
+            }
+            out.push((id.to_string(), serde_json::from_slice(value.value())?));
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a plugin component; an identical component of the same name
+    /// returns its existing version (versions are content-addressed).
+    pub fn add_plugin(&self, tenant: &str, name: &str, digest: &str, bytes: &[u8]) -> Result<PluginVersion, StoreError> {
+        timed("add_plugin", || {
+            let txn = self.db.begin_write()?;
+            let record = {
+                let mut plugins = txn.open_table(PLUGINS)?;
+                let mut latest = 0;
+                for row in plugins.range((tenant, name, 0u32)..=(tenant, name, u32::MAX))? {
+                    let (_, value) = row?;
+                    let existing: PluginVersion = serde_json::from_slice(value.value())?;
+                    if existing.digest == digest {
+                        return Ok(existing);
+                    }
+                    latest = latest.max(existing.version);
+                }
+                let record = PluginVersion {
+                    name: name.to_string(),
+                    version: latest + 1,
+                    digest: digest.to_string(),
+                    size: bytes.len(),
+                    uploaded_at: now_unix(),
+                };
+                plugins.insert((tenant, name, record.version), serde_json::to_vec(&record)?.as_slice())?;
+                txn.open_table(BLOBS)?.insert(digest, bytes)?;
+                record
+            };
+            txn.commit()?;
+            Ok(record)
+        })
+    }
+
+    /// Every plugin version of a tenant, by name then version.
+    pub fn plugins(&self, tenant: &str) -> Result<Vec<PluginVersion>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PLUGINS)?;
+        let mut out = Vec::new();
+        for row in table.range((tenant, "", 0u32)..)? {
+            let (key, value) = row?;
+            if key.value().0 != tenant {
+                break;
+            }
+            out.push(serde_json::from_slice(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Component bytes by digest.
+    pub fn blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BLOBS)?;
+        Ok(table.get(digest)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Stores a new pipeline version and activates it, in one transaction.
+    pub fn add_pipeline(&self, tenant: &str, stages: Vec<StageSpec>) -> Result<PipelineRecord, StoreError> {
+        timed("add_pipeline", || {
+            let txn = self.db.begin_write()?;
+            let record = {
+                let mut pipelines = txn.open_table(PIPELINES)?;
+                let latest = pipelines
+                    .range((tenant, 0u32)..=(tenant, u32::MAX))?
+                    .next_back()
+                    .transpose()?
+                    .map_or(0, |(k, _)| k.value().1);
+                let record = PipelineRecord { version: latest + 1, stages, created_at: now_unix() };
+                pipelines.insert((tenant, record.version), serde_json::to_vec(&record)?.as_slice())?;
+                let mut activations = txn.open_table(ACTIVATIONS)?;
+                let mut log: Vec<u32> = match activations.get(tenant)? {
+                    Some(v) => serde_json::from_slice(v.value())?,
+                    None => Vec::new(),
+                };
+                log.push(record.version);
+                activations.insert(tenant, serde_json::to_vec(&log)?.as_slice())?;
+                record
+            };
+            txn.commit()?;
+            Ok(record)
+        })
+    }
+
+    /// Returns to the previously active version; `None` when there is none.
+    pub fn rollback(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let record = {
+            let mut activations = txn.open_table(ACTIVATIONS)?;
+            let mut log: Vec<u32> = match activations.get(tenant)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => Vec::new(),
+            };
+            if log.len() < 2 {
+                return Ok(None);
+            }
+            log.pop();
+            let version = *log.last().expect("len >= 1");
+            activations.insert(tenant, serde_json::to_vec(&log)?.as_slice())?;
+            let pipelines = txn.open_table(PIPELINES)?;
+            let value = pipelines.get((tenant, version))?.map(|v| v.value().to_vec());
+            match value {
+                Some(bytes) => serde_json::from_slice(&bytes)?,
+                None => return Ok(None),
+            }
+        };
+        txn.commit()?;
+        Ok(Some(record))
+    }
+
+    /// The active pipeline (if any) and every version, oldest first.
+    pub fn pipelines(&self, tenant: &str) -> Result<(Option<u32>, Vec<PipelineRecord>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let activations = txn.open_table(ACTIVATIONS)?;
+        let active = match activations.get(tenant)? {
+            Some(v) => serde_json::from_slice::<Vec<u32>>(v.value())?.last().copied(),
+            None => None,
+        };
+        let table = txn.open_table(PIPELINES)?;
+        let mut all = Vec::new();
+        for row in table.range((tenant, 0u32)..=(tenant, u32::MAX))? {
+            let (_, value) = row?;
+            all.push(serde_json::from_slice(value.value())?);
+        }
+        Ok((active, all))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(item: &str, ts: i64) -> StoredEvent {
+        StoredEvent { item: item.into(), ts, action: "view".into() }
+    }
+
+    #[test]
+    fn events_are_per_tenant_and_user_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .append_events("a", &[("u1".into(), event("x", 1)), ("u2".into(), event("y", 2))])
+                .unwrap();
+            store.append_events("b", &[("u1".into(), event("z", 3))]).unwrap();
+            store.append_events("a", &[("u1".into(), event("w", 4))]).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.recent_events("a", "u1", 10).unwrap(), vec![event("x", 1), event("w", 4)]);
+        assert_eq!(store.recent_events("a", "u1", 1).unwrap(), vec![event("w", 4)]);
+        assert_eq!(store.recent_events("b", "u1", 10).unwrap(), vec![event("z", 3)]);
+        assert!(store.recent_events("a", "u3", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn catalog_pages_stay_inside_the_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let items: Vec<_> = (0..5).map(|i| (format!("i{i}"), serde_json::json!({"n": i}))).collect();
+        store.upsert_items("a", &items).unwrap();
+        store.upsert_items("b", &[("zz".into(), serde_json::json!({}))]).unwrap();
+        let first = store.items_page("a", None, 2).unwrap();
+        assert_eq!(first.iter().map(|i| i.0.as_str()).collect::<Vec<_>>(), ["i0", "i1"]);
+        let rest = store.items_page("a", Some("i1"), 10).unwrap();
+        assert_eq!(rest.iter().map(|i| i.0.as_str()).collect::<Vec<_>>(), ["i2", "i3", "i4"]);
+        assert_eq!(store.item("a", "i3").unwrap(), Some(serde_json::json!({"n": 3})));
+        assert_eq!(store.item("b", "i3").unwrap(), None);
+    }
+
+    #[test]
+    fn plugins_are_content_addressed_and_pipelines_roll_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let v1 = store.add_plugin("a", "boost", "d1", b"one").unwrap();
+        let again = store.add_plugin("a", "boost", "d1", b"one").unwrap();
+        let v2 = store.add_plugin("a", "boost", "d2", b"two").unwrap();
+        assert_eq!((v1.version, again.version, v2.version), (1, 1, 2));
+        assert_eq!(store.blob("d2").unwrap().as_deref(), Some(&b"two"[..]));
+        assert_eq!(store.plugins("a").unwrap().len(), 2);
+        assert!(store.plugins("b").unwrap().is_empty());
+
+        let p1 = store.add_pipeline("a", vec![]).unwrap();
+        let p2 = store.add_pipeline("a", vec![]).unwrap();
+        assert_eq!((p1.version, p2.version), (1, 2));
+        assert_eq!(store.rollback("a").unwrap().map(|p| p.version), Some(1));
+        assert!(store.rollback("a").unwrap().is_none());
+        let (active, all) = store.pipelines("a").unwrap();
+        assert_eq!((active, all.len()), (Some(1), 2));
+    }
+}

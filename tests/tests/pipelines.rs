@@ -1,0 +1,198 @@
+//! Plugin pipelines end to end: hot swap under load, rollback, explain,
+//! on_error policies, restart, and the demo tenant's default pipeline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use edgerec_e2e::{DEMO_KEY, OPERATOR, Options, Scratch, Server, code, create_tenant, items, write_model};
+use serde_json::{Value, json};
+
+fn bury(brand: &str) -> Value {
+    json!({"stages": [{"plugin": "boost", "config": {"rules": [
+        {"name": format!("bury-{brand}"), "attribute": "brand", "op": "eq", "value": brand, "action": "bury"}
+    ]}}]})
+}
+
+fn upload(server: &Server, tenant: &str, name: &str, bytes: &[u8]) -> Value {
+    let (status, body) = server.request("PUT", &format!("/v1/tenants/{tenant}/plugins/{name}"), Some(OPERATOR), Some(bytes.to_vec()));
+    assert_eq!(status, 201, "upload {name}: {body}");
+    body
+}
+
+fn activate(server: &Server, pipeline: &Value) -> u32 {
+    let (status, body) = server.json("PUT", "/v1/tenants/shop/pipeline", Some(OPERATOR), pipeline);
+    assert_eq!(status, 200, "activate: {body}");
+    body["version"].as_u64().expect("version") as u32
+}
+
+#[test]
+fn hot_swap_under_load_rollback_explain_and_restart() {
+    let scratch = Scratch::new();
+    let model = scratch.path("model");
+    let ids = write_model(&model, 80, 11);
+    let data = scratch.path("data");
+    let server = Server::start(&data, &Options::default());
+    let key = create_tenant(&server, "shop", &model);
+    let catalog: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| json!({"id": id, "attributes": {
+            "brand": if i % 2 == 0 { "acme" } else { "other" }, "stock": (i % 4) as i64, "category": format!("c{}", i % 5)
+        }}))
+        .collect();
+    assert_eq!(server.json("PUT", "/v1/tenants/shop/catalog/items", Some(&key), &json!({"items": catalog})).0, 200);
+    let boost = upload(&server, "shop", "boost", edgerec_runtime::first_party::BOOST);
+    assert_eq!(boost["version"], 1);
+    // The same bytes again: the same immutable version.
+    assert_eq!(upload(&server, "shop", "boost", edgerec_runtime::first_party::BOOST)["version"], 1);
+    upload(&server, "shop", "in-stock", edgerec_runtime::first_party::IN_STOCK);
+
+    let request = json!({"events": [{"item": "sku-1", "ts": 100}, {"item": "sku-2", "ts": 200}, {"item": "sku-9", "ts": 300}],
+        "k": 10, "query_time": 1000});
+    let recommend = |server: &Server| {
+        let (status, body) = server.json("POST", "/v1/tenants/shop/recommend", Some(&key), &request);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let version_a = activate(&server, &bury("acme"));
+    let answer_a = items(&recommend(&server));
+    let version_b = activate(&server, &bury("other"));
+    let answer_b = items(&recommend(&server));
+    assert_ne!(answer_a, answer_b, "the two versions must answer differently");
+    let brand = |id: &str| {
+        let n: usize = id.trim_start_matches("sku-").parse().unwrap();
+        if (n - 1) % 2 == 0 { "acme" } else { "other" }
+    };
+    assert!(answer_a.iter().all(|id| brand(id) == "other"), "A buries acme: {answer_a:?}");
+    assert!(answer_b.iter().all(|id| brand(id) == "acme"), "B buries other: {answer_b:?}");
+
+    // Steady clients while the pipeline is swapped 100 times.
+    let kinds: Arc<Mutex<HashMap<u32, char>>> = Arc::new(Mutex::new(HashMap::from([(version_a, 'A'), (version_b, 'B')])));
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let (stop, answers, server, request, key) = (&stop, &answers, &server, &request, &key);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let answer = server.json("POST", "/v1/tenants/shop/recommend", Some(key), request);
+                    answers.lock().unwrap().push(answer);
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            });
+        }
+        for swap in 0..100 {
+            let (pipeline, kind) = if swap % 2 == 0 { (bury("acme"), 'A') } else { (bury("other"), 'B') };
+            let version = activate(&server, &pipeline);
+            kinds.lock().unwrap().insert(version, kind);
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let answers = answers.lock().unwrap();
+    let kinds = kinds.lock().unwrap();
+    assert!(answers.len() >= 50, "only {} requests during the swaps", answers.len());
+    let mut seen = HashMap::new();
+    for (status, body) in answers.iter() {
+        assert_eq!(*status, 200, "a request failed during the swaps: {body}");
+        let got = items(body);
+        let version = body["pipeline_version"].as_u64().unwrap() as u32;
+        let kind = kinds[&version];
+        let expected = if kind == 'A' { &answer_a } else { &answer_b };
+        assert_eq!(&got, expected, "version {version} ({kind}) answered another version's list");
+        *seen.entry(kind).or_insert(0) += 1;
+    }
+    println!("{} answers during 100 swaps: {seen:?}", answers.len());
+
+    // Rollback returns to the previous version, twice.
+    let (_, pipeline) = server.get("/v1/tenants/shop/pipeline", Some(OPERATOR));
+    let last = pipeline["active"].as_u64().unwrap() as u32;
+    assert_eq!(pipeline["versions"].as_array().unwrap().len(), 102);
+    for expected in [last - 1, last - 2] {
+        let (status, body) = server.request("POST", "/v1/tenants/shop/pipeline/rollback", Some(OPERATOR), None);
+        assert_eq!((status, body["version"].as_u64()), (200, Some(expected as u64)), "{body}");
+        let answer = recommend(&server);
+        assert_eq!(answer["pipeline_version"], expected);
+        let want = if kinds[&expected] == 'A' { &answer_a } else { &answer_b };
+        assert_eq!(&items(&answer), want);
+    }
+    let active = last - 2;
+
+    // Explain: the stage, what it moved, fuel and time, and per-item reasons.
+    let mut explain = request.clone();
+    explain["explain"] = json!(true);
+    let (status, body) = server.json("POST", "/v1/tenants/shop/recommend", Some(&key), &explain);
+    assert_eq!(status, 200);
+    let trace = &body["trace"][0];
+    assert_eq!(trace["stage"], "boost@1");
+    assert_eq!(trace["status"], "ran");
+    assert!(trace["moved"].as_u64().unwrap() > 0 && trace["fuel"].as_u64().unwrap() > 0, "{trace}");
+
+    // on_error: a stage that fails (no such column) is skipped, or fails the request.
+    let broken = |on_error: &str| json!({"stages": [
+        {"plugin": "in-stock", "config": {"attribute": "no_such_column"}, "on_error": on_error}]});
+    activate(&server, &broken("skip"));
+    let (status, body) = server.json("POST", "/v1/tenants/shop/recommend", Some(&key), &explain);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["trace"][0]["status"], "skipped");
+    assert_eq!(body["items"].as_array().unwrap().len(), 10);
+    activate(&server, &broken("fail"));
+    let (status, body) = server.json("POST", "/v1/tenants/shop/recommend", Some(&key), &request);
+    assert_eq!((status, code(&body)), (502, "plugin_failed"), "{body}");
+    for _ in 0..2 {
+        assert_eq!(server.request("POST", "/v1/tenants/shop/pipeline/rollback", Some(OPERATOR), None).0, 200);
+    }
+
+    // Restart: tenants, plugins, pipelines (active and history) come back.
+    assert!(server.terminate().success());
+    let server = Server::start(&data, &Options::default());
+    let (_, pipeline) = server.get("/v1/tenants/shop/pipeline", Some(OPERATOR));
+    assert_eq!(pipeline["active"], active);
+    assert_eq!(pipeline["versions"].as_array().unwrap().len(), 104);
+    let (_, plugins) = server.get("/v1/tenants/shop/plugins", Some(OPERATOR));
+    let names: Vec<&str> = plugins["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["boost", "in-stock"]);
+    let answer = recommend(&server);
+    let want = if kinds[&active] == 'A' { &answer_a } else { &answer_b };
+    assert_eq!((&items(&answer), answer["pipeline_version"].as_u64()), (want, Some(active as u64)));
+}
+
+#[test]
+fn the_demo_tenant_answers_through_its_default_pipeline() {
+    let scratch = Scratch::new();
+    let server = Server::start(&scratch.path("data"), &Options { demo: true, ..Default::default() });
+    let key = Some(DEMO_KEY);
+    let (status, page) = server.get("/v1/tenants/demo/catalog/items?limit=1000", key);
+    assert_eq!(status, 200);
+    let catalog: HashMap<String, Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["id"].as_str().unwrap().to_string(), i["attributes"].clone()))
+        .collect();
+    assert!(catalog.len() >= 20, "demo catalog too small");
+    let mut ids: Vec<&String> = catalog.keys().collect();
+    ids.sort();
+    let history: Vec<Value> = ids.iter().step_by(7).take(12).enumerate()
+        .map(|(i, id)| json!({"item": id, "ts": 1_700_000_000 + i as i64 * 60, "action": if i == 11 { "purchase" } else { "view" }}))
+        .collect();
+    let (status, body) = server.json("POST", "/v1/tenants/demo/recommend", key,
+        &json!({"user_id": "shopper-1", "events": history, "k": 10, "explain": true}));
+    assert_eq!(status, 200, "{body}");
+    let got = items(&body);
+    assert_eq!(got.len(), 10, "{body}");
+    let stages: Vec<&str> = body["trace"].as_array().unwrap().iter().map(|t| t["stage"].as_str().unwrap()).collect();
+    assert_eq!(stages.len(), 3, "{stages:?}");
+    assert!(body["trace"].as_array().unwrap().iter().all(|t| t["status"] == "ran"), "{}", body["trace"]);
+    let mut per_category: HashMap<String, usize> = HashMap::new();
+    for id in &got {
+        let (status, item) = server.get(&format!("/v1/tenants/demo/catalog/items/{id}"), key);
+        assert_eq!(status, 200, "recommended {id} is not in the catalog");
+        let stock = item["attributes"]["stock"].as_f64().unwrap_or(0.0);
+        assert!(stock >= 1.0, "{id} is out of stock ({stock}) but was recommended");
+        assert!(!history.iter().any(|e| e["item"] == json!(id)), "{id} is in the history");
+        *per_category.entry(item["attributes"]["category"].as_str().unwrap_or("").to_string()).or_insert(0) += 1;
+    }
+    assert!(per_category.values().all(|&n| n <= 2), "more than 2 per category: {per_category:?}");
+}
