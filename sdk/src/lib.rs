@@ -116,7 +116,7 @@ macro_rules! export_plugin {
         #[cfg(target_family = "wasm")]
         const _: () = {
             type EdgerecPluginShim = $crate::__private::Shim<$plugin>;
-            $crate::__export_plugin_world!(EdgerecPluginShim with_types_in $crate::bindings);
+            $crate::bindings::__export_plugin_world!(EdgerecPluginShim with_types_in $crate::bindings);
         };
     };
 }
