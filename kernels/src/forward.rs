@@ -209,12 +209,77 @@ fn attention(
     bias: &mut [f32],
     out: &mut [f32],
 ) {
+    if n - start > SMALL_M {
+        return attention_gemm(s, layer, cache, uvqk, bucket, start, n, out);
+    }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU supports AVX2 (checked just above).
         return unsafe { attention_avx2(s, layer, cache, uvqk, bucket, start, n, bias, out) };
     }
     attention_body(s, layer, cache, uvqk, bucket, start, n, bias, out)
+}
+
+/// Many query rows (full encode): per head, `S = Q·Kᵀ` and `O = A·V`
+/// through gemm, the causal mask applied between them. Computing the masked
+/// upper triangle wastes up to half the products, but gemm runs them several
+/// times faster than the row loops.
+#[allow(clippy::too_many_arguments)]
+fn attention_gemm(
+    s: &AttnShape,
+    layer: &LayerWeights,
+    cache: &LayerKv,
+    uvqk: &[f32],
+    bucket: &[u32],
+    start: usize,
+    n: usize,
+    out: &mut [f32],
+) {
+    let AttnShape { h, dqk, dv, width, q_off, big_n, alpha, inv_n } = *s;
+    let attn = h * dv;
+    let rows = n - start;
+    assert!(
+        uvqk.len() >= rows * width
+            && cache.keys.len() >= n * h * dqk
+            && cache.values.len() >= n * attn
+            && out.len() >= rows * attn
+    );
+    let mut scores = vec![0.0f32; rows * n];
+    for head in 0..h {
+        // SAFETY: (the assert above bounds every access) lhs = Q_h, rows × d_qk
+        // at row stride `width`; rhs = K_hᵀ, d_qk × n, element (p, j) at
+        // keys[j·H·d_qk + head·d_qk + p]; dst = scores, rows × n, contiguous.
+        unsafe {
+            gemm::gemm(
+                rows, n, dqk,
+                scores.as_mut_ptr(), 1, n as isize, false,
+                uvqk.as_ptr().add(q_off + head * dqk), 1, width as isize,
+                cache.keys.as_ptr().add(head * dqk), (h * dqk) as isize, 1,
+                1.0, 1.0, false, false, false, Parallelism::None,
+            );
+        }
+        for r in 0..rows {
+            let i = start + r;
+            let row = &mut scores[r * n..(r + 1) * n];
+            let pos = &layer.pos_w[big_n - 1 - i..big_n];
+            let buckets = &bucket[r * n..r * n + i + 1];
+            for ((a, p), b) in row.iter_mut().zip(pos).zip(buckets) {
+                *a = silu(alpha * *a + p + layer.ts_w[*b as usize]) * inv_n;
+            }
+            row[i + 1..].fill(0.0);
+        }
+        // SAFETY: lhs = A, rows × n contiguous; rhs = V_h, n × d_v at row
+        // stride H·d_v; dst = O_h, rows × d_v at row stride H·d_v (bounded above).
+        unsafe {
+            gemm::gemm(
+                rows, dv, n,
+                out.as_mut_ptr().add(head * dv), 1, attn as isize, false,
+                scores.as_ptr(), 1, n as isize,
+                cache.values.as_ptr().add(head * dv), 1, attn as isize,
+                1.0, 1.0, false, false, false, Parallelism::None,
+            );
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
