@@ -26,6 +26,15 @@ enum Command {
     /// Benchmarks that print their ratios against a roof or baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Train an HSTU model on an event log (MovieLens or user,item,timestamp[,action] CSV).
+    Train(cli::train::TrainArgs),
+    /// Continue a model on new events (new items get fresh rows; old ids stay).
+    Finetune(cli::train::FinetuneArgs),
+    /// Evaluate a model with the engine (HR/NDCG@10/50/200, MRR) against popularity.
+    Eval(cli::train::EvalArgs),
+    /// The synthetic storefront behind the demo model.
+    #[command(subcommand)]
+    Demo(cli::train::DemoCommand),
 }
 
 #[derive(Subcommand)]
@@ -41,6 +50,10 @@ fn main() -> ExitCode {
         Command::Recommend(args) => cli::engine::recommend(args),
         Command::Model(command) => cli::engine::model(command),
         Command::Bench(BenchCommand::Kernels(args)) => cli::engine::bench(args),
+        Command::Train(args) => cli::train::train(args),
+        Command::Finetune(args) => cli::train::finetune(args),
+        Command::Eval(args) => cli::train::eval(args),
+        Command::Demo(command) => cli::train::demo(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

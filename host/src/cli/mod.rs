@@ -1,3 +1,4 @@
 //! Subcommands of the `edgerec` binary, one module per area.
 
 pub mod engine;
+pub mod train;

@@ -1,0 +1,342 @@
+//! `edgerec train`, `edgerec finetune`, `edgerec eval`, `edgerec demo generate`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use edgerec_train::data::Format;
+use edgerec_train::train::{Preset, TrainOptions};
+
+/// Dataset formats on the command line.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum FormatArg {
+    /// From the file name: *.dat → ml-1m, u.data → ml-100k, ratings.csv → ml-latest, else events.
+    Auto,
+    /// `user::item::rating::ts` (ML-1M ratings.dat).
+    #[value(name = "ml-1m")]
+    Ml1m,
+    /// `user<TAB>item<TAB>rating<TAB>ts` (ML-100K u.data).
+    #[value(name = "ml-100k")]
+    Ml100k,
+    /// `userId,movieId,rating,timestamp` (ml-latest ratings.csv).
+    MlLatest,
+    /// `user,item,timestamp[,action]` CSV event log.
+    Events,
+}
+
+impl FormatArg {
+    fn format(self) -> Option<Format> {
+        match self {
+            FormatArg::Auto => None,
+            FormatArg::Ml1m => Some(Format::MovieLensDat),
+            FormatArg::Ml100k => Some(Format::MovieLens100k),
+            FormatArg::MlLatest => Some(Format::MovieLensCsv),
+            FormatArg::Events => Some(Format::EventsCsv),
+        }
+    }
+}
+
+/// Presets of the public benchmark table.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum PresetArg {
+    /// D 50, 2 layers, 1 head of 50, L 200, 128 negatives, dropout 0.2.
+    #[value(name = "ml-1m")]
+    Ml1m,
+    /// D 50, 8 layers, 2 heads of 25, L 200.
+    #[value(name = "ml-1m-large")]
+    Ml1mLarge,
+    /// D 256, 4 layers, 4 heads of 64, L 200.
+    #[value(name = "ml-20m")]
+    Ml20m,
+    /// D 64, 4 layers, 4 heads of 16, L 50, 512 negatives, dropout 0.5.
+    Books,
+}
+
+/// Hyper-parameters; each flag overrides the preset's value.
+#[derive(Args, Debug)]
+pub struct HyperArgs {
+    /// Reference recipe to start from.
+    #[arg(long, value_enum, default_value = "ml-1m")]
+    preset: PresetArg,
+    /// Model dimension D.
+    #[arg(long)]
+    d_model: Option<usize>,
+    /// Number of HSTU layers.
+    #[arg(long)]
+    layers: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Query/key and value dimension per head.
+    #[arg(long)]
+    head_dim: Option<usize>,
+    /// L: longest history kept (N = L + 11).
+    #[arg(long)]
+    max_seq_len: Option<usize>,
+    /// Maximum epochs (reference: 100).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Sequences per step (reference: 128).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// AdamW learning rate (reference: 1e-3).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// AdamW beta1 (reference: 0.9).
+    #[arg(long)]
+    beta1: Option<f64>,
+    /// AdamW beta2 (reference: 0.98).
+    #[arg(long)]
+    beta2: Option<f64>,
+    /// AdamW weight decay (reference: 0).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Uniform negatives per step (reference: 128, Books 512).
+    #[arg(long)]
+    negatives: Option<usize>,
+    /// Temperature of the cosine logits (reference: 0.05).
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Dropout on the input and before W_o (reference: 0.2, Books 0.5).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Early stopping: evaluations without a better validation NDCG@10.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Validate every this many epochs.
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Validate on a fixed random subset of this many users (0 = all).
+    #[arg(long)]
+    eval_users: Option<usize>,
+    /// Seed of initialisation, shuffling, negatives and dropout.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Compute threads (on 2 cores candle's small ops ran fastest with 1).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+impl HyperArgs {
+    fn options(&self) -> TrainOptions {
+        let mut o = match self.preset {
+            PresetArg::Ml1m => Preset::Ml1m,
+            PresetArg::Ml1mLarge => Preset::Ml1mLarge,
+            PresetArg::Ml20m => Preset::Ml20m,
+            PresetArg::Books => Preset::Books,
+        }
+        .options();
+        let set = |slot: &mut usize, v: Option<usize>| {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        };
+        set(&mut o.shape.d_model, self.d_model);
+        set(&mut o.shape.num_layers, self.layers);
+        set(&mut o.shape.num_heads, self.heads);
+        set(&mut o.shape.head_dim, self.head_dim);
+        set(&mut o.shape.max_seq_len, self.max_seq_len);
+        set(&mut o.epochs, self.epochs);
+        set(&mut o.batch_size, self.batch_size);
+        set(&mut o.num_negatives, self.negatives);
+        set(&mut o.patience, self.patience);
+        set(&mut o.eval_every, self.eval_every);
+        set(&mut o.eval_users, self.eval_users);
+        o.optimizer.lr = self.lr.unwrap_or(o.optimizer.lr);
+        o.optimizer.beta1 = self.beta1.unwrap_or(o.optimizer.beta1);
+        o.optimizer.beta2 = self.beta2.unwrap_or(o.optimizer.beta2);
+        o.optimizer.weight_decay = self.weight_decay.unwrap_or(o.optimizer.weight_decay);
+        o.temperature = self.temperature.unwrap_or(o.temperature);
+        o.dropout = self.dropout.unwrap_or(o.dropout);
+        o.seed = self.seed.unwrap_or(o.seed);
+        o
+    }
+
+    fn check(&self, o: &TrainOptions) -> Result<()> {
+        anyhow::ensure!(o.batch_size > 0, "--batch-size must be at least 1");
+        anyhow::ensure!(o.num_negatives > 0, "--negatives must be at least 1");
+        anyhow::ensure!((0.0..1.0).contains(&o.dropout), "--dropout must be in [0, 1), got {}", o.dropout);
+        anyhow::ensure!(o.temperature > 0.0, "--temperature must be positive, got {}", o.temperature);
+        anyhow::ensure!(o.optimizer.lr > 0.0, "--lr must be positive, got {}", o.optimizer.lr);
+        anyhow::ensure!(self.threads > 0, "--threads must be at least 1");
+        Ok(())
+    }
+
+    /// Sizes the compute thread pools before any work starts.
+    fn apply_threads(&self) {
+        // SAFETY: called at the start of the command, before any thread is spawned;
+        // candle reads RAYON_NUM_THREADS to size its matmul parallelism.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", self.threads.to_string()) };
+        // The global pool may already exist (then it keeps its size; nothing to do).
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(self.threads).build_global();
+    }
+}
+
+/// `edgerec train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Events file or dataset directory (ratings.dat, u.data, ratings.csv, events.csv; .xz read directly).
+    #[arg(long)]
+    data: PathBuf,
+    /// Input format.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Output directory: model/ (best), checkpoint/, report.json, curves.png.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in OUT/checkpoint (same options; --epochs may be raised).
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    hyper: HyperArgs,
+}
+
+/// `edgerec finetune`.
+#[derive(Args, Debug)]
+pub struct FinetuneArgs {
+    /// The model directory to continue from (config.json, model.safetensors, items.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// The new events (same formats as `train`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Input format.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Output directory (model/ holds the fine-tuned model).
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    hyper: HyperArgs,
+}
+
+/// `edgerec eval`.
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Model directory.
+    #[arg(long)]
+    model: PathBuf,
+    /// Events file or dataset directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// Input format.
+    #[arg(long, value_enum, default_value = "auto")]
+    format: FormatArg,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+/// `edgerec demo ...`.
+#[derive(Subcommand, Debug)]
+pub enum DemoCommand {
+    /// Write the synthetic storefront: catalog.jsonl and events.csv.
+    Generate(GenerateArgs),
+}
+
+/// `edgerec demo generate`.
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed (the same seed writes the same files).
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Catalog size.
+    #[arg(long, default_value_t = 3000)]
+    items: usize,
+    /// Number of shoppers.
+    #[arg(long, default_value_t = 3000)]
+    users: usize,
+}
+
+fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).context("serialising the report")?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+fn print_test(report: &edgerec_train::report::EvalReport) {
+    let row = |name: &str, m: &edgerec_train::metrics::Metrics| {
+        eprintln!(
+            "{name:<11} HR@10 {:.4}  NDCG@10 {:.4}  HR@50 {:.4}  NDCG@50 {:.4}  HR@200 {:.4}  NDCG@200 {:.4}  MRR {:.4}  ({} users)",
+            m.hr_10, m.ndcg_10, m.hr_50, m.ndcg_50, m.hr_200, m.ndcg_200, m.mrr, m.users
+        )
+    };
+    row("model", &report.model);
+    row("popularity", &report.popularity);
+}
+
+fn print_data(summary: &edgerec_train::dataset::DataSummary) {
+    eprintln!(
+        "data: {} rows ({} bad), {} users, {} items, {} merged repeats, {} unknown items",
+        summary.rows, summary.bad_rows, summary.users, summary.items, summary.sequences.merged_repeats, summary.sequences.unknown_items
+    );
+    for bad in &summary.bad_examples {
+        eprintln!("  bad row at line {}: {}", bad.line, bad.reason);
+    }
+}
+
+/// Runs `edgerec train`.
+pub fn train(args: TrainArgs) -> Result<()> {
+    args.hyper.apply_threads();
+    let opts = args.hyper.options();
+    args.hyper.check(&opts)?;
+    let data = edgerec_train::dataset::load_dataset(&args.data, args.format.format(), None, false)
+        .with_context(|| format!("loading {}", args.data.display()))?;
+    print_data(&data.summary);
+    let report = edgerec_train::report::train_and_report(&data, &opts, &args.out, args.resume, !args.hyper.no_progress)?;
+    write_json(&args.out.join("report.json"), &report)?;
+    edgerec_train::plot::plot_curves(&report.training.state.history, &args.out.join("curves.png"))?;
+    eprintln!(
+        "trained {} epochs in {:.0} s (best epoch {}, early stop: {}); test split:",
+        report.training.state.epochs_done, report.training.wall_seconds, report.training.state.best_epoch, report.training.stopped_early
+    );
+    print_test(&report.test);
+    eprintln!("wrote {}/model, report.json, curves.png", args.out.display());
+    Ok(())
+}
+
+/// Runs `edgerec finetune`.
+pub fn finetune(args: FinetuneArgs) -> Result<()> {
+    args.hyper.apply_threads();
+    let opts = args.hyper.options();
+    args.hyper.check(&opts)?;
+    let report = edgerec_train::report::finetune(&args.model, &args.data, args.format.format(), &opts, &args.out, !args.hyper.no_progress)?;
+    write_json(&args.out.join("report.json"), &report)?;
+    edgerec_train::plot::plot_curves(&report.training.state.history, &args.out.join("curves.png"))?;
+    eprintln!(
+        "fine-tuned: {} old items, {} new; validation NDCG@10 {:.4} -> {:.4}, HR@10 {:.4} -> {:.4}",
+        report.old_items, report.new_items, report.validation_before.ndcg_10, report.validation_after.ndcg_10, report.validation_before.hr_10, report.validation_after.hr_10
+    );
+    print_test(&report.test);
+    Ok(())
+}
+
+/// Runs `edgerec eval`: prints the JSON report on stdout.
+pub fn eval(args: EvalArgs) -> Result<()> {
+    let report = edgerec_train::report::evaluate_dir(&args.model, &args.data, args.format.format())?;
+    print_data(&report.data);
+    print_test(&report);
+    if let Some(path) = &args.report {
+        write_json(path, &report)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Runs `edgerec demo ...`.
+pub fn demo(command: DemoCommand) -> Result<()> {
+    match command {
+        DemoCommand::Generate(args) => {
+            anyhow::ensure!(args.items >= 24 && args.users >= 1, "--items must be at least 24 (one per category) and --users at least 1");
+            let spec = edgerec_train::synth::StorefrontSpec { items: args.items, users: args.users, seed: args.seed };
+            let (items, events) = edgerec_train::synth::write_storefront(&args.out, &spec)?;
+            eprintln!("wrote {items} items to catalog.jsonl and {events} events to events.csv in {}", args.out.display());
+            Ok(())
+        }
+    }
+}
