@@ -328,9 +328,9 @@ fn attention_body(
         for head in 0..h {
             let q = &q_row[head * dqk..(head + 1) * dqk];
             let o = &mut o_row[head * dv..(head + 1) * dv];
-            for j in 0..=i {
+            for (j, b) in bias[..=i].iter().enumerate() {
                 let k = &cache.keys[j * h * dqk + head * dqk..j * h * dqk + (head + 1) * dqk];
-                let a = silu(alpha * dot(q, k) + bias[j]) * inv_n;
+                let a = silu(alpha * dot(q, k) + b) * inv_n;
                 axpy(o, a, &cache.values[j * attn + head * dv..j * attn + (head + 1) * dv]);
             }
         }

@@ -2,6 +2,8 @@
 //! `HSTU.md` and independent of the fast path: the oracle of the parity tests.
 
 #![allow(dead_code)]
+// Straight index loops on purpose: the oracle reads like the math.
+#![allow(clippy::needless_range_loop)]
 
 use edgerec_kernels::{Event, Model};
 
