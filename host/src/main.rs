@@ -26,6 +26,9 @@ enum Command {
     /// Benchmarks that print their ratios against a roof or baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run or check a plugin component locally (the partners' runner).
+    #[command(subcommand)]
+    Plugin(cli::plugin::PluginCommand),
     /// Train an HSTU model on an event log (MovieLens or user,item,timestamp[,action] CSV).
     Train(cli::train::TrainArgs),
     /// Continue a model on new events (new items get fresh rows; old ids stay).
@@ -39,6 +42,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// The plugin sandbox: a 3-stage first-party pipeline, wasmtime against the same rules as native Rust.
+    Plugins(cli::plugin::BenchPluginsArgs),
     /// The HSTU kernels: encode latency, users/s, incremental, top-k, against the sgemm roof.
     Kernels(cli::engine::BenchArgs),
 }
@@ -50,6 +55,8 @@ fn main() -> ExitCode {
         Command::Recommend(args) => cli::engine::recommend(args),
         Command::Model(command) => cli::engine::model(command),
         Command::Bench(BenchCommand::Kernels(args)) => cli::engine::bench(args),
+        Command::Bench(BenchCommand::Plugins(args)) => cli::plugin::bench_plugins(args),
+        Command::Plugin(command) => cli::plugin::plugin(command),
         Command::Train(args) => cli::train::train(args),
         Command::Finetune(args) => cli::train::finetune(args),
         Command::Eval(args) => cli::train::eval(args),

@@ -1,4 +1,5 @@
 //! Subcommands of the `edgerec` binary, one module per area.
 
 pub mod engine;
+pub mod plugin;
 pub mod train;

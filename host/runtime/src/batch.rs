@@ -1,0 +1,270 @@
+//! The request and candidate types the host works with (serde: they are what
+//! the server and `edgerec plugin run` read), and their encoding into the
+//! contract's columns.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::wire;
+use crate::error::InputError;
+
+/// One thing the shopper did recently.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Item id.
+    pub item: u64,
+    /// "view", "cart", "purchase", ...
+    pub action: String,
+    /// Unix seconds.
+    pub ts: i64,
+}
+
+/// What the host knows about the request; the same for every stage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestContext {
+    /// The merchant.
+    pub tenant: String,
+    /// The shopper, when known.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// How many items the storefront wants back.
+    #[serde(default = "default_k")]
+    pub k: u32,
+    /// The request's time, unix seconds (plugins have no clock of their own).
+    #[serde(default)]
+    pub now: i64,
+    /// Free-form attributes: page, locale, device, ...
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// The shopper's recent events, oldest first.
+    #[serde(default)]
+    pub recent_events: Vec<Event>,
+}
+
+fn default_k() -> u32 {
+    10
+}
+
+impl RequestContext {
+    /// A context for `tenant` with defaults (`k` = 10, nothing else).
+    pub fn new(tenant: &str) -> Self {
+        RequestContext {
+            tenant: tenant.to_owned(),
+            user: None,
+            k: default_k(),
+            now: 0,
+            attributes: BTreeMap::new(),
+            recent_events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn to_wire(&self) -> wire::RequestContext {
+        wire::RequestContext {
+            tenant: self.tenant.clone(),
+            user: self.user.clone(),
+            k: self.k,
+            now: self.now,
+            attributes: self.attributes.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            recent_events: self
+                .recent_events
+                .iter()
+                .map(|e| wire::Event { item: e.item, action: e.action.clone(), ts: e.ts })
+                .collect(),
+        }
+    }
+}
+
+/// The values of one attribute column, one per candidate (`null` = missing).
+/// JSON: `{"name": "price", "type": "f64", "values": [9.5, null]}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "values", rename_all = "snake_case")]
+pub enum ColumnValues {
+    /// Floating point numbers.
+    F64(Vec<Option<f64>>),
+    /// Integers.
+    I64(Vec<Option<i64>>),
+    /// Booleans.
+    Bool(Vec<Option<bool>>),
+    /// Strings (dictionary-encoded when they cross into a plugin).
+    String(Vec<Option<String>>),
+    /// Lists of strings (tags, ...).
+    StringList(Vec<Option<Vec<String>>>),
+}
+
+impl ColumnValues {
+    /// The number of rows.
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnValues::F64(v) => v.len(),
+            ColumnValues::I64(v) => v.len(),
+            ColumnValues::Bool(v) => v.len(),
+            ColumnValues::String(v) => v.len(),
+            ColumnValues::StringList(v) => v.len(),
+        }
+    }
+
+    /// True when there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One catalog attribute column.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Column {
+    /// The attribute's name.
+    pub name: String,
+    /// Its values.
+    #[serde(flatten)]
+    pub values: ColumnValues,
+}
+
+/// The candidates entering a pipeline: ids, scores and attribute columns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandidateBatch {
+    /// Item ids.
+    pub ids: Vec<u64>,
+    /// Model scores, higher is better.
+    pub scores: Vec<f32>,
+    /// Attribute columns (only the ones some stage declared are passed on).
+    #[serde(default)]
+    pub columns: Vec<Column>,
+}
+
+impl CandidateBatch {
+    /// The number of candidates.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Checks every list has one entry per candidate and column names are unique.
+    pub fn validate(&self) -> Result<(), InputError> {
+        let n = self.ids.len();
+        if self.scores.len() != n {
+            return Err(InputError::Length { what: "scores".into(), len: self.scores.len(), expected: n });
+        }
+        for (i, column) in self.columns.iter().enumerate() {
+            if column.values.len() != n {
+                return Err(InputError::Length {
+                    what: format!("column `{}`", column.name),
+                    len: column.values.len(),
+                    expected: n,
+                });
+            }
+            if self.columns[..i].iter().any(|c| c.name == column.name) {
+                return Err(InputError::DuplicateColumn(column.name.clone()));
+            }
+        }
+        if n > u32::MAX as usize / 2 {
+            return Err(InputError::TooMany(n));
+        }
+        Ok(())
+    }
+
+    /// The column called `name`, if any.
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// A column encoded once per pipeline run in the contract's form, from which
+/// each stage's rows are gathered.
+pub(crate) struct EncodedColumn {
+    pub name: String,
+    pub values: wire::ColumnValues,
+    /// `missing[row]` over the whole batch.
+    pub missing: Vec<bool>,
+}
+
+/// Dense codes for distinct strings, first-seen order.
+#[derive(Default)]
+struct Dictionary<'a> {
+    strings: Vec<String>,
+    codes: HashMap<&'a str, u32>,
+}
+
+impl<'a> Dictionary<'a> {
+    fn code(&mut self, s: &'a str) -> u32 {
+        *self.codes.entry(s).or_insert_with(|| {
+            self.strings.push(s.to_owned());
+            (self.strings.len() - 1) as u32
+        })
+    }
+}
+
+impl EncodedColumn {
+    pub fn encode(column: &Column) -> Self {
+        let (values, missing) = match &column.values {
+            ColumnValues::F64(v) => {
+                (wire::ColumnValues::F64s(v.iter().map(|x| x.unwrap_or(0.0)).collect()), flags(v))
+            }
+            ColumnValues::I64(v) => (wire::ColumnValues::I64s(v.iter().map(|x| x.unwrap_or(0)).collect()), flags(v)),
+            ColumnValues::Bool(v) => {
+                (wire::ColumnValues::Bools(v.iter().map(|x| x.unwrap_or(false)).collect()), flags(v))
+            }
+            ColumnValues::String(v) => {
+                let mut dictionary = Dictionary::default();
+                let codes = v.iter().map(|x| x.as_deref().map_or(0, |s| dictionary.code(s))).collect();
+                let values = wire::StringColumn { codes, dictionary: dictionary.strings };
+                (wire::ColumnValues::Strings(values), flags(v))
+            }
+            ColumnValues::StringList(v) => {
+                let mut dictionary = Dictionary::default();
+                let mut offsets = Vec::with_capacity(v.len() + 1);
+                offsets.push(0u32);
+                let mut codes = Vec::new();
+                for row in v {
+                    for s in row.iter().flatten() {
+                        codes.push(dictionary.code(s));
+                    }
+                    offsets.push(codes.len() as u32);
+                }
+                let values = wire::StringListColumn { offsets, codes, dictionary: dictionary.strings };
+                (wire::ColumnValues::StringLists(values), flags(v))
+            }
+        };
+        EncodedColumn { name: column.name.clone(), values, missing }
+    }
+
+    /// This column's rows at `rows` (indices into the batch), in that order.
+    pub fn gather(&self, rows: &[u32]) -> wire::Column {
+        let at = |r: &u32| *r as usize;
+        let values = match &self.values {
+            wire::ColumnValues::F64s(v) => wire::ColumnValues::F64s(rows.iter().map(|r| v[at(r)]).collect()),
+            wire::ColumnValues::I64s(v) => wire::ColumnValues::I64s(rows.iter().map(|r| v[at(r)]).collect()),
+            wire::ColumnValues::Bools(v) => wire::ColumnValues::Bools(rows.iter().map(|r| v[at(r)]).collect()),
+            wire::ColumnValues::Strings(c) => wire::ColumnValues::Strings(wire::StringColumn {
+                codes: rows.iter().map(|r| c.codes[at(r)]).collect(),
+                dictionary: c.dictionary.clone(),
+            }),
+            wire::ColumnValues::StringLists(c) => {
+                let mut offsets = Vec::with_capacity(rows.len() + 1);
+                offsets.push(0u32);
+                let mut codes = Vec::new();
+                for r in rows {
+                    codes.extend_from_slice(&c.codes[c.offsets[at(r)] as usize..c.offsets[at(r) + 1] as usize]);
+                    offsets.push(codes.len() as u32);
+                }
+                wire::ColumnValues::StringLists(wire::StringListColumn {
+                    offsets,
+                    codes,
+                    dictionary: c.dictionary.clone(),
+                })
+            }
+        };
+        let missing = (0..rows.len() as u32).filter(|&j| self.missing[at(&rows[j as usize])]).collect();
+        wire::Column { name: self.name.clone(), values, missing }
+    }
+}
+
+fn flags<T>(values: &[Option<T>]) -> Vec<bool> {
+    values.iter().map(Option::is_none).collect()
+}

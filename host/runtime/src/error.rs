@@ -1,0 +1,206 @@
+//! Typed errors: why a plugin was refused, why a stage failed, why a pipeline failed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::trace::StageTrace;
+
+/// Why a plugin upload (or a stage config) was refused. Raised off the request path.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PluginError {
+    /// The file is larger than the upload cap.
+    #[error("the plugin is {size} bytes, over the {max}-byte upload cap: build it with --release and strip it")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly file (no `\\0asm` header): build the plugin with `cargo build --release --target wasm32-wasip2`")]
+    NotWasm,
+    /// A core module, not a component.
+    #[error("a core WebAssembly module, not a component: build for the `wasm32-wasip2` target, which emits components")]
+    NotAComponent,
+    /// A component that does not compile (malformed, or uses unsupported features).
+    #[error("the component does not compile: {message}")]
+    Invalid {
+        /// wasmtime's reason.
+        message: String,
+    },
+    /// A component, but not of the `edgerec:plugin/plugin` world.
+    #[error("the component does not implement the edgerec:plugin@0.1.0 `plugin` world ({message}): build it with edgerec-sdk")]
+    WrongWorld {
+        /// What did not match.
+        message: String,
+    },
+    /// The plugin misbehaved on the sample input it must pass before activation.
+    #[error("the plugin failed on the sample input: {failure}")]
+    SampleFailed {
+        /// How.
+        failure: StageFailure,
+    },
+    /// The plugin refused this stage config (its `columns` export returned an error).
+    #[error("the plugin refused the stage config: {message}")]
+    InvalidConfig {
+        /// The plugin's message.
+        message: String,
+    },
+    /// The engine could not be set up (a runtime configuration problem).
+    #[error("the plugin runtime could not start: {message}")]
+    Engine {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A problem with a stage's output: every one fails the stage.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "problem", rename_all = "snake_case")]
+pub enum OutputProblem {
+    /// More entries than candidates (or than the output cap).
+    #[error("the order has {len} entries for {max} candidates")]
+    TooLong {
+        /// Entries returned.
+        len: usize,
+        /// The most allowed.
+        max: usize,
+    },
+    /// An index past the input.
+    #[error("index {index} is out of range for {len} candidates")]
+    IndexOutOfRange {
+        /// The index.
+        index: u32,
+        /// Input length.
+        len: usize,
+    },
+    /// The same index twice.
+    #[error("index {index} appears twice")]
+    DuplicateIndex {
+        /// The index.
+        index: u32,
+    },
+    /// A NaN or infinite score.
+    #[error("the score at position {position} is not finite")]
+    NonFiniteScore {
+        /// Its position in the order.
+        position: usize,
+    },
+    /// Scores or reasons not aligned with the order.
+    #[error("{what} has {len} entries for an order of {expected}")]
+    Misaligned {
+        /// "scores" or "reasons".
+        what: String,
+        /// Its length.
+        len: usize,
+        /// The order's length.
+        expected: usize,
+    },
+    /// Reason codes over the output size cap.
+    #[error("the reasons take {bytes} bytes, over the {max}-byte cap")]
+    ReasonsTooLarge {
+        /// Their size.
+        bytes: usize,
+        /// The cap.
+        max: usize,
+    },
+}
+
+/// Why one call of a stage failed. Each is the stage's error: its `on_error`
+/// policy then skips the stage or fails the request.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum StageFailure {
+    /// Ran past its wall-clock deadline (epoch interruption).
+    #[error("ran past its {deadline_us} µs deadline")]
+    DeadlineExceeded {
+        /// The deadline.
+        deadline_us: u64,
+    },
+    /// Used up its instruction budget.
+    #[error("used up its fuel ({fuel} units)")]
+    FuelExhausted {
+        /// The budget.
+        fuel: u64,
+    },
+    /// Tried to grow its linear memory past the cap.
+    #[error("tried to grow its memory past {limit_bytes} bytes")]
+    MemoryLimit {
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// Overflowed its stack (deep recursion).
+    #[error("overflowed its stack")]
+    StackOverflow,
+    /// Trapped: a panic, `unreachable`, an out-of-bounds access...
+    #[error("trapped: {message}")]
+    Trap {
+        /// wasmtime's description.
+        message: String,
+    },
+    /// The plugin returned an error.
+    #[error("returned an error: {message}")]
+    PluginError {
+        /// The plugin's message.
+        message: String,
+    },
+    /// Returned an output that breaks the contract.
+    #[error("returned an invalid output: {problem}")]
+    InvalidOutput {
+        /// What is wrong.
+        problem: OutputProblem,
+    },
+    /// No instance slot freed within the bounded wait.
+    #[error("no instance slot freed within {waited_ms} ms: the host is overloaded")]
+    PoolBusy {
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// Instantiation or the host side failed.
+    #[error("the host could not run it: {message}")]
+    Host {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A request's input is malformed.
+#[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum InputError {
+    /// A list whose length differs from the number of candidates.
+    #[error("{what} has {len} entries for {expected} candidates")]
+    Length {
+        /// Which list.
+        what: String,
+        /// Its length.
+        len: usize,
+        /// The number of candidates.
+        expected: usize,
+    },
+    /// Two columns of one name.
+    #[error("column `{0}` appears twice")]
+    DuplicateColumn(String),
+    /// Too many candidates to index with u32.
+    #[error("{0} candidates is too many")]
+    TooMany(usize),
+}
+
+/// Why a pipeline run failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The candidates are malformed.
+    #[error("invalid candidates: {0}")]
+    Input(#[from] InputError),
+    /// A stage with `on_error: fail` failed.
+    #[error("stage {stage} ({plugin}) failed: {failure}")]
+    StageFailed {
+        /// Its position in the pipeline.
+        stage: usize,
+        /// The plugin's short hash.
+        plugin: String,
+        /// How.
+        failure: StageFailure,
+        /// The trace up to and including the failed stage.
+        trace: Vec<StageTrace>,
+    },
+}
