@@ -105,7 +105,7 @@ impl ModelConfig {
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })?;
         Self::from_json(&text).map_err(|e| match e {
             ModelError::Config(msg) => ModelError::Config(format!("{}: {msg}", path.display())),
@@ -154,7 +154,9 @@ impl ModelConfig {
         ];
         for (name, value) in positive {
             if value == 0 {
-                return Err(ModelError::Config(format!("{name} must be at least 1, got 0")));
+                return Err(ModelError::Config(format!(
+                    "{name} must be at least 1, got 0"
+                )));
             }
         }
         if self.attn_normalizer < self.max_seq_len {
@@ -164,7 +166,10 @@ impl ModelConfig {
             )));
         }
         if !self.alpha.is_finite() {
-            return Err(ModelError::Config(format!("alpha must be finite, got {}", self.alpha)));
+            return Err(ModelError::Config(format!(
+                "alpha must be finite, got {}",
+                self.alpha
+            )));
         }
         if !(self.time_bucket_div.is_finite() && self.time_bucket_div > 0.0) {
             return Err(ModelError::Config(format!(
@@ -186,7 +191,7 @@ impl ModelConfig {
         let text = serde_json::to_string_pretty(self).expect("config serialises");
         std::fs::write(path, text + "\n").map_err(|source| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         })
     }
 }

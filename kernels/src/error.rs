@@ -6,13 +6,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    // The cause is part of the message rather than a `source()`, so that both
+    // `to_string()` and anyhow's `{:#}` chain print it exactly once.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// `config.json` is malformed or inconsistent.
     #[error("invalid model config: {0}")]
@@ -37,7 +38,9 @@ pub enum InputError {
         num_items: usize,
     },
     /// The query time is before the newest event.
-    #[error("query_time {query_time} is before the last event's timestamp {last_ts}; it must be at or after it")]
+    #[error(
+        "query_time {query_time} is before the last event's timestamp {last_ts}; it must be at or after it"
+    )]
     QueryBeforeLastEvent {
         /// The request's query time.
         query_time: i64,

@@ -15,13 +15,14 @@ pub const ITEMS_FILE: &str = "items.json";
 #[derive(Debug, thiserror::Error)]
 pub enum ItemMapError {
     /// The file could not be read or written.
-    #[error("{path}: {source}")]
+    // The cause is part of the message, not a `source()`, so anyhow's `{:#}`
+    // prints it once.
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file is not `{"external_ids": [...]}` with unique, non-empty strings.
     #[error("{path}: {message}")]
@@ -85,12 +86,16 @@ impl ItemMap {
             let config = crate::ModelConfig::load(&model_dir.join(crate::model::CONFIG_FILE))
                 .map_err(|e| ItemMapError::Invalid {
                     path: path.clone(),
-                    message: format!("no items.json, and the identity mapping needs config.json: {e}"),
+                    message: format!(
+                        "no items.json, and the identity mapping needs config.json: {e}"
+                    ),
                 })?;
             return Ok(Self::identity(config.num_items));
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|source| ItemMapError::Io { path: path.clone(), source })?;
+        let text = std::fs::read_to_string(&path).map_err(|source| ItemMapError::Io {
+            path: path.clone(),
+            error: source,
+        })?;
         let file: ItemsFile = serde_json::from_str(&text).map_err(|e| ItemMapError::Invalid {
             path: path.clone(),
             message: format!("expected {{\"external_ids\": [\"id-of-item-1\", ...]}}: {e}"),
@@ -101,12 +106,19 @@ impl ItemMap {
 
     /// Writes `items.json` into a model directory (created if absent).
     pub fn save(&self, model_dir: &Path) -> Result<(), ItemMapError> {
-        std::fs::create_dir_all(model_dir)
-            .map_err(|source| ItemMapError::Io { path: model_dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(model_dir).map_err(|source| ItemMapError::Io {
+            path: model_dir.to_path_buf(),
+            error: source,
+        })?;
         let path = model_dir.join(ITEMS_FILE);
-        let file = ItemsFile { external_ids: self.external_ids.clone() };
+        let file = ItemsFile {
+            external_ids: self.external_ids.clone(),
+        };
         let text = serde_json::to_string(&file).expect("strings serialise");
-        std::fs::write(&path, text + "\n").map_err(|source| ItemMapError::Io { path, source })
+        std::fs::write(&path, text + "\n").map_err(|source| ItemMapError::Io {
+            path,
+            error: source,
+        })
     }
 
     /// The external id of model item `id` (1..=len), `None` for 0 or out of range.
@@ -157,7 +169,11 @@ mod tests {
         let mut map = ItemMap::new();
         assert_eq!(map.push("sku-b"), 1);
         assert_eq!(map.push("sku-a"), 2);
-        assert_eq!(map.push("sku-b"), 1, "an existing id is returned, not duplicated");
+        assert_eq!(
+            map.push("sku-b"),
+            1,
+            "an existing id is returned, not duplicated"
+        );
         let dir = tempfile::tempdir().unwrap();
         map.save(dir.path()).unwrap();
         let mut loaded = ItemMap::load(dir.path()).unwrap();
@@ -173,7 +189,11 @@ mod tests {
     #[test]
     fn rejects_duplicates_and_malformed_files() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(ITEMS_FILE), r#"{"external_ids": ["a", "a"]}"#).unwrap();
+        std::fs::write(
+            dir.path().join(ITEMS_FILE),
+            r#"{"external_ids": ["a", "a"]}"#,
+        )
+        .unwrap();
         let err = ItemMap::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("appears twice"), "{err}");
         std::fs::write(dir.path().join(ITEMS_FILE), r#"["a"]"#).unwrap();
@@ -184,7 +204,9 @@ mod tests {
     #[test]
     fn absent_file_means_identity_over_the_config() {
         let dir = tempfile::tempdir().unwrap();
-        crate::ModelConfig::research(5, 4, 1, 1, 4, 8).save(&dir.path().join("config.json")).unwrap();
+        crate::ModelConfig::research(5, 4, 1, 1, 4, 8)
+            .save(&dir.path().join("config.json"))
+            .unwrap();
         let map = ItemMap::load(dir.path()).unwrap();
         assert_eq!(map.len(), 5);
         assert_eq!(map.internal("3"), Some(3));

@@ -78,7 +78,10 @@ fn expected_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         shapes.push((format!("layers.{i}.o_w"), vec![config.attn_width(), d]));
         shapes.push((format!("layers.{i}.o_b"), vec![d]));
         shapes.push((format!("layers.{i}.pos_w"), vec![2 * n - 1]));
-        shapes.push((format!("layers.{i}.ts_w"), vec![config.num_time_buckets + 1]));
+        shapes.push((
+            format!("layers.{i}.ts_w"),
+            vec![config.num_time_buckets + 1],
+        ));
     }
     shapes
 }
@@ -88,7 +91,9 @@ impl Weights {
     /// expected tensor present, float32, of the expected shape, and no other.
     pub fn from_safetensors(config: &ModelConfig, bytes: &[u8]) -> Result<Self, ModelError> {
         let file = SafeTensors::deserialize(bytes).map_err(|e| {
-            ModelError::Weights(format!("{WEIGHTS_FILE} is not a valid safetensors file: {e}"))
+            ModelError::Weights(format!(
+                "{WEIGHTS_FILE} is not a valid safetensors file: {e}"
+            ))
         })?;
         let expected = expected_shapes(config);
         let expected_names: std::collections::HashSet<&str> =
@@ -110,7 +115,9 @@ impl Weights {
         let mut tensors = BTreeMap::new();
         for (name, shape) in &expected {
             let view = file.tensor(name).map_err(|_| {
-                ModelError::Weights(format!("missing tensor {name:?} (expected float32 {shape:?})"))
+                ModelError::Weights(format!(
+                    "missing tensor {name:?} (expected float32 {shape:?})"
+                ))
             })?;
             tensors.insert(name.clone(), read_f32(name, shape, &view)?);
         }
@@ -126,7 +133,11 @@ impl Weights {
                 ts_w: take(&format!("layers.{i}.ts_w")),
             })
             .collect();
-        Ok(Weights { item_emb, pos_emb, layers })
+        Ok(Weights {
+            item_emb,
+            pos_emb,
+            layers,
+        })
     }
 
     /// Serialises to safetensors bytes, in the names and shapes of the format.
@@ -144,13 +155,18 @@ impl Weights {
             }
             data.push((name, shape, values));
         }
-        let bytes: Vec<Vec<u8>> =
-            data.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+        let bytes: Vec<Vec<u8>> = data
+            .iter()
+            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            .collect();
         let views: Vec<(String, TensorView<'_>)> = data
             .iter()
             .zip(&bytes)
             .map(|((name, shape, _), raw)| {
-                (name.clone(), TensorView::new(Dtype::F32, shape.clone(), raw).expect("sizes checked"))
+                (
+                    name.clone(),
+                    TensorView::new(Dtype::F32, shape.clone(), raw).expect("sizes checked"),
+                )
             })
             .collect();
         safetensors::serialize(views, None)
@@ -211,18 +227,15 @@ impl Model {
     /// precomputes item norms.
     pub fn new(config: ModelConfig, weights: Weights) -> Result<Self, ModelError> {
         config.validate()?;
-        // Round-trip through the shape table so hand-built weights get the same checks as files.
+        if weights.layers.len() != config.num_layers {
+            return Err(ModelError::Weights(format!(
+                "config has {} layers but the weights have {}",
+                config.num_layers,
+                weights.layers.len()
+            )));
+        }
+        // The same shape table as files use, so hand-built weights get the same checks.
         for (name, shape) in expected_shapes(&config) {
-            if name.starts_with("layers.") {
-                let index: usize = name["layers.".len()..].split('.').next().unwrap().parse().unwrap();
-                if index >= weights.layers.len() {
-                    return Err(ModelError::Weights(format!(
-                        "missing tensor {name:?}: config has {} layers, weights {}",
-                        config.num_layers,
-                        weights.layers.len()
-                    )));
-                }
-            }
             let len: usize = shape.iter().product();
             let got = weights.tensor(&name).len();
             if got != len {
@@ -231,20 +244,17 @@ impl Model {
                 )));
             }
         }
-        if weights.layers.len() != config.num_layers {
-            return Err(ModelError::Weights(format!(
-                "config has {} layers but the weights have {}",
-                config.num_layers,
-                weights.layers.len()
-            )));
-        }
         let d = config.d_model;
         let item_norms = weights
             .item_emb
             .chunks_exact(d)
             .map(|row| row.iter().map(|x| x * x).sum::<f32>().sqrt())
             .collect();
-        Ok(Model { config, weights, item_norms })
+        Ok(Model {
+            config,
+            weights,
+            item_norms,
+        })
     }
 
     /// Loads a model directory (`config.json` + `model.safetensors`).
@@ -252,7 +262,7 @@ impl Model {
         if !dir.is_dir() {
             return Err(ModelError::Io {
                 path: dir.to_path_buf(),
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "not a model directory (expected a folder with config.json and model.safetensors)",
                 ),
@@ -260,19 +270,27 @@ impl Model {
         }
         let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
         let path = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path, source })?;
+        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
+            path,
+            error: source,
+        })?;
         let weights = Weights::from_safetensors(&config, &bytes)?;
         Model::new(config, weights)
     }
 
     /// Writes the model directory (created if absent).
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| ModelError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+            path: dir.to_path_buf(),
+            error: source,
+        })?;
         self.config.save(&dir.join(CONFIG_FILE))?;
         let bytes = self.weights.to_safetensors(&self.config)?;
         let path = dir.join(WEIGHTS_FILE);
-        std::fs::write(&path, bytes).map_err(|source| ModelError::Io { path, source })
+        std::fs::write(&path, bytes).map_err(|source| ModelError::Io {
+            path,
+            error: source,
+        })
     }
 
     /// A model with seeded random weights, scaled like a trained one (item and
@@ -300,7 +318,14 @@ impl Model {
                 ts_w: uniform(config.num_time_buckets + 1, 0.2),
             })
             .collect();
-        Model::new(config, Weights { item_emb, pos_emb, layers })
+        Model::new(
+            config,
+            Weights {
+                item_emb,
+                pos_emb,
+                layers,
+            },
+        )
     }
 
     /// The embedding row of item `c` (0 = padding).
