@@ -42,7 +42,7 @@ timeout 360 "$BIN" --test-threads=1 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 if [[ $rc != 0 ]]; then echo "check: FAILED (comparison tests, exit $rc)" >&2; exit 1; fi
-if grep -q '^SKIP' "$log"; then echo "check: FAILED (tests skipped: no CUDA device loaded, see SKIP lines)" >&2; exit 1; fi
+if grep -q 'SKIP ' "$log"; then echo "check: FAILED (tests skipped: no CUDA device loaded, see SKIP lines)" >&2; exit 1; fi
 
 echo "== 2. timing table =="
 timeout 180 "$BIN" --ignored --exact cuda_timing_table --nocapture --test-threads=1 2>&1 | grep -v '^running\|^test result\|^$'
