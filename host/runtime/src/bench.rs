@@ -207,7 +207,6 @@ impl NativePipeline {
                 }
             };
         }
-        let parse = |s: &str| edgerec_sdk::parse_config(s.as_bytes()).map_err(|e| BenchError::Native(e.0));
         Ok(NativePipeline {
             candidates,
             in_stock: parse("")?,
@@ -229,6 +228,11 @@ impl NativePipeline {
         let out = Diversity::run(&self.ctx, &self.diversity, &after_boost).map_err(fail)?;
         Ok(out.order().iter().map(|&i| after_boost.ids()[i as usize]).collect())
     }
+}
+
+/// A stage config for native use (the generic `parse_config`, errors as `BenchError`).
+fn parse<C: serde::de::DeserializeOwned + Default>(json: &str) -> Result<C, BenchError> {
+    edgerec_sdk::parse_config(json.as_bytes()).map_err(|e| BenchError::Native(e.0))
 }
 
 /// Seeded random candidates: `in_stock` bool, `price` f64, `category` and
