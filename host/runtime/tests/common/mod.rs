@@ -89,7 +89,7 @@ pub const BRANDS: [&str; 4] = ["acme", "zeta", "nova", "orbit"];
 /// bool, `price` f64, `category` string, `brand` string), ~5% missing values.
 pub fn random_batch(n: usize, seed: u64) -> CandidateBatch {
     let mut rng = Rng::new(seed);
-    let mut maybe = |rng: &mut Rng| rng.below(20) != 0;
+    let maybe = |rng: &mut Rng| rng.below(20) != 0;
     let ids = (0..n as u64).map(|i| 1000 + i * 7).collect();
     let scores = (0..n).map(|_| rng.unit() as f32).collect();
     let in_stock = (0..n).map(|_| maybe(&mut rng).then(|| rng.below(4) != 0)).collect();
