@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
+mod server;
 
 /// edgerec — HSTU recommendations at the edge, with sandboxed per-tenant plugins.
 #[derive(Parser)]
@@ -38,6 +39,8 @@ enum Command {
     /// The synthetic storefront behind the demo model.
     #[command(subcommand)]
     Demo(cli::train::DemoCommand),
+    /// Serve the HTTP API (tenants, recommend, events, catalog, plugins); `--help` lists every config key.
+    Serve(cli::serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -46,6 +49,8 @@ enum BenchCommand {
     Plugins(cli::plugin::BenchPluginsArgs),
     /// The HSTU kernels: encode latency, users/s, incremental, top-k, against the sgemm roof.
     Kernels(cli::engine::BenchArgs),
+    /// Load a running server at fixed request rates: throughput, p50/p99, time per stage.
+    Http(cli::serve::BenchHttpArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +66,8 @@ fn main() -> ExitCode {
         Command::Finetune(args) => cli::train::finetune(args),
         Command::Eval(args) => cli::train::eval(args),
         Command::Demo(command) => cli::train::demo(command),
+        Command::Bench(BenchCommand::Http(args)) => cli::serve::bench_http(args),
+        Command::Serve(args) => cli::serve::serve(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

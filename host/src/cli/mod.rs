@@ -2,4 +2,5 @@
 
 pub mod engine;
 pub mod plugin;
+pub mod serve;
 pub mod train;

@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use edgerec_kernels::item_map::ItemMap;
-use edgerec_kernels::{Model, ModelConfig};
+use edgerec_kernels::{Model, ModelConfig, Weights};
 use serde_json::json;
 
 use super::state::AppState;
@@ -20,7 +20,8 @@ const CATALOG: &str = include_str!("../../../examples/demo/catalog.jsonl");
 /// The bundled demo model and its item map.
 pub fn model() -> anyhow::Result<(Model, ItemMap)> {
     let config = ModelConfig::from_json(CONFIG).context("bundled config.json")?;
-    let model = Model::from_safetensors(&config, WEIGHTS).context("bundled model.safetensors")?;
+    let weights = Weights::from_safetensors(&config, WEIGHTS).context("bundled model.safetensors")?;
+    let model = Model::new(config, weights).context("bundled model")?;
     #[derive(serde::Deserialize)]
     struct ItemsFile {
         external_ids: Vec<String>,
