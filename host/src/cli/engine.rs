@@ -293,8 +293,8 @@ fn random_model(args: RandomArgs) -> anyhow::Result<()> {
         .save(&args.out)
         .with_context(|| format!("cannot write the model to {}", args.out.display()))?;
     eprintln!(
-        "edgerec: wrote a random {:?} model (V = {}, seed {}) to {}",
-        args.shape,
+        "edgerec: wrote a random {} model (V = {}, seed {}) to {}",
+        args.shape.to_possible_value().expect("no skipped variants").get_name(),
         model.config.num_items,
         args.seed,
         args.out.display()
