@@ -52,6 +52,8 @@ pub struct Batch {
     pub ts_buckets: Tensor,
     /// Flat indices b·T + t of the real rows.
     pub real_rows: Tensor,
+    /// The same indices, on the host (the loss masks with them).
+    pub real_row_ids: Vec<u32>,
     /// Number of real rows.
     pub num_real: usize,
 }
@@ -95,7 +97,8 @@ impl Batch {
             len: t,
             items: Tensor::from_vec(items, (b, t), &dev)?,
             ts_buckets: Tensor::from_vec(buckets, b * t * t, &dev)?,
-            real_rows: Tensor::from_vec(real, num_real, &dev)?,
+            real_rows: Tensor::from_slice(&real, num_real, &dev)?,
+            real_row_ids: real,
             num_real,
         })
     }
@@ -186,7 +189,15 @@ impl HstuVars {
 
     /// Encoder output of every real row, [num_real, D], not normalised.
     /// `rng` enables dropout (training); `None` is the deterministic forward.
-    pub fn forward(&self, batch: &Batch, dropout_p: f32, mut rng: Option<&mut ChaCha8Rng>) -> Result<Tensor, TrainError> {
+    pub fn forward(&self, batch: &Batch, dropout_p: f32, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor, TrainError> {
+        let padded = self.forward_padded(batch, dropout_p, rng)?;
+        let (b, t, d) = padded.dims3()?;
+        Ok(padded.reshape((b * t, d))?.index_select(&batch.real_rows, 0)?)
+    }
+
+    /// Encoder output of every row, padding included, [B, T, D], not
+    /// normalised (padding rows hold garbage that nothing reads).
+    pub fn forward_padded(&self, batch: &Batch, dropout_p: f32, mut rng: Option<&mut ChaCha8Rng>) -> Result<Tensor, TrainError> {
         let c = &self.config;
         let (b, t, d) = (batch.batch_size, batch.len, c.d_model);
         let (h, dqk, dv) = (c.num_heads, c.d_qk, c.d_v);
@@ -228,26 +239,43 @@ impl HstuVars {
             let y = dropout(&y, dropout_p, rng.as_deref_mut())?;
             x = (x + y.broadcast_matmul(layer.o_w.as_tensor())?.broadcast_add(layer.o_b.as_tensor())?)?;
         }
-        Ok(x.reshape((b * t, d))?.index_select(&batch.real_rows, 0)?)
+        Ok(x)
     }
 
     /// Sampled-softmax loss: cosine(h, E[target]) / temperature against the
-    /// cosines to `negatives` (shared by the batch), a negative equal to the
-    /// row's target masked out. Returns the mean over rows.
-    pub fn sampled_softmax_loss(&self, outputs: &Tensor, targets: &[u32], negatives: &[u32], temperature: f64) -> Result<Tensor, TrainError> {
+    /// cosines to R negatives drawn for each sequence (shared by that
+    /// sequence's positions), a negative equal to the row's target masked out.
+    ///
+    /// `outputs` is [B, T, D] (padding rows included), `real_rows` the flat
+    /// indices b·T + t of the rows that predict something, `targets` their
+    /// targets in the same order, `negatives` B·R ids (sequence b's are
+    /// `negatives[b·R..(b+1)·R]`). Returns the mean over real rows.
+    pub fn sampled_softmax_loss(&self, outputs: &Tensor, real_rows: &[u32], targets: &[u32], negatives: &[u32], temperature: f64) -> Result<Tensor, TrainError> {
         let dev = Device::Cpu;
+        let (b, t, d) = outputs.dims3()?;
         let m = targets.len();
-        let r = negatives.len();
+        if real_rows.len() != m || negatives.is_empty() || negatives.len() % b != 0 {
+            return Err(TrainError::Invalid(format!(
+                "loss inputs disagree: {} rows, {m} targets, {} negatives for {b} sequences",
+                real_rows.len(),
+                negatives.len()
+            )));
+        }
+        let r = negatives.len() / b;
+        let rows = Tensor::from_slice(real_rows, m, &dev)?;
         let user = l2_normalize(outputs)?;
         let emb = self.item_emb.as_tensor();
         let pos = l2_normalize(&emb.index_select(&Tensor::from_slice(targets, m, &dev)?, 0)?)?;
-        let neg = l2_normalize(&emb.index_select(&Tensor::from_slice(negatives, r, &dev)?, 0)?)?;
-        let pos_logit = (&user * &pos)?.sum_keepdim(1)?;
-        let neg_logits = user.matmul(&neg.t()?)?;
+        let neg = l2_normalize(&emb.index_select(&Tensor::from_slice(negatives, b * r, &dev)?, 0)?)?.reshape((b, r, d))?;
+        let user_rows = user.reshape((b * t, d))?.index_select(&rows, 0)?;
+        let pos_logit = (&user_rows * &pos)?.sum_keepdim(1)?;
+        // [B, T, D] × [B, D, R] → [B, T, R], then only the real rows.
+        let neg_logits = user.matmul(&neg.transpose(1, 2)?.contiguous()?)?.reshape((b * t, r))?.index_select(&rows, 0)?;
         let logits = (Tensor::cat(&[&pos_logit, &neg_logits], 1)? / temperature)?;
         let mut mask = vec![0f32; m * (r + 1)];
-        for (row, &target) in targets.iter().enumerate() {
-            for (col, &negative) in negatives.iter().enumerate() {
+        for (row, (&flat, &target)) in real_rows.iter().zip(targets).enumerate() {
+            let sequence = flat as usize / t;
+            for (col, &negative) in negatives[sequence * r..(sequence + 1) * r].iter().enumerate() {
                 if negative == target {
                     mask[row * (r + 1) + col + 1] = -1e9;
                 }

@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use edgerec_kernels::{Model, ModelConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
@@ -56,7 +55,7 @@ pub struct TrainOptions {
     pub batch_size: usize,
     /// AdamW.
     pub optimizer: AdamWParams,
-    /// Uniform negatives per step (shared by the batch's positions).
+    /// Uniform negatives per sequence (shared by that sequence's positions).
     pub num_negatives: usize,
     /// Softmax temperature of the cosine logits.
     pub temperature: f64,
@@ -186,11 +185,11 @@ fn training_row<'a>(seq: &'a UserSequence, train_len: usize, max_len: usize) -> 
 }
 
 /// Sampled-softmax loss of the validation (or any) cases: each case's
-/// history predicts its target; negatives are fixed by `seed`.
+/// history predicts its target; negatives (R per case) are fixed by `seed`.
 pub fn case_loss(vars: &HstuVars, sequences: &[UserSequence], cases: &[EvalCase], opts: &TrainOptions, seed: u64) -> Result<f64, TrainError> {
     let l = vars.config.max_seq_len;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let negatives: Vec<u32> = (0..opts.num_negatives).map(|_| rng.random_range(1..=vars.config.num_items as u32)).collect();
+    let num_items = vars.config.num_items as u32;
     let (mut total, mut count) = (0.0, 0usize);
     for chunk in cases.chunks(opts.batch_size.max(1)) {
         let mut next: Vec<Vec<i64>> = Vec::new();
@@ -210,17 +209,12 @@ pub fn case_loss(vars: &HstuVars, sequences: &[UserSequence], cases: &[EvalCase]
             .map(|((c, s), n)| (&sequences[c.user_index].items[s.clone()], &sequences[c.user_index].timestamps[s.clone()], n.as_slice()))
             .collect();
         let batch = Batch::new(&vars.config, &rows)?;
-        let out = vars.forward(&batch, 0.0, None)?;
-        // The last real row of each sequence is the one that predicts the case's target.
-        let mut last = Vec::with_capacity(chunk.len());
-        let mut offset = 0u32;
-        for s in &spans {
-            offset += s.len() as u32;
-            last.push(offset - 1);
-        }
-        let out = out.index_select(&Tensor::from_vec(last, chunk.len(), &candle_core::Device::Cpu)?, 0)?;
+        let out = vars.forward_padded(&batch, 0.0, None)?;
+        // Only the last real row of each sequence predicts the case's target.
+        let last: Vec<u32> = spans.iter().enumerate().map(|(b, s)| (b * batch.len + s.len() - 1) as u32).collect();
         let targets: Vec<u32> = chunk.iter().map(|c| c.target).collect();
-        let loss = vars.sampled_softmax_loss(&out, &targets, &negatives, opts.temperature)?;
+        let negatives: Vec<u32> = (0..chunk.len() * opts.num_negatives).map(|_| rng.random_range(1..=num_items)).collect();
+        let loss = vars.sampled_softmax_loss(&out, &last, &targets, &negatives, opts.temperature)?;
         total += loss.to_scalar::<f32>()? as f64 * chunk.len() as f64;
         count += chunk.len();
     }
@@ -288,9 +282,9 @@ pub fn train(data: &Dataset, opts: &TrainOptions, out: &Path, start: Option<Mode
                 .collect();
             let batch = Batch::new(&vars.config, &rows.iter().map(|r| (r.items, r.ts, r.next_ts)).collect::<Vec<_>>())?;
             let targets: Vec<u32> = rows.iter().flat_map(|r| r.targets.iter().copied()).collect();
-            let negatives: Vec<u32> = (0..opts.num_negatives).map(|_| rng.random_range(1..=num_items)).collect();
-            let outputs = vars.forward(&batch, opts.dropout, Some(&mut rng))?;
-            let loss = vars.sampled_softmax_loss(&outputs, &targets, &negatives, opts.temperature)?;
+            let negatives: Vec<u32> = (0..rows.len() * opts.num_negatives).map(|_| rng.random_range(1..=num_items)).collect();
+            let outputs = vars.forward_padded(&batch, opts.dropout, Some(&mut rng))?;
+            let loss = vars.sampled_softmax_loss(&outputs, &batch.real_row_ids, &targets, &negatives, opts.temperature)?;
             let grads = loss.backward()?;
             optimizer.step(&grads)?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * targets.len() as f64;

@@ -1,6 +1,8 @@
-//! Trainer ↔ engine parity, a short training run whose validation loss falls,
+//! Trainer ↔ engine parity, the sampled-softmax loss against a plain reference,
+//! a short training run whose validation loss falls,
 //! evaluation ranks against a brute-force ranking, and fine-tuning that keeps old ids.
 
+use candle_core::{Device, Tensor};
 use edgerec_kernels::encode::encode;
 use edgerec_kernels::history::Event;
 use edgerec_kernels::item_map::ItemMap;
@@ -137,4 +139,51 @@ fn fine_tuning_grows_the_catalog_and_keeps_old_ids() {
         assert_eq!(grown.item_row(id), base.item_row(id));
     }
     assert!(grown.item_row(49).iter().any(|&x| x != 0.0));
+}
+
+/// The sampled-softmax loss against a plain f64 reference: per-sequence
+/// negatives, padding rows ignored, a negative equal to the target masked out.
+#[test]
+fn sampled_softmax_loss_matches_a_plain_reference() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let config = ModelConfig::research(30, 8, 1, 1, 8, 10);
+    let model = Model::random(config, 9).unwrap();
+    let vars = HstuVars::from_model(&model).unwrap();
+    let (b, t, d, r) = (3usize, 4usize, 8usize, 5usize);
+    let outputs: Vec<f32> = (0..b * t * d).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    // Sequence lengths 4, 2, 3: rows 6, 7 and 11 are padding.
+    let real_rows: Vec<u32> = vec![0, 1, 2, 3, 4, 5, 8, 9, 10];
+    let targets: Vec<u32> = real_rows.iter().map(|_| rng.random_range(1..=30u32)).collect();
+    let mut negatives: Vec<u32> = (0..b * r).map(|_| rng.random_range(1..=30u32)).collect();
+    negatives[r + 2] = targets[4]; // sequence 1 draws the target of its first row
+    let temperature = 0.05;
+    let loss = vars
+        .sampled_softmax_loss(&Tensor::from_vec(outputs.clone(), (b, t, d), &Device::Cpu).unwrap(), &real_rows, &targets, &negatives, temperature)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap() as f64;
+
+    let emb = &model.weights.item_emb;
+    let cosine = |u: &[f32], item: u32| -> f64 {
+        let e = &emb[item as usize * d..(item as usize + 1) * d];
+        let dot: f64 = u.iter().zip(e).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let nu: f64 = u.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        let ne: f64 = e.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt();
+        dot / (nu.max(1e-6) * ne.max(1e-6))
+    };
+    let mut total = 0.0;
+    for (&flat, &target) in real_rows.iter().zip(&targets) {
+        let u = &outputs[flat as usize * d..(flat as usize + 1) * d];
+        let sequence = flat as usize / t;
+        let positive = cosine(u, target) / temperature;
+        let mut denominator = positive.exp();
+        for &negative in &negatives[sequence * r..(sequence + 1) * r] {
+            if negative != target {
+                denominator += (cosine(u, negative) / temperature).exp();
+            }
+        }
+        total += -(positive - denominator.ln());
+    }
+    let reference = total / real_rows.len() as f64;
+    assert!((loss - reference).abs() <= 1e-4 * reference.abs(), "loss {loss} vs reference {reference}");
 }
