@@ -11,7 +11,7 @@ EDGEREC="${EDGEREC:-cargo run --quiet --release -p edgerec-host --}"
 $EDGEREC demo generate --out "$WORK/store" --seed 7
 $EDGEREC train --data "$WORK/store" --out "$WORK/run" \
   --d-model 32 --layers 2 --heads 1 --head-dim 32 --max-seq-len 50 \
-  --epochs 17 --patience 4 --seed 42 --threads 1 --no-progress
+  --epochs 40 --patience 5 --seed 42 --threads 1 --no-progress
 rm -rf examples/demo/model
 cp -r "$WORK/run/model" examples/demo/model
 cp "$WORK/store/catalog.jsonl" examples/demo/catalog.jsonl
