@@ -91,7 +91,7 @@ pub struct HyperArgs {
     /// AdamW weight decay (reference: 0).
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Uniform negatives per step (reference: 128, Books 512).
+    /// Uniform negatives per sequence, shared by its positions (reference: 128, Books 512).
     #[arg(long)]
     negatives: Option<usize>,
     /// Temperature of the cosine logits (reference: 0.05).
