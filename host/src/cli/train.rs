@@ -10,7 +10,7 @@ use edgerec_train::train::{Preset, TrainOptions};
 /// Dataset formats on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum FormatArg {
-    /// From the file name: *.dat → ml-1m, u.data → ml-100k, ratings.csv → ml-latest, else events.
+    /// From the file name: *.dat → ml-1m, u.data → ml-100k, ratings.csv → ml-latest, *.parquet → parquet, else events.
     Auto,
     /// `user::item::rating::ts` (ML-1M ratings.dat).
     #[value(name = "ml-1m")]
@@ -22,6 +22,8 @@ pub enum FormatArg {
     MlLatest,
     /// `user,item,timestamp[,action]` CSV event log.
     Events,
+    /// The same columns in a Parquet file, found by name (ids string or integer; timestamp seconds or TIMESTAMP).
+    Parquet,
 }
 
 impl FormatArg {
@@ -32,6 +34,7 @@ impl FormatArg {
             FormatArg::Ml100k => Some(Format::MovieLens100k),
             FormatArg::MlLatest => Some(Format::MovieLensCsv),
             FormatArg::Events => Some(Format::EventsCsv),
+            FormatArg::Parquet => Some(Format::EventsParquet),
         }
     }
 }
@@ -178,7 +181,7 @@ impl HyperArgs {
 /// `edgerec train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Events file or dataset directory (ratings.dat, u.data, ratings.csv, events.csv; .xz read directly).
+    /// Events file or dataset directory (ratings.dat, u.data, ratings.csv, events.csv, events.parquet; .xz read directly).
     #[arg(long)]
     data: PathBuf,
     /// Input format.

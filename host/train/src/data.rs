@@ -1,6 +1,7 @@
 //! Readers: MovieLens `ratings.dat` (`::`), ML-100K `u.data` (tab),
-//! ml-latest `ratings.csv`, and a generic CSV event log
-//! (`user,item,timestamp[,action]`). `.xz` files are decompressed in memory.
+//! ml-latest `ratings.csv`, and a generic event log
+//! (`user,item,timestamp[,action]`) as CSV or Parquet (`parquet_log`).
+//! `.xz` files are decompressed in memory.
 //! Bad rows are counted and kept as examples, never silently dropped.
 
 use std::io::{BufRead, Read};
@@ -65,6 +66,8 @@ pub enum Format {
     MovieLensCsv,
     /// `user,item,timestamp[,action]`, header optional.
     EventsCsv,
+    /// The same columns in a Parquet file, found by name.
+    EventsParquet,
 }
 
 impl Format {
@@ -78,6 +81,8 @@ impl Format {
             Format::MovieLens100k
         } else if name == "ratings.csv" {
             Format::MovieLensCsv
+        } else if name.ends_with(".parquet") {
+            Format::EventsParquet
         } else {
             Format::EventsCsv
         }
@@ -87,7 +92,7 @@ impl Format {
 /// A row that could not be used, with the reason (kept for the report).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BadRow {
-    /// 1-based line number in the (decompressed) file.
+    /// 1-based line number in the (decompressed) file; the row number for Parquet.
     pub line: usize,
     /// Why it was rejected.
     pub reason: String,
@@ -108,7 +113,8 @@ pub struct EventLog {
 pub const MAX_BAD_EXAMPLES: usize = 10;
 
 impl EventLog {
-    fn reject(&mut self, line: usize, reason: String) {
+    /// Counts a rejected row, keeping the first few verbatim.
+    pub(crate) fn reject(&mut self, line: usize, reason: String) {
         self.bad_rows += 1;
         if self.bad_examples.len() < MAX_BAD_EXAMPLES {
             self.bad_examples.push(BadRow { line, reason });
@@ -140,6 +146,7 @@ pub fn read_events(path: &Path, format: Format) -> Result<EventLog, TrainError> 
         Format::MovieLensDat => Ok(parse_separated(&bytes, "::")),
         Format::MovieLens100k => Ok(parse_separated(&bytes, "\t")),
         Format::MovieLensCsv | Format::EventsCsv => parse_csv(path, &bytes, format),
+        Format::EventsParquet => crate::parquet_log::parse_parquet(path, bytes),
     }
 }
 
@@ -170,7 +177,8 @@ pub fn parse_separated(bytes: &[u8], separator: &str) -> EventLog {
     log
 }
 
-fn parse_row(user: &str, item: &str, ts: &str, action: Option<&str>) -> Result<LogEvent, String> {
+/// One row's fields to an event, or the reason it is unusable.
+pub(crate) fn parse_row(user: &str, item: &str, ts: &str, action: Option<&str>) -> Result<LogEvent, String> {
     let (user, item) = (user.trim(), item.trim());
     if user.is_empty() || item.is_empty() {
         return Err("empty user or item id".into());
@@ -298,7 +306,7 @@ pub fn resolve_dataset(path: &Path) -> Result<DatasetFiles, TrainError> {
         names.iter().flat_map(|n| [dir.join(n), dir.join(format!("{n}.xz"))]).find(|p| p.is_file())
     };
     let (dir, events) = if path.is_dir() {
-        let mut events = find(path, &["ratings.dat", "u.data", "ratings.csv", "events.csv"]);
+        let mut events = find(path, &["ratings.dat", "u.data", "ratings.csv", "events.csv", "events.parquet"]);
         if events.is_none() {
             // The shared ML-1M copy holds a complete-history subset named ratings_users*.dat.xz.
             let mut subsets: Vec<PathBuf> = std::fs::read_dir(path)
@@ -311,7 +319,7 @@ pub fn resolve_dataset(path: &Path) -> Result<DatasetFiles, TrainError> {
         }
         let events = events.ok_or_else(|| TrainError::Data {
             path: path.to_path_buf(),
-            message: "no ratings.dat, u.data, ratings.csv or events.csv (optionally .xz) in this directory".into(),
+            message: "no ratings.dat, u.data, ratings.csv, events.csv or events.parquet (optionally .xz) in this directory".into(),
         })?;
         (path.to_path_buf(), events)
     } else if path.is_file() {

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod hstu;
 pub mod metrics;
 pub mod optim;
+pub mod parquet_log;
 pub mod plot;
 pub mod report;
 pub mod split;
