@@ -32,8 +32,12 @@ pub fn binary() -> &'static Path {
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
         let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        // `--workspace --tests` resolves features exactly as `cargo test
+        // --workspace` does, so after that command this is a no-op on the very
+        // binary it built; `-p edgerec-host` alone would resolve fewer
+        // features and rebuild wasmtime, candle and the rest a second time.
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "edgerec-host", "--bin", "edgerec"]);
+        build.args(["build", "--quiet", "--workspace", "--tests", "--bin", "edgerec"]);
         if release {
             build.arg("--release");
         }
