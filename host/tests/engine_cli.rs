@@ -127,3 +127,32 @@ fn cuda_backend_when_not_built_is_a_clear_error() {
         assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     }
 }
+
+#[test]
+fn recommend_names_catalog_ids_when_the_model_has_an_id_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = write_model(dir.path());
+    let input = write(dir.path(), "user.json", r#"{"events":[{"item":3,"ts":200},{"item":9,"ts":300}],"query_time":400}"#);
+    let run = |model: &Path| -> Vec<serde_json::Value> {
+        let out = edgerec(&["recommend", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--k", "4", "--backend", "cpu"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json["items"].as_array().unwrap().clone()
+    };
+    // No items.json: model ids only.
+    assert!(run(&model_dir).iter().all(|i| i.get("external").is_none()));
+    // With one, each model id i carries external_ids[i-1].
+    let ids: Vec<String> = (1..=40).map(|i| format!("sku-{:03}", 100 - i)).collect();
+    std::fs::write(model_dir.join("items.json"), serde_json::json!({ "external_ids": ids }).to_string()).unwrap();
+    let items = run(&model_dir);
+    assert_eq!(items.len(), 4);
+    for item in &items {
+        let id = item["item"].as_u64().unwrap() as usize;
+        assert_eq!(item["external"], serde_json::json!(ids[id - 1]), "{item}");
+    }
+    // A broken mapping is a clear error, not silently ignored.
+    std::fs::write(model_dir.join("items.json"), "{not json").unwrap();
+    let out = edgerec(&["recommend", "--model", model_dir.to_str().unwrap(), "--input", input.to_str().unwrap(), "--backend", "cpu"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cannot read the id mapping"), "{}", stderr(&out));
+}

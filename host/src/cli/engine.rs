@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use edgerec_kernels::bench::{Row, bench_shape, sgemm_gflops};
+use edgerec_kernels::item_map::{ITEMS_FILE, ItemMap};
 use edgerec_kernels::{
     Backend, BackendChoice, Event, Model, ModelConfig, UserHistory, kept_window, select_backend,
 };
@@ -215,9 +216,16 @@ pub fn encode(args: EncodeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `edgerec recommend`: prints `{"items":[{"item":ID,"score":S},…]}`, best first.
+/// `edgerec recommend`: prints `{"items":[{"item":ID,"score":S},…]}`, best
+/// first; when the model directory has an `items.json`, each item also
+/// carries its catalog id as `"external"`.
 pub fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
     let prepared = prepare(&args.request)?;
+    let external_ids = if args.request.model.join(ITEMS_FILE).exists() {
+        Some(ItemMap::load(&args.request.model).with_context(|| format!("cannot read the id mapping of {}", args.request.model.display()))?)
+    } else {
+        None
+    };
     let embedding = encode_one(&prepared)?;
     let model = prepared.backend.model();
     let exclude: Vec<u32> = if args.no_exclude_history {
@@ -230,7 +238,10 @@ pub fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
         .pop()
         .unwrap_or_default()
         .iter()
-        .map(|s| serde_json::json!({ "item": s.item, "score": s.score }))
+        .map(|s| match external_ids.as_ref().and_then(|map| map.external(s.item)) {
+            Some(external) => serde_json::json!({ "item": s.item, "external": external, "score": s.score }),
+            None => serde_json::json!({ "item": s.item, "score": s.score }),
+        })
         .collect();
     println!("{}", serde_json::json!({ "items": items }));
     Ok(())
