@@ -81,6 +81,11 @@ impl Server {
             .env("EDGEREC_OPERATOR_TOKEN", OPERATOR)
             .env("EDGEREC_DEMO_API_KEY", DEMO_KEY)
             .env("EDGEREC_SERVE_DEMO_TENANT", if options.demo { "true" } else { "false" })
+            // These tests check behaviour, not wall-clock budgets: on a loaded
+            // 2-core CI machine a 5 ms stage deadline trips now and then, and a
+            // skipped stage changes an answer (seen in a clean-clone run). The
+            // deadline itself is tested in edgerec-runtime's hostile tests.
+            .env("EDGEREC_SERVE_PLUGIN_DEADLINE_US", "2000000")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log);

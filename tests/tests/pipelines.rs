@@ -9,8 +9,10 @@ use std::time::Duration;
 use edgerec_e2e::{DEMO_KEY, OPERATOR, Options, Scratch, Server, code, create_tenant, items, write_model};
 use serde_json::{Value, json};
 
+/// A one-stage pipeline burying `brand`. `on_error: fail` so that a stage
+/// failure during the swaps is a failed request, never a silently unburied list.
 fn bury(brand: &str) -> Value {
-    json!({"stages": [{"plugin": "boost", "config": {"rules": [
+    json!({"stages": [{"plugin": "boost", "on_error": "fail", "config": {"rules": [
         {"name": format!("bury-{brand}"), "attribute": "brand", "op": "eq", "value": brand, "action": "bury"}
     ]}}]})
 }

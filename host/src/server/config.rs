@@ -26,6 +26,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("retry_after_s", "1", "the Retry-After of a 503 overloaded"),
     ("cache_bytes", "268435456", "memory bound of the per-user encoder-state cache"),
     ("candidates", "100", "items retrieved by the model and handed to the pipeline"),
+    ("plugin_deadline_us", "5000", "wall-clock deadline of one plugin stage call (instantiation included) for stages that set no `limits`; past it the stage fails with deadline_exceeded and its on_error applies"),
     ("max_k", "100", "largest `k` a recommend may ask for (at most `candidates`)"),
     ("otlp_endpoint", "\"\"", "OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty = no export"),
     ("log_format", "\"text\"", "`text` or `json` (structured logs on stderr; filter with RUST_LOG)"),
@@ -59,6 +60,8 @@ pub struct ServerConfig {
     pub cache_bytes: u64,
     /// Retrieved candidates per request.
     pub candidates: usize,
+    /// Default wall-clock deadline of a plugin stage call, in µs.
+    pub plugin_deadline_us: u64,
     /// Largest k.
     pub max_k: usize,
     /// OTLP/HTTP endpoint, empty for none.
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             retry_after_s: 1,
             cache_bytes: 256 << 20,
             candidates: 100,
+            plugin_deadline_us: 5_000,
             max_k: 100,
             otlp_endpoint: String::new(),
             log_format: "text".into(),
@@ -129,6 +133,7 @@ impl ServerConfig {
             self.candidates
         );
         anyhow::ensure!(self.request_timeout_ms > 0, "request_timeout_ms must be positive");
+        anyhow::ensure!(self.plugin_deadline_us > 0, "plugin_deadline_us must be positive");
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be \"text\" or \"json\", not {:?}",
@@ -233,6 +238,7 @@ mod tests {
         retry_after_s: u64,
         cache_bytes: u64,
         candidates: usize,
+        plugin_deadline_us: u64,
         max_k: usize,
         otlp_endpoint: String,
         log_format: String,
@@ -254,6 +260,7 @@ mod tests {
                 retry_after_s,
                 cache_bytes,
                 candidates,
+                plugin_deadline_us,
                 max_k,
                 otlp_endpoint,
                 log_format,
@@ -271,6 +278,7 @@ mod tests {
                 retry_after_s,
                 cache_bytes,
                 candidates,
+                plugin_deadline_us,
                 max_k,
                 otlp_endpoint,
                 log_format,

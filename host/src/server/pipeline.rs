@@ -10,7 +10,7 @@ use std::time::Instant;
 use axum::http::StatusCode;
 use edgerec_kernels::Scored;
 use edgerec_runtime::{
-    CandidateBatch, Column, ColumnValues, CompiledPlugin, Event, OnError, Pipeline, PipelineError, RequestContext,
+    CandidateBatch, Column, ColumnValues, CompiledPlugin, Event, Limits, OnError, Pipeline, PipelineError, RequestContext,
     Runtime, RuntimeConfig, StageStatus,
 };
 use serde::Serialize;
@@ -155,7 +155,7 @@ pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<Ac
             other => serde_json::to_vec(other).expect("JSON values serialise"),
         };
         let on_error = if spec.on_error == "fail" { OnError::Fail } else { OnError::Skip };
-        let limits = spec.limits.unwrap_or_default();
+        let limits = spec.limits.unwrap_or(Limits { deadline_us: app.config.plugin_deadline_us, ..Limits::default() });
         let stage = app.plugins.runtime.stage(plugin, config, on_error, limits).map_err(|e| {
             invalid_pipeline(format!("stage {index} ({}@{}): {e}", spec.plugin, version.version))
         })?;
