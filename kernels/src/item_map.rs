@@ -78,6 +78,13 @@ impl ItemMap {
         Ok(map)
     }
 
+    /// Parses the text of an `items.json` (`{"external_ids": [...]}`).
+    pub fn from_json(text: &str) -> Result<Self, String> {
+        let file: ItemsFile = serde_json::from_str(text)
+            .map_err(|e| format!("expected {{\"external_ids\": [\"id-of-item-1\", ...]}}: {e}"))?;
+        Self::from_external_ids(file.external_ids)
+    }
+
     /// Loads `items.json` from a model directory; without the file, the
     /// identity mapping over the model's `num_items` (read from `config.json`).
     pub fn load(model_dir: &Path) -> Result<Self, ItemMapError> {
@@ -96,12 +103,7 @@ impl ItemMap {
             path: path.clone(),
             error: source,
         })?;
-        let file: ItemsFile = serde_json::from_str(&text).map_err(|e| ItemMapError::Invalid {
-            path: path.clone(),
-            message: format!("expected {{\"external_ids\": [\"id-of-item-1\", ...]}}: {e}"),
-        })?;
-        Self::from_external_ids(file.external_ids)
-            .map_err(|message| ItemMapError::Invalid { path, message })
+        Self::from_json(&text).map_err(|message| ItemMapError::Invalid { path, message })
     }
 
     /// Writes `items.json` into a model directory (created if absent).

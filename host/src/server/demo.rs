@@ -22,12 +22,7 @@ pub fn model() -> anyhow::Result<(Model, ItemMap)> {
     let config = ModelConfig::from_json(CONFIG).context("bundled config.json")?;
     let weights = Weights::from_safetensors(&config, WEIGHTS).context("bundled model.safetensors")?;
     let model = Model::new(config, weights).context("bundled model")?;
-    #[derive(serde::Deserialize)]
-    struct ItemsFile {
-        external_ids: Vec<String>,
-    }
-    let file: ItemsFile = serde_json::from_str(ITEMS).context("bundled items.json")?;
-    let items = ItemMap::from_external_ids(file.external_ids).map_err(|e| anyhow::anyhow!("bundled items.json: {e}"))?;
+    let items = ItemMap::from_json(ITEMS).map_err(|e| anyhow::anyhow!("bundled items.json: {e}"))?;
     Ok((model, items))
 }
 

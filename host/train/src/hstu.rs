@@ -50,12 +50,8 @@ pub struct Batch {
     pub items: Tensor,
     /// [B·T·T] time-bucket index of (i, j): bucket(ts_next[i] − ts[j]).
     pub ts_buckets: Tensor,
-    /// Flat indices b·T + t of the real rows.
-    pub real_rows: Tensor,
-    /// The same indices, on the host (the loss masks with them).
-    pub real_row_ids: Vec<u32>,
-    /// Number of real rows.
-    pub num_real: usize,
+    /// Flat indices b·T + t of the real rows (the loss selects and masks with them).
+    pub real_rows: Vec<u32>,
 }
 
 /// The reference's log time bucket, evaluated in f32 like the reference.
@@ -91,15 +87,12 @@ impl Batch {
             }
         }
         let dev = Device::Cpu;
-        let num_real = real.len();
         Ok(Batch {
             batch_size: b,
             len: t,
             items: Tensor::from_vec(items, (b, t), &dev)?,
             ts_buckets: Tensor::from_vec(buckets, b * t * t, &dev)?,
-            real_rows: Tensor::from_slice(&real, num_real, &dev)?,
-            real_row_ids: real,
-            num_real,
+            real_rows: real,
         })
     }
 }
@@ -187,12 +180,13 @@ impl HstuVars {
         out
     }
 
-    /// Encoder output of every real row, [num_real, D], not normalised.
+    /// Encoder output of every real row, [real rows, D], not normalised.
     /// `rng` enables dropout (training); `None` is the deterministic forward.
     pub fn forward(&self, batch: &Batch, dropout_p: f32, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor, TrainError> {
         let padded = self.forward_padded(batch, dropout_p, rng)?;
         let (b, t, d) = padded.dims3()?;
-        Ok(padded.reshape((b * t, d))?.index_select(&batch.real_rows, 0)?)
+        let rows = Tensor::from_slice(&batch.real_rows, batch.real_rows.len(), padded.device())?;
+        Ok(padded.reshape((b * t, d))?.index_select(&rows, 0)?)
     }
 
     /// Encoder output of every row, padding included, [B, T, D], not

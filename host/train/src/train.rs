@@ -284,7 +284,7 @@ pub fn train(data: &Dataset, opts: &TrainOptions, out: &Path, start: Option<Mode
             let targets: Vec<u32> = rows.iter().flat_map(|r| r.targets.iter().copied()).collect();
             let negatives: Vec<u32> = (0..rows.len() * opts.num_negatives).map(|_| rng.random_range(1..=num_items)).collect();
             let outputs = vars.forward_padded(&batch, opts.dropout, Some(&mut rng))?;
-            let loss = vars.sampled_softmax_loss(&outputs, &batch.real_row_ids, &targets, &negatives, opts.temperature)?;
+            let loss = vars.sampled_softmax_loss(&outputs, &batch.real_rows, &targets, &negatives, opts.temperature)?;
             let grads = loss.backward()?;
             optimizer.step(&grads)?;
             loss_sum += loss.to_scalar::<f32>()? as f64 * targets.len() as f64;
