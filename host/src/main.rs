@@ -5,7 +5,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli;
-mod server;
 
 /// edgerec — HSTU recommendations at the edge, with sandboxed per-tenant plugins.
 #[derive(Parser)]

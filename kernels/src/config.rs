@@ -13,7 +13,7 @@ use crate::error::ModelError;
 /// explicitly rather than guessed from shapes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Variant {
-    /// The research HSTU (`generative_recommenders/research`), see `HSTU.md`.
+    /// The research HSTU (`generative_recommenders/research`), see `docs/HSTU.md`.
     #[serde(rename = "gr-research")]
     GrResearch,
 }
@@ -124,7 +124,7 @@ impl ModelConfig {
             Some(other) => {
                 return Err(ModelError::Config(format!(
                     "unsupported model variant {other:?}: this build implements only \"gr-research\" \
-                     (the research HSTU of HSTU.md)"
+                     (the research HSTU of docs/HSTU.md)"
                 )));
             }
             None => {

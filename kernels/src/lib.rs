@@ -2,7 +2,7 @@
 //! jagged-batch and incremental encode), cosine top-k scoring, and the backend
 //! trait that the CUDA backend also implements.
 //!
-//! The math follows `HSTU.md` of the design (the research HSTU of the public
+//! The math follows `docs/HSTU.md` (the research HSTU of the public
 //! benchmark table); every fast path here is tested against a plain f64
 //! reference forward in `tests/`.
 

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,9 @@ pub struct Options {
     pub demo: bool,
     /// Extra environment (`EDGEREC_SERVE_*` overrides).
     pub env: Vec<(String, String)>,
+    /// Let the server generate its operator token and demo key (the
+    /// environment sets neither) instead of the fixed test secrets.
+    pub generated_secrets: bool,
 }
 
 /// A running `edgerec serve`; killed when dropped.
@@ -64,6 +67,7 @@ pub struct Server {
     /// The data directory.
     pub data_dir: PathBuf,
     client: reqwest::blocking::Client,
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -78,8 +82,6 @@ impl Server {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .env("EDGEREC_OPERATOR_TOKEN", OPERATOR)
-            .env("EDGEREC_DEMO_API_KEY", DEMO_KEY)
             .env("EDGEREC_SERVE_DEMO_TENANT", if options.demo { "true" } else { "false" })
             // These tests check behaviour, not wall-clock budgets: on a loaded
             // 2-core CI machine a 5 ms stage deadline trips now and then, and a
@@ -89,17 +91,25 @@ impl Server {
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log);
+        if options.generated_secrets {
+            command.env_remove("EDGEREC_OPERATOR_TOKEN").env_remove("EDGEREC_DEMO_API_KEY");
+        } else {
+            command.env("EDGEREC_OPERATOR_TOKEN", OPERATOR).env("EDGEREC_DEMO_API_KEY", DEMO_KEY);
+        }
         for (key, value) in &options.env {
             command.env(key, value);
         }
         let mut child = command.spawn().expect("spawn edgerec serve");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(address) = line.strip_prefix("edgerec listening on ") {
                     let _ = tx.send(address.to_string());
                 }
+                seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
             }
         });
         let base = match rx.recv_timeout(Duration::from_secs(120)) {
@@ -114,7 +124,7 @@ impl Server {
             .timeout(Duration::from_secs(60))
             .build()
             .expect("http client");
-        let server = Server { child, base, data_dir: data_dir.to_path_buf(), client };
+        let server = Server { child, base, data_dir: data_dir.to_path_buf(), client, stdout: lines };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.get("/readyz", None).0 != 200 {
             assert!(Instant::now() < deadline, "/readyz never answered 200");
@@ -176,6 +186,43 @@ impl Server {
         }
         let response = request.send().expect("request");
         (response.status().as_u16(), response.text().expect("text"))
+    }
+
+    /// Every line the server printed on stdout so far.
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// `host:port` of the server, for raw TCP clients.
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
+    /// A request with extra headers; returns the status, the headers and the JSON body.
+    pub fn request_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().expect("body");
+        (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
 
     /// Whether the process is still running.

@@ -32,6 +32,9 @@ fn openapi_lists_every_route_and_health_answers() {
         ("/v1/tenants", "post"),
         ("/v1/tenants", "get"),
         ("/v1/tenants/{tenant}", "get"),
+        ("/v1/tenants/{tenant}/keys", "post"),
+        ("/v1/tenants/{tenant}/keys", "get"),
+        ("/v1/tenants/{tenant}/keys/{id}", "delete"),
         ("/v1/tenants/{tenant}/plugins/{name}", "put"),
         ("/v1/tenants/{tenant}/plugins", "get"),
         ("/v1/tenants/{tenant}/pipeline", "put"),
@@ -135,8 +138,14 @@ fn every_bad_input_gets_its_code_and_the_process_survives() {
         ("too large", raw("POST", recommend, &vec![b' '; 70_000]), 413, "payload_too_large"),
         ("k = 0", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 0})), 400, "bad_request"),
         ("k too large", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 100000})), 400, "bad_request"),
-        ("query before events", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 100}], "query_time": 50})), 400, "bad_request"),
-        ("no history", server.json("POST", recommend, key, &json!({"user_id": "nobody"})), 400, "empty_history"),
+        ("no history", server.json("POST", recommend, key, &json!({"user_id": "nobody"})), 404, "empty_history"),
+        ("ts before 1970", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": -5}]})), 400, "bad_request"),
+        ("ts in milliseconds", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1_700_000_000_000_i64}]})), 400, "bad_request"),
+        ("action too long", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1, "action": "x".repeat(33)}]})), 400, "bad_request"),
+        ("context too large", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "context": {"page": "x".repeat(300)}})), 400, "bad_request"),
+        ("nested attribute", server.json("PUT", "/v1/tenants/shop/catalog/items", key, &json!({"items": [{"id": "a", "attributes": {"dims": {"w": 1}}}]})), 400, "bad_request"),
+        ("attribute too long", server.json("PUT", "/v1/tenants/shop/catalog/items", key, &json!({"items": [{"id": "a", "attributes": {"title": "x".repeat(2000)}}]})), 400, "bad_request"),
+        ("k as a fraction", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 2.5})), 400, "malformed_json"),
         ("unknown item in recommend", server.json("POST", recommend, key, &json!({"events": [{"item": "nope", "ts": 1}]})), 404, "unknown_item"),
         ("unknown item in events", server.json("POST", "/v1/tenants/shop/events", key, &events("u", &["nope"], 1)), 404, "unknown_item"),
         ("event without user", server.json("POST", "/v1/tenants/shop/events", key, &json!({"events": [{"item": "sku-1", "ts": 1}]})), 400, "bad_request"),
@@ -147,11 +156,12 @@ fn every_bad_input_gets_its_code_and_the_process_survives() {
         ("unknown tenant", server.get("/v1/tenants/ghost", Some(OPERATOR)), 404, "unknown_tenant"),
         ("unknown tenant (storefront)", server.json("POST", "/v1/tenants/ghost/recommend", Some(OPERATOR), &json!({})), 404, "unknown_tenant"),
         ("not a component", server.request("PUT", "/v1/tenants/shop/plugins/junk", Some(OPERATOR), Some(b"\0asm junk".to_vec())), 400, "invalid_plugin"),
-        ("missing plugin in pipeline", server.json("PUT", "/v1/tenants/shop/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "none"}]})), 400, "invalid_pipeline"),
-        ("bad on_error", server.json("PUT", "/v1/tenants/shop/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "x", "on_error": "explode"}]})), 400, "invalid_pipeline"),
+        ("missing plugin in pipeline", server.json("PUT", "/v1/tenants/shop/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "none"}]})), 404, "unknown_plugin"),
+        ("bad on_error", server.json("PUT", "/v1/tenants/shop/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "x", "on_error": "explode"}]})), 400, "malformed_json"),
         ("nothing to roll back", server.request("POST", "/v1/tenants/shop/pipeline/rollback", Some(OPERATOR), None), 409, "conflict"),
         ("bad tenant name", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "Bad Name!", "model": "demo"})), 400, "bad_request"),
-        ("bad model dir", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "x", "model": "/nonexistent"})), 400, "invalid_model"),
+        ("no model dir", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "x", "model": "/nonexistent"})), 404, "unknown_model"),
+        ("not a model dir", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "y", "model": "/tmp"})), 400, "invalid_model"),
         ("duplicate tenant", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "shop", "model": model.to_str().unwrap()})), 409, "conflict"),
         ("unknown route", server.get("/v2/anything", None), 404, "unknown_route"),
         ("wrong method", server.request("DELETE", "/v1/tenants", Some(OPERATOR), None), 405, "method_not_allowed"),
@@ -160,6 +170,9 @@ fn every_bad_input_gets_its_code_and_the_process_survives() {
         assert_eq!((status, code(&body)), (want_status, want_code), "{what}: {body}");
         assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: no useful message: {body}");
     }
+    // What the document calls an integer is accepted in either JSON spelling.
+    let (status, body) = server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1.0}], "k": 3.0}));
+    assert_eq!(status, 200, "integral floats: {body}");
     assert!(server.alive(), "the server died");
 }
 

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use crate::server;
-use crate::server::config::ServerConfig;
+use edgerec_server as server;
+use edgerec_server::config::ServerConfig;
 
 /// Arguments of `edgerec serve`.
 #[derive(Args)]

@@ -27,6 +27,10 @@ const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const PIPELINES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("pipelines");
 /// Activation log per tenant: JSON list of pipeline versions, the last active.
 const ACTIVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("activations");
+/// Event batches already stored: (tenant, Idempotency-Key) → JSON [`AppendOutcome`].
+const BATCH_KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("batch_keys");
+/// Client event ids already stored: (tenant, event_id) → sequence number.
+const EVENT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("event_ids");
 /// Secrets and counters: name → text.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
@@ -63,8 +67,24 @@ pub struct TenantRecord {
     pub name: String,
     /// `"demo"` (the bundled model) or a model directory on the server.
     pub model: String,
-    /// The storefront API key.
-    pub api_key: String,
+    /// The storefront API keys that are valid, as hashes (never the keys).
+    #[serde(default)]
+    pub keys: Vec<ApiKeyRecord>,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// A plain key written by versions before keys were hashed: read once,
+    /// hashed into `keys` at start, never written again.
+    #[serde(default, rename = "api_key", skip_serializing)]
+    pub legacy_api_key: Option<String>,
+}
+
+/// One storefront API key of a tenant, as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiKeyRecord {
+    /// Names the key for listing and revocation (not secret).
+    pub id: String,
+    /// SHA-256 of the key, hex.
+    pub sha256: String,
     /// Unix seconds.
     pub created_at: i64,
 }
@@ -78,6 +98,29 @@ pub struct StoredEvent {
     pub ts: i64,
     /// view, cart, purchase, …
     pub action: String,
+}
+
+/// An event to append: whose it is, the event, and the client's id for it.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    /// The shopper.
+    pub user: String,
+    /// The event.
+    pub event: StoredEvent,
+    /// The client's id of the event (stored once per tenant), if any.
+    pub event_id: Option<String>,
+}
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// Events stored.
+    pub accepted: usize,
+    /// Events skipped because their `event_id` was stored before.
+    pub duplicates: usize,
+    /// The whole batch was stored before under the same key; nothing written.
+    #[serde(default)]
+    pub replayed: bool,
 }
 
 /// One uploaded plugin version.
@@ -109,16 +152,23 @@ pub struct StageSpec {
     #[schema(value_type = Object)]
     pub config: serde_json::Value,
     /// `skip` (fail open, candidates pass unchanged) or `fail` (the request fails).
-    #[serde(default = "default_on_error")]
-    pub on_error: String,
+    #[serde(default)]
+    pub on_error: OnErrorPolicy,
     /// Per-call limits (deadline_us, fuel, memory_bytes, …); absent = the runtime's defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub limits: Option<edgerec_runtime::Limits>,
 }
 
-fn default_on_error() -> String {
-    "skip".into()
+/// What a failing stage does to the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnErrorPolicy {
+    /// Fail open: the candidates pass the stage unchanged (the default).
+    #[default]
+    Skip,
+    /// The request fails with 502 plugin_failed.
+    Fail,
 }
 
 /// One pipeline version.
@@ -164,6 +214,8 @@ impl Store {
         txn.open_table(PIPELINES)?;
         txn.open_table(ACTIVATIONS)?;
         txn.open_table(META)?;
+        txn.open_table(BATCH_KEYS)?;
+        txn.open_table(EVENT_IDS)?;
         txn.commit()?;
         Ok(Store { db })
     }
@@ -183,6 +235,14 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a meta value.
+    pub fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.remove(key)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Every tenant.
     pub fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         let txn = self.db.begin_read()?;
@@ -193,6 +253,16 @@ impl Store {
             out.push(serde_json::from_slice(value.value())?);
         }
         Ok(out)
+    }
+
+    /// One tenant's record.
+    pub fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TENANTS)?;
+        Ok(match table.get(name)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        })
     }
 
     /// Inserts a tenant; false when the name is taken.
@@ -211,7 +281,7 @@ impl Store {
         })
     }
 
-    /// Replaces a tenant's record (the demo key set by the environment).
+    /// Replaces a tenant's record (keys added or revoked, legacy keys hashed).
     pub fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.open_table(TENANTS)?.insert(record.name.as_str(), serde_json::to_vec(record)?.as_slice())?;
@@ -219,25 +289,52 @@ impl Store {
         Ok(())
     }
 
-    /// Appends a batch of events for (tenant, user) in one durable transaction.
-    pub fn append_events(&self, tenant: &str, events: &[(String, StoredEvent)]) -> Result<(), StoreError> {
+    /// Appends a batch of events in one durable transaction, exactly once:
+    /// a batch whose `batch_key` was stored before writes nothing and
+    /// returns the first answer (`replayed`), and an event whose `event_id`
+    /// was stored before is skipped (counted in `duplicates`).
+    pub fn append_events(
+        &self,
+        tenant: &str,
+        events: &[NewEvent],
+        batch_key: Option<&str>,
+    ) -> Result<AppendOutcome, StoreError> {
         timed("append_events", || {
             let txn = self.db.begin_write()?;
-            {
+            let outcome = {
+                let mut batches = txn.open_table(BATCH_KEYS)?;
+                if let Some(key) = batch_key
+                    && let Some(first) = batches.get((tenant, key))?
+                {
+                    let mut outcome: AppendOutcome = serde_json::from_slice(first.value())?;
+                    outcome.replayed = true;
+                    return Ok(outcome);
+                }
                 let mut meta = txn.open_table(META)?;
-                let mut seq: u64 = meta
-                    .get("event_seq")?
-                    .and_then(|v| v.value().parse().ok())
-                    .unwrap_or(0);
+                let mut seq: u64 = meta.get("event_seq")?.and_then(|v| v.value().parse().ok()).unwrap_or(0);
                 let mut table = txn.open_table(EVENTS)?;
-                for (user, event) in events {
+                let mut ids = txn.open_table(EVENT_IDS)?;
+                let mut outcome = AppendOutcome::default();
+                for new in events {
+                    if let Some(id) = &new.event_id {
+                        if ids.get((tenant, id.as_str()))?.is_some() {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        ids.insert((tenant, id.as_str()), seq + 1)?;
+                    }
                     seq += 1;
-                    table.insert((tenant, user.as_str(), seq), serde_json::to_vec(event)?.as_slice())?;
+                    table.insert((tenant, new.user.as_str(), seq), serde_json::to_vec(&new.event)?.as_slice())?;
+                    outcome.accepted += 1;
                 }
                 meta.insert("event_seq", seq.to_string().as_str())?;
-            }
+                if let Some(key) = batch_key {
+                    batches.insert((tenant, key), serde_json::to_vec(&outcome)?.as_slice())?;
+                }
+                outcome
+            };
             txn.commit()?;
-            Ok(())
+            Ok(outcome)
         })
     }
 
@@ -406,6 +503,26 @@ impl Store {
         })
     }
 
+    /// The version a rollback would return to, without changing anything
+    /// (so that it can be built before the rollback is committed).
+    pub fn rollback_target(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let activations = txn.open_table(ACTIVATIONS)?;
+        let log: Vec<u32> = match activations.get(tenant)? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => Vec::new(),
+        };
+        let Some(&version) = log.len().checked_sub(2).and_then(|i| log.get(i)) else {
+            return Ok(None);
+        };
+        let pipelines = txn.open_table(PIPELINES)?;
+        let record = match pipelines.get((tenant, version))? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        };
+        Ok(record)
+    }
+
     /// Returns to the previously active version; `None` when there is none.
     pub fn rollback(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
         let txn = self.db.begin_write()?;
@@ -419,7 +536,7 @@ impl Store {
                 return Ok(None);
             }
             log.pop();
-            let version = *log.last().expect("len >= 1");
+            let Some(&version) = log.last() else { return Ok(None) };
             activations.insert(tenant, serde_json::to_vec(&log)?.as_slice())?;
             let pipelines = txn.open_table(PIPELINES)?;
             let value = pipelines.get((tenant, version))?.map(|v| v.value().to_vec());
@@ -463,17 +580,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            store
-                .append_events("a", &[("u1".into(), event("x", 1)), ("u2".into(), event("y", 2))])
-                .unwrap();
-            store.append_events("b", &[("u1".into(), event("z", 3))]).unwrap();
-            store.append_events("a", &[("u1".into(), event("w", 4))]).unwrap();
+            store.append_events("a", &[new("u1", event("x", 1)), new("u2", event("y", 2))], None).unwrap();
+            store.append_events("b", &[new("u1", event("z", 3))], None).unwrap();
+            store.append_events("a", &[new("u1", event("w", 4))], None).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.recent_events("a", "u1", 10).unwrap(), vec![event("x", 1), event("w", 4)]);
         assert_eq!(store.recent_events("a", "u1", 1).unwrap(), vec![event("w", 4)]);
         assert_eq!(store.recent_events("b", "u1", 10).unwrap(), vec![event("z", 3)]);
         assert!(store.recent_events("a", "u3", 10).unwrap().is_empty());
+    }
+
+    fn new(user: &str, event: StoredEvent) -> NewEvent {
+        NewEvent { user: user.into(), event, event_id: None }
+    }
+
+    #[test]
+    fn batches_and_event_ids_are_stored_once_per_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let batch = [new("u1", event("x", 1)), new("u1", event("y", 2))];
+        let first = store.append_events("a", &batch, Some("batch-1")).unwrap();
+        assert_eq!(first, AppendOutcome { accepted: 2, duplicates: 0, replayed: false });
+        let again = store.append_events("a", &batch, Some("batch-1")).unwrap();
+        assert_eq!(again, AppendOutcome { accepted: 2, duplicates: 0, replayed: true });
+        // The same key in another tenant is another batch.
+        assert!(!store.append_events("b", &batch, Some("batch-1")).unwrap().replayed);
+        assert_eq!(store.recent_events("a", "u1", 10).unwrap().len(), 2);
+
+        let with_id = |id: &str, ts| NewEvent { event_id: Some(id.into()), ..new("u2", event("z", ts)) };
+        let outcome = store.append_events("a", &[with_id("e1", 5), with_id("e2", 6)], None).unwrap();
+        assert_eq!((outcome.accepted, outcome.duplicates), (2, 0));
+        let outcome = store.append_events("a", &[with_id("e2", 6), with_id("e3", 7)], None).unwrap();
+        assert_eq!((outcome.accepted, outcome.duplicates), (1, 1));
+        assert_eq!(store.recent_events("a", "u2", 10).unwrap().len(), 3);
     }
 
     #[test]

@@ -4,13 +4,15 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Operator, OperatorTenant};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, body_error};
-use super::state::AppState;
+use super::extract::{ApiJson, ApiPath, body_error};
+use super::jobs::{self, JobKind};
+use super::state::{AppState, Tenant};
 use super::store::{PipelineRecord, PluginVersion, StageSpec, TenantRecord, now_unix};
 use super::tenants;
 
@@ -19,6 +21,7 @@ use super::tenants;
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Name: 1..=64 of a-z, 0-9, `-`, `_`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub name: String,
     /// `"demo"` (the bundled model) or a model directory on the server (config.json, model.safetensors, items.json).
     pub model: String,
@@ -40,6 +43,9 @@ pub struct TenantView {
     /// The storefront API key (only in the answer to the creation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
+    /// Why the tenant is not serving, when it could not be loaded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<String>,
 }
 
 /// List of tenants.
@@ -49,16 +55,16 @@ pub struct TenantList {
     pub tenants: Vec<TenantView>,
 }
 
-fn view(app: &AppState, name: &str) -> Result<TenantView, ApiError> {
-    let tenant = app.tenant(name)?;
-    Ok(TenantView {
+fn view(tenant: &Tenant) -> TenantView {
+    TenantView {
         name: tenant.record.name.clone(),
         model: tenant.record.model.clone(),
         created_at: tenant.record.created_at,
         model_items: tenant.items.len(),
         pipeline_version: tenant.pipeline.load().version,
         api_key: None,
-    })
+        unavailable: None,
+    }
 }
 
 /// Creates a tenant with a model; answers its API key once.
@@ -67,10 +73,9 @@ fn view(app: &AppState, name: &str) -> Result<TenantView, ApiError> {
     security(("bearer" = [])), tag = "operator")]
 pub async fn create_tenant(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    operator: Operator,
     ApiJson(request): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
-    app.require_operator(&headers)?;
     let valid = !request.name.is_empty()
         && request.name.len() <= 64
         && request.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
@@ -80,18 +85,21 @@ pub async fn create_tenant(
             request.name
         )));
     }
+    let (key, key_record) = tenants::issue_key();
     let record = TenantRecord {
         name: request.name.clone(),
         model: request.model,
-        api_key: tenants::new_secret("ek"),
+        keys: vec![key_record],
         created_at: now_unix(),
+        legacy_api_key: None,
     };
     let app2 = app.clone();
-    let key = record.api_key.clone();
-    tokio::task::spawn_blocking(move || tenants::create(&app2, record))
-        .await
-        .map_err(|e| ApiError::internal("the tenant task", e))??;
-    let mut view = view(&app, &request.name)?;
+    let tenant = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
+        tenants::create(&app2, &operator, record)?;
+        app2.tenant(&operator, &request.name)
+    })
+    .await?;
+    let mut view = view(&tenant);
     view.api_key = Some(key);
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -100,11 +108,22 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/v1/tenants",
     responses((status = 200, body = TenantList), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
-pub async fn list_tenants(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Json<TenantList>, ApiError> {
-    app.require_operator(&headers)?;
-    let mut names: Vec<String> = app.tenants.read().expect("tenant map lock").keys().cloned().collect();
-    names.sort();
-    let tenants = names.iter().map(|n| view(&app, n)).collect::<Result<_, _>>()?;
+pub async fn list_tenants(State(app): State<Arc<AppState>>, operator: Operator) -> Result<Json<TenantList>, ApiError> {
+    let mut tenants = Vec::new();
+    for (name, unavailable) in app.tenant_names() {
+        match unavailable {
+            None => tenants.push(view(&*app.tenant(&operator, &name)?)),
+            Some(reason) => tenants.push(TenantView {
+                name,
+                model: String::new(),
+                created_at: 0,
+                model_items: 0,
+                pipeline_version: 0,
+                api_key: None,
+                unavailable: Some(reason),
+            }),
+        }
+    }
     Ok(Json(TenantList { tenants }))
 }
 
@@ -113,40 +132,97 @@ pub async fn list_tenants(State(app): State<Arc<AppState>>, headers: HeaderMap) 
     params(("tenant" = String, Path, description = "tenant name")),
     responses((status = 200, body = TenantView), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
-pub async fn get_tenant(
+pub async fn get_tenant(OperatorTenant { tenant, .. }: OperatorTenant) -> Json<TenantView> {
+    Json(view(&tenant))
+}
+
+/// A storefront key as the operator sees it (never the key itself, which is shown once).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyView {
+    /// Names the key for revocation.
+    pub id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// The key, only in the answer that issued it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+/// The tenant's keys.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    /// Oldest first.
+    pub keys: Vec<KeyView>,
+}
+
+/// Issues a new storefront key for the tenant (rotation: issue, deploy, then revoke the old one).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/keys",
+    params(("tenant" = String, Path, description = "tenant name")),
+    responses((status = 201, body = KeyView), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn create_key(
     State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
-) -> Result<Json<TenantView>, ApiError> {
-    app.require_operator(&headers)?;
-    Ok(Json(view(&app, &tenant)?))
+    OperatorTenant { tenant, .. }: OperatorTenant,
+) -> Result<(StatusCode, Json<KeyView>), ApiError> {
+    let serial = tenant.activation.clone().lock_owned().await;
+    let (key, record) =
+        jobs::run(JobKind::Write, tracing::Span::current(), serial, move || tenants::add_key(&app, &tenant)).await?;
+    Ok((StatusCode::CREATED, Json(KeyView { id: record.id, created_at: record.created_at, api_key: Some(key) })))
+}
+
+/// Lists the tenant's storefront keys (ids and dates only).
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/keys",
+    params(("tenant" = String, Path, description = "tenant name")),
+    responses((status = 200, body = KeyList), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn list_keys(
+    State(app): State<Arc<AppState>>,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+) -> Result<Json<KeyList>, ApiError> {
+    let record = tenants::stored_record(&app, &tenant)?;
+    let keys = record.keys.into_iter().map(|k| KeyView { id: k.id, created_at: k.created_at, api_key: None }).collect();
+    Ok(Json(KeyList { keys }))
+}
+
+/// Revokes one of the tenant's storefront keys; requests with it get 401 from now on.
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/keys/{id}",
+    params(("tenant" = String, Path, description = "tenant name"), ("id" = String, Path, description = "key id")),
+    responses((status = 204, description = "revoked"), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn revoke_key(
+    State(app): State<Arc<AppState>>,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+    ApiPath((_, id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let serial = tenant.activation.clone().lock_owned().await;
+    jobs::run(JobKind::Write, tracing::Span::current(), serial, move || tenants::revoke_key(&app, &tenant, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Uploads a plugin component: compiled and checked before the answer; a
 /// new immutable version (the same bytes again give the same version).
-#[utoipa::path(put, path = "/v1/tenants/{tenant}/plugins/{name}", request_body(content = Vec<u8>, content_type = "application/wasm"),
-    params(("tenant" = String, Path, description = "tenant name"), ("name" = String, Path, description = "plugin name")),
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/plugins/{name}",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component (binary)"),
+    params(("tenant" = String, Path, description = "tenant name"),
+           ("name" = String, Path, description = "plugin name: 1..=64 of a-z, A-Z, 0-9, '-', '_'", pattern = "^[A-Za-z0-9_-]{1,64}$")),
     responses((status = 201, body = PluginVersion), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_plugin(
     State(app): State<Arc<AppState>>,
-    Path((tenant, name)): Path<(String, String)>,
-    headers: HeaderMap,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+    ApiPath((_, name)): ApiPath<(String, String)>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<PluginVersion>), ApiError> {
-    app.require_operator(&headers)?;
-    let tenant = app.tenant(&tenant)?;
-    let bytes = body.map_err(body_error)?;
     if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ApiError::bad_request(format!("plugin name {name:?} is invalid: use 1..=64 of a-z, A-Z, 0-9, '-', '_'")));
     }
+    let bytes = body.map_err(body_error)?;
     let app2 = app.clone();
-    let version = tokio::task::spawn_blocking(move || {
-        let digest = app2.plugins.check(&bytes)?;
-        Ok::<_, ApiError>(app2.store.add_plugin(&tenant.record.name, &name, &digest, &bytes)?)
+    let version = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
+        let digest = app2.plugins.check(&bytes, &tenant.record.name)?;
+        Ok(app2.store.add_plugin(&tenant.record.name, &name, &digest, &bytes)?)
     })
-    .await
-    .map_err(|e| ApiError::internal("the compile task", e))??;
+    .await?;
     Ok((StatusCode::CREATED, Json(version)))
 }
 
@@ -164,11 +240,8 @@ pub struct PluginList {
     security(("bearer" = [])), tag = "operator")]
 pub async fn list_plugins(
     State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
+    OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<PluginList>, ApiError> {
-    app.require_operator(&headers)?;
-    let tenant = app.tenant(&tenant)?;
     Ok(Json(PluginList { plugins: app.store.plugins(&tenant.record.name)? }))
 }
 
@@ -196,18 +269,14 @@ pub struct PipelineHistory {
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_pipeline(
     State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
+    OperatorTenant { tenant, .. }: OperatorTenant,
     ApiJson(request): ApiJson<PutPipeline>,
 ) -> Result<Json<PipelineRecord>, ApiError> {
-    app.require_operator(&headers)?;
-    let tenant = app.tenant(&tenant)?;
-    let _serial = tenant.activation.lock().await;
-    let app2 = app.clone();
-    let tenant2 = tenant.clone();
-    let record = tokio::task::spawn_blocking(move || tenants::activate(&app2, &tenant2, request.stages))
-        .await
-        .map_err(|e| ApiError::internal("the activation task", e))??;
+    let serial = tenant.activation.clone().lock_owned().await;
+    let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
+        tenants::activate(&app, &tenant, request.stages)
+    })
+    .await?;
     Ok(Json(record))
 }
 
@@ -218,11 +287,8 @@ pub async fn put_pipeline(
     security(("bearer" = [])), tag = "operator")]
 pub async fn get_pipeline(
     State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
+    OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<PipelineHistory>, ApiError> {
-    app.require_operator(&headers)?;
-    let tenant = app.tenant(&tenant)?;
     let (_, versions) = app.store.pipelines(&tenant.record.name)?;
     Ok(Json(PipelineHistory { active: tenant.pipeline.load().version, versions }))
 }
@@ -234,16 +300,10 @@ pub async fn get_pipeline(
     security(("bearer" = [])), tag = "operator")]
 pub async fn rollback(
     State(app): State<Arc<AppState>>,
-    Path(tenant): Path<String>,
-    headers: HeaderMap,
+    OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<PipelineRecord>, ApiError> {
-    app.require_operator(&headers)?;
-    let tenant = app.tenant(&tenant)?;
-    let _serial = tenant.activation.lock().await;
-    let app2 = app.clone();
-    let tenant2 = tenant.clone();
-    let record = tokio::task::spawn_blocking(move || tenants::rollback(&app2, &tenant2))
-        .await
-        .map_err(|e| ApiError::internal("the rollback task", e))??;
+    let serial = tenant.activation.clone().lock_owned().await;
+    let record =
+        jobs::run(JobKind::Write, tracing::Span::current(), serial, move || tenants::rollback(&app, &tenant)).await?;
     Ok(Json(record))
 }

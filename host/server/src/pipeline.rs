@@ -4,10 +4,9 @@
 //! catalog attributes the stages declared, as typed columns.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use axum::http::StatusCode;
 use edgerec_kernels::Scored;
 use edgerec_runtime::{
     CandidateBatch, Column, ColumnValues, CompiledPlugin, Event, Limits, OnError, Pipeline, PipelineError, RequestContext,
@@ -16,10 +15,10 @@ use edgerec_runtime::{
 use serde::Serialize;
 use serde_json::Value;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::recommend::stage_done;
 use super::state::{AppState, Tenant};
-use super::store::{PipelineRecord, StageSpec};
+use super::store::{OnErrorPolicy, PipelineRecord, StageSpec};
 
 /// What the plugins may know about the request.
 pub struct RequestInfo {
@@ -98,35 +97,36 @@ pub struct PluginHost {
 }
 
 fn invalid_plugin(error: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", format!("the plugin was refused: {error}"))
+    ApiError::new(ErrorCode::InvalidPlugin, format!("the plugin was refused: {error}"))
 }
 
 fn invalid_pipeline(message: String) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_pipeline", message)
+    ApiError::new(ErrorCode::InvalidPipeline, message)
 }
 
 impl PluginHost {
     /// A runtime whose compiled artifacts are cached under the data directory.
-    pub fn new(data_dir: &std::path::Path, max_upload_bytes: usize) -> anyhow::Result<Self> {
+    pub fn new(config: &crate::config::ServerConfig, data_dir: &std::path::Path) -> anyhow::Result<Self> {
         let config = RuntimeConfig {
             cache_dir: Some(data_dir.join("plugin-cache")),
-            max_upload_bytes,
+            max_upload_bytes: config.max_plugin_bytes,
             ..RuntimeConfig::default()
         };
         let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok(PluginHost { runtime, compiled: Mutex::new(HashMap::new()) })
     }
 
-    /// Compiles and checks an upload (world, sample run); returns its content hash.
-    pub fn check(&self, bytes: &[u8]) -> Result<String, ApiError> {
+    /// Compiles and checks an upload for `tenant` (world, sample run);
+    /// returns its content hash.
+    pub fn check(&self, bytes: &[u8], _tenant: &str) -> Result<String, ApiError> {
         let plugin = self.runtime.compile(bytes).map_err(invalid_plugin)?;
         let hash = plugin.hash().to_string();
-        self.compiled.lock().expect("compiled map lock").insert(hash.clone(), plugin);
+        self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(hash.clone(), plugin);
         Ok(hash)
     }
 
     fn plugin(&self, app: &AppState, digest: &str) -> Result<Arc<CompiledPlugin>, ApiError> {
-        if let Some(plugin) = self.compiled.lock().expect("compiled map lock").get(digest) {
+        if let Some(plugin) = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(digest) {
             return Ok(plugin.clone());
         }
         let bytes = app
@@ -134,7 +134,7 @@ impl PluginHost {
             .blob(digest)?
             .ok_or_else(|| ApiError::internal("loading a plugin", format!("component {digest} missing from the store")))?;
         let plugin = self.runtime.compile(&bytes).map_err(invalid_plugin)?;
-        self.compiled.lock().expect("compiled map lock").insert(digest.to_string(), plugin.clone());
+        self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(digest.to_string(), plugin.clone());
         Ok(plugin)
     }
 }
@@ -152,9 +152,12 @@ pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<Ac
         let plugin = app.plugins.plugin(app, &version.digest)?;
         let config = match &spec.config {
             Value::Null => Vec::new(),
-            other => serde_json::to_vec(other).expect("JSON values serialise"),
+            other => serde_json::to_vec(other).map_err(|e| ApiError::internal("encoding a stage config", e))?,
         };
-        let on_error = if spec.on_error == "fail" { OnError::Fail } else { OnError::Skip };
+        let on_error = match spec.on_error {
+            OnErrorPolicy::Fail => OnError::Fail,
+            OnErrorPolicy::Skip => OnError::Skip,
+        };
         let limits = spec.limits.unwrap_or(Limits { deadline_us: app.config.plugin_deadline_us, ..Limits::default() });
         let stage = app.plugins.runtime.stage(plugin, config, on_error, limits).map_err(|e| {
             invalid_pipeline(format!("stage {index} ({}@{}): {e}", spec.plugin, version.version))
@@ -281,9 +284,7 @@ pub fn run(
     stage_done("plugins", start);
     let Some(outcome) = outcome else {
         let failed = trace.last().map(|t| format!("{}: {}", t.stage, t.failure.clone().unwrap_or_default()));
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "plugin_failed",
+        return Err(ApiError::new(ErrorCode::PluginFailed,
             format!("a stage with on_error = fail failed ({}); fix or roll back the pipeline", failed.unwrap_or_default()),
         ));
     };

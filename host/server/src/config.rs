@@ -24,12 +24,19 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("encode_concurrency", "0", "encodes running at once (0 = number of CPU cores)"),
     ("plugin_concurrency", "0", "plugin pipelines running at once (0 = number of CPU cores)"),
     ("retry_after_s", "1", "the Retry-After of a 503 overloaded"),
-    ("cache_bytes", "268435456", "memory bound of the per-user encoder-state cache"),
+    ("cache_bytes", "67108864", "memory bound of EACH tenant's per-user encoder-state cache (one tenant cannot evict another's users)"),
     ("candidates", "100", "items retrieved by the model and handed to the pipeline"),
     ("plugin_deadline_us", "5000", "wall-clock deadline of one plugin stage call (instantiation included) for stages that set no `limits`; past it the stage fails with deadline_exceeded and its on_error applies"),
     ("max_k", "100", "largest `k` a recommend may ask for (at most `candidates`)"),
     ("otlp_endpoint", "\"\"", "OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty = no export"),
     ("log_format", "\"text\"", "`text` or `json` (structured logs on stderr; filter with RUST_LOG)"),
+    ("max_connections", "1024", "client connections held open at once; further clients wait in the listen backlog"),
+    ("header_read_timeout_ms", "5000", "a client must send its request headers within this, or the connection is closed"),
+    ("body_read_timeout_ms", "10000", "a client must send its whole request body within this, or gets 400"),
+    ("tenant_recommend_rate", "1000", "recommends per second one tenant may send (0 = unlimited); beyond it 429 rate_limited with Retry-After"),
+    ("tenant_write_rate", "200", "event batches and catalog pages per second one tenant may send (0 = unlimited); beyond it 429"),
+    ("tenant_max_in_flight", "32", "requests of one tenant in flight at once; beyond it 429 rate_limited"),
+    ("max_future_skew_s", "86400", "event timestamps more than this many seconds ahead of the server clock are refused with 400"),
 ];
 
 /// The resolved configuration of `edgerec serve`.
@@ -68,6 +75,20 @@ pub struct ServerConfig {
     pub otlp_endpoint: String,
     /// `text` or `json`.
     pub log_format: String,
+    /// Client connections open at once.
+    pub max_connections: usize,
+    /// Deadline for a client's request headers.
+    pub header_read_timeout_ms: u64,
+    /// Deadline for a client's request body.
+    pub body_read_timeout_ms: u64,
+    /// Recommends per second per tenant (0 = unlimited).
+    pub tenant_recommend_rate: u32,
+    /// Write requests per second per tenant (0 = unlimited).
+    pub tenant_write_rate: u32,
+    /// Requests in flight per tenant.
+    pub tenant_max_in_flight: usize,
+    /// Largest accepted lead of an event timestamp over the server clock, in seconds.
+    pub max_future_skew_s: i64,
 }
 
 impl Default for ServerConfig {
@@ -83,12 +104,19 @@ impl Default for ServerConfig {
             encode_concurrency: 0,
             plugin_concurrency: 0,
             retry_after_s: 1,
-            cache_bytes: 256 << 20,
+            cache_bytes: 64 << 20,
             candidates: 100,
             plugin_deadline_us: 5_000,
             max_k: 100,
             otlp_endpoint: String::new(),
             log_format: "text".into(),
+            max_connections: 1024,
+            header_read_timeout_ms: 5_000,
+            body_read_timeout_ms: 10_000,
+            tenant_recommend_rate: 1_000,
+            tenant_write_rate: 200,
+            tenant_max_in_flight: 32,
+            max_future_skew_s: 86_400,
         }
     }
 }
@@ -134,6 +162,11 @@ impl ServerConfig {
         );
         anyhow::ensure!(self.request_timeout_ms > 0, "request_timeout_ms must be positive");
         anyhow::ensure!(self.plugin_deadline_us > 0, "plugin_deadline_us must be positive");
+        anyhow::ensure!(self.max_connections > 0, "max_connections must be at least 1");
+        anyhow::ensure!(self.header_read_timeout_ms > 0, "header_read_timeout_ms must be positive");
+        anyhow::ensure!(self.body_read_timeout_ms > 0, "body_read_timeout_ms must be positive");
+        anyhow::ensure!(self.tenant_max_in_flight > 0, "tenant_max_in_flight must be at least 1");
+        anyhow::ensure!(self.max_future_skew_s >= 0, "max_future_skew_s must not be negative");
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be \"text\" or \"json\", not {:?}",
@@ -242,6 +275,13 @@ mod tests {
         max_k: usize,
         otlp_endpoint: String,
         log_format: String,
+        max_connections: usize,
+        header_read_timeout_ms: u64,
+        body_read_timeout_ms: u64,
+        tenant_recommend_rate: u32,
+        tenant_write_rate: u32,
+        tenant_max_in_flight: usize,
+        max_future_skew_s: i64,
     }
 
     impl From<&ServerConfig> for DefaultsView {
@@ -264,6 +304,13 @@ mod tests {
                 max_k,
                 otlp_endpoint,
                 log_format,
+                max_connections,
+                header_read_timeout_ms,
+                body_read_timeout_ms,
+                tenant_recommend_rate,
+                tenant_write_rate,
+                tenant_max_in_flight,
+                max_future_skew_s,
             } = c.clone();
             DefaultsView {
                 listen: listen.to_string(),
@@ -282,6 +329,13 @@ mod tests {
                 max_k,
                 otlp_endpoint,
                 log_format,
+                max_connections,
+                header_read_timeout_ms,
+                body_read_timeout_ms,
+                tenant_recommend_rate,
+                tenant_write_rate,
+                tenant_max_in_flight,
+                max_future_skew_s,
             }
         }
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 use edgerec_kernels::{EncoderState, Event, InputError, Scored, encode, top_k};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use super::state::{AppState, CachedUser, Tenant};
 use super::store::StoredEvent;
 
@@ -18,13 +18,22 @@ use super::store::StoredEvent;
 pub struct EventIn {
     /// The shopper (required in `POST …/events`, optional in recommend).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub user_id: Option<String>,
+    /// The client's id for this event: an event id stored before is not stored again.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
+    pub event_id: Option<String>,
     /// External item id.
+    #[schema(min_length = 1, max_length = 256)]
     pub item: String,
-    /// Unix seconds.
+    /// Unix seconds, from 1970 to at most `max_future_skew_s` (default a day) ahead of the server clock.
+    #[serde(deserialize_with = "crate::extract::integral::required")]
+    #[schema(minimum = 0, maximum = 4102444800.0, format = Int64)]
     pub ts: i64,
     /// view, cart, purchase, … (default `view`).
     #[serde(default = "default_action")]
+    #[schema(min_length = 1, max_length = 32)]
     pub action: String,
 }
 
@@ -92,9 +101,11 @@ pub fn build_history(
     events.drain(..skip);
     actions.drain(..skip);
     let last_ts = events.last().map(|e| e.ts);
+    // Never before the newest event: a storefront clock a little behind the
+    // events' clocks must not turn a request into an error.
     let query_time = match (query_time, last_ts) {
-        (Some(q), _) => q,
-        // Defaulted to now, but never before the newest event (clock skew).
+        (Some(q), Some(last)) => q.max(last),
+        (Some(q), None) => q,
         (None, Some(last)) => super::store::now_unix().max(last),
         (None, None) => super::store::now_unix(),
     };
@@ -104,20 +115,20 @@ pub fn build_history(
 
 fn input_error(error: InputError) -> ApiError {
     let code = match error {
-        InputError::NoEvents => "empty_history",
-        _ => "bad_request",
+        InputError::NoEvents => ErrorCode::EmptyHistory,
+        _ => ErrorCode::BadRequest,
     };
     let message = match error {
         InputError::NoEvents => "the user has no history the model knows: send `events` (items of the model's catalog) or a `user_id` with stored events".to_string(),
         other => other.to_string(),
     };
-    ApiError::new(axum::http::StatusCode::BAD_REQUEST, code, message)
+    ApiError::new(code, message)
 }
 
 /// The user embedding, through the cache when the user is known: a hit
 /// when nothing changed, an incremental append when the cached window is a
 /// prefix of the new one (window not slid), a fresh encode otherwise.
-pub fn encode_user(app: &AppState, tenant: &Tenant, user: Option<&str>, history: &History) -> Result<Vec<f32>, ApiError> {
+pub fn encode_user(tenant: &Tenant, user: Option<&str>, history: &History) -> Result<Vec<f32>, ApiError> {
     let _span = tracing::info_span!("encode", history_len = history.events.len()).entered();
     let start = Instant::now();
     let model = &tenant.model;
@@ -127,9 +138,9 @@ pub fn encode_user(app: &AppState, tenant: &Tenant, user: Option<&str>, history:
         stage_done("encode", start);
         return Ok(embedding);
     };
-    let key = (tenant.record.name.clone(), user.to_string());
-    if let Some(entry) = app.cache.get(&key) {
-        let mut cached = entry.lock().expect("cache entry lock");
+    let key = user.to_string();
+    if let Some(entry) = tenant.cache.get(&key) {
+        let mut cached = entry.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let kept = cached.state.events().len();
         if history.events.len() >= kept && history.events[..kept] == *cached.state.events() {
             let result = if history.events.len() == kept && cached.state.query_time() == history.query_time {
@@ -146,7 +157,7 @@ pub fn encode_user(app: &AppState, tenant: &Tenant, user: Option<&str>, history:
             drop(cached);
             if result == "incremental" {
                 // Re-inserting re-weighs the grown state against the byte bound.
-                app.cache.insert(key, entry);
+                tenant.cache.insert(key, entry);
             }
             metrics::counter!("edgerec_encoder_cache_total", "result" => result).increment(1);
             stage_done("encode", start);
@@ -155,7 +166,7 @@ pub fn encode_user(app: &AppState, tenant: &Tenant, user: Option<&str>, history:
     }
     let (state, embedding) =
         EncoderState::new(model, &history.events, history.query_time).map_err(input_error)?;
-    app.cache.insert(key, Arc::new(Mutex::new(CachedUser { state, embedding: embedding.clone() })));
+    tenant.cache.insert(key, Arc::new(Mutex::new(CachedUser { state, embedding: embedding.clone() })));
     metrics::counter!("edgerec_encoder_cache_total", "result" => "miss").increment(1);
     stage_done("encode", start);
     Ok(embedding)

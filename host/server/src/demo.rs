@@ -9,7 +9,8 @@ use edgerec_kernels::{Model, ModelConfig, Weights};
 use serde_json::json;
 
 use super::state::AppState;
-use super::store::{StageSpec, TenantRecord, now_unix};
+use super::auth::{Operator, secret_hash};
+use super::store::{ApiKeyRecord, OnErrorPolicy, StageSpec, TenantRecord, now_unix};
 use super::tenants;
 
 const CONFIG: &str = include_str!("../../../examples/demo/model/config.json");
@@ -36,26 +37,44 @@ fn default_stages() -> Vec<(&'static str, serde_json::Value)> {
     ]
 }
 
-/// Creates the demo tenant on first start; applies `EDGEREC_DEMO_API_KEY`.
+/// Creates the demo tenant on first start; applies `EDGEREC_DEMO_API_KEY`
+/// (which then replaces the demo's keys). A generated key is printed once,
+/// on creation; a key given through the environment is never printed.
 pub fn ensure(app: &AppState) -> anyhow::Result<()> {
+    let operator = Operator::start_up();
     let env_key = std::env::var("EDGEREC_DEMO_API_KEY").ok().filter(|k| !k.is_empty());
-    if let Ok(demo) = app.tenant("demo") {
-        if let Some(key) = env_key.filter(|k| *k != demo.record.api_key) {
-            let record = TenantRecord { api_key: key, ..demo.record.clone() };
-            app.store.put_tenant(&record)?;
-            app.tenants.write().expect("tenant map lock").remove("demo");
-            tenants::load_all(app)?;
+    let fail = |what: &str, e: super::error::ApiError| anyhow::anyhow!("demo tenant: {what}: {}", e.message);
+    if app.has_tenant("demo") {
+        if let Some(key) = env_key {
+            let hash = secret_hash(&key);
+            let mut record =
+                app.store.tenant("demo")?.ok_or_else(|| anyhow::anyhow!("demo tenant: missing from the store"))?;
+            if record.keys.len() != 1 || record.keys[0].sha256 != hash {
+                record.keys = vec![ApiKeyRecord { id: "env".into(), sha256: hash, created_at: now_unix() }];
+                app.store.put_tenant(&record)?;
+                app.set_tenant_keys("demo", &record.keys);
+            }
         }
         return Ok(());
     }
-    let fail = |what: &str, e: super::error::ApiError| anyhow::anyhow!("demo tenant: {what}: {}", e.message);
+    let (keys, shown) = match env_key {
+        Some(key) => (vec![ApiKeyRecord { id: "env".into(), sha256: secret_hash(&key), created_at: now_unix() }], None),
+        None => {
+            let (key, record) = tenants::issue_key();
+            (vec![record], Some(key))
+        }
+    };
     let record = TenantRecord {
         name: "demo".into(),
         model: "demo".into(),
-        api_key: env_key.unwrap_or_else(|| tenants::new_secret("ek")),
+        keys,
         created_at: now_unix(),
+        legacy_api_key: None,
     };
-    tenants::create(app, record).map_err(|e| fail("create", e))?;
+    tenants::create(app, &operator, record).map_err(|e| fail("create", e))?;
+    if let Some(key) = shown {
+        println!("demo tenant API key (shown once, store it): {key}");
+    }
     let mut items = Vec::new();
     for (number, line) in CATALOG.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let value: serde_json::Value =
@@ -65,7 +84,7 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
     }
     app.store.upsert_items("demo", &items)?;
     for (name, bytes) in edgerec_runtime::first_party::all() {
-        let digest = app.plugins.check(bytes).map_err(|e| fail(name, e))?;
+        let digest = app.plugins.check(bytes, "demo").map_err(|e| fail(name, e))?;
         app.store.add_plugin("demo", name, &digest, bytes)?;
     }
     let stages = default_stages()
@@ -74,11 +93,11 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
             plugin: plugin.into(),
             version: None,
             config,
-            on_error: "skip".into(),
+            on_error: OnErrorPolicy::Skip,
             limits: None,
         })
         .collect();
-    let demo = app.tenant("demo").map_err(|e| fail("load", e))?;
+    let demo = app.tenant(&operator, "demo").map_err(|e| fail("load", e))?;
     tenants::activate(app, &demo, stages).map_err(|e| fail("default pipeline", e))?;
     tracing::info!(items = items.len(), "demo tenant created");
     Ok(())

@@ -1,0 +1,165 @@
+//! Credentials as extractors. They read only the request's head (the
+//! `Authorization` header and the path), so they run before any body
+//! extractor: an unauthenticated request is answered 401 without its body
+//! being read. A handler reaches a tenant only through [`TenantAccess`] or
+//! [`OperatorTenant`], so a route that forgets its check does not compile.
+//!
+//! Secrets are stored and compared as SHA-256 hashes: API keys and the
+//! operator token are 128-bit random strings, so a fast hash is enough (no
+//! password stretching needed), and a leaked store file reveals no usable key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, RawPathParams};
+use axum::http::request::Parts;
+use rand::Rng;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::state::{AppState, Tenant};
+
+/// A random secret: `prefix_` then 32 hex characters (128 bits).
+pub fn new_secret(prefix: &str) -> String {
+    let bytes: [u8; 16] = rand::rng().random();
+    format!("{prefix}_{}", hex(&bytes))
+}
+
+/// A short random identifier for a stored key (not secret).
+pub fn new_key_id() -> String {
+    let bytes: [u8; 4] = rand::rng().random();
+    format!("k{}", hex(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SHA-256 of a secret, as lowercase hex: what the store keeps.
+pub fn secret_hash(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// Compares two hashes in time independent of where they differ.
+pub fn same_hash(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Who the presented secret belongs to.
+enum Caller {
+    Operator,
+    Tenant(String),
+}
+
+fn caller(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
+    let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+    let hash = secret_hash(token);
+    if same_hash(&hash, &app.operator_hash) {
+        return Ok(Caller::Operator);
+    }
+    app.tenant_of_key_hash(&hash).map(Caller::Tenant).ok_or_else(ApiError::unauthorized)
+}
+
+/// The `{tenant}` segment of the matched route.
+async fn tenant_param(parts: &mut Parts) -> Result<String, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, &())
+        .await
+        .map_err(|e| ApiError::bad_request(format!("bad path: {}", e.body_text())))?;
+    params
+        .iter()
+        .find(|(key, _)| *key == "tenant")
+        .map(|(_, value)| value.to_string())
+        .ok_or_else(|| ApiError::internal("resolving the tenant", "route without a {tenant} segment"))
+}
+
+/// Proof that the request carries the operator token. Only this module (and
+/// start-up code, through [`Operator::start_up`]) can make one.
+pub struct Operator(());
+
+impl Operator {
+    /// The server itself at start-up (loading tenants, the demo tenant).
+    pub(crate) fn start_up() -> Operator {
+        Operator(())
+    }
+}
+
+impl FromRequestParts<Arc<AppState>> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        match caller(parts, app)? {
+            Caller::Operator => Ok(Operator(())),
+            Caller::Tenant(_) => Err(ApiError::forbidden()),
+        }
+    }
+}
+
+/// The tenant named by the path, for a caller holding that tenant's API key
+/// or the operator token. Another tenant's key gets 403 without learning
+/// whether the named tenant exists.
+pub struct TenantAccess {
+    /// The tenant, loaded and available.
+    pub tenant: Arc<Tenant>,
+}
+
+impl FromRequestParts<Arc<AppState>> for TenantAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let who = caller(parts, app)?;
+        let name = tenant_param(parts).await?;
+        match who {
+            Caller::Tenant(owner) if owner != name => Err(ApiError::forbidden()),
+            _ => Ok(TenantAccess { tenant: app.lookup_tenant(&name)? }),
+        }
+    }
+}
+
+/// The operator acting on the tenant named by the path.
+pub struct OperatorTenant {
+    /// The operator's proof.
+    pub operator: Operator,
+    /// The tenant (404 when unknown, 503 when it could not load).
+    pub tenant: Arc<Tenant>,
+}
+
+impl FromRequestParts<Arc<AppState>> for OperatorTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let operator = Operator::from_request_parts(parts, app).await?;
+        let name = tenant_param(parts).await?;
+        Ok(OperatorTenant { operator, tenant: app.lookup_tenant(&name)? })
+    }
+}
+
+/// Key hash → tenant name, for the storefront routes.
+pub type KeyIndex = HashMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_stable_hex_and_compare_exactly() {
+        let a = secret_hash("ek_0123");
+        assert_eq!(a.len(), 64);
+        assert_eq!(a, secret_hash("ek_0123"));
+        assert!(same_hash(&a, &secret_hash("ek_0123")));
+        assert!(!same_hash(&a, &secret_hash("ek_0124")));
+        assert!(!same_hash(&a, &a[..63]));
+        let secret = new_secret("ek");
+        assert!(secret.starts_with("ek_") && secret.len() == 35);
+        assert_ne!(secret, new_secret("ek"));
+    }
+}

@@ -1,0 +1,86 @@
+//! Blocking work that holds the permits bounding it. A handler future can be
+//! dropped (request deadline, client gone) while its blocking job runs on:
+//! the permits move into the job and are released when the job ends, so the
+//! configured bounds count every job still running, observed or not.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::error::ApiError;
+
+/// What a blocking job does; each kind has its own gauge on `/metrics`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// History, encode and scoring of a recommend.
+    Encode,
+    /// A recommend's plugin pipeline.
+    Plugins,
+    /// Store writes (events, catalog) and operator work (uploads, activations).
+    Write,
+}
+
+impl JobKind {
+    fn label(self) -> &'static str {
+        match self {
+            JobKind::Encode => "encode",
+            JobKind::Plugins => "plugins",
+            JobKind::Write => "write",
+        }
+    }
+
+    fn counters(self) -> &'static (AtomicI64, AtomicI64) {
+        static ENCODE: (AtomicI64, AtomicI64) = (AtomicI64::new(0), AtomicI64::new(0));
+        static PLUGINS: (AtomicI64, AtomicI64) = (AtomicI64::new(0), AtomicI64::new(0));
+        static WRITE: (AtomicI64, AtomicI64) = (AtomicI64::new(0), AtomicI64::new(0));
+        match self {
+            JobKind::Encode => &ENCODE,
+            JobKind::Plugins => &PLUGINS,
+            JobKind::Write => &WRITE,
+        }
+    }
+}
+
+/// Counts a running job in `edgerec_blocking_jobs{kind}` and its high-water
+/// mark in `edgerec_blocking_jobs_peak{kind}` (a scrape can miss a peak; the
+/// mark cannot).
+struct Running(JobKind);
+
+impl Running {
+    fn enter(kind: JobKind) -> Running {
+        let (running, peak) = kind.counters();
+        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+        let highest = peak.fetch_max(now, Ordering::SeqCst).max(now);
+        metrics::gauge!("edgerec_blocking_jobs", "kind" => kind.label()).set(now as f64);
+        metrics::gauge!("edgerec_blocking_jobs_peak", "kind" => kind.label()).set(highest as f64);
+        Running(kind)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let (running, _) = self.0.counters();
+        let now = running.fetch_sub(1, Ordering::SeqCst) - 1;
+        metrics::gauge!("edgerec_blocking_jobs", "kind" => self.0.label()).set(now as f64);
+    }
+}
+
+/// Runs `work` on the blocking pool inside `span`. `permits` are held until
+/// `work` returns, even when the caller stops waiting.
+pub async fn run<T, P>(
+    kind: JobKind,
+    span: tracing::Span,
+    permits: P,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    P: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let _running = Running::enter(kind);
+        let result = span.in_scope(work);
+        drop(permits);
+        result
+    })
+    .await
+    .map_err(|e| ApiError::internal(&format!("the {} job", kind.label()), e))?
+}

@@ -1,0 +1,185 @@
+//! `edgerec serve` as a library: the HTTP API (axum on tokio) over tenants,
+//! the event and catalog store, the per-user encoder cache and the plugin
+//! pipelines. The binary (`edgerec serve`) calls [`serve`]; tests build the
+//! same state with [`open`] and drive [`routes::router`] in-process.
+
+pub mod auth;
+pub mod bench;
+pub mod config;
+mod demo;
+pub mod error;
+mod extract;
+mod jobs;
+mod operator;
+pub mod pipeline;
+pub mod quota;
+mod recommend;
+pub mod routes;
+pub mod state;
+pub mod store;
+mod storefront;
+mod telemetry;
+mod tenants;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Semaphore;
+
+use config::ServerConfig;
+use state::AppState;
+use store::Store;
+
+/// What [`open`] made: the state, and the secrets it generated on this start
+/// (shown once by the caller, never stored in the clear).
+pub struct Opened {
+    /// The state the router serves.
+    pub app: Arc<AppState>,
+    /// The operator token, when it was generated now (none given by the
+    /// environment and none stored).
+    pub new_operator_token: Option<String>,
+}
+
+/// Makes `dir` (and its parents) exist, readable by this user only.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (mode 0700)", dir.display()))
+}
+
+/// Opens the store in the data directory (mode 0700, files 0600), resolves
+/// the operator token, loads every tenant and, when configured, creates the
+/// demo tenant. Everything `serve` does before it listens.
+pub fn open(config: ServerConfig, metrics: PrometheusHandle) -> anyhow::Result<Opened> {
+    private_dir(&config.data_dir)?;
+    let store = Arc::new(
+        Store::open(&config.data_dir)
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
+    );
+    let store_file = config.data_dir.join("store.redb");
+    std::fs::set_permissions(&store_file, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private (mode 0600)", store_file.display()))?;
+    let (operator_hash, new_operator_token) = operator_token(&store)?;
+    let plugins = pipeline::PluginHost::new(&config, &config.data_dir)?;
+    let app = Arc::new(AppState::new(config, store, operator_hash, plugins, metrics));
+    tenants::load_all(&app)?;
+    if app.config.demo_tenant {
+        demo::ensure(&app)?;
+    }
+    Ok(Opened { app, new_operator_token })
+}
+
+/// The operator token's hash: from `EDGEREC_OPERATOR_TOKEN` (kept in memory
+/// only), else the stored hash, else a new token (returned to be shown once).
+fn operator_token(store: &Store) -> anyhow::Result<(String, Option<String>)> {
+    if let Ok(token) = std::env::var("EDGEREC_OPERATOR_TOKEN")
+        && !token.is_empty()
+    {
+        return Ok((auth::secret_hash(&token), None));
+    }
+    if let Some(hash) = store.meta("operator_token_sha256")? {
+        return Ok((hash, None));
+    }
+    // Versions before hashing stored the token itself: hash it, forget it.
+    if let Some(plain) = store.meta("operator_token")? {
+        let hash = auth::secret_hash(&plain);
+        store.set_meta("operator_token_sha256", &hash)?;
+        store.remove_meta("operator_token")?;
+        return Ok((hash, None));
+    }
+    let token = auth::new_secret("eo");
+    let hash = auth::secret_hash(&token);
+    store.set_meta("operator_token_sha256", &hash)?;
+    Ok((hash, Some(token)))
+}
+
+/// Starts the server and runs until SIGTERM or Ctrl-C; then stops accepting,
+/// finishes the requests in flight, flushes the exporter and closes the store.
+pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let telemetry = telemetry::init(&config)?;
+    let Opened { app, new_operator_token } = open(config, telemetry.metrics.clone())?;
+    let listener = tokio::net::TcpListener::bind(app.config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (in use? pass --listen)", app.config.listen))?;
+    let address = listener.local_addr()?;
+    println!("edgerec listening on http://{address}");
+    if let Some(token) = new_operator_token {
+        println!("operator token (generated now, shown once, store it): {token}");
+    }
+    app.ready.store(true, Ordering::Release);
+    let router = routes::router(app.clone());
+
+    // hyper's own connection builder rather than `axum::serve`: it bounds
+    // how long a client may take to send its headers (slowloris), and the
+    // accept loop below bounds the connections held open at once.
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(app.config.header_read_timeout_ms));
+    let connections = Arc::new(Semaphore::new(app.config.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.context("connection limiter closed")?,
+            () = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(permit);
+        });
+    }
+    app.ready.store(false, Ordering::Release);
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let grace = Duration::from_millis(app.config.request_timeout_ms.saturating_mul(2));
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open after the grace period; closing them");
+    }
+    telemetry.shutdown();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

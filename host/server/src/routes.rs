@@ -1,0 +1,195 @@
+//! The router: routes, body limits, deadline, per-route metrics, the
+//! OpenAPI document and the health endpoints.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::Operator;
+use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
+use super::state::AppState;
+use super::{operator, storefront};
+
+/// The document's frame: title, tags, the error schema and the bearer
+/// scheme. Its paths come from the router itself (see [`api`]).
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "edgerec", description = "Edge recommendations: HSTU retrieval plus per-tenant Wasm plugin pipelines."),
+    components(schemas(ErrorBody, ErrorDetail, ErrorCode)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every route, each registered once together with its OpenAPI operation:
+/// the document cannot list a route the router lacks, nor miss one it has.
+pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::OpenApi) {
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(operator::put_plugin))
+        .layer(DefaultBodyLimit::max(app.config.max_plugin_bytes));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .routes(routes!(operator::create_tenant, operator::list_tenants))
+        .routes(routes!(operator::get_tenant))
+        .routes(routes!(operator::create_key, operator::list_keys))
+        .routes(routes!(operator::revoke_key))
+        .routes(routes!(operator::list_plugins))
+        .merge(uploads)
+        .routes(routes!(operator::put_pipeline, operator::get_pipeline))
+        .routes(routes!(operator::rollback))
+        .routes(routes!(storefront::recommend))
+        .routes(routes!(storefront::post_events))
+        .routes(routes!(storefront::upsert_items, storefront::list_items))
+        .routes(routes!(storefront::get_item))
+        .split_for_parts()
+}
+
+/// The document served at `/openapi.json`: the router's, with the bounds
+/// that depend on this server's configuration (and clock) filled in.
+pub fn with_config(openapi: &utoipa::openapi::OpenApi, app: &AppState) -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi).unwrap_or_default();
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["RecommendRequest"]["properties"]["k"]["maximum"] = app.config.max_k.into();
+    let latest = super::store::now_unix().saturating_add(app.config.max_future_skew_s);
+    schemas["EventIn"]["properties"]["ts"]["maximum"] = latest.into();
+    // Free-form maps, bounded as the handlers bound them (utoipa's derive
+    // cannot say this about a `serde_json::Map`).
+    let text = |max: usize| json!({"type": "string", "maxLength": max});
+    schemas["RecommendRequest"]["properties"]["context"] = json!({
+        "type": "object",
+        "description": "Request attributes handed to the plugins (page, locale, …).",
+        "maxProperties": storefront::MAX_CONTEXT_ENTRIES,
+        "propertyNames": text(storefront::MAX_CONTEXT_VALUE_LEN),
+        "additionalProperties": {"oneOf": [text(storefront::MAX_CONTEXT_VALUE_LEN), {"type": "boolean"}, {"type": "integer", "minimum": -1e15, "maximum": 1e15}]},
+    });
+    schemas["CatalogItem"]["properties"]["attributes"] = json!({
+        "type": "object",
+        "description": "Attributes plugins read as typed columns: numbers, booleans, strings, lists of strings.",
+        "maxProperties": storefront::MAX_ATTRIBUTES,
+        "propertyNames": {"type": "string", "minLength": 1, "maxLength": storefront::MAX_ATTRIBUTE_NAME_LEN},
+        "additionalProperties": {"oneOf": [
+            {"type": "null"}, {"type": "boolean"}, {"type": "number"},
+            text(storefront::MAX_ATTRIBUTE_STRING_LEN),
+            {"type": "array", "maxItems": storefront::MAX_ATTRIBUTE_LIST_LEN, "items": text(storefront::MAX_ATTRIBUTE_LIST_STRING_LEN)},
+        ]},
+    });
+    doc
+}
+
+/// All routes with their layers.
+pub fn router(app: Arc<AppState>) -> Router {
+    let (routes, openapi) = api(&app);
+    let document = Arc::new(openapi);
+    routes
+        .route(
+            "/openapi.json",
+            get(move |State(app): State<Arc<AppState>>| {
+                let document = document.clone();
+                async move { Json(with_config(&document, &app)) }
+            }),
+        )
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(app.config.max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(Duration::from_millis(app.config.body_read_timeout_ms)))
+        .layer(middleware::from_fn_with_state(app.clone(), observe))
+        .with_state(app)
+}
+
+async fn unknown_route() -> ApiError {
+    ApiError::new(ErrorCode::UnknownRoute, "no such route; see /openapi.json for the API")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed,
+        "this route does not take this method; see /openapi.json",
+    )
+}
+
+/// The deadline and the request metrics, per route template and tenant.
+async fn observe(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    // Only existing tenants become label values: random names must not grow the series.
+    let tenant = request
+        .uri()
+        .path()
+        .strip_prefix("/v1/tenants/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|name| app.has_tenant(name))
+        .unwrap_or("-")
+        .to_string();
+    let deadline = Duration::from_millis(app.config.request_timeout_ms);
+    let response = match tokio::time::timeout(deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(ErrorCode::Timeout,
+            format!("the request took longer than {} ms; retry, or raise request_timeout_ms", deadline.as_millis()),
+        )
+        .into_response(),
+    };
+    let status = response.status().as_u16().to_string();
+    metrics::histogram!("edgerec_request_seconds", "route" => route.clone(), "tenant" => tenant.clone())
+        .record(start.elapsed().as_secs_f64());
+    metrics::counter!("edgerec_requests_total", "route" => route, "tenant" => tenant, "status" => status).increment(1);
+    response
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")), tag = "health")]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: tenants loaded and not shutting down. Tenants that could not
+/// be loaded are listed with the reason (`status` is then `degraded`): the
+/// others serve.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready (or degraded: some tenants unavailable)"), (status = 503, body = ErrorBody)), tag = "health")]
+async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    if app.is_ready() {
+        let unavailable: serde_json::Map<String, serde_json::Value> = app
+            .tenant_names()
+            .into_iter()
+            .filter_map(|(name, reason)| reason.map(|r| (name, r.into())))
+            .collect();
+        let status = if unavailable.is_empty() { "ready" } else { "degraded" };
+        Ok(Json(serde_json::json!({"status": status, "unavailable_tenants": unavailable})))
+    } else {
+        Err(ApiError::new(ErrorCode::NotReady, "starting or shutting down; retry shortly"))
+    }
+}
+
+/// Prometheus text (operator token: the labels name tenants).
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "health")]
+async fn metrics_text(State(app): State<Arc<AppState>>, _operator: Operator) -> Result<Response, ApiError> {
+    let text = app.metrics.render();
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}

@@ -1,0 +1,201 @@
+//! Tenant life cycle: creation (model loaded, stored, registered), loading
+//! every tenant at start, pipeline activation and rollback (store, then swap).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use edgerec_kernels::Model;
+use edgerec_kernels::item_map::ItemMap;
+
+use super::auth::{Operator, new_key_id, new_secret, secret_hash};
+use super::error::{ApiError, ErrorCode};
+use super::pipeline::{self, ActivePipeline};
+use super::state::{AppState, Tenant};
+use super::store::{ApiKeyRecord, PipelineRecord, StageSpec, TenantRecord, now_unix};
+
+/// Loads a tenant's model: `"demo"` is the bundled demo, anything else a model directory.
+pub fn load_model(source: &str) -> Result<(Model, ItemMap), ApiError> {
+    if source == "demo" {
+        return super::demo::model().map_err(|e| ApiError::internal("loading the bundled demo model", e));
+    }
+    let dir = Path::new(source);
+    if !dir.is_dir() {
+        return Err(ApiError::new(
+            ErrorCode::UnknownModel,
+            format!("no model directory at {source:?} on the server; give \"demo\" or a directory with config.json, model.safetensors and items.json (`edgerec model import` or `edgerec train` write one)"),
+        ));
+    }
+    let invalid = |what: String| {
+        ApiError::new(ErrorCode::InvalidModel,
+            format!("model {source:?}: {what}; give \"demo\" or a directory with config.json, model.safetensors and items.json"),
+        )
+    };
+    let model = Model::load(dir).map_err(|e| invalid(e.to_string()))?;
+    let items = ItemMap::load(dir).map_err(|e| invalid(e.to_string()))?;
+    if items.len() != model.config.num_items {
+        return Err(invalid(format!(
+            "items.json maps {} items but the model has {}",
+            items.len(),
+            model.config.num_items
+        )));
+    }
+    Ok((model, items))
+}
+
+fn register(app: &AppState, record: TenantRecord, model: Model, items: ItemMap, active: ActivePipeline) {
+    app.insert_tenant(Tenant {
+        record,
+        model: Arc::new(model),
+        items: Arc::new(items),
+        pipeline: ArcSwap::from_pointee(active),
+        activation: Arc::default(),
+        cache: AppState::user_cache(app.config.cache_bytes),
+    });
+}
+
+/// A new storefront key: the key itself (shown once) and its stored record.
+pub fn issue_key() -> (String, ApiKeyRecord) {
+    let key = new_secret("ek");
+    let record = ApiKeyRecord { id: new_key_id(), sha256: secret_hash(&key), created_at: now_unix() };
+    (key, record)
+}
+
+/// Creates a tenant (409 conflict when the name is taken).
+pub fn create(app: &AppState, _operator: &Operator, record: TenantRecord) -> Result<(), ApiError> {
+    let (model, items) = load_model(&record.model)?;
+    if !app.store.create_tenant(&record)? {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("a tenant named {:?} exists already; pick another name", record.name),
+        ));
+    }
+    register(app, record, model, items, ActivePipeline::empty());
+    Ok(())
+}
+
+/// Loads every stored tenant with its active pipeline (at start). A tenant
+/// that cannot load is registered as unavailable with the reason, so that the
+/// others serve; plain keys of older versions are hashed and rewritten.
+pub fn load_all(app: &AppState) -> anyhow::Result<()> {
+    for mut record in app.store.tenants()? {
+        let name = record.name.clone();
+        if let Some(plain) = record.legacy_api_key.take() {
+            record.keys.push(ApiKeyRecord { id: new_key_id(), sha256: secret_hash(&plain), created_at: now_unix() });
+            app.store.put_tenant(&record)?;
+            tracing::info!(tenant = %name, "stored API key replaced by its hash");
+        }
+        match load_one(app, &record) {
+            Ok((model, items, pipeline)) => {
+                tracing::info!(tenant = %name, pipeline_version = pipeline.version, "tenant loaded");
+                register(app, record, model, items, pipeline);
+            }
+            Err(reason) => {
+                tracing::error!(tenant = %name, %reason, "tenant unavailable: it could not be loaded; the others serve");
+                app.insert_unavailable(&name, reason);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_one(app: &AppState, record: &TenantRecord) -> Result<(Model, ItemMap, ActivePipeline), String> {
+    let (model, items) = load_model(&record.model).map_err(|e| e.message)?;
+    let (active, versions) = app.store.pipelines(&record.name).map_err(|e| e.to_string())?;
+    let pipeline = match active.and_then(|v| versions.into_iter().find(|p| p.version == v)) {
+        Some(pipeline) => {
+            pipeline::build(app, &record.name, &pipeline).map_err(|e| format!("pipeline: {}", e.message))?
+        }
+        None => ActivePipeline::empty(),
+    };
+    Ok((model, items, pipeline))
+}
+
+/// The tenant's record as stored now (keys change after registration).
+pub fn stored_record(app: &AppState, tenant: &Tenant) -> Result<TenantRecord, ApiError> {
+    let name = &tenant.record.name;
+    app.store
+        .tenant(name)?
+        .ok_or_else(|| ApiError::internal("reading the tenant", format!("tenant {name} vanished from the store")))
+}
+
+/// Adds a storefront key to a tenant; returns the key (shown once) and its
+/// record. Callers serialise key changes per tenant (its activation lock).
+pub fn add_key(app: &AppState, tenant: &Tenant) -> Result<(String, ApiKeyRecord), ApiError> {
+    let (key, key_record) = issue_key();
+    let mut record = stored_record(app, tenant)?;
+    record.keys.push(key_record.clone());
+    app.store.put_tenant(&record)?;
+    app.set_tenant_keys(&record.name, &record.keys);
+    Ok((key, key_record))
+}
+
+/// Revokes a key by id (404 when the tenant has no such key).
+pub fn revoke_key(app: &AppState, tenant: &Tenant, id: &str) -> Result<(), ApiError> {
+    let mut record = stored_record(app, tenant)?;
+    let before = record.keys.len();
+    record.keys.retain(|k| k.id != id);
+    if record.keys.len() == before {
+        return Err(ApiError::new(
+            ErrorCode::UnknownPlugin,
+            format!("tenant {:?} has no key {id:?}; list its keys with GET …/keys", record.name),
+        ));
+    }
+    app.store.put_tenant(&record)?;
+    app.set_tenant_keys(&record.name, &record.keys);
+    Ok(())
+}
+
+/// Resolves, checks, stores and activates a new pipeline version.
+pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> Result<PipelineRecord, ApiError> {
+    let name = &tenant.record.name;
+    let plugins = app.store.plugins(name)?;
+    for (index, stage) in stages.iter_mut().enumerate() {
+        let versions: Vec<u32> = plugins.iter().filter(|p| p.name == stage.plugin).map(|p| p.version).collect();
+        let version = match stage.version {
+            Some(v) if versions.contains(&v) => v,
+            Some(v) => {
+                return Err(ApiError::new(
+                    ErrorCode::UnknownPlugin,
+                    format!("stage {index}: plugin {:?} has no version {v} (versions: {versions:?})", stage.plugin),
+                ));
+            }
+            None => *versions.iter().max().ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::UnknownPlugin,
+                    format!("stage {index}: no plugin named {:?}; upload it with PUT …/plugins/{}", stage.plugin, stage.plugin),
+                )
+            })?,
+        };
+        stage.version = Some(version);
+    }
+    // Built (compiled, config checked) before anything is stored or swapped.
+    let candidate = PipelineRecord { version: 0, stages: stages.clone(), created_at: 0 };
+    let mut active = pipeline::build(app, name, &candidate)?;
+    let record = app.store.add_pipeline(name, stages)?;
+    active.version = record.version;
+    tenant.pipeline.store(Arc::new(active));
+    metrics::counter!("edgerec_pipeline_activations_total", "tenant" => name.clone()).increment(1);
+    tracing::info!(tenant = %name, version = record.version, "pipeline activated");
+    Ok(record)
+}
+
+/// Returns to the previously active version (409 when there is none).
+pub fn rollback(app: &AppState, tenant: &Tenant) -> Result<PipelineRecord, ApiError> {
+    let name = &tenant.record.name;
+    let no_previous = || ApiError::new(ErrorCode::Conflict, "there is no previous pipeline version to roll back to");
+    let target = app.store.rollback_target(name)?.ok_or_else(no_previous)?;
+    // Built before anything is committed: a version that no longer builds
+    // leaves the store and the served pipeline as they were.
+    let active = pipeline::build(app, name, &target)?;
+    let record = app.store.rollback(name)?.ok_or_else(no_previous)?;
+    if record.version != target.version {
+        return Err(ApiError::internal(
+            "the rollback",
+            format!("the store rolled back to {} while {} was built", record.version, target.version),
+        ));
+    }
+    tenant.pipeline.store(Arc::new(active));
+    tracing::info!(tenant = %name, version = record.version, "pipeline rolled back");
+    Ok(record)
+}

@@ -1,0 +1,85 @@
+//! The router in-process (`tower::ServiceExt::oneshot`, no socket): every
+//! route of the OpenAPI document — which is derived from the router — is
+//! routed, refuses a request without credentials before reading its body,
+//! and answers errors in the API's JSON shape.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use edgerec_server::config::ServerConfig;
+use serde_json::Value;
+use tower::ServiceExt;
+
+struct App {
+    router: axum::Router,
+    operator: String,
+    _dir: tempfile::TempDir,
+}
+
+fn app() -> App {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = ServerConfig { data_dir: dir.path().join("data"), demo_tenant: false, ..ServerConfig::default() };
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+    let opened = edgerec_server::open(config, metrics).expect("open the server state");
+    let operator = opened.new_operator_token.expect("a fresh data directory generates the operator token");
+    opened.app.ready.store(true, std::sync::atomic::Ordering::Release);
+    App { router: edgerec_server::routes::router(opened.app), operator, _dir: dir }
+}
+
+async fn send(app: &App, method: &Method, path: &str, token: Option<&str>, body: Body) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method.clone()).uri(path).header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = app.router.clone().oneshot(request.body(body).expect("request")).await.expect("infallible");
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// Every (method, concrete path, secured) of the served document.
+async fn operations(app: &App) -> Vec<(Method, String, bool)> {
+    let (status, doc) = send(app, &Method::GET, "/openapi.json", None, Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut out = Vec::new();
+    for (template, item) in doc["paths"].as_object().expect("paths") {
+        let path = template.replace("{tenant}", "ghost").replace("{name}", "p").replace("{id}", "x");
+        for (method, operation) in item.as_object().expect("path item") {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            out.push((method, path.clone(), operation.get("security").is_some()));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_documented_route_is_routed_and_secured_ones_refuse_strangers() {
+    let app = app();
+    let operations = operations(&app).await;
+    assert!(operations.len() >= 19, "only {} operations documented", operations.len());
+    for (method, path, secured) in &operations {
+        // A body that is not JSON: the answer must come from the credentials check first.
+        let (status, body) = send(&app, method, path, None, Body::from("{not json")).await;
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        assert_ne!(code, "unknown_route", "{method} {path} is documented but not routed");
+        assert_ne!(code, "method_not_allowed", "{method} {path} is documented but not routed");
+        if *secured {
+            assert_eq!((status, code), (StatusCode::UNAUTHORIZED, "unauthorized"), "{method} {path} without a token");
+        }
+        let (status, body) = send(&app, method, path, Some(&app.operator), Body::empty()).await;
+        let code = body["error"]["code"].as_str().unwrap_or("");
+        assert!(!matches!(code, "unknown_route" | "method_not_allowed" | "unauthorized" | "internal"), "{method} {path}: {status} {body}");
+    }
+}
+
+#[tokio::test]
+async fn errors_are_json_with_a_documented_code() {
+    let app = app();
+    let (_, doc) = send(&app, &Method::GET, "/openapi.json", None, Body::empty()).await;
+    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].as_array().expect("ErrorCode enum in the document").clone();
+    for (method, path) in [(Method::GET, "/nowhere"), (Method::DELETE, "/v1/tenants"), (Method::GET, "/v1/tenants/%FF")] {
+        let (status, body) = send(&app, &method, path, Some(&app.operator), Body::empty()).await;
+        assert!(status.is_client_error(), "{method} {path}: {status}");
+        let code = &body["error"]["code"];
+        assert!(codes.contains(code), "{method} {path}: code {code} is not in the document's ErrorCode list");
+    }
+}
