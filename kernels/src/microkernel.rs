@@ -962,6 +962,61 @@ mod tests {
     }
 
     #[test]
+    fn vector_buckets_equal_the_float32_formula_at_every_boundary() {
+        if !simd_here() {
+            return;
+        }
+        let mut coarse = ModelConfig::ml_1m(10);
+        coarse.time_bucket_div = 0.5;
+        coarse.num_time_buckets = 20;
+        for config in [ModelConfig::ml_1m(10), coarse] {
+            let exact = |gap: u64| time_bucket_of_gap(&config, gap as f32) as u32;
+            let mut gaps: Vec<u64> = vec![0, 1, 2, 3, 4, 5, 7, 10, 20, 86_400, u64::MAX, 1 << 63];
+            // The first gap of every bucket (binary search; the check below
+            // is pointwise, so it does not rely on the search's monotonicity).
+            for b in 1..=config.num_time_buckets as u32 {
+                let (mut lo, mut hi) = (1u64, u64::MAX);
+                if exact(hi) < b {
+                    continue;
+                }
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    if exact(mid) >= b {
+                        hi = mid
+                    } else {
+                        lo = mid + 1
+                    }
+                }
+                for delta in 0..5u64 {
+                    gaps.push(lo.saturating_sub(2) + delta);
+                }
+                // Neighbouring floats, for gaps beyond 2^24.
+                let f = lo as f32;
+                for g in [
+                    f32::from_bits(f.to_bits() - 1),
+                    f,
+                    f32::from_bits(f.to_bits() + 1),
+                ] {
+                    gaps.push(g as u64);
+                }
+            }
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            for _ in 0..100_000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                gaps.push(state >> (state % 64));
+            }
+            let as_f32: Vec<f32> = gaps.iter().map(|&g| g as f32).collect();
+            let mut out = vec![u32::MAX; as_f32.len()];
+            bucket_row(&config, &as_f32, &mut out);
+            for ((g, f), got) in gaps.iter().zip(&as_f32).zip(&out) {
+                assert_eq!(*got, time_bucket_of_gap(&config, *f) as u32, "gap {g}");
+            }
+        }
+    }
+
+    #[test]
     fn silu_keeps_nan_and_saturates() {
         if !simd_here() {
             return;
