@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::config::ModelConfig;
 use crate::encode::{EncoderState, encode, encode_batch};
@@ -207,6 +208,48 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
         per_s * full / 1e9,
         threads,
     );
+    // The same users, one forward each (parallel across users): what the
+    // stacked batch is measured against.
+    let secs = median_secs(budget, || {
+        std::hint::black_box(one_by_one(model, &batch));
+    });
+    let per_s = users as f64 / secs;
+    push(
+        &format!("batch encode, {users} users × {l} events, one forward per user"),
+        format!("{per_s:.0} users/s"),
+        per_s * full / 1e9,
+        threads,
+    );
+    // Short histories, where stacking fills the tiles and shares the calls.
+    let short_len = (l / 10).max(1);
+    let short_users = 4 * users;
+    let short: Vec<(Vec<Event>, i64)> = (0..short_users)
+        .map(|u| random_history(c.num_items, short_len, 5000 + u as u64))
+        .collect();
+    let short_batch: Vec<UserHistory<'_>> = short
+        .iter()
+        .map(|(events, q)| UserHistory {
+            events,
+            query_time: *q,
+        })
+        .collect();
+    let short_flops = forward_flops(c, 0, short_len);
+    for (how, stacked) in [("", true), (", one forward per user", false)] {
+        let secs = median_secs(budget, || {
+            if stacked {
+                std::hint::black_box(encode_batch(model, &short_batch).expect("valid batch"));
+            } else {
+                std::hint::black_box(one_by_one(model, &short_batch));
+            }
+        });
+        let per_s = short_users as f64 / secs;
+        push(
+            &format!("batch encode, {short_users} users × {short_len} events{how}"),
+            format!("{per_s:.0} users/s"),
+            per_s * short_flops / 1e9,
+            threads,
+        );
+    }
 
     let (state, _) =
         EncoderState::new(model, &events[..l - 1], events[l - 2].ts).expect("valid history");
@@ -238,6 +281,14 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
     );
 
     rows
+}
+
+/// Each user encoded by its own call, in parallel across users.
+fn one_by_one(model: &Model, users: &[UserHistory<'_>]) -> Vec<Vec<f32>> {
+    users
+        .par_iter()
+        .map(|u| encode(model, u.events, u.query_time).expect("valid history"))
+        .collect()
 }
 
 /// The scoring figures of [`bench_shape`]: top-10 over V and over a million items.

@@ -19,8 +19,8 @@ pub struct BatchError {
     pub source: InputError,
 }
 
-/// A batch is cut into groups of consecutive users holding at least this
-/// many rows together (or the rest of the batch); each group is one forward
+/// A batch is cut into groups of consecutive users holding at most this
+/// many rows together (a longer user is a group alone); each group is one forward
 /// whose projections are one product over all its users' stacked rows, and
 /// groups run in parallel. Stacking pays where users are short (full 6-row
 /// tiles, one pass over the weights and one call's overhead for many users);
@@ -57,11 +57,14 @@ pub fn encode_batch(model: &Model, users: &[UserHistory<'_>]) -> Result<Vec<Vec<
     let mut groups = Vec::new();
     let (mut first, mut rows) = (0, 0);
     for (i, window) in windows.iter().enumerate() {
-        rows += window.len();
-        if rows >= GROUP_ROWS || i + 1 == windows.len() {
-            groups.push(first..i + 1);
-            (first, rows) = (i + 1, 0);
+        if i > first && rows + window.len() > GROUP_ROWS {
+            groups.push(first..i);
+            (first, rows) = (i, 0);
         }
+        rows += window.len();
+    }
+    if first < windows.len() {
+        groups.push(first..windows.len());
     }
     let run = |range: &std::ops::Range<usize>| {
         let mut kvs: Vec<Vec<LayerKv>> = windows[range.clone()]

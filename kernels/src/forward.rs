@@ -27,6 +27,8 @@ use crate::model::Model;
 const LN_EPS: f32 = 1e-6;
 /// Floor of the final L2 norm, as in the reference.
 const NORM_FLOOR: f32 = 1e-6;
+/// `i64::MIN.unsigned_abs() as f32`.
+const TWO_POW_63: f32 = 9_223_372_036_854_775_808.0;
 
 /// Keys and values of one layer for the rows computed so far, row-major
 /// (`[rows, H·d_qk]` and `[rows, H·d_v]`, heads contiguous).
@@ -182,7 +184,12 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
         for i in u.start..n {
             let next_ts = u.events.get(i + 1).map_or(u.query_time, |e| e.ts);
             for (g, e) in gaps.iter_mut().zip(&u.events[..=i]) {
-                *g = next_ts.wrapping_sub(e.ts).unsigned_abs() as f32;
+                // |Δ| as f32, as `time_bucket` converts it (i64 → f32 is one
+                // instruction, u64 → f32 a branchy sequence on x86-64).
+                *g = next_ts
+                    .wrapping_sub(e.ts)
+                    .checked_abs()
+                    .map_or(TWO_POW_63, |gap| gap as f32);
             }
             let row = &mut buckets[b0 + (i - u.start) * ldn..b0 + (i - u.start + 1) * ldn];
             bucket_row(c, &gaps[..=i], &mut row[..=i]);
