@@ -827,11 +827,20 @@ mod avx {
         _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
     }
 
-    /// `x / (1 + e^−x)`; a NaN input stays NaN (it is the numerator).
+    /// `x / (1 + e^−x)`, the quotient as `x · r` with `r` the 12-bit
+    /// reciprocal estimate after one Newton step (≈ 23 bits; a division
+    /// costs three times as much and SiLU runs on every score). Where
+    /// `1 + e^−x` exceeds 2^126 (x < −87) the estimate is 0 and so is the
+    /// result, against a true value below 1e−36. NaN stays NaN.
     #[inline(always)]
     pub(super) unsafe fn silu_ps(x: __m256) -> __m256 {
-        let e = exp_ps(_mm256_xor_ps(x, _mm256_set1_ps(-0.0)));
-        _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), e))
+        let d = _mm256_add_ps(
+            _mm256_set1_ps(1.0),
+            exp_ps(_mm256_xor_ps(x, _mm256_set1_ps(-0.0))),
+        );
+        let r = _mm256_rcp_ps(d);
+        let r = _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)));
+        _mm256_mul_ps(x, r)
     }
 
     /// Natural log of x ≥ 1 (Cephes' single-precision polynomial), within a
@@ -1037,9 +1046,9 @@ mod tests {
         unsafe { _mm256_storeu_ps(s.as_mut_ptr(), avx::silu_ps(_mm256_loadu_ps(xs.as_ptr()))) };
         assert!(s[0].is_nan());
         assert!(s[1].abs() < 1e-30, "{}", s[1]);
-        assert_eq!(s[2], 1000.0);
+        assert!((s[2] - 1000.0).abs() <= 1000.0 * 2.5e-7, "{}", s[2]);
         assert_eq!(s[3], f32::INFINITY);
         assert_eq!(s[4], 0.0);
-        assert!(s[7] < 0.0 && s[7] > -1e-30);
+        assert!(s[7] <= 0.0 && s[7] > -1e-30, "{}", s[7]);
     }
 }
