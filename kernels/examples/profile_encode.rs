@@ -1,7 +1,7 @@
 //! A loop to run under `perf record` / `perf stat`: encodes ML-1M-shape users
 //! (200 events) again and again, fully, incrementally (+1 event) or as a
 //! batch of 64.
-//! `cargo run --release -p edgerec-kernels --example profile_encode -- full|inc|batch SECONDS`.
+//! `cargo run --release -p edgerec-kernels --example profile_encode -- full|inc|batch SECONDS [ml-1m|ml-20m]`.
 
 use std::time::{Duration, Instant};
 
@@ -12,12 +12,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "full".to_string());
     let seconds: f64 = args.next().map_or(Ok(5.0), |a| a.parse())?;
-    let model = Model::random(ModelConfig::ml_1m(3953), 1)?;
+    let config = match args.next().as_deref() {
+        Some("ml-20m") => ModelConfig::ml_20m(131_263),
+        _ => ModelConfig::ml_1m(3953),
+    };
+    let model = Model::random(config, 1)?;
     let l = model.config.max_seq_len;
     let (events, q) = random_history(model.config.num_items, l, 7);
-    let histories: Vec<_> = (0..64).map(|u| random_history(model.config.num_items, l, 100 + u)).collect();
-    let batch: Vec<UserHistory<'_>> =
-        histories.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
+    let histories: Vec<_> = (0..64)
+        .map(|u| random_history(model.config.num_items, l, 100 + u))
+        .collect();
+    let batch: Vec<UserHistory<'_>> = histories
+        .iter()
+        .map(|(e, q)| UserHistory {
+            events: e,
+            query_time: *q,
+        })
+        .collect();
     let (state, _) = EncoderState::new(&model, &events[..l - 1], events[l - 2].ts)?;
     // Appends go to fresh copies of the 199-event state, made 256 at a time
     // and dropped 256 at a time, so that cloning stays a separate,
@@ -41,7 +52,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let mut s = pool.pop().ok_or("pool refilled above")?;
                 let t = Instant::now();
-                drop(std::hint::black_box(s.append(&model, &events[l - 1..], q)?));
+                drop(std::hint::black_box(s.append(
+                    &model,
+                    &events[l - 1..],
+                    q,
+                )?));
                 times.push(t.elapsed().as_secs_f64());
                 spent.push(s);
             }
@@ -55,6 +70,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     times.sort_by(f64::total_cmp);
     let pick = |f: f64| times[((times.len() - 1) as f64 * f) as usize] * 1e6;
-    eprintln!("{runs} runs of {mode}: min {:.1} µs, p10 {:.1} µs, median {:.1} µs per call", pick(0.0), pick(0.1), pick(0.5));
+    eprintln!(
+        "{runs} runs of {mode}: min {:.1} µs, p10 {:.1} µs, median {:.1} µs per call",
+        pick(0.0),
+        pick(0.1),
+        pick(0.5)
+    );
     Ok(())
 }

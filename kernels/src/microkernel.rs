@@ -445,6 +445,19 @@ mod avx {
     use std::arch::x86_64::*;
 
     use super::{Attn, DOT_ROWS, Epilogue, MR, Mat, NR, padded};
+
+    /// Bytes of the right-hand operand one column panel of [`gemm`] spans.
+    const PANEL_BYTES: usize = 128 * 1024;
+    /// From this row stride (floats) on, [`gemm`] packs its right-hand operand.
+    const PACK_MIN_LD: usize = 256;
+    /// ... and has at least this many rows to reuse the copy (an append's
+    /// two rows read each weight once either way).
+    const PACK_MIN_ROWS: usize = 4 * MR;
+
+    thread_local! {
+        /// The packed panel of [`gemm`], reused across calls.
+        static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
     use crate::config::ModelConfig;
     use crate::history::time_bucket_of_gap;
 
@@ -612,22 +625,112 @@ mod avx {
         n: usize,
         epi: Epilogue<'_>,
     ) {
-        let mut r0 = 0;
-        while r0 < m {
-            let rows = (m - r0).min(MR);
-            gemm_block(
-                rows,
-                dst.add(r0 * ldd),
-                ldd,
-                a.add(r0 * lda),
-                lda,
-                b,
-                ldb,
-                k,
-                n,
-                epi,
-            );
-            r0 += rows;
+        // Column panels whose slice of b stays in L2 while every row block
+        // passes over it (the tiles read b in place, unpacked): one panel for
+        // ML-1M's 50 × 200 weights, 128 columns for ML-20M's 256 × 1024.
+        let panel = (PANEL_BYTES / (4 * k.max(1)) / NR * NR).max(NR);
+        let mut c0 = 0;
+        while c0 < n {
+            let cols = (n - c0).min(panel);
+            let epi = match epi {
+                Epilogue::AddBias(bias) => Epilogue::AddBias(&bias[c0..]),
+                other => other,
+            };
+            if ldb >= PACK_MIN_LD && m >= PACK_MIN_ROWS {
+                PACKED.with(|cell| {
+                    let mut guard = cell.try_borrow_mut();
+                    let mut own = Vec::new();
+                    let buf = match guard.as_deref_mut() {
+                        Ok(buf) => buf,
+                        Err(_) => &mut own,
+                    };
+                    pack_panel(buf, b.add(c0), ldb, k, cols);
+                    let mut r0 = 0;
+                    while r0 < m {
+                        let rows = (m - r0).min(MR);
+                        let (d, a) = (dst.add(r0 * ldd + c0), a.add(r0 * lda));
+                        match rows {
+                            6 => packed_rows::<6>(d, ldd, a, lda, buf.as_ptr(), k, cols, epi),
+                            5 => packed_rows::<5>(d, ldd, a, lda, buf.as_ptr(), k, cols, epi),
+                            4 => packed_rows::<4>(d, ldd, a, lda, buf.as_ptr(), k, cols, epi),
+                            3 => packed_rows::<3>(d, ldd, a, lda, buf.as_ptr(), k, cols, epi),
+                            2 => packed_rows::<2>(d, ldd, a, lda, buf.as_ptr(), k, cols, epi),
+                            _ => packed_rows::<1>(d, ldd, a, lda, buf.as_ptr(), k, cols, epi),
+                        }
+                        r0 += rows;
+                    }
+                });
+            } else {
+                let mut r0 = 0;
+                while r0 < m {
+                    let rows = (m - r0).min(MR);
+                    gemm_block(
+                        rows,
+                        dst.add(r0 * ldd + c0),
+                        ldd,
+                        a.add(r0 * lda),
+                        lda,
+                        b.add(c0),
+                        ldb,
+                        k,
+                        cols,
+                        epi,
+                    );
+                    r0 += rows;
+                }
+            }
+            c0 += cols;
+        }
+    }
+
+    /// Copies a `k × cols` panel of b into strips of [`NR`] columns, each
+    /// `k × NR` contiguous (zeros past `cols`): rows of b a kilobyte or more
+    /// apart fall into the same few L1 sets, and the tile would then wait on
+    /// L2 for every row.
+    #[inline(always)]
+    unsafe fn pack_panel(buf: &mut Vec<f32>, b: *const f32, ldb: usize, k: usize, cols: usize) {
+        let strips = cols.div_ceil(NR);
+        super::grow(buf, strips * k * NR);
+        let out = buf.as_mut_ptr();
+        for s in 0..strips {
+            let width = (cols - s * NR).min(NR);
+            let (lo, hi) = (lane_mask(width.min(8)), lane_mask(width.saturating_sub(8)));
+            for p in 0..k {
+                let (src, dst) = (b.add(p * ldb + s * NR), out.add((s * k + p) * NR));
+                // Masked loads read nothing past `width` and give zeros there.
+                _mm256_storeu_ps(dst, _mm256_maskload_ps(src, lo));
+                _mm256_storeu_ps(dst.add(8), _mm256_maskload_ps(src.add(8), hi));
+            }
+        }
+    }
+
+    /// The strips of a packed panel for `R` rows. Each element sees the same
+    /// FMAs in the same order as from the unpacked operand.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn packed_rows<const R: usize>(
+        dst: *mut f32,
+        ldd: usize,
+        a: *const f32,
+        lda: usize,
+        packed: *const f32,
+        k: usize,
+        cols: usize,
+        epi: Epilogue<'_>,
+    ) {
+        let all = _mm256_set1_epi32(-1);
+        let mut c = 0;
+        while c < cols {
+            let width = (cols - c).min(NR);
+            let strip = packed.add(c * k);
+            if width > 8 {
+                let acc = tile::<R, 2, false>(a, lda, strip, NR, k, all);
+                finish::<R, 2>(dst.add(c), ldd, acc, c, epi, width);
+            } else {
+                let acc = tile::<R, 1, false>(a, lda, strip, NR, k, all);
+                finish::<R, 1>(dst.add(c), ldd, acc, c, epi, width);
+            }
+            c += NR;
         }
     }
 

@@ -53,3 +53,11 @@ fn many_heads_odd_dims_and_windows_longer_than_l() {
     ];
     check_batch(cfg, 4, &lens);
 }
+
+#[test]
+fn wide_layers_split_into_column_panels_too() {
+    // D 256 and u|v|q|k 1,024 wide: the products run in column panels.
+    let mut cfg = ModelConfig::ml_20m(300);
+    cfg.num_layers = 1;
+    check_batch(cfg, 5, &[3, 50, 120, 9, 1, 77]);
+}
