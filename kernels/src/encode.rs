@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use crate::error::InputError;
 use crate::forward::{LayerKv, UserRows, forward, forward_group};
 use crate::history::{Event, UserHistory, kept_window, validate_items};
+use crate::microkernel::simd_in_use;
 use crate::model::Model;
 
 /// A batch in which one user's request is invalid.
@@ -54,10 +55,14 @@ pub fn encode_batch(model: &Model, users: &[UserHistory<'_>]) -> Result<Vec<Vec<
                 .map_err(|source| BatchError { index, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The portable products (the `gemm` crate) round a row differently
+    // depending on its neighbours: there, one forward per user keeps a batch
+    // bit-identical to encoding its users one by one.
+    let group_rows = if simd_in_use() { GROUP_ROWS } else { 0 };
     let mut groups = Vec::new();
     let (mut first, mut rows) = (0, 0);
     for (i, window) in windows.iter().enumerate() {
-        if i > first && rows + window.len() > GROUP_ROWS {
+        if i > first && rows + window.len() > group_rows {
             groups.push(first..i);
             (first, rows) = (i, 0);
         }

@@ -379,10 +379,13 @@ fn silu(x: f32) -> f32 {
 }
 
 mod portable {
-    //! Plain loops: the fallback where AVX2/FMA is absent.
+    //! The fallback where AVX2/FMA is absent: products through the `gemm`
+    //! crate, attention as plain row loops.
 
     use super::{Attn, Epilogue, Mat, silu};
 
+    /// Through the `gemm` crate (its own SIMD dispatch: SSE, NEON, …),
+    /// then the epilogue over the written rows.
     pub(super) fn gemm(
         dst: &mut [f32],
         ldd: usize,
@@ -391,24 +394,39 @@ mod portable {
         (m, k, n): (usize, usize, usize),
         epi: Epilogue<'_>,
     ) {
-        let mut acc = vec![0.0f32; n];
+        let accumulate = matches!(epi, Epilogue::AddBias(_));
+        // SAFETY: the caller (super::gemm) asserted that dst holds m rows of n
+        // at stride ldd, a m rows of k at stride a.ld and b k rows of n at
+        // stride b.ld; all column strides are 1 and dst aliases neither input.
+        unsafe {
+            ::gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                ldd as isize,
+                accumulate,
+                a.data.as_ptr(),
+                1,
+                a.ld as isize,
+                b.data.as_ptr(),
+                1,
+                b.ld as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                ::gemm::Parallelism::None,
+            );
+        }
         for r in 0..m {
-            acc.fill(0.0);
-            for p in 0..k {
-                let x = a.data[r * a.ld + p];
-                for (y, bv) in acc.iter_mut().zip(&b.data[p * b.ld..p * b.ld + n]) {
-                    *y += x * bv;
-                }
-            }
             let out = &mut dst[r * ldd..r * ldd + n];
             match epi {
-                Epilogue::Store => out.copy_from_slice(&acc),
-                Epilogue::Silu => out.iter_mut().zip(&acc).for_each(|(o, v)| *o = silu(*v)),
-                Epilogue::AddBias(bias) => {
-                    for ((o, v), bi) in out.iter_mut().zip(&acc).zip(bias) {
-                        *o = (*o + v) + bi;
-                    }
-                }
+                Epilogue::Store => {}
+                Epilogue::Silu => out.iter_mut().for_each(|o| *o = silu(*o)),
+                Epilogue::AddBias(bias) => out.iter_mut().zip(bias).for_each(|(o, b)| *o += b),
             }
         }
     }
@@ -423,7 +441,7 @@ mod portable {
             o.fill(0.0);
             for j in 0..=i {
                 let k = &a.keys.data[j * a.keys.ld..j * a.keys.ld + a.d_qk];
-                let dot: f32 = q.iter().zip(k).map(|(x, y)| x * y).sum();
+                let dot = crate::forward::dot(q, k);
                 let bias = a.pos[a.big_n - 1 + j - i] + a.ts_w[a.buckets[r * ldn + j] as usize];
                 let w = silu(a.alpha * dot + bias) * inv_n;
                 let v = &a.values.data[j * a.values.ld..j * a.values.ld + a.d_v];
