@@ -57,10 +57,7 @@ pub fn history(len: usize, num_items: usize, gaps: Gaps, seed: u64) -> (Vec<Even
                 }
             }
         };
-        events.push(Event {
-            item: rng.random_range(1..=num_items as u32),
-            ts,
-        });
+        events.push(Event { item: rng.random_range(1..=num_items as u32), ts });
     }
     let query_time = ts + rng.random_range(0..100_000);
     // Fisher–Yates by hand so the order is reproducible from the seed.

@@ -82,8 +82,7 @@ pub fn encode(model: &Model, events: &[Event], query_time: i64) -> Vec<f64> {
                         qk += q(i, hd, f) * k(j, hd, f);
                     }
                     let rab = layer.pos_w[big_n - 1 + j - i] as f64
-                        + layer.ts_w
-                            [bucket(next_ts - ev[j].ts, c.num_time_buckets, c.time_bucket_div)]
+                        + layer.ts_w[bucket(next_ts - ev[j].ts, c.num_time_buckets, c.time_bucket_div)]
                             as f64;
                     let a = silu(c.alpha as f64 * qk + rab) / big_n as f64;
                     for f in 0..dv {
@@ -113,9 +112,5 @@ pub fn encode(model: &Model, events: &[Event], query_time: i64) -> Vec<f64> {
 pub fn rel_err(a: &[f32], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-12);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (*x as f64 - y).abs())
-        .fold(0.0, f64::max)
-        / scale
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max) / scale
 }
