@@ -28,8 +28,14 @@ pub struct UserHistory<'a> {
 
 /// Checks every item id is in 1..=V.
 pub fn validate_items(config: &ModelConfig, events: &[Event]) -> Result<(), InputError> {
-    match events.iter().find(|e| e.item == 0 || e.item as usize > config.num_items) {
-        Some(bad) => Err(InputError::UnknownItem { item: bad.item, num_items: config.num_items }),
+    match events
+        .iter()
+        .find(|e| e.item == 0 || e.item as usize > config.num_items)
+    {
+        Some(bad) => Err(InputError::UnknownItem {
+            item: bad.item,
+            num_items: config.num_items,
+        }),
         None => Ok(()),
     }
 }
@@ -53,7 +59,10 @@ pub fn kept_window(
     sorted.sort_by_key(|e| e.ts);
     let last_ts = sorted[sorted.len() - 1].ts;
     if query_time < last_ts {
-        return Err(InputError::QueryBeforeLastEvent { query_time, last_ts });
+        return Err(InputError::QueryBeforeLastEvent {
+            query_time,
+            last_ts,
+        });
     }
     let start = sorted.len().saturating_sub(config.max_seq_len);
     sorted.drain(..start);
@@ -64,8 +73,15 @@ pub fn kept_window(
 /// sort), the set the reference's evaluation excludes from retrieval. Items
 /// are returned in window order, duplicates included; invalid requests give
 /// the same error as encoding would.
-pub fn kept_items(model: &Model, events: &[Event], query_time: i64) -> Result<Vec<u32>, InputError> {
-    Ok(kept_window(&model.config, events, query_time)?.iter().map(|e| e.item).collect())
+pub fn kept_items(
+    model: &Model,
+    events: &[Event],
+    query_time: i64,
+) -> Result<Vec<u32>, InputError> {
+    Ok(kept_window(&model.config, events, query_time)?
+        .iter()
+        .map(|e| e.item)
+        .collect())
 }
 
 /// The rab time bucket of a gap `delta` (seconds):
@@ -73,7 +89,12 @@ pub fn kept_items(model: &Model, events: &[Event], query_time: i64) -> Result<Ve
 /// float32 exactly as the reference does so that a gap on a boundary lands in
 /// the same bucket.
 pub fn time_bucket(config: &ModelConfig, delta: i64) -> usize {
-    let gap = (delta.unsigned_abs() as f32).max(1.0);
+    time_bucket_of_gap(config, delta.unsigned_abs() as f32)
+}
+
+/// [`time_bucket`] of a gap already converted to float32 (`|Δ| as f32`).
+pub fn time_bucket_of_gap(config: &ModelConfig, gap: f32) -> usize {
+    let gap = gap.max(1.0);
     let bucket = (gap.ln() / config.time_bucket_div).floor();
     // ln(gap) ≥ 0, so only the upper clamp can bind; the cast truncates like the reference.
     (bucket as usize).min(config.num_time_buckets)

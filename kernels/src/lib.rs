@@ -13,6 +13,7 @@ pub mod cuda;
 pub mod encode;
 pub mod error;
 mod forward;
+mod microkernel;
 pub mod history;
 pub mod item_map;
 pub mod model;
@@ -25,3 +26,4 @@ pub use backend::{Backend, BackendChoice, BackendError, CpuBackend, select_backe
 pub use encode::{BatchError, EncoderState, encode, encode_batch};
 pub use history::{Event, UserHistory, kept_items, kept_window};
 pub use score::{Scored, top_k};
+pub use microkernel::{PORTABLE_ENV, set_portable, simd_in_use};
