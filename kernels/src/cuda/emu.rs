@@ -6,8 +6,8 @@
 //! in front (CUDA qualifiers and built-ins, one fiber per CUDA thread,
 //! checked barriers and warp exchanges: see that header), with the same
 //! `-D` shape and head-dim defines NVRTC gets, into a shared library that is
-//! cached (keyed by a hash of everything that goes into it) under
-//! `EDGEREC_EMU_CACHE` or the temp dir, and loaded with `dlopen`. Call thunks
+//! cached (keyed by a hash of everything that goes into it, see
+//! [`cache_dir`]), and loaded with `dlopen`. Call thunks
 //! are generated from the signature table with a `static_assert` that each
 //! matches the kernel's declared type. Device buffers are host memory that
 //! ends on an inaccessible page, so a kernel that overruns one faults.
@@ -180,9 +180,18 @@ fn fnv(parts: &[&str]) -> u64 {
     h
 }
 
+/// Where compiled kernels are kept: `EDGEREC_EMU_CACHE`, else the user's
+/// cache folder (`$XDG_CACHE_HOME` or `~/.cache`, `edgerec/cuda-emu`: not
+/// the temp dir first, which is often mounted noexec), else the temp dir.
 fn cache_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("EDGEREC_EMU_CACHE") {
         return PathBuf::from(dir);
+    }
+    let home_cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(dir) = home_cache {
+        return dir.join("edgerec").join("cuda-emu");
     }
     // SAFETY: getuid has no preconditions and cannot fail.
     let uid = unsafe { libc::getuid() };
@@ -327,7 +336,12 @@ fn load(path: &Path) -> Result<Module, BackendError> {
     // SAFETY: a library this module just compiled (or an earlier run did, from
     // the same inputs); its initialisers only set up thread-locals.
     let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| emu_err(format!("cannot load {}: {e}", path.display())))?;
+        .map_err(|e| {
+            emu_err(format!(
+                "cannot load {} ({e}); if its folder is mounted noexec, point EDGEREC_EMU_CACHE elsewhere",
+                path.display()
+            ))
+        })?;
     // SAFETY: emu_launch has exactly the LaunchFn signature (generated in translation_unit).
     let launch = unsafe { lib.get::<LaunchFn>(b"emu_launch\0") }
         .map(|s| *s)

@@ -282,3 +282,11 @@ fn an_overrun_of_a_buffer_faults() {
         out.status
     );
 }
+
+#[test]
+fn states_and_backends_can_live_in_a_shared_cache() {
+    fn shared<T: Send + Sync>() {}
+    shared::<crate::backend::BackendState>();
+    shared::<CudaBackend>();
+    shared::<Box<dyn crate::backend::Backend>>();
+}
