@@ -115,7 +115,16 @@ fn encode_matches_cpu_and_reference_for_every_head_dim_and_length() {
     // (items, D, layers, heads, d_qk, d_v, L, lengths): head dims 5, 25, 50,
     // 64; d_qk ≠ d_v both ways; 1, 2, 31, 32, 33 events (attention tile
     // edges), L events, histories longer than L.
-    type Shape = (usize, usize, usize, usize, usize, usize, usize, &'static [usize]);
+    type Shape = (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        &'static [usize],
+    );
     let shapes: [Shape; 6] = [
         (60, 10, 2, 2, 5, 5, 40, &[1, 2, 31, 32, 33, 40, 47]),
         (60, 25, 1, 1, 25, 25, 40, &[1, 33, 45]),
