@@ -320,6 +320,42 @@ impl Backend for CudaBackend {
             }
         }
     }
+
+    /// The users' rows go through one launch per kernel per layer (see
+    /// [`CudaBackend::append_many`]); CPU states are rebuilt on the device.
+    fn append_batch(
+        &self,
+        requests: &mut [AppendRequest<'_>],
+    ) -> Vec<Result<Vec<f32>, BackendError>> {
+        let mut results: Vec<Option<Result<Vec<f32>, BackendError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut device = Vec::new();
+        let mut device_index = Vec::new();
+        for (i, r) in requests.iter_mut().enumerate() {
+            match &mut *r.state {
+                BackendState::Cuda(s) => {
+                    device.push((s, r.new_events, r.query_time));
+                    device_index.push(i);
+                }
+                other => {
+                    results[i] = Some(Backend::append(self, other, r.new_events, r.query_time))
+                }
+            }
+        }
+        for (i, r) in device_index.into_iter().zip(self.append_many(device)) {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(BackendError::InvalidCall(
+                        "an append request got no result".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
 }
 
 /// Which backend to serve with.

@@ -260,54 +260,95 @@ fn incremental_appends_match_a_full_encode_including_the_sliding_window() {
 }
 
 #[test]
-fn batched_appends_match_one_by_one() {
-    let cfg = config(50, 12, 1, 2, 6, 6, 16);
+fn batched_appends_match_full_encodes() {
+    // One group of users per round, mixing incremental appends, empty ones,
+    // out-of-order events (full recompute), a sliding window, a CPU state
+    // (rebuilt on the device) and a bad request (fails only itself).
+    let cfg = config(50, 12, 2, 2, 6, 4, 16);
     let model = Model::random(cfg, 12).unwrap();
     let b = emu(&model);
-    let mut states = Vec::new();
-    let mut hist = Vec::new();
-    for u in 0..4u64 {
-        let (e, q) = history(3 + 5 * u as usize, 50, Gaps::Seconds, 300 + u);
-        states.push(b.new_state(&e, q).unwrap().0);
-        hist.push((e, q));
-    }
-    let mut states: Vec<BackendState> = states.into_iter().map(BackendState::Cuda).collect();
-    let news: Vec<Vec<Event>> = hist
+    let cpu = CpuBackend::new(Arc::new(model.clone()));
+    let mut hist: Vec<(Vec<Event>, i64)> = (0..6u64)
+        .map(|u| history(1 + 3 * u as usize, 50, Gaps::Seconds, 300 + u))
+        .collect();
+    let mut states: Vec<BackendState> = hist
         .iter()
         .enumerate()
-        .map(|(u, (_, q))| {
-            vec![Event {
-                item: 1 + u as u32,
-                ts: *q + 9,
-            }]
+        .map(|(u, (e, q))| {
+            if u == 5 {
+                cpu.new_state(e, *q).unwrap().0
+            } else {
+                Backend::new_state(&b, e, *q).unwrap().0
+            }
         })
         .collect();
-    let mut reqs: Vec<edgerec_kernels::AppendRequest<'_>> = states
-        .iter_mut()
-        .zip(&news)
-        .map(|(state, new)| edgerec_kernels::AppendRequest {
-            state,
-            new_events: new,
-            query_time: new[0].ts + 1,
-        })
-        .collect();
-    reqs[2].query_time = 0; // a bad request fails only itself
-    let out = Backend::append_batch(&b, &mut reqs);
-    for (u, r) in out.iter().enumerate() {
-        if u == 2 {
-            assert!(r.is_err());
-            continue;
+    for round in 0..4usize {
+        let news: Vec<Vec<Event>> = hist
+            .iter()
+            .enumerate()
+            .map(|(u, (e, q))| {
+                let last = e.iter().map(|x| x.ts).max().unwrap().max(*q);
+                match (u + round) % 4 {
+                    0 => Vec::new(),
+                    1 => vec![Event {
+                        item: 1 + u as u32,
+                        ts: last - 50,
+                    }],
+                    _ => (0..1 + (u + round) % 5)
+                        .map(|j| Event {
+                            item: 1 + (7 * u + j) as u32 % 50,
+                            ts: last + 3 * j as i64,
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        for ((e, q), new) in hist.iter_mut().zip(&news) {
+            e.extend_from_slice(new);
+            *q = e.iter().map(|x| x.ts).max().unwrap() + round as i64;
         }
-        let mut all = hist[u].0.clone();
-        all.extend_from_slice(&news[u]);
+        let bad = round % 6;
+        let mut reqs: Vec<edgerec_kernels::AppendRequest<'_>> = states
+            .iter_mut()
+            .zip(&news)
+            .zip(&hist)
+            .map(|((state, new), (_, q))| edgerec_kernels::AppendRequest {
+                state,
+                new_events: new,
+                query_time: *q,
+            })
+            .collect();
+        reqs[bad].query_time = 0;
+        let out = Backend::append_batch(&b, &mut reqs);
+        for (u, r) in out.iter().enumerate() {
+            if u == bad {
+                assert!(
+                    r.is_err(),
+                    "round {round}: a query time before the last event is refused"
+                );
+                continue;
+            }
+            let (e, q) = &hist[u];
+            let e_cpu = worst(r.as_ref().unwrap(), &encode(&model, e, *q).unwrap());
+            assert!(
+                e_cpu <= EMBED_TOL,
+                "round {round} user {u} (history {}): {e_cpu}",
+                e.len()
+            );
+        }
+        // The refused user's state is unchanged: append the same events again, validly.
+        let (e, q) = &hist[bad];
+        let got = Backend::append(&b, &mut states[bad], &news[bad], *q).unwrap();
         assert!(
-            worst(
-                r.as_ref().unwrap(),
-                &encode(&model, &all, news[u][0].ts + 1).unwrap()
-            ) <= EMBED_TOL,
-            "user {u}"
+            worst(&got, &encode(&model, e, *q).unwrap()) <= EMBED_TOL,
+            "round {round}: retry of user {bad}"
         );
     }
+    assert!(
+        hist.iter().any(|(e, _)| e.len() > 16),
+        "some window must slide"
+    );
+    assert!(states.iter().all(|s| matches!(s, BackendState::Cuda(_))));
 }
 
 /// Checks an emulated top-k against the CPU's; Err says what differs.

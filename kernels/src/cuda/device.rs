@@ -244,6 +244,27 @@ impl Launcher for CudaLauncher {
         self.stream.synchronize().map_err(dev_err("download"))
     }
 
+    fn copy_raw(
+        &self,
+        src: &RawBuf,
+        src_off: usize,
+        dst: &mut RawBuf,
+        dst_off: usize,
+        bytes: usize,
+    ) -> Result<(), BackendError> {
+        let src = cuda_buf(src)?.slice(src_off..src_off + bytes);
+        let RawBuf::Cuda(dst) = dst else {
+            return Err(BackendError::Device {
+                backend: "cuda",
+                message: "an emulator buffer passed to CUDA".into(),
+            });
+        };
+        let mut dst = dst.slice_mut(dst_off..dst_off + bytes);
+        self.stream
+            .memcpy_dtod(&src, &mut dst)
+            .map_err(dev_err("device copy"))
+    }
+
     fn launch_raw(
         &self,
         kernel: Kernel,

@@ -481,6 +481,26 @@ impl Launcher for EmuLauncher {
         Ok(())
     }
 
+    fn copy_raw(
+        &self,
+        src: &RawBuf,
+        src_off: usize,
+        dst: &mut RawBuf,
+        dst_off: usize,
+        bytes: usize,
+    ) -> Result<(), BackendError> {
+        let (RawBuf::Emu(s), RawBuf::Emu(d)) = (src, &*dst) else {
+            return Err(emu_err("a CUDA buffer passed to the emulator"));
+        };
+        if src_off + bytes > s.bytes || dst_off + bytes > d.bytes {
+            return Err(emu_err(format!("copy of {bytes} bytes outside a buffer")));
+        }
+        // SAFETY: bounds checked above; `dst` is borrowed mutably, so it is a
+        // different buffer from `src` and the ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(s.data.add(src_off), d.data.add(dst_off), bytes) };
+        Ok(())
+    }
+
     fn launch_raw(
         &self,
         kernel: Kernel,

@@ -33,9 +33,10 @@ pub(crate) struct Job<'a> {
 pub(crate) enum KvStore<'a> {
     /// Stateless batch: straight from the uvqk buffer of the same call.
     Transient,
-    /// One user's cache, `[layers][L][H·dqk | H·dv]`: the query rows' keys
-    /// and values are written to their slots, then rows `0..n` are read.
-    Cache(&'a mut DevBuf<f32>),
+    /// Per-user caches laid out `[layers][jobs][L][H·dqk | H·dv]` (job u in
+    /// slot u; one user's own state buffer is the case of one job): the query
+    /// rows' keys and values are written to their rows, then rows `0..n` are read.
+    Slots(&'a DevBuf<f32>),
 }
 
 /// Host-side index arrays of one group of jobs, packed into one i32 upload.
@@ -63,7 +64,8 @@ struct Sections {
 }
 
 impl Plan {
-    fn new(jobs: &[Job<'_>], cached: bool) -> (Self, Sections) {
+    /// `slot_rows`: rows per user slot of a cache store (L), `None` when transient.
+    fn new(jobs: &[Job<'_>], slot_rows: Option<usize>) -> (Self, Sections) {
         let b = jobs.len();
         let rows: usize = jobs.iter().map(|j| j.events.len() - j.first).sum();
         let blocks: usize = jobs
@@ -92,10 +94,9 @@ impl Plan {
             meta[s.q_first + u] = job.first as i32;
             meta[s.n_rows + u] = n as i32;
             // Transient keys live in the call's own rows, where row `first` is at q_off.
-            meta[s.kv_off + u] = if cached {
-                0
-            } else {
-                row as i32 - job.first as i32
+            meta[s.kv_off + u] = match slot_rows {
+                Some(l) => (u * l) as i32,
+                None => row as i32 - job.first as i32,
             };
             meta[s.ts_off + u] = ts.len() as i32;
             meta[s.last_row + u] = (row + n - job.first - 1) as i32;
@@ -108,7 +109,7 @@ impl Plan {
             }
             for (t, e) in job.events.iter().enumerate().skip(job.first) {
                 meta[s.pos + row] = t as i32;
-                meta[s.kv_dst + row] = t as i32;
+                meta[s.kv_dst + row] = (u * slot_rows.unwrap_or(0) + t) as i32;
                 items.push(e.item);
                 row += 1;
             }
@@ -162,19 +163,18 @@ impl CudaBackend {
     }
 
     /// Runs every layer for `jobs` (at most MAX_ROWS_PER_LAUNCH query rows in
-    /// total; a cache store holds exactly one job) and returns each user's
+    /// total; a cache store holds one slot per job) and returns each user's
     /// L2-normalised last row.
     pub(crate) fn forward_jobs(
         &self,
         ws: &mut Workspace,
         jobs: &[Job<'_>],
-        mut store: KvStore<'_>,
+        store: KvStore<'_>,
     ) -> Result<Vec<Vec<f32>>, BackendError> {
-        let cached = matches!(store, KvStore::Cache(_));
-        debug_assert!(!cached || jobs.len() == 1);
+        let cached = matches!(store, KvStore::Slots(_));
         let c = &self.model.config;
         let l = self.launcher();
-        let (plan, s) = Plan::new(jobs, cached);
+        let (plan, s) = Plan::new(jobs, cached.then_some(self.model.config.max_seq_len));
         let w = &self.weights;
         let (d, h, dqk, dv) = (c.d_model, c.num_heads, c.d_qk, c.d_v);
         let (width, attn_w) = (c.uvqk_width(), c.attn_width());
@@ -219,7 +219,8 @@ impl CudaBackend {
             1.0 / c.attn_normalizer as f32,
         );
         let max_rows = c.max_seq_len;
-        let layer_kv = max_rows * (kw + vw);
+        // One layer of a cache store: every job's slot of L rows.
+        let layer_kv = jobs.len() * max_rows * (kw + vw);
         for (layer_index, layer) in w.layers.iter().enumerate() {
             // uvqk = SiLU(LN(x) · W_uvqk)
             launch(
@@ -238,11 +239,11 @@ impl CudaBackend {
                 ],
             )?;
             // Keys and values: the uvqk rows themselves, or their slots in the cache.
-            let (k_base, v_base, kv_stride) = match &mut store {
+            let (k_base, v_base, kv_stride) = match &store {
                 KvStore::Transient => (uvqk.arg_at(k_col)?, uvqk.arg_at(v_col)?, width_i),
-                KvStore::Cache(cache) => {
+                KvStore::Slots(cache) => {
                     let base = layer_index * layer_kv;
-                    // Every dst row < L lies inside this layer's part of the cache.
+                    // Every dst row u·L + t (t < L) lies inside this layer's part of the cache.
                     launch(
                         l,
                         Kernel::ScatterKv,

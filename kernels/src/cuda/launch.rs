@@ -155,6 +155,16 @@ pub(crate) trait Launcher: Send + Sync {
     /// Copies `dst.len()` bytes from `src` at byte `offset`.
     fn download_raw(&self, src: &RawBuf, offset: usize, dst: &mut [u8])
     -> Result<(), BackendError>;
+    /// Copies `bytes` bytes from `src` at `src_off` to `dst` at `dst_off`
+    /// (device to device; two distinct buffers).
+    fn copy_raw(
+        &self,
+        src: &RawBuf,
+        src_off: usize,
+        dst: &mut RawBuf,
+        dst_off: usize,
+        bytes: usize,
+    ) -> Result<(), BackendError>;
     /// Runs `kernel` (arguments already checked by [`launch`]).
     fn launch_raw(
         &self,
@@ -238,6 +248,34 @@ pub(crate) fn download<T: DeviceType>(
         )?;
     }
     Ok(host)
+}
+
+/// Copies `len` elements of `src` from `src_at` to `dst` at `dst_at`.
+pub(crate) fn copy<T: DeviceType>(
+    l: &dyn Launcher,
+    src: &DevBuf<T>,
+    src_at: usize,
+    dst: &mut DevBuf<T>,
+    dst_at: usize,
+    len: usize,
+) -> Result<(), BackendError> {
+    if src_at + len > src.len || dst_at + len > dst.len {
+        return Err(internal(format!(
+            "copy of {len} elements from {src_at} of {} to {dst_at} of {}",
+            src.len, dst.len
+        )));
+    }
+    if len == 0 {
+        return Ok(());
+    }
+    let size = size_of::<T>();
+    l.copy_raw(
+        &src.raw,
+        src_at * size,
+        &mut dst.raw,
+        dst_at * size,
+        len * size,
+    )
 }
 
 /// Checks `args` and `shape` against `kernel`'s signature table, then launches.

@@ -84,6 +84,8 @@ pub(crate) struct Workspace {
     pub cand_score: [Growable<f32>; 2],
     /// Top-k candidate ids, ping-pong pair.
     pub cand_id: [Growable<u32>; 2],
+    /// Staged caches of a batched append, `[layers][users][L][H·dqk | H·dv]`.
+    pub stage: Growable<f32>,
 }
 
 impl Workspace {
@@ -102,6 +104,7 @@ impl Workspace {
             excl_off: Growable::new(),
             cand_score: [Growable::new(), Growable::new()],
             cand_id: [Growable::new(), Growable::new()],
+            stage: Growable::new(),
         }
     }
 }
