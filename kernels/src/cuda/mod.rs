@@ -14,7 +14,7 @@
 //! head dims), `score_topk.cu` (fused cosine scoring + block top-k + merge),
 //! `roofline.cu` (the FMA peak the timings are compared with).
 //!
-//! The orchestration here drives a [`launch::Launcher`]: cudarc on a GPU, or
+//! The orchestration here drives a `Launcher` (launch.rs): cudarc on a GPU, or
 //! the CPU emulator (`emu.rs`, backend name `cuda-emu`) that runs the same
 //! `.cu` files compiled as C++ — so every test run executes the kernels.
 
