@@ -4,7 +4,8 @@
 #
 # 1. the CUDA-vs-CPU comparison tests (random models and inputs, poisoned
 #    buffers, head dims 5..64, d_qk ≠ d_v, 1..200+ events, 1..4096 users,
-#    incremental, top-k over 3,953 / 131,263 / 1,000,000 items); a test that
+#    incremental, the Backend state API with batched appends, top-k over
+#    3,953 / 131,263 / 1,000,000 items); a test that
 #    SKIPs here (no device loaded) fails the check;
 # 2. the timing table (encode users/s and TFLOP/s vs the measured FMA peak;
 #    top-k GB/s vs the measured copy bandwidth).

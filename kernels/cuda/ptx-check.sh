@@ -31,6 +31,11 @@ PTXAS="$CU13/bin/ptxas"
 [[ -f "$NVRTC" && -x "$PTXAS" ]] || { echo "ptx-check: $NVRTC or $PTXAS missing; delete $VENV and rerun" >&2; exit 1; }
 export LD_LIBRARY_PATH="$CU13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
+# The launch shapes, single-sourced in kernels/src/cuda/shapes.rs (the kernels
+# have no defaults): the same -D defines the backend passes to NVRTC.
+mapfile -t SHAPES < <(sed -n 's/^pub(crate) const \([A-Z_]*\): u32 = \([0-9]*\);.*/-D\1=\2/p' ../src/cuda/shapes.rs)
+[[ ${#SHAPES[@]} -ge 8 ]] || { echo "ptx-check: could not read the launch shapes from ../src/cuda/shapes.rs" >&2; exit 1; }
+
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 # Kernels that run per request; a spill there is a performance bug.
@@ -42,7 +47,7 @@ CONFIGS="5:5 25:25 50:50 64:64 16:32 25:50 128:128"
 fail=0
 compile() {  # src arch tag defines...
     local src=$1 arch=$2 tag=$3; shift 3
-    if ! "$VENV/bin/python" nvrtc_compile.py "$NVRTC" "$SRC/$src" "$arch" "$OUT/$tag.$arch.ptx" "$@"; then
+    if ! "$VENV/bin/python" nvrtc_compile.py "$NVRTC" "$SRC/$src" "$arch" "$OUT/$tag.$arch.ptx" "${SHAPES[@]}" "$@"; then
         fail=1
         return 1
     fi

@@ -1,5 +1,7 @@
 //! The engine behind a server or CLI call: the CPU backend here, the CUDA
-//! backend (kernels/src/cuda) behind the same trait, and the choice between them.
+//! backend (kernels/src/cuda, on a GPU or on the `cuda-emu` CPU emulator)
+//! behind the same trait, the per-user incremental state each backend owns,
+//! and the choice between backends.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,9 +9,11 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::encode::{BatchError, encode_batch};
+use crate::cuda::{CudaBackend, CudaEncoderState};
+use crate::encode::{BatchError, EncoderState, encode_batch};
+use crate::error::InputError;
+use crate::history::{Event, UserHistory};
 use crate::model::Model;
-use crate::history::UserHistory;
 use crate::score::{Scored, top_k};
 
 /// Why a backend could not be created or could not serve a call.
@@ -39,9 +43,83 @@ pub enum BackendError {
     },
 }
 
+/// One user's incremental-encode state (kept window plus every layer's
+/// keys and values), held by the backend that built it: in host memory for
+/// the CPU, in device memory for CUDA. A cache of users holds these whatever
+/// the backend; a state given to a backend of the other kind is rebuilt from
+/// its kept events (never misread).
+pub enum BackendState {
+    /// The CPU engine's state.
+    Cpu(EncoderState),
+    /// A CUDA (or cuda-emu) state: keys and values resident on the device.
+    Cuda(CudaEncoderState),
+}
+
+impl BackendState {
+    /// The kept window: the last ≤ L events, sorted by time.
+    pub fn events(&self) -> &[Event] {
+        match self {
+            BackendState::Cpu(s) => s.events(),
+            BackendState::Cuda(s) => s.events(),
+        }
+    }
+
+    /// The query time of the last encode.
+    pub fn query_time(&self) -> i64 {
+        match self {
+            BackendState::Cpu(s) => s.query_time(),
+            BackendState::Cuda(s) => s.query_time(),
+        }
+    }
+
+    /// Item ids of the kept window, the set to exclude from retrieval.
+    pub fn kept_items(&self) -> Vec<u32> {
+        self.events().iter().map(|e| e.item).collect()
+    }
+
+    /// Host memory held by the state, in bytes.
+    pub fn host_bytes(&self) -> usize {
+        match self {
+            BackendState::Cpu(s) => s.size_bytes(),
+            BackendState::Cuda(s) => s.host_bytes(),
+        }
+    }
+
+    /// Device memory held by the state, in bytes (0 for a CPU state): what a
+    /// byte-budget LRU of device-resident users counts.
+    pub fn device_bytes(&self) -> usize {
+        match self {
+            BackendState::Cpu(_) => 0,
+            BackendState::Cuda(s) => s.device_bytes(),
+        }
+    }
+}
+
+/// One user's part of a batched incremental append.
+pub struct AppendRequest<'a> {
+    /// The user's state (updated in place on success).
+    pub state: &'a mut BackendState,
+    /// Events since the state's last encode, in any order.
+    pub new_events: &'a [Event],
+    /// The request's time.
+    pub query_time: i64,
+}
+
+fn input(source: InputError) -> BackendError {
+    BackendError::Input(BatchError { index: 0, source })
+}
+
+/// The events a state of another backend stands for, plus the new ones: the
+/// history a backend rebuilds its own state from.
+fn rebuilt_history(state: &BackendState, new_events: &[Event]) -> Vec<Event> {
+    let mut all = state.events().to_vec();
+    all.extend_from_slice(new_events);
+    all
+}
+
 /// An engine that encodes users and scores the catalog for one loaded model.
 pub trait Backend: Send + Sync {
-    /// `"cpu"` or `"cuda"`.
+    /// `"cpu"`, `"cuda"` or `"cuda-emu"`.
     fn name(&self) -> &'static str;
     /// The model this backend serves.
     fn model(&self) -> &Arc<Model>;
@@ -55,6 +133,39 @@ pub trait Backend: Send + Sync {
         k: usize,
         exclude: &[&[u32]],
     ) -> Result<Vec<Vec<Scored>>, BackendError>;
+
+    /// Encodes a user from scratch and keeps their state (see
+    /// [`EncoderState::new`]). Returns the state and the L2-normalised embedding.
+    fn new_state(
+        &self,
+        events: &[Event],
+        query_time: i64,
+    ) -> Result<(BackendState, Vec<f32>), BackendError>;
+
+    /// Appends newer events to a state and re-encodes at `query_time`, with
+    /// the rules of [`EncoderState::append`] (incremental while the window
+    /// has not slid, a full recompute otherwise). A state built by a backend
+    /// of another kind is rebuilt from its events. On an input error the
+    /// state is unchanged.
+    fn append(
+        &self,
+        state: &mut BackendState,
+        new_events: &[Event],
+        query_time: i64,
+    ) -> Result<Vec<f32>, BackendError>;
+
+    /// [`Backend::append`] for many users in one call; one result per request,
+    /// in order (a bad request fails only itself). The default runs them one
+    /// by one.
+    fn append_batch(
+        &self,
+        requests: &mut [AppendRequest<'_>],
+    ) -> Vec<Result<Vec<f32>, BackendError>> {
+        requests
+            .iter_mut()
+            .map(|r| self.append(r.state, r.new_events, r.query_time))
+            .collect()
+    }
 }
 
 /// The CPU backend: the fast f32 forward of this crate, parallel across users.
@@ -118,6 +229,133 @@ impl Backend for CpuBackend {
             .map(|(i, e)| top_k(&self.model, e, k, exclude.get(i).copied().unwrap_or(&[])))
             .collect())
     }
+
+    fn new_state(
+        &self,
+        events: &[Event],
+        query_time: i64,
+    ) -> Result<(BackendState, Vec<f32>), BackendError> {
+        let (state, embedding) =
+            EncoderState::new(&self.model, events, query_time).map_err(input)?;
+        Ok((BackendState::Cpu(state), embedding))
+    }
+
+    fn append(
+        &self,
+        state: &mut BackendState,
+        new_events: &[Event],
+        query_time: i64,
+    ) -> Result<Vec<f32>, BackendError> {
+        match state {
+            BackendState::Cpu(s) => s.append(&self.model, new_events, query_time).map_err(input),
+            BackendState::Cuda(_) => {
+                crate::history::validate_items(&self.model.config, new_events).map_err(input)?;
+                let (fresh, embedding) =
+                    self.new_state(&rebuilt_history(state, new_events), query_time)?;
+                *state = fresh;
+                Ok(embedding)
+            }
+        }
+    }
+
+    /// Parallel across users (each append is independent).
+    fn append_batch(
+        &self,
+        requests: &mut [AppendRequest<'_>],
+    ) -> Vec<Result<Vec<f32>, BackendError>> {
+        requests
+            .par_iter_mut()
+            .map(|r| self.append(r.state, r.new_events, r.query_time))
+            .collect()
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &'static str {
+        self.backend_name()
+    }
+
+    fn model(&self) -> &Arc<Model> {
+        self.served_model()
+    }
+
+    fn encode_batch(&self, users: &[UserHistory<'_>]) -> Result<Vec<Vec<f32>>, BackendError> {
+        self.encode_users(users)
+    }
+
+    fn top_k_batch(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+        exclude: &[&[u32]],
+    ) -> Result<Vec<Vec<Scored>>, BackendError> {
+        check_top_k_call(self.served_model(), embeddings, exclude)?;
+        self.top_k_device(embeddings, k, exclude)
+    }
+
+    fn new_state(
+        &self,
+        events: &[Event],
+        query_time: i64,
+    ) -> Result<(BackendState, Vec<f32>), BackendError> {
+        let (state, embedding) = CudaBackend::new_state(self, events, query_time)?;
+        Ok((BackendState::Cuda(state), embedding))
+    }
+
+    fn append(
+        &self,
+        state: &mut BackendState,
+        new_events: &[Event],
+        query_time: i64,
+    ) -> Result<Vec<f32>, BackendError> {
+        match state {
+            BackendState::Cuda(s) => CudaBackend::append(self, s, new_events, query_time),
+            BackendState::Cpu(_) => {
+                crate::history::validate_items(&self.served_model().config, new_events)
+                    .map_err(input)?;
+                let (fresh, embedding) =
+                    Backend::new_state(self, &rebuilt_history(state, new_events), query_time)?;
+                *state = fresh;
+                Ok(embedding)
+            }
+        }
+    }
+
+    /// The users' rows go through one launch per kernel per layer (see
+    /// [`CudaBackend::append_many`]); CPU states are rebuilt on the device.
+    fn append_batch(
+        &self,
+        requests: &mut [AppendRequest<'_>],
+    ) -> Vec<Result<Vec<f32>, BackendError>> {
+        let mut results: Vec<Option<Result<Vec<f32>, BackendError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let mut device = Vec::new();
+        let mut device_index = Vec::new();
+        for (i, r) in requests.iter_mut().enumerate() {
+            match &mut *r.state {
+                BackendState::Cuda(s) => {
+                    device.push((s, r.new_events, r.query_time));
+                    device_index.push(i);
+                }
+                other => {
+                    results[i] = Some(Backend::append(self, other, r.new_events, r.query_time))
+                }
+            }
+        }
+        for (i, r) in device_index.into_iter().zip(self.append_many(device)) {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(BackendError::InvalidCall(
+                        "an append request got no result".into(),
+                    ))
+                })
+            })
+            .collect()
+    }
 }
 
 /// Which backend to serve with.
@@ -130,6 +368,9 @@ pub enum BackendChoice {
     Cpu,
     /// The CUDA backend; an error when it cannot load.
     Cuda,
+    /// The CUDA kernels run on the CPU by the emulator (tests and checks;
+    /// slow; never chosen by `Auto`).
+    CudaEmu,
 }
 
 impl FromStr for BackendChoice {
@@ -140,7 +381,10 @@ impl FromStr for BackendChoice {
             "auto" => Ok(BackendChoice::Auto),
             "cpu" => Ok(BackendChoice::Cpu),
             "cuda" => Ok(BackendChoice::Cuda),
-            other => Err(format!("unknown backend {other:?}: expected auto, cpu or cuda")),
+            "cuda-emu" => Ok(BackendChoice::CudaEmu),
+            other => Err(format!(
+                "unknown backend {other:?}: expected auto, cpu, cuda or cuda-emu"
+            )),
         }
     }
 }
@@ -151,6 +395,7 @@ impl fmt::Display for BackendChoice {
             BackendChoice::Auto => "auto",
             BackendChoice::Cpu => "cpu",
             BackendChoice::Cuda => "cuda",
+            BackendChoice::CudaEmu => "cuda-emu",
         })
     }
 }
@@ -159,21 +404,41 @@ impl fmt::Display for BackendChoice {
 ///
 /// This is the one place the CUDA backend (kernels/src/cuda) is wired in.
 pub fn cuda_backend(model: Arc<Model>) -> Result<Box<dyn Backend>, BackendError> {
-    Ok(Box::new(crate::cuda::CudaBackend::new(model)?))
+    Ok(Box::new(CudaBackend::new(model)?))
 }
 
-/// Creates the backend for `choice`: `Auto` tries CUDA and falls back to the
-/// CPU; `Cuda` fails with [`BackendError::Unavailable`] when CUDA cannot load.
+/// The backend a [`BackendChoice`] resolved to.
+pub struct Selected {
+    /// The backend to serve with.
+    pub backend: Box<dyn Backend>,
+    /// Under `Auto` on a CPU fallback: why CUDA was refused (for the log).
+    pub cuda_refused: Option<BackendError>,
+}
+
+/// Creates the backend for `choice` and says, under `Auto`, why CUDA was
+/// refused when it falls back to the CPU. `Cuda` and `CudaEmu` fail with
+/// [`BackendError::Unavailable`] when they cannot run here.
+pub fn open_backend(choice: BackendChoice, model: Arc<Model>) -> Result<Selected, BackendError> {
+    let (backend, cuda_refused): (Box<dyn Backend>, _) = match choice {
+        BackendChoice::Cpu => (Box::new(CpuBackend::new(model)), None),
+        BackendChoice::Cuda => (cuda_backend(model)?, None),
+        BackendChoice::CudaEmu => (Box::new(CudaBackend::emulated(model)?), None),
+        BackendChoice::Auto => match cuda_backend(model.clone()) {
+            Ok(backend) => (backend, None),
+            Err(why) => (Box::new(CpuBackend::new(model)), Some(why)),
+        },
+    };
+    Ok(Selected {
+        backend,
+        cuda_refused,
+    })
+}
+
+/// Creates the backend for `choice` ([`open_backend`] without the reason):
+/// `Auto` tries CUDA and falls back to the CPU.
 pub fn select_backend(
     choice: BackendChoice,
     model: Arc<Model>,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    match choice {
-        BackendChoice::Cpu => Ok(Box::new(CpuBackend::new(model))),
-        BackendChoice::Cuda => cuda_backend(model),
-        BackendChoice::Auto => match cuda_backend(model.clone()) {
-            Ok(backend) => Ok(backend),
-            Err(_) => Ok(Box::new(CpuBackend::new(model))),
-        },
-    }
+    open_backend(choice, model).map(|s| s.backend)
 }

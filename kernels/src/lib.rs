@@ -22,7 +22,7 @@ pub mod score;
 pub use config::{ModelConfig, Variant};
 pub use error::{InputError, ModelError};
 pub use model::{LayerWeights, Model, Weights};
-pub use backend::{Backend, BackendChoice, BackendError, CpuBackend, select_backend};
+pub use backend::{AppendRequest, Backend, BackendChoice, BackendError, BackendState, CpuBackend, Selected, open_backend, select_backend};
 pub use encode::{BatchError, EncoderState, encode, encode_batch};
 pub use history::{Event, UserHistory, kept_items, kept_window};
 pub use score::{Scored, top_k};

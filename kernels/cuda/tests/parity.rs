@@ -214,6 +214,54 @@ fn incremental_encode_matches_cpu_full_encode() {
     }
 }
 
+#[test]
+fn backend_state_api_matches_cpu_on_the_device() {
+    if !have_device("backend_state_api_matches_cpu_on_the_device") {
+        return;
+    }
+    use edgerec_kernels::backend::{AppendRequest, BackendState};
+    let mut rng = ChaCha8Rng::seed_from_u64(15);
+    let model = Model::random(config(50, 2, 1, 50, 50, 200, 300), 31).unwrap();
+    let Some(gpu) = device_or_skip(model.clone(), "state api") else { return };
+    let backend: &dyn Backend = &gpu;
+    let cpu = edgerec_kernels::CpuBackend::new(Arc::new(model.clone()));
+    // 64 users, each appended to 5 times in one batched call per round; the
+    // window slides for the longer ones.
+    let mut hist: Vec<(Vec<Event>, i64)> = (0..64).map(|u| history(&mut rng, 1 + (u * 7) % 190, 300)).collect();
+    let mut states: Vec<BackendState> = hist.iter().map(|(e, q)| backend.new_state(e, *q).unwrap().0).collect();
+    assert!(states.iter().all(|s| s.device_bytes() == 2 * 200 * 100 * 4));
+    for round in 0..5 {
+        let news: Vec<Vec<Event>> = hist
+            .iter()
+            .map(|(e, q)| {
+                let last = e.iter().map(|x| x.ts).max().unwrap().max(*q);
+                (0..rng.random_range(0..6)).map(|j| Event { item: rng.random_range(1..=300), ts: last + 10 * j }).collect()
+            })
+            .collect();
+        for ((e, q), new) in hist.iter_mut().zip(&news) {
+            e.extend_from_slice(new);
+            *q = e.iter().map(|x| x.ts).max().unwrap() + 7;
+        }
+        let mut reqs: Vec<AppendRequest<'_>> = states
+            .iter_mut()
+            .zip(&news)
+            .zip(&hist)
+            .map(|((state, new), (_, q))| AppendRequest { state, new_events: new, query_time: *q })
+            .collect();
+        let out = backend.append_batch(&mut reqs);
+        for (u, r) in out.into_iter().enumerate() {
+            let (e, q) = &hist[u];
+            assert_close(&r.unwrap(), &encode(&model, e, *q).unwrap(), &format!("round {round} user {u}"));
+        }
+    }
+    // A CPU state handed to the device backend is rebuilt there.
+    let (e, q) = &hist[0];
+    let (mut s, _) = cpu.new_state(e, *q).unwrap();
+    let got = backend.append(&mut s, &[], q + 1).unwrap();
+    assert!(matches!(s, BackendState::Cuda(_)));
+    assert_close(&got, &encode(&model, e, q + 1).unwrap(), "cpu state on the device");
+}
+
 /// Checks a device top-k against the CPU's: same length, valid distinct
 /// non-excluded ids in order, each score the item's true cosine, and the
 /// same ids wherever the CPU's scores are not within tolerance of a tie.

@@ -6,42 +6,34 @@ use std::sync::Arc;
 
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::sys::CUfunction_attribute;
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DriverError};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
+    PushKernelArg,
+};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
 use crate::backend::BackendError;
 use crate::model::Model;
 
-use super::buckets::bucket_thresholds;
-
-/// The kernel sources, embedded so the binary needs no files at run time.
-const SRC_ROWS: &str = include_str!("hstu_rows.cu");
-const SRC_GEMM: &str = include_str!("hstu_gemm.cu");
-const SRC_ATTENTION: &str = include_str!("hstu_attention.cu");
-const SRC_TOPK: &str = include_str!("score_topk.cu");
-const SRC_ROOFLINE: &str = include_str!("roofline.cu");
-
-/// Query rows per attention block and keys per tile (ATT_QB, ATT_KT in hstu_attention.cu).
-pub(crate) const ATT_QB: usize = 32;
-const ATT_KT: usize = 32;
-/// Threads of one attention block (4 warps).
-pub(crate) const ATT_THREADS: u32 = 128;
-/// Items per scoring block and threads per block (TOPK_CHUNK, TOPK_THREADS in score_topk.cu).
-pub(crate) const TOPK_CHUNK: usize = 2048;
-pub(crate) const TOPK_THREADS: u32 = 256;
-/// Output tile and threads of the fused GEMMs (GEMM_BM/BN, GEMM_THREADS in hstu_gemm.cu).
-pub(crate) const GEMM_TILE: usize = 64;
-pub(crate) const GEMM_THREADS: u32 = 256;
+use super::launch::{Arg, Launcher, RawBuf, Shape, dyn_smem_bytes};
+use super::shapes::{self, ROWS_THREADS, SCATTER_THREADS};
+use super::signatures::{KERNELS, Kernel, SOURCES, Source};
 /// Shared memory every CUDA device since sm_20 gives a block without opt-in.
 const DEFAULT_SMEM: usize = 48 * 1024;
 
 /// Maps a driver error to the backend's error.
 pub(crate) fn dev_err(context: &str) -> impl Fn(DriverError) -> BackendError + '_ {
-    move |e| BackendError::Device { backend: "cuda", message: format!("{context}: {e}") }
+    move |e| BackendError::Device {
+        backend: "cuda",
+        message: format!("{context}: {e}"),
+    }
 }
 
 fn unavailable(reason: impl Into<String>) -> BackendError {
-    BackendError::Unavailable { backend: "cuda", reason: reason.into() }
+    BackendError::Unavailable {
+        backend: "cuda",
+        reason: reason.into(),
+    }
 }
 
 /// Why CUDA cannot run here, or `None` when both the driver library and
@@ -67,45 +59,37 @@ pub(crate) fn missing_libraries() -> Option<String> {
     None
 }
 
-/// Every kernel of the backend, compiled for one device and one model's head dims.
-pub(crate) struct Kernels {
-    pub embed_rows: CudaFunction,
-    pub scatter_kv: CudaFunction,
-    pub l2norm_rows: CudaFunction,
-    pub fill_u32: CudaFunction,
-    pub ln_gemm_silu: CudaFunction,
-    pub gated_ln_gemm_resid: CudaFunction,
-    pub hstu_attention: CudaFunction,
-    pub score_chunk_topk: CudaFunction,
-    pub topk_merge: CudaFunction,
-    pub fma_peak: CudaFunction,
+/// The threads per block the host launches `kernel` with.
+pub(crate) fn launch_threads(kernel: Kernel) -> u32 {
+    match kernel {
+        Kernel::ScatterKv => SCATTER_THREADS,
+        other => other.fixed_block().unwrap_or(ROWS_THREADS),
+    }
 }
 
-/// A CUDA device with the kernels loaded.
-pub(crate) struct Device {
+/// A CUDA device with every kernel compiled for it and bound by name.
+pub(crate) struct CudaLauncher {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
-    pub kernels: Kernels,
+    /// Indexed by [`Kernel::index`].
+    functions: Vec<CudaFunction>,
     /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
     pub name: String,
-    /// Dynamic shared memory one attention block needs.
-    pub attention_smem: u32,
+    /// Dynamic shared memory a block may take on this device (opt-in limit).
+    max_dyn_smem: usize,
 }
 
-/// Bytes of dynamic shared memory of one attention block (see hstu_attention.cu).
-pub(crate) fn attention_smem_bytes(d_qk: usize, d_v: usize, num_buckets: usize) -> usize {
-    let sqk = d_qk | 1;
-    8 * (num_buckets + ATT_KT + ATT_QB) + 4 * (ATT_QB * sqk + ATT_KT * sqk + ATT_KT * d_v)
-}
-
-impl Device {
-    /// Opens device `ordinal` and compiles the kernels for it and for `model`'s shapes.
+impl CudaLauncher {
+    /// Opens device `ordinal`, compiles the kernels for it and for `model`'s
+    /// shapes, and checks every kernel's shared memory and block size fit.
     pub fn open(ordinal: usize, model: &Model) -> Result<Self, BackendError> {
         if let Some(reason) = missing_libraries() {
             return Err(unavailable(reason));
         }
         let count = CudaContext::device_count().map_err(|e| {
-            unavailable(format!("the CUDA driver cannot list devices ({e}); use --backend cpu"))
+            unavailable(format!(
+                "the CUDA driver cannot list devices ({e}); use --backend cpu"
+            ))
         })?;
         if count as usize <= ordinal {
             return Err(unavailable(format!(
@@ -115,22 +99,31 @@ impl Device {
         let ctx = CudaContext::new(ordinal)
             .map_err(|e| unavailable(format!("cannot open CUDA device {ordinal}: {e}")))?;
         let name = ctx.name().map_err(dev_err("device name"))?;
-        let (major, minor) = ctx.compute_capability().map_err(dev_err("compute capability"))?;
+        let (major, minor) = ctx
+            .compute_capability()
+            .map_err(dev_err("compute capability"))?;
         let arch = format!("--gpu-architecture=sm_{major}{minor}");
         let c = &model.config;
-        let defines = vec![
-            format!("-DHSTU_DQK={}", c.d_qk),
-            format!("-DHSTU_DV={}", c.d_v),
-            format!("-DHSTU_NB={}", c.num_time_buckets),
-        ];
-        let load = |src: &str, file: &str, names: &[&str]| -> Result<Vec<CudaFunction>, BackendError> {
+        let mut by_source = Vec::new();
+        for source in SOURCES {
             let mut options = vec![arch.clone(), "--std=c++17".to_string()];
-            options.extend(defines.iter().cloned());
-            let opts = CompileOptions { options, name: Some(file.to_string()), ..Default::default() };
-            let ptx = compile_ptx_with_opts(src, opts).map_err(|e| BackendError::Device {
-                backend: "cuda",
-                message: format!("NVRTC could not compile {file} for sm_{major}{minor}: {e}"),
-            })?;
+            options.extend(shapes::defines());
+            if source == Source::Attention {
+                options.push(format!("-DHSTU_DQK={}", c.d_qk));
+                options.push(format!("-DHSTU_DV={}", c.d_v));
+                options.push(format!("-DHSTU_NB={}", c.num_time_buckets));
+            }
+            let file = source.file();
+            let opts = CompileOptions {
+                options,
+                name: Some(file.to_string()),
+                ..Default::default()
+            };
+            let ptx =
+                compile_ptx_with_opts(source.text(), opts).map_err(|e| BackendError::Device {
+                    backend: "cuda",
+                    message: format!("NVRTC could not compile {file} for sm_{major}{minor}: {e}"),
+                })?;
             let module = ctx.load_module(ptx).map_err(|e| BackendError::Device {
                 backend: "cuda",
                 message: format!(
@@ -138,96 +131,198 @@ impl Device {
                      driver: use the NVRTC of the driver's CUDA version"
                 ),
             })?;
-            names.iter().map(|n| module.load_function(n).map_err(dev_err(n))).collect()
-        };
-        let mut rows = load(SRC_ROWS, "hstu_rows.cu", &["embed_rows", "scatter_kv", "l2norm_rows", "fill_u32"])?;
-        let mut gemm = load(SRC_GEMM, "hstu_gemm.cu", &["ln_gemm_silu", "gated_ln_gemm_resid"])?;
-        let mut att = load(SRC_ATTENTION, "hstu_attention.cu", &["hstu_attention"])?;
-        let mut topk = load(SRC_TOPK, "score_topk.cu", &["score_chunk_topk", "topk_merge"])?;
-        let mut roof = load(SRC_ROOFLINE, "roofline.cu", &["fma_peak"])?;
-        let kernels = Kernels {
-            fill_u32: rows.pop().unwrap(),
-            l2norm_rows: rows.pop().unwrap(),
-            scatter_kv: rows.pop().unwrap(),
-            embed_rows: rows.pop().unwrap(),
-            gated_ln_gemm_resid: gemm.pop().unwrap(),
-            ln_gemm_silu: gemm.pop().unwrap(),
-            hstu_attention: att.pop().unwrap(),
-            topk_merge: topk.pop().unwrap(),
-            score_chunk_topk: topk.pop().unwrap(),
-            fma_peak: roof.pop().unwrap(),
-        };
+            by_source.push((source, module));
+        }
+        let functions = KERNELS
+            .iter()
+            .map(|&kernel| {
+                let module = by_source
+                    .iter()
+                    .find(|(s, _)| *s == kernel.source())
+                    .map(|(_, m)| m)
+                    .ok_or_else(|| {
+                        unavailable(format!("{} was not compiled", kernel.source().file()))
+                    })?;
+                module
+                    .load_function(kernel.name())
+                    .map_err(dev_err(kernel.name()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
 
-        let smem = attention_smem_bytes(c.d_qk, c.d_v, c.num_time_buckets);
         let optin = ctx
             .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .map_err(dev_err("shared memory limit"))? as usize;
-        if smem > optin.max(DEFAULT_SMEM) {
-            return Err(unavailable(format!(
-                "head dims d_qk = {}, d_v = {} need {smem} bytes of shared memory per attention \
-                 block, more than this device's {optin}; use --backend cpu",
-                c.d_qk, c.d_v
-            )));
-        }
-        if smem > DEFAULT_SMEM {
-            kernels
-                .hstu_attention
-                .set_attribute(
+        let max_dyn_smem = optin.max(DEFAULT_SMEM);
+        // Every kernel's static + dynamic shared memory and block size, checked
+        // now rather than failing the first request that reaches it.
+        for (&kernel, func) in KERNELS.iter().zip(&functions) {
+            let name = kernel.name();
+            let static_smem = func.shared_size_bytes().map_err(dev_err(name))? as usize;
+            let dynamic = dyn_smem_bytes(kernel, c);
+            if static_smem + dynamic > max_dyn_smem {
+                return Err(unavailable(format!(
+                    "kernel {name} needs {static_smem} bytes of static and {dynamic} of dynamic shared \
+                     memory per block for this model (d_model {}, d_qk {}, d_v {}), more than this \
+                     device's {max_dyn_smem}; use --backend cpu",
+                    c.d_model, c.d_qk, c.d_v
+                )));
+            }
+            if static_smem + dynamic > DEFAULT_SMEM {
+                func.set_attribute(
                     CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    smem as i32,
+                    (max_dyn_smem - static_smem) as i32,
                 )
-                .map_err(dev_err("attention shared memory opt-in"))?;
+                .map_err(dev_err("shared memory opt-in"))?;
+            }
+            let threads = launch_threads(kernel);
+            let limit = func.max_threads_per_block().map_err(dev_err(name))?;
+            if i64::from(threads) > i64::from(limit) {
+                return Err(unavailable(format!(
+                    "kernel {name} is launched with {threads} threads per block, this device allows {limit} for it"
+                )));
+            }
         }
         let stream = ctx.default_stream();
-        Ok(Device { ctx, stream, kernels, name, attention_smem: smem as u32 })
+        Ok(CudaLauncher {
+            ctx,
+            stream,
+            functions,
+            name,
+            max_dyn_smem,
+        })
     }
 }
 
-/// A layer's weights on the device.
-pub(crate) struct DeviceLayer {
-    pub uvqk: CudaSlice<f32>,
-    pub o_w: CudaSlice<f32>,
-    pub o_b: CudaSlice<f32>,
-    pub pos_w: CudaSlice<f32>,
-    pub ts_w: CudaSlice<f32>,
+fn cuda_buf(raw: &RawBuf) -> Result<&CudaSlice<u8>, BackendError> {
+    match raw {
+        RawBuf::Cuda(slice) => Ok(slice),
+        RawBuf::Emu(_) => Err(BackendError::Device {
+            backend: "cuda",
+            message: "an emulator buffer passed to CUDA".into(),
+        }),
+    }
 }
 
-/// A model's weights on the device, uploaded once when the backend is created.
-pub(crate) struct DeviceWeights {
-    pub item_emb: CudaSlice<f32>,
-    pub item_norms: CudaSlice<f32>,
-    pub pos_emb: CudaSlice<f32>,
-    pub layers: Vec<DeviceLayer>,
-    /// Smallest gap of every time bucket (see [`super::buckets`]).
-    pub thresholds: CudaSlice<u64>,
-}
+impl Launcher for CudaLauncher {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
 
-impl DeviceWeights {
-    /// Uploads `model`'s weights.
-    pub fn upload(stream: &Arc<CudaStream>, model: &Model) -> Result<Self, BackendError> {
-        let up = |v: &[f32]| stream.clone_htod(v).map_err(dev_err("weight upload"));
-        let w = &model.weights;
-        let layers = w
-            .layers
-            .iter()
-            .map(|l| {
-                Ok(DeviceLayer {
-                    uvqk: up(&l.uvqk)?,
-                    o_w: up(&l.o_w)?,
-                    o_b: up(&l.o_b)?,
-                    pos_w: up(&l.pos_w)?,
-                    ts_w: up(&l.ts_w)?,
-                })
-            })
-            .collect::<Result<Vec<_>, BackendError>>()?;
-        Ok(DeviceWeights {
-            item_emb: up(&w.item_emb)?,
-            item_norms: up(&model.item_norms)?,
-            pos_emb: up(&w.pos_emb)?,
-            layers,
-            thresholds: stream
-                .clone_htod(&bucket_thresholds(&model.config))
-                .map_err(dev_err("weight upload"))?,
-        })
+    fn alloc_raw(&self, bytes: usize, _align: usize) -> Result<RawBuf, BackendError> {
+        // cudarc allocations are 256-byte aligned.
+        Ok(RawBuf::Cuda(
+            self.stream
+                .alloc_zeros::<u8>(bytes.max(1))
+                .map_err(dev_err("allocation"))?,
+        ))
+    }
+
+    fn upload_raw(&self, dst: &mut RawBuf, offset: usize, src: &[u8]) -> Result<(), BackendError> {
+        let RawBuf::Cuda(slice) = dst else {
+            return Err(BackendError::Device {
+                backend: "cuda",
+                message: "an emulator buffer passed to CUDA".into(),
+            });
+        };
+        let mut view = slice.slice_mut(offset..offset + src.len());
+        self.stream
+            .memcpy_htod(src, &mut view)
+            .map_err(dev_err("upload"))
+    }
+
+    fn download_raw(
+        &self,
+        src: &RawBuf,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<(), BackendError> {
+        let slice = cuda_buf(src)?;
+        let view = slice.slice(offset..offset + dst.len());
+        self.stream
+            .memcpy_dtoh(&view, dst)
+            .map_err(dev_err("download"))?;
+        self.stream.synchronize().map_err(dev_err("download"))
+    }
+
+    fn copy_raw(
+        &self,
+        src: &RawBuf,
+        src_off: usize,
+        dst: &mut RawBuf,
+        dst_off: usize,
+        bytes: usize,
+    ) -> Result<(), BackendError> {
+        let src = cuda_buf(src)?.slice(src_off..src_off + bytes);
+        let RawBuf::Cuda(dst) = dst else {
+            return Err(BackendError::Device {
+                backend: "cuda",
+                message: "an emulator buffer passed to CUDA".into(),
+            });
+        };
+        let mut dst = dst.slice_mut(dst_off..dst_off + bytes);
+        self.stream
+            .memcpy_dtod(&src, &mut dst)
+            .map_err(dev_err("device copy"))
+    }
+
+    fn launch_raw(
+        &self,
+        kernel: Kernel,
+        shape: &Shape,
+        args: &[Arg<'_>],
+    ) -> Result<(), BackendError> {
+        // Values first (pointers resolved, events recorded until the launch is queued).
+        let mut values = Vec::with_capacity(args.len());
+        let mut syncs = Vec::new();
+        enum Value {
+            Ptr(u64),
+            I32(i32),
+            I64(i64),
+            U32(u32),
+            F32(f32),
+        }
+        for arg in args {
+            values.push(match *arg {
+                Arg::Buf { raw, offset, .. } => {
+                    let (ptr, sync) = cuda_buf(raw)?.device_ptr(&self.stream);
+                    syncs.push(sync);
+                    Value::Ptr(ptr + offset as u64)
+                }
+                Arg::I32(v) => Value::I32(v),
+                Arg::I64(v) => Value::I64(v),
+                Arg::U32(v) => Value::U32(v),
+                Arg::F32(v) => Value::F32(v),
+            });
+        }
+        let mut builder = self.stream.launch_builder(&self.functions[kernel.index()]);
+        for value in &values {
+            match value {
+                Value::Ptr(p) => builder.arg(p),
+                Value::I32(v) => builder.arg(v),
+                Value::I64(v) => builder.arg(v),
+                Value::U32(v) => builder.arg(v),
+                Value::F32(v) => builder.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: shape.grid,
+            block_dim: (shape.block, 1, 1),
+            shared_mem_bytes: shape.dyn_smem,
+        };
+        // SAFETY: `launch` checked every argument against the kernel's
+        // signature table (pointers are 8-byte device addresses into live
+        // buffers borrowed by `args`), and the shape against its block size
+        // and the device's shared memory.
+        unsafe { builder.launch(cfg) }.map_err(dev_err(kernel.name()))?;
+        drop(syncs);
+        Ok(())
+    }
+
+    fn exact_buffers(&self) -> bool {
+        false
+    }
+
+    fn max_dyn_smem(&self) -> usize {
+        self.max_dyn_smem
     }
 }

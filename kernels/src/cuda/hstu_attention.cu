@@ -36,9 +36,14 @@
 #define HSTU_NB 128
 #endif
 
-#define ATT_QB 32
-#define ATT_KT 32
-#define ATT_WARPS 4
+// Launch shapes: passed by the host (kernels/src/cuda/shapes.rs) as -D
+// defines, never defaulted here, so the launch and the kernel cannot disagree.
+#if !defined(ATT_QB) || !defined(ATT_KT) || !defined(ATT_THREADS)
+#error "ATT_QB, ATT_KT and ATT_THREADS come from kernels/src/cuda/shapes.rs as -D defines"
+#endif
+#define ATT_WARPS (ATT_THREADS / 32)
+static_assert(ATT_KT == 32, "lane l of a warp scores key l of a tile: ATT_KT must be 32");
+static_assert(ATT_THREADS % 32 == 0 && ATT_QB % ATT_WARPS == 0, "each warp owns ATT_QB / ATT_WARPS query rows");
 #define ATT_ROWS_PER_WARP (ATT_QB / ATT_WARPS)
 #define ATT_DV_PER_LANE ((HSTU_DV + 31) / 32)
 // Odd row stride of q/k tiles in shared memory: lane l walking row l's
@@ -73,6 +78,7 @@ hstu_attention(const float* __restrict__ q_base, int q_stride,
                const unsigned long long* __restrict__ thresholds,
                const float* __restrict__ pos_w, const float* __restrict__ ts_w, int big_n,
                float alpha, float inv_n, int heads, float* __restrict__ out) {
+    if (blockDim.x != ATT_THREADS) __trap();  // the row/warp split assumes ATT_THREADS
     extern __shared__ __align__(16) unsigned char att_smem[];
     unsigned long long* s_thr = (unsigned long long*)att_smem;
     long long* s_tsk = (long long*)(s_thr + HSTU_NB);

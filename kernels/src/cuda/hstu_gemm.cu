@@ -13,10 +13,13 @@
 // micro-tile with rows ty + 16·i and columns tx + 16·j (strided, so shared
 // memory reads are broadcast or conflict-free).
 
-#define GEMM_BM 64
-#define GEMM_BN 64
-#define GEMM_BK 16
-#define GEMM_THREADS 256
+// Launch shapes: passed by the host (kernels/src/cuda/shapes.rs) as -D
+// defines, never defaulted here, so the launch and the kernel cannot disagree.
+#if !defined(GEMM_BM) || !defined(GEMM_BN) || !defined(GEMM_BK) || !defined(GEMM_THREADS)
+#error "GEMM_BM, GEMM_BN, GEMM_BK and GEMM_THREADS come from kernels/src/cuda/shapes.rs as -D defines"
+#endif
+static_assert(GEMM_BM == 64 && GEMM_BN == 64 && GEMM_BK == 16 && GEMM_THREADS == 256,
+              "the tile index math (16x16 threads, 4x4 micro-tiles, k & 15) is written for 64x64x16 / 256");
 #define LN_EPS 1e-6f
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.0f + expf(-x)); }
@@ -57,6 +60,7 @@ __device__ __forceinline__ void ln_gemm(const float* __restrict__ A, int lda,
     __shared__ float s_mean[GEMM_BM], s_rstd[GEMM_BM];
     __shared__ float As[GEMM_BK][GEMM_BM + 4];
     __shared__ float Ws[GEMM_BK][GEMM_BN + 4];
+    if (blockDim.x != GEMM_THREADS) __trap();  // the tile split assumes GEMM_THREADS
     int m0 = blockIdx.y * GEMM_BM, n0 = blockIdx.x * GEMM_BN;
     int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
     row_stats(A, lda, M, K, m0, s_mean, s_rstd);

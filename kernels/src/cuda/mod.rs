@@ -13,40 +13,68 @@
 //! fused), `hstu_attention.cu` (causal SiLU attention with in-kernel rab, any
 //! head dims), `score_topk.cu` (fused cosine scoring + block top-k + merge),
 //! `roofline.cu` (the FMA peak the timings are compared with).
+//!
+//! The orchestration here drives a `Launcher` (launch.rs): cudarc on a GPU, or
+//! the CPU emulator (`emu.rs`, backend name `cuda-emu`) that runs the same
+//! `.cu` files compiled as C++ — so every test run executes the kernels.
 
 mod buckets;
 mod device;
+mod emu;
 mod encode;
+mod launch;
 mod roofline;
+mod shapes;
+mod signatures;
 mod state;
 mod topk;
 mod workspace;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(test)]
+mod tests;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::backend::{Backend, BackendError};
+use crate::backend::BackendError;
 use crate::encode::BatchError;
 use crate::history::{UserHistory, kept_window};
 use crate::model::Model;
-use crate::score::Scored;
 
-use device::{Device, DeviceWeights};
+use device::CudaLauncher;
+use emu::EmuLauncher;
 use encode::{Job, KvStore, MAX_ROWS_PER_LAUNCH};
-use workspace::Workspace;
+use launch::Launcher;
+use workspace::{DeviceWeights, Workspace};
 
+pub use emu::EmuOptions;
 pub use roofline::Roofs;
 pub use state::CudaEncoderState;
 
-/// The CUDA backend for one model on one device. Weights are uploaded once
-/// at creation; the work buffers grow to the largest call and are reused.
-/// Calls are serialised (one stream, one workspace).
+/// What runs the kernels.
+enum Engine {
+    /// A GPU through cudarc.
+    Cuda(CudaLauncher),
+    /// The CPU emulator.
+    Emu(EmuLauncher),
+}
+
+/// The CUDA backend for one model on one device (or on the CPU emulator).
+/// Weights are uploaded once at creation; the work buffers grow to the
+/// largest call and are reused. Calls are serialised (one stream, one workspace).
 pub struct CudaBackend {
     model: Arc<Model>,
-    device: Device,
+    engine: Engine,
     weights: DeviceWeights,
     work: Mutex<Workspace>,
     poison: AtomicBool,
+    /// Unique per backend instance: a state's device cache belongs to one.
+    id: u64,
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl CudaBackend {
@@ -64,9 +92,68 @@ impl CudaBackend {
             })?,
             Err(_) => 0,
         };
-        let device = Device::open(ordinal, &model)?;
-        let weights = DeviceWeights::upload(&device.stream, &model)?;
-        Ok(CudaBackend { model, device, weights, work: Mutex::new(Workspace::new()), poison: AtomicBool::new(false) })
+        let engine = Engine::Cuda(CudaLauncher::open(ordinal, &model)?);
+        Self::with_engine(model, engine)
+    }
+
+    /// The `cuda-emu` backend: the same kernels and orchestration, run on the
+    /// CPU by the emulator (slow; for tests and checks). Needs a C++ compiler
+    /// (see `kernels/cuda/README.md`).
+    pub fn emulated(model: Arc<Model>) -> Result<Self, BackendError> {
+        Self::emulated_with(model, &EmuOptions::default())
+    }
+
+    /// [`CudaBackend::emulated`] with replaced kernel sources (test aid).
+    pub fn emulated_with(model: Arc<Model>, options: &EmuOptions) -> Result<Self, BackendError> {
+        let engine = Engine::Emu(EmuLauncher::new(&model.config, options)?);
+        let backend = Self::with_engine(model, engine)?;
+        // The emulator checks every kernel's shared memory per launch; check
+        // up front too, as the GPU path does at start.
+        for kernel in signatures::KERNELS {
+            let need = launch::dyn_smem_bytes(kernel, &backend.model.config);
+            if need > emu::EMU_DYN_SMEM_MAX {
+                return Err(BackendError::Unavailable {
+                    backend: "cuda-emu",
+                    reason: format!(
+                        "kernel {} needs {need} bytes of dynamic shared memory, more than a device has",
+                        kernel.name()
+                    ),
+                });
+            }
+        }
+        Ok(backend)
+    }
+
+    fn with_engine(model: Arc<Model>, engine: Engine) -> Result<Self, BackendError> {
+        let launcher: &dyn Launcher = match &engine {
+            Engine::Cuda(c) => c,
+            Engine::Emu(e) => e,
+        };
+        let weights = DeviceWeights::upload(launcher, &model)?;
+        Ok(CudaBackend {
+            model,
+            engine,
+            weights,
+            work: Mutex::new(Workspace::new()),
+            poison: AtomicBool::new(false),
+            id: next_id(),
+        })
+    }
+
+    fn launcher(&self) -> &dyn Launcher {
+        match &self.engine {
+            Engine::Cuda(c) => c,
+            Engine::Emu(e) => e,
+        }
+    }
+
+    fn name_static(&self) -> &'static str {
+        self.launcher().name()
+    }
+
+    /// Device bytes held by the model's weights.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.bytes()
     }
 
     /// Why the CUDA backend cannot run on this machine, or `None` when the
@@ -75,9 +162,12 @@ impl CudaBackend {
         device::missing_libraries()
     }
 
-    /// The device's name, e.g. "NVIDIA H100 80GB HBM3".
+    /// The device's name, e.g. "NVIDIA H100 80GB HBM3", or "cuda-emu (CPU)".
     pub fn device_name(&self) -> &str {
-        &self.device.name
+        match &self.engine {
+            Engine::Cuda(c) => &c.name,
+            Engine::Emu(_) => "cuda-emu (CPU)",
+        }
     }
 
     /// When on, every work buffer is filled with NaN before each call, so an
@@ -96,22 +186,29 @@ impl CudaBackend {
     }
 }
 
-impl Backend for CudaBackend {
-    fn name(&self) -> &'static str {
-        "cuda"
+impl CudaBackend {
+    /// `"cuda"` or `"cuda-emu"`.
+    pub(crate) fn backend_name(&self) -> &'static str {
+        self.name_static()
     }
 
-    fn model(&self) -> &Arc<Model> {
+    /// The model served.
+    pub(crate) fn served_model(&self) -> &Arc<Model> {
         &self.model
     }
 
-    fn encode_batch(&self, users: &[UserHistory<'_>]) -> Result<Vec<Vec<f32>>, BackendError> {
+    /// Encodes a jagged batch, in groups of at most MAX_ROWS_PER_LAUNCH rows.
+    pub(crate) fn encode_users(
+        &self,
+        users: &[UserHistory<'_>],
+    ) -> Result<Vec<Vec<f32>>, BackendError> {
         // Validate everything first, as the CPU engine does.
         let windows = users
             .iter()
             .enumerate()
             .map(|(index, u)| {
-                kept_window(&self.model.config, u.events, u.query_time).map_err(|source| BatchError { index, source })
+                kept_window(&self.model.config, u.events, u.query_time)
+                    .map_err(|source| BatchError { index, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut ws = self.workspace();
@@ -120,21 +217,22 @@ impl Backend for CudaBackend {
         while start < users.len() {
             let mut rows = 0;
             let mut end = start;
-            while end < users.len() && (end == start || rows + windows[end].len() <= MAX_ROWS_PER_LAUNCH) {
+            while end < users.len()
+                && (end == start || rows + windows[end].len() <= MAX_ROWS_PER_LAUNCH)
+            {
                 rows += windows[end].len();
                 end += 1;
             }
             let jobs: Vec<Job<'_>> = (start..end)
-                .map(|i| Job { events: &windows[i], query_time: users[i].query_time, first: 0 })
+                .map(|i| Job {
+                    events: &windows[i],
+                    query_time: users[i].query_time,
+                    first: 0,
+                })
                 .collect();
             out.extend(self.forward_jobs(&mut ws, &jobs, KvStore::Transient)?);
             start = end;
         }
         Ok(out)
-    }
-
-    fn top_k_batch(&self, embeddings: &[Vec<f32>], k: usize, exclude: &[&[u32]]) -> Result<Vec<Vec<Scored>>, BackendError> {
-        crate::backend::check_top_k_call(&self.model, embeddings, exclude)?;
-        self.top_k_device(embeddings, k, exclude)
     }
 }

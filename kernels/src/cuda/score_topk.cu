@@ -10,20 +10,33 @@
 //   writes its best k candidates.
 // topk_merge: block (group, user) sorts TOPK_CHUNK candidates and keeps the
 //   best k; the host repeats it until one group per user is left.
-// Order everywhere: higher score first, equal scores by smaller id. Empty
-// slots carry score -inf and id 0xffffffff (last in that order).
+// Order everywhere: the CPU's (score.rs `better`): scores by f32 total
+// order, highest first (+NaN > +inf > ... > +0 > -0 > ... > -inf > -NaN),
+// equal scores by smaller id. Empty slots carry the lowest score bit
+// pattern (0xffffffff, a negative NaN) and id 0xffffffff: last of all.
 
-#define TOPK_CHUNK 2048
-#define TOPK_THREADS 256
+#if !defined(TOPK_CHUNK) || !defined(TOPK_THREADS)
+#error "TOPK_CHUNK and TOPK_THREADS come from kernels/src/cuda/shapes.rs as -D defines"
+#endif
+static_assert((TOPK_CHUNK & (TOPK_CHUNK - 1)) == 0 && TOPK_CHUNK >= 64, "the bitonic sort needs a power-of-two chunk");
+static_assert(TOPK_THREADS % 32 == 0 && TOPK_CHUNK % 32 == 0, "whole warps, whole 32-item groups");
 #define TOPK_WARPS (TOPK_THREADS / 32)
 #define TOPK_DT 16  // dims per staged slice
 #define TOPK_NONE 0xffffffffu
 
-__device__ __forceinline__ float topk_neg_inf() { return __int_as_float(0xff800000); }
+__device__ __forceinline__ float topk_empty_score() { return __int_as_float(0xffffffff); }
+
+// f32 total order as a signed integer (f32::total_cmp): negative floats get
+// their magnitude bits flipped, so -NaN < -inf < ... < -0 < +0 < ... < +NaN.
+__device__ __forceinline__ int topk_key(float s) {
+    int b = __float_as_int(s);
+    return b ^ ((b >> 31) & 0x7fffffff);
+}
 
 // Whether (sa, ia) ranks before (sb, ib).
 __device__ __forceinline__ bool topk_before(float sa, unsigned ia, float sb, unsigned ib) {
-    return sa > sb || (sa == sb && ia < ib);
+    int ka = topk_key(sa), kb = topk_key(sb);
+    return ka > kb || (ka == kb && ia < ib);
 }
 
 // Sorts TOPK_CHUNK (score, id) pairs in shared memory, best first.
@@ -67,6 +80,7 @@ score_chunk_topk(const float* __restrict__ item_emb, const float* __restrict__ n
     __shared__ float s_tile[TOPK_WARPS][32][TOPK_DT + 1];
     extern __shared__ float s_user[];  // [d], dynamic
 
+    if (blockDim.x != TOPK_THREADS) __trap();  // warps and staging tiles assume TOPK_THREADS
     const int chunk = blockIdx.x, user = blockIdx.y;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const float* u = users + (long long)user * d;
@@ -102,7 +116,7 @@ score_chunk_topk(const float* __restrict__ item_emb, const float* __restrict__ n
             s_score[slot] = dot / fmaxf(norms[item], 1e-6f);
             s_id[slot] = (unsigned)item;
         } else {
-            s_score[slot] = topk_neg_inf();
+            s_score[slot] = topk_empty_score();
             s_id[slot] = TOPK_NONE;
         }
     }
@@ -123,12 +137,13 @@ topk_merge(const float* __restrict__ in_score, const unsigned* __restrict__ in_i
            int k, float* __restrict__ out_score, unsigned* __restrict__ out_id) {
     __shared__ float s_score[TOPK_CHUNK];
     __shared__ unsigned s_id[TOPK_CHUNK];
+    if (blockDim.x != TOPK_THREADS) __trap();
     const int g = blockIdx.x, user = blockIdx.y;
     const long long base = (long long)user * count;
     for (int t = threadIdx.x; t < TOPK_CHUNK; t += blockDim.x) {
         long long c = (long long)g * TOPK_CHUNK + t;
         bool ok = c < count;
-        s_score[t] = ok ? in_score[base + c] : topk_neg_inf();
+        s_score[t] = ok ? in_score[base + c] : topk_empty_score();
         s_id[t] = ok ? in_id[base + c] : TOPK_NONE;
     }
     __syncthreads();

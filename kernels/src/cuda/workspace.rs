@@ -1,44 +1,59 @@
-//! Device buffers reused across calls: each grows to the largest call seen
-//! and is never shrunk, so steady-state serving allocates nothing.
-
-use std::sync::Arc;
-
-use cudarc::driver::{CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits};
+//! Device buffers reused across calls (each grows to the largest call seen
+//! and is never shrunk, so steady-state serving allocates nothing), and the
+//! model's weights, uploaded once.
 
 use crate::backend::BackendError;
+use crate::model::Model;
 
-use super::device::dev_err;
+use super::buckets::bucket_thresholds;
+use super::launch::{DevBuf, DeviceType, Launcher, alloc, upload, upload_new};
 
 /// A device buffer that grows on demand.
 pub(crate) struct Growable<T> {
-    buf: Option<CudaSlice<T>>,
+    buf: Option<DevBuf<T>>,
 }
 
-impl<T: DeviceRepr + ValidAsZeroBits> Growable<T> {
+impl<T: DeviceType> Growable<T> {
     /// An empty buffer (allocates on first use).
     pub const fn new() -> Self {
         Growable { buf: None }
     }
 
     /// The buffer, holding at least `len` elements (contents unspecified).
-    pub fn at_least(&mut self, stream: &Arc<CudaStream>, len: usize) -> Result<&mut CudaSlice<T>, BackendError> {
+    /// Under the emulator it holds exactly `len`, so that the guard page
+    /// right after it catches a kernel that writes one element too far.
+    pub fn at_least(
+        &mut self,
+        l: &dyn Launcher,
+        len: usize,
+    ) -> Result<&mut DevBuf<T>, BackendError> {
         let len = len.max(1);
-        if self.buf.as_ref().is_none_or(|b| b.len() < len) {
+        let exact = l.exact_buffers();
+        let refit = match &self.buf {
+            None => true,
+            Some(b) => b.len() < len || (exact && b.len() != len),
+        };
+        if refit {
             // Drop first so the old and new buffer never coexist on the device.
             self.buf = None;
             // Round up so a slowly growing workload does not reallocate every call.
-            let cap = len.next_power_of_two().max(1024);
-            self.buf = Some(stream.alloc_zeros::<T>(cap).map_err(dev_err("workspace allocation"))?);
+            let cap = if exact {
+                len
+            } else {
+                len.next_power_of_two().max(1024)
+            };
+            self.buf = Some(alloc::<T>(l, cap)?);
         }
-        Ok(self.buf.as_mut().expect("allocated above"))
+        match self.buf.as_mut() {
+            Some(buf) => Ok(buf),
+            None => unreachable!("allocated above"),
+        }
     }
 
     /// The buffer, holding `host` at its start.
-    pub fn upload(&mut self, stream: &Arc<CudaStream>, host: &[T]) -> Result<&mut CudaSlice<T>, BackendError> {
-        let buf = self.at_least(stream, host.len())?;
-        if !host.is_empty() {
-            stream.memcpy_htod(host, &mut buf.slice_mut(..host.len())).map_err(dev_err("upload"))?;
-        }
+    pub fn upload(&mut self, l: &dyn Launcher, host: &[T]) -> Result<&mut DevBuf<T>, BackendError> {
+        let buf = self.at_least(l, host.len())?;
+        upload(l, buf, 0, host)?;
         Ok(buf)
     }
 }
@@ -61,12 +76,16 @@ pub(crate) struct Workspace {
     pub out: Growable<f32>,
     /// User embeddings of a scoring call, [users, D].
     pub users: Growable<f32>,
-    /// Concatenated sorted exclusion lists and their offsets.
+    /// Concatenated sorted exclusion lists.
     pub excl: Growable<u32>,
+    /// Offsets of each user's exclusion list in `excl` (users + 1).
     pub excl_off: Growable<i32>,
-    /// Top-k candidates, ping-pong pair.
+    /// Top-k candidate scores, ping-pong pair.
     pub cand_score: [Growable<f32>; 2],
+    /// Top-k candidate ids, ping-pong pair.
     pub cand_id: [Growable<u32>; 2],
+    /// Staged caches of a batched append, `[layers][users][L][H·dqk | H·dv]`.
+    pub stage: Growable<f32>,
 }
 
 impl Workspace {
@@ -85,6 +104,72 @@ impl Workspace {
             excl_off: Growable::new(),
             cand_score: [Growable::new(), Growable::new()],
             cand_id: [Growable::new(), Growable::new()],
+            stage: Growable::new(),
         }
+    }
+}
+
+/// A layer's weights on the device.
+pub(crate) struct DeviceLayer {
+    pub uvqk: DevBuf<f32>,
+    pub o_w: DevBuf<f32>,
+    pub o_b: DevBuf<f32>,
+    pub pos_w: DevBuf<f32>,
+    pub ts_w: DevBuf<f32>,
+}
+
+/// A model's weights on the device, uploaded once when the backend is created.
+pub(crate) struct DeviceWeights {
+    pub item_emb: DevBuf<f32>,
+    pub item_norms: DevBuf<f32>,
+    pub pos_emb: DevBuf<f32>,
+    pub layers: Vec<DeviceLayer>,
+    /// Smallest gap of every time bucket (see [`super::buckets`]).
+    pub thresholds: DevBuf<u64>,
+}
+
+impl DeviceWeights {
+    /// Uploads `model`'s weights.
+    pub fn upload(l: &dyn Launcher, model: &Model) -> Result<Self, BackendError> {
+        let w = &model.weights;
+        let layers = w
+            .layers
+            .iter()
+            .map(|layer| {
+                Ok(DeviceLayer {
+                    uvqk: upload_new(l, &layer.uvqk)?,
+                    o_w: upload_new(l, &layer.o_w)?,
+                    o_b: upload_new(l, &layer.o_b)?,
+                    pos_w: upload_new(l, &layer.pos_w)?,
+                    ts_w: upload_new(l, &layer.ts_w)?,
+                })
+            })
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        Ok(DeviceWeights {
+            item_emb: upload_new(l, &w.item_emb)?,
+            item_norms: upload_new(l, &model.item_norms)?,
+            pos_emb: upload_new(l, &w.pos_emb)?,
+            layers,
+            thresholds: upload_new(l, &bucket_thresholds(&model.config))?,
+        })
+    }
+
+    /// Device bytes of the weights.
+    pub fn bytes(&self) -> usize {
+        self.item_emb.bytes()
+            + self.item_norms.bytes()
+            + self.pos_emb.bytes()
+            + self.thresholds.bytes()
+            + self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.uvqk.bytes()
+                        + l.o_w.bytes()
+                        + l.o_b.bytes()
+                        + l.pos_w.bytes()
+                        + l.ts_w.bytes()
+                })
+                .sum::<usize>()
     }
 }

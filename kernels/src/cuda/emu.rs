@@ -1,0 +1,572 @@
+//! cuda-emu: the backend's unmodified `.cu` files run on the CPU, for tests
+//! and checks on machines without a GPU.
+//!
+//! Each `.cu` file is compiled at run time by the system C++ compiler
+//! (`EDGEREC_EMU_CXX`, else `CXX`, else `c++`) with `kernels/emu/cuda_emu.h`
+//! in front (CUDA qualifiers and built-ins, one fiber per CUDA thread,
+//! checked barriers and warp exchanges: see that header), with the same
+//! `-D` shape and head-dim defines NVRTC gets, into a shared library that is
+//! cached (keyed by a hash of everything that goes into it, see
+//! [`cache_dir`]), and loaded with `dlopen`. Call thunks
+//! are generated from the signature table with a `static_assert` that each
+//! matches the kernel's declared type. Device buffers are host memory that
+//! ends on an inaccessible page, so a kernel that overruns one faults.
+//!
+//! Slow (a fiber switch per thread per barrier or shuffle): for small shapes.
+
+use std::collections::HashMap;
+use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::backend::BackendError;
+use crate::config::ModelConfig;
+
+use super::launch::{Arg, Launcher, RawBuf, Shape};
+use super::shapes;
+use super::signatures::{Kernel, SOURCES, Source};
+
+/// The shim header force-included in front of every `.cu` file.
+const HEADER: &str = include_str!("../../emu/cuda_emu.h");
+/// Dynamic shared memory one emulated block may take (an H100/H200's opt-in limit).
+pub(crate) const EMU_DYN_SMEM_MAX: usize = 227 * 1024;
+/// Compiler flags: no FMA contraction (the CPU engine has none either), no
+/// strict aliasing (the kernels carve typed arrays out of byte shared memory).
+const CXX_FLAGS: &[&str] = &[
+    "-std=gnu++20",
+    "-O2",
+    "-fPIC",
+    "-shared",
+    "-fno-strict-aliasing",
+    "-ffp-contract=off",
+    "-w",
+];
+
+fn emu_err(message: impl Into<String>) -> BackendError {
+    BackendError::Device {
+        backend: "cuda-emu",
+        message: message.into(),
+    }
+}
+
+fn unavailable(reason: impl Into<String>) -> BackendError {
+    BackendError::Unavailable {
+        backend: "cuda-emu",
+        reason: reason.into(),
+    }
+}
+
+/// Source texts to use instead of the embedded `.cu` files (by file name,
+/// e.g. `"hstu_gemm.cu"`): how the tests run a deliberately broken copy of a
+/// kernel to prove the emulator catches it.
+#[derive(Clone, Debug, Default)]
+pub struct EmuOptions {
+    /// `(file name, replacement text)` pairs.
+    pub source_overrides: Vec<(String, String)>,
+}
+
+/// Host memory standing in for one device buffer: the data ends exactly
+/// where an inaccessible page begins.
+pub(crate) struct HostBuf {
+    map: *mut u8,
+    map_len: usize,
+    data: *mut u8,
+    bytes: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone; access is through &/&mut self.
+unsafe impl Send for HostBuf {}
+// SAFETY: shared references only read the pointer values.
+unsafe impl Sync for HostBuf {}
+
+impl HostBuf {
+    fn new(bytes: usize, align: usize) -> Result<Self, BackendError> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .unwrap_or(4096)
+            .max(4096);
+        let body = bytes.div_ceil(page).max(1) * page;
+        let map_len = body + page;
+        // SAFETY: a fresh anonymous private mapping; checked for failure below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(emu_err(format!(
+                "cannot map {map_len} bytes for an emulated device buffer"
+            )));
+        }
+        let map = map.cast::<u8>();
+        // SAFETY: body < map_len, so the guard page lies inside the mapping.
+        let guard = unsafe { map.add(body) };
+        // SAFETY: the last page of our own mapping.
+        if unsafe { libc::mprotect(guard.cast(), page, libc::PROT_NONE) } != 0 {
+            // SAFETY: unmapping what was mapped above.
+            unsafe { libc::munmap(map.cast(), map_len) };
+            return Err(emu_err(
+                "cannot protect the guard page of an emulated device buffer",
+            ));
+        }
+        // Elements are whole multiples of `align`, and the guard page is page
+        // aligned, so the data is aligned and ends flush with the guard.
+        debug_assert!(align.is_power_of_two() && bytes.is_multiple_of(align));
+        // SAFETY: bytes ≤ body, so data stays inside the mapping.
+        let data = unsafe { guard.sub(bytes) };
+        Ok(HostBuf {
+            map,
+            map_len,
+            data,
+            bytes,
+        })
+    }
+}
+
+impl Drop for HostBuf {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.map.cast(), self.map_len) };
+    }
+}
+
+/// `emu_launch` of a compiled `.cu` file (see [`translation_unit`]).
+type LaunchFn = unsafe extern "C" fn(
+    name: *const c_char,
+    grid: *const u32,
+    block: u32,
+    dyn_smem: u64,
+    args: *mut *mut c_void,
+    seq: u64,
+    err: *mut c_char,
+    errlen: c_ulong,
+) -> c_int;
+
+/// A loaded emulator library (never unloaded: fibers' thread-locals live in it).
+struct Module {
+    _lib: libloading::Library,
+    launch: LaunchFn,
+}
+
+/// Libraries loaded by this process, by content hash.
+fn loaded() -> &'static Mutex<HashMap<u64, Arc<Module>>> {
+    static LOADED: OnceLock<Mutex<HashMap<u64, Arc<Module>>>> = OnceLock::new();
+    LOADED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The emulated device: one compiled library per `.cu` file.
+pub(crate) struct EmuLauncher {
+    modules: HashMap<Source, Arc<Module>>,
+    /// Launch counter: alternates the thread order of each block between launches.
+    seq: AtomicU64,
+}
+
+/// FNV-1a, 64 bit: a content hash for the cache (no security role).
+fn fnv(parts: &[&str]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for part in parts {
+        for &b in part.as_bytes().iter().chain(&[0u8]) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Where compiled kernels are kept: `EDGEREC_EMU_CACHE`, else the user's
+/// cache folder (`$XDG_CACHE_HOME` or `~/.cache`, `edgerec/cuda-emu`: not
+/// the temp dir first, which is often mounted noexec), else the temp dir.
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("EDGEREC_EMU_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home_cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")));
+    if let Some(dir) = home_cache {
+        return dir.join("edgerec").join("cuda-emu");
+    }
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    std::env::temp_dir().join(format!("edgerec-cuda-emu-{uid}"))
+}
+
+fn compiler() -> String {
+    std::env::var("EDGEREC_EMU_CXX")
+        .or_else(|_| std::env::var("CXX"))
+        .unwrap_or_else(|_| "c++".to_string())
+}
+
+/// The `extern __shared__` arrays of a source: (element type, name).
+fn dynamic_shared(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.split("extern __shared__").nth(1)?;
+            let decl = rest.split('[').next()?.trim();
+            let name_start = decl.rfind(|c: char| !(c.is_alphanumeric() || c == '_'))? + 1;
+            let (ty, name) = decl.split_at(name_start);
+            // Drop __align__(..): the definition picks its own (larger) alignment.
+            let ty = match (ty.find("__align__("), ty.find(')')) {
+                (Some(a), Some(b)) if b > a => format!("{}{}", &ty[..a], &ty[b + 1..]),
+                _ => ty.to_string(),
+            };
+            Some((ty.trim().to_string(), name.to_string()))
+        })
+        .collect()
+}
+
+/// The C++ translation unit of one source: the text (line numbers kept),
+/// definitions of its dynamic shared memory, and generated launch thunks.
+fn translation_unit(source: Source, text: &str) -> String {
+    let file = source.file();
+    let mut tu = format!(
+        "#include \"cuda_emu.h\"\n#define EMU_DYN_SMEM_MAX {EMU_DYN_SMEM_MAX}\n#line 1 \"{file}\"\n{text}\n"
+    );
+    tu.push_str("\n// ---- generated by kernels/src/cuda/emu.rs ----\n");
+    let dynamic = dynamic_shared(text);
+    for (ty, name) in &dynamic {
+        tu.push_str(&format!("thread_local __attribute__((aligned(64))) {ty} {name}[EMU_DYN_SMEM_MAX / sizeof({ty})];\n"));
+    }
+    tu.push_str("static void emu_poison_dyn(unsigned long long bytes) {\n    (void)bytes;\n");
+    for (_, name) in &dynamic {
+        // NaN bytes over what the launch asked for and a little beyond.
+        tu.push_str(&format!(
+            "    {{ size_t n = bytes + 256 < sizeof({name}) ? bytes + 256 : sizeof({name}); memset((void*){name}, 0xff, n); }}\n"
+        ));
+    }
+    tu.push_str("}\n");
+    for kernel in source.kernels() {
+        let name = kernel.name();
+        let types: Vec<String> = kernel.params().iter().map(|(_, ty)| ty.c_type()).collect();
+        let call: Vec<String> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("*({t}*)a[{i}]"))
+            .collect();
+        tu.push_str(&format!(
+            "static_assert(std::is_same<decltype(&{name}), void (*)({})>::value, \
+             \"the signature table (kernels/src/cuda/signatures.rs) of {name} differs from {file}\");\n",
+            types.join(", ")
+        ));
+        tu.push_str(&format!(
+            "static void emu_thunk_{name}(void** a) {{ {name}({}); }}\n",
+            call.join(", ")
+        ));
+    }
+    tu.push_str(
+        "extern \"C\" __attribute__((visibility(\"default\"))) int emu_launch(const char* name, const unsigned* grid, \
+         unsigned block, unsigned long long dyn, void** args, unsigned long long seq, char* err, unsigned long errlen) {\n",
+    );
+    for kernel in source.kernels() {
+        let name = kernel.name();
+        tu.push_str(&format!(
+            "    if (strcmp(name, \"{name}\") == 0) return emu::launch(emu_thunk_{name}, emu_poison_dyn, grid, block, dyn, args, seq, err, errlen);\n"
+        ));
+    }
+    tu.push_str(&format!(
+        "    snprintf(err, errlen, \"no kernel %s in {file}\", name);\n    return 1;\n}}\n"
+    ));
+    tu
+}
+
+/// A library being built: the compiler process and where its output goes.
+struct Build {
+    child: std::process::Child,
+    tmp: PathBuf,
+    out: PathBuf,
+    source: Source,
+}
+
+fn start_build(
+    dir: &Path,
+    key: u64,
+    source: Source,
+    tu: &str,
+    defines: &[String],
+) -> Result<Build, BackendError> {
+    let work = dir.join(format!("{key:016x}.build"));
+    std::fs::create_dir_all(&work)
+        .map_err(|e| emu_err(format!("cannot create {}: {e}", work.display())))?;
+    let write = |name: &str, text: &str| {
+        std::fs::write(work.join(name), text)
+            .map_err(|e| emu_err(format!("cannot write {}: {e}", work.join(name).display())))
+    };
+    write("cuda_emu.h", HEADER)?;
+    let tu_name = format!("{}.cpp", source.file());
+    write(&tu_name, tu)?;
+    static BUILDS: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        "{key:016x}.so.{}.{}",
+        std::process::id(),
+        BUILDS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let cxx = compiler();
+    let child = Command::new(&cxx)
+        .args(CXX_FLAGS)
+        .args(defines)
+        .arg("-I")
+        .arg(&work)
+        .arg(work.join(&tu_name))
+        .arg("-o")
+        .arg(&tmp)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            unavailable(format!(
+                "cannot run the C++ compiler {cxx:?} ({e}); install g++ or clang++, or point EDGEREC_EMU_CXX at one"
+            ))
+        })?;
+    Ok(Build {
+        child,
+        tmp,
+        out: dir.join(format!("{key:016x}.so")),
+        source,
+    })
+}
+
+fn load(path: &Path) -> Result<Module, BackendError> {
+    // SAFETY: a library this module just compiled (or an earlier run did, from
+    // the same inputs); its initialisers only set up thread-locals.
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| {
+            emu_err(format!(
+                "cannot load {} ({e}); if its folder is mounted noexec, point EDGEREC_EMU_CACHE elsewhere",
+                path.display()
+            ))
+        })?;
+    // SAFETY: emu_launch has exactly the LaunchFn signature (generated in translation_unit).
+    let launch = unsafe { lib.get::<LaunchFn>(b"emu_launch\0") }
+        .map(|s| *s)
+        .map_err(|e| emu_err(format!("{} has no emu_launch: {e}", path.display())))?;
+    Ok(Module { _lib: lib, launch })
+}
+
+impl EmuLauncher {
+    /// Compiles (or finds cached) every `.cu` file for `config`'s head dims.
+    pub(crate) fn new(config: &ModelConfig, options: &EmuOptions) -> Result<Self, BackendError> {
+        if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+            return Err(unavailable(
+                "the emulator's fiber switch is written for x86-64 Linux only",
+            ));
+        }
+        let dir = cache_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            emu_err(format!(
+                "cannot create the emulator cache {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let cxx = compiler();
+        let mut modules = HashMap::new();
+        let mut builds = Vec::new();
+        for source in SOURCES {
+            let text = options
+                .source_overrides
+                .iter()
+                .find(|(file, _)| file == source.file())
+                .map_or(source.text(), |(_, text)| text.as_str());
+            let mut defines = shapes::defines();
+            if source == Source::Attention {
+                defines.push(format!("-DHSTU_DQK={}", config.d_qk));
+                defines.push(format!("-DHSTU_DV={}", config.d_v));
+                defines.push(format!("-DHSTU_NB={}", config.num_time_buckets));
+            }
+            let tu = translation_unit(source, text);
+            let key = fnv(&[HEADER, &tu, &defines.join(" "), &cxx, &CXX_FLAGS.join(" ")]);
+            if let Some(module) = loaded().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+                modules.insert(source, module.clone());
+                continue;
+            }
+            let path = dir.join(format!("{key:016x}.so"));
+            if path.exists() {
+                let module = Arc::new(load(&path)?);
+                loaded()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, module.clone());
+                modules.insert(source, module);
+                continue;
+            }
+            builds.push((key, start_build(&dir, key, source, &tu, &defines)?));
+        }
+        // The compilers run in parallel; collect every one before failing.
+        let mut failure = None;
+        for (key, build) in builds {
+            let output = build
+                .child
+                .wait_with_output()
+                .map_err(|e| emu_err(format!("the C++ compiler failed to run: {e}")))?;
+            if !output.status.success() {
+                let log = String::from_utf8_lossy(&output.stderr);
+                let log: String = log.chars().take(6000).collect();
+                failure.get_or_insert_with(|| {
+                    emu_err(format!(
+                        "{} does not compile as C++ for the emulator:\n{log}",
+                        build.source.file()
+                    ))
+                });
+                continue;
+            }
+            // Atomic publish: a concurrent process sees the old state or the whole file.
+            std::fs::rename(&build.tmp, &build.out)
+                .map_err(|e| emu_err(format!("cannot store {}: {e}", build.out.display())))?;
+            let module = Arc::new(load(&build.out)?);
+            loaded()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, module.clone());
+            modules.insert(build.source, module);
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(EmuLauncher {
+            modules,
+            seq: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Launcher for EmuLauncher {
+    fn name(&self) -> &'static str {
+        "cuda-emu"
+    }
+
+    fn alloc_raw(&self, bytes: usize, align: usize) -> Result<RawBuf, BackendError> {
+        Ok(RawBuf::Emu(HostBuf::new(bytes, align)?))
+    }
+
+    fn upload_raw(&self, dst: &mut RawBuf, offset: usize, src: &[u8]) -> Result<(), BackendError> {
+        let RawBuf::Emu(buf) = dst else {
+            return Err(emu_err("a CUDA buffer passed to the emulator"));
+        };
+        if offset + src.len() > buf.bytes {
+            return Err(emu_err(format!(
+                "upload of {} bytes at {offset} into {} bytes",
+                src.len(),
+                buf.bytes
+            )));
+        }
+        // SAFETY: bounds checked above; src is host memory distinct from the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), buf.data.add(offset), src.len()) };
+        Ok(())
+    }
+
+    fn download_raw(
+        &self,
+        src: &RawBuf,
+        offset: usize,
+        dst: &mut [u8],
+    ) -> Result<(), BackendError> {
+        let RawBuf::Emu(buf) = src else {
+            return Err(emu_err("a CUDA buffer passed to the emulator"));
+        };
+        if offset + dst.len() > buf.bytes {
+            return Err(emu_err(format!(
+                "download of {} bytes at {offset} from {} bytes",
+                dst.len(),
+                buf.bytes
+            )));
+        }
+        // SAFETY: bounds checked above; dst is host memory distinct from the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(buf.data.add(offset), dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    fn copy_raw(
+        &self,
+        src: &RawBuf,
+        src_off: usize,
+        dst: &mut RawBuf,
+        dst_off: usize,
+        bytes: usize,
+    ) -> Result<(), BackendError> {
+        let (RawBuf::Emu(s), RawBuf::Emu(d)) = (src, &*dst) else {
+            return Err(emu_err("a CUDA buffer passed to the emulator"));
+        };
+        if src_off + bytes > s.bytes || dst_off + bytes > d.bytes {
+            return Err(emu_err(format!("copy of {bytes} bytes outside a buffer")));
+        }
+        // SAFETY: bounds checked above; `dst` is borrowed mutably, so it is a
+        // different buffer from `src` and the ranges cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(s.data.add(src_off), d.data.add(dst_off), bytes) };
+        Ok(())
+    }
+
+    fn launch_raw(
+        &self,
+        kernel: Kernel,
+        shape: &Shape,
+        args: &[Arg<'_>],
+    ) -> Result<(), BackendError> {
+        let module = self
+            .modules
+            .get(&kernel.source())
+            .ok_or_else(|| emu_err(format!("{} is not loaded", kernel.source().file())))?;
+        let mut slots = Vec::with_capacity(args.len());
+        for arg in args {
+            slots.push(match *arg {
+                Arg::Buf {
+                    raw: RawBuf::Emu(buf),
+                    offset,
+                    ..
+                } => buf.data as u64 + offset as u64,
+                Arg::Buf { .. } => return Err(emu_err("a CUDA buffer passed to the emulator")),
+                Arg::I32(v) => u64::from(v as u32),
+                Arg::I64(v) => v as u64,
+                Arg::U32(v) => u64::from(v),
+                Arg::F32(v) => u64::from(v.to_bits()),
+            });
+        }
+        // Little-endian: a 4-byte parameter reads the low half of its slot.
+        let mut ptrs: Vec<*mut c_void> = slots
+            .iter_mut()
+            .map(|s| (s as *mut u64).cast::<c_void>())
+            .collect();
+        let name = CString::new(kernel.name()).map_err(|_| emu_err("kernel name with a NUL"))?;
+        let grid = [shape.grid.0, shape.grid.1, shape.grid.2];
+        let mut err = vec![0u8; 2048];
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: args hold one pointer per parameter of the checked signature,
+        // each to an 8-byte slot holding the value (buffer pointers point into
+        // live HostBufs borrowed by `args` for this call).
+        let rc = unsafe {
+            (module.launch)(
+                name.as_ptr(),
+                grid.as_ptr(),
+                shape.block,
+                u64::from(shape.dyn_smem),
+                ptrs.as_mut_ptr(),
+                seq,
+                err.as_mut_ptr().cast(),
+                err.len() as c_ulong,
+            )
+        };
+        if rc != 0 {
+            let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+            return Err(emu_err(format!(
+                "{} ({}): {}",
+                kernel.name(),
+                kernel.source().file(),
+                String::from_utf8_lossy(&err[..end])
+            )));
+        }
+        Ok(())
+    }
+
+    fn exact_buffers(&self) -> bool {
+        true
+    }
+
+    fn max_dyn_smem(&self) -> usize {
+        EMU_DYN_SMEM_MAX
+    }
+}

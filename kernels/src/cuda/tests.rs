@@ -1,0 +1,292 @@
+//! Kernel-level checks on the emulator: the signature table and block-size
+//! traps, the top-k order against the CPU's total order (NaN, ±0, ties), and
+//! the guard page after every buffer.
+
+use std::sync::Arc;
+
+use super::CudaBackend;
+use super::launch::{Arg, Shape, alloc, check_launch, download, launch, upload_new};
+use super::shapes::{GEMM_THREADS, ROWS_THREADS, TOPK_CHUNK, TOPK_THREADS};
+use super::signatures::{KERNELS, Kernel};
+use crate::config::ModelConfig;
+use crate::model::Model;
+use crate::score::{Scored, better};
+
+fn emu(d: usize, items: usize) -> CudaBackend {
+    let mut c = ModelConfig::research(items, d, 1, 1, d, 8);
+    c.d_v = d;
+    let model = Model::random(c, 1).expect("valid model");
+    CudaBackend::emulated(Arc::new(model))
+        .expect("the emulator builds with the system C++ compiler")
+}
+
+#[test]
+fn every_kernel_has_a_fitting_launch_size_and_signature() {
+    for k in KERNELS {
+        assert!(!k.params().is_empty(), "{}", k.name());
+        assert!(k.source().kernels().any(|o| o == k));
+        if let Some(b) = k.fixed_block() {
+            assert_eq!(b % 32, 0, "{}", k.name());
+        }
+    }
+}
+
+#[test]
+fn launches_that_do_not_match_the_signature_table_are_refused() {
+    let b = emu(8, 10);
+    let l = b.launcher();
+    let f = alloc::<f32>(l, 16).unwrap();
+    let i = alloc::<i32>(l, 16).unwrap();
+    let s = Shape::cover(16, ROWS_THREADS);
+    // Right: fill_u32 takes any 4-byte buffer.
+    check_launch(
+        Kernel::FillU32,
+        &s,
+        &[f.arg(), Arg::I64(16), Arg::U32(0)],
+        1 << 16,
+    )
+    .unwrap();
+    let wrong_count =
+        check_launch(Kernel::FillU32, &s, &[f.arg(), Arg::I64(16)], 1 << 16).unwrap_err();
+    assert!(
+        wrong_count.to_string().contains("takes 3 arguments"),
+        "{wrong_count}"
+    );
+    let wrong_scalar = check_launch(
+        Kernel::FillU32,
+        &s,
+        &[f.arg(), Arg::I32(16), Arg::U32(0)],
+        1 << 16,
+    )
+    .unwrap_err();
+    assert!(
+        wrong_scalar
+            .to_string()
+            .contains("argument 1 (n) is long long"),
+        "{wrong_scalar}"
+    );
+    let args = [
+        i.arg(),
+        Arg::I32(4),
+        i.arg(),
+        Arg::I32(1),
+        Arg::I32(4),
+        Arg::I32(4),
+        f.arg(),
+        Arg::I32(4),
+    ];
+    let wrong_elem = check_launch(
+        Kernel::LnGemmSilu,
+        &Shape::new((1, 1, 1), GEMM_THREADS),
+        &args,
+        1 << 16,
+    )
+    .unwrap_err();
+    assert!(
+        wrong_elem
+            .to_string()
+            .contains("argument 0 (A) is const float*"),
+        "{wrong_elem}"
+    );
+    let args = [
+        f.arg(),
+        Arg::I32(4),
+        f.arg(),
+        Arg::I32(1),
+        Arg::I32(4),
+        Arg::I32(4),
+        f.arg(),
+        Arg::I32(4),
+    ];
+    let wrong_block = check_launch(
+        Kernel::LnGemmSilu,
+        &Shape::new((1, 1, 1), 128),
+        &args,
+        1 << 16,
+    )
+    .unwrap_err();
+    assert!(
+        wrong_block.to_string().contains("written for 256 threads"),
+        "{wrong_block}"
+    );
+    let mut big = Shape::new((1, 1, 1), GEMM_THREADS);
+    big.dyn_smem = 1 << 20;
+    assert!(
+        check_launch(Kernel::LnGemmSilu, &big, &args, 1 << 16).is_err(),
+        "too much shared memory"
+    );
+}
+
+#[test]
+fn kernels_trap_on_a_block_size_they_are_not_written_for() {
+    let b = emu(8, 10);
+    let l = b.launcher();
+    let f = upload_new(l, &[1.0f32; 64]).unwrap();
+    let out = alloc::<f32>(l, 64).unwrap();
+    let args = [
+        f.arg(),
+        Arg::I32(8),
+        f.arg(),
+        Arg::I32(8),
+        Arg::I32(8),
+        Arg::I32(8),
+        out.arg(),
+        Arg::I32(8),
+    ];
+    // Past the signature check, straight to the emulated device.
+    let err = l
+        .launch_raw(Kernel::LnGemmSilu, &Shape::new((1, 1, 1), 128), &args)
+        .unwrap_err();
+    assert!(err.to_string().contains("__trap()"), "{err}");
+    l.launch_raw(
+        Kernel::LnGemmSilu,
+        &Shape::new((1, 1, 1), GEMM_THREADS),
+        &args,
+    )
+    .unwrap();
+}
+
+/// The CPU's order of a candidate list.
+fn cpu_order(cands: &[(f32, u32)], k: usize) -> Vec<(u32, u32)> {
+    let mut v: Vec<Scored> = cands
+        .iter()
+        .map(|&(score, item)| Scored { item, score })
+        .collect();
+    v.sort_by(better);
+    v.truncate(k);
+    v.iter().map(|s| (s.score.to_bits(), s.item)).collect()
+}
+
+#[test]
+fn top_k_merge_orders_nan_signed_zero_and_ties_as_the_cpu_does() {
+    let b = emu(8, 10);
+    let l = b.launcher();
+    let specials = [
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::from_bits(0x7fc0_0001),
+        f32::from_bits(0xffc0_0000),
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+    ];
+    // Two users, 3 groups of candidates each (two merge blocks per user: the
+    // second one partial), many exact ties.
+    let count = TOPK_CHUNK as usize + 300;
+    let k = 64;
+    let mut scores = Vec::new();
+    let mut ids = Vec::new();
+    for u in 0..2u32 {
+        for c in 0..count as u32 {
+            let s = if c % 5 == 0 {
+                specials[(c as usize / 5 + u as usize) % specials.len()]
+            } else {
+                ((c * 7 + u) % 13) as f32 * 0.25 - 1.5
+            };
+            scores.push(s);
+            ids.push(1 + c.wrapping_mul(2_654_435_761u32.wrapping_mul(u + 1)) % 100_000);
+        }
+    }
+    let s_in = upload_new(l, &scores).unwrap();
+    let i_in = upload_new(l, &ids).unwrap();
+    let groups = count.div_ceil(TOPK_CHUNK as usize);
+    let s_out = alloc::<f32>(l, 2 * groups * k).unwrap();
+    let i_out = alloc::<u32>(l, 2 * groups * k).unwrap();
+    let args = [
+        s_in.arg(),
+        i_in.arg(),
+        Arg::I32(count as i32),
+        Arg::I32(k as i32),
+        s_out.arg(),
+        i_out.arg(),
+    ];
+    launch(
+        l,
+        Kernel::TopkMerge,
+        &Shape::new((groups as u32, 2, 1), TOPK_THREADS),
+        &args,
+    )
+    .unwrap();
+    let got_s = download(l, &s_out, 0, 2 * groups * k).unwrap();
+    let got_i = download(l, &i_out, 0, 2 * groups * k).unwrap();
+    for u in 0..2 {
+        for g in 0..groups {
+            let lo = u * count + g * TOPK_CHUNK as usize;
+            let hi = (lo + TOPK_CHUNK as usize).min((u + 1) * count);
+            let cands: Vec<(f32, u32)> = (lo..hi).map(|c| (scores[c], ids[c])).collect();
+            let want = cpu_order(&cands, k);
+            let at = (u * groups + g) * k;
+            let got: Vec<(u32, u32)> = (at..at + k)
+                .map(|t| (got_s[t].to_bits(), got_i[t]))
+                .collect();
+            assert_eq!(got, want, "user {u} group {g}");
+        }
+    }
+}
+
+/// Run in a child process by `an_overrun_of_a_buffer_faults`: writes one
+/// element past the end of a buffer on the emulated device.
+#[test]
+#[ignore = "child of an_overrun_of_a_buffer_faults: it dies of SIGSEGV by design"]
+fn overrun_child() {
+    let b = emu(8, 10);
+    let l = b.launcher();
+    let buf = alloc::<u32>(l, 1000).unwrap();
+    // Signature and shape are fine; only the length lies.
+    let _ = launch(
+        l,
+        Kernel::FillU32,
+        &Shape::cover(1001, ROWS_THREADS),
+        &[buf.arg(), Arg::I64(1001), Arg::U32(7)],
+    );
+    eprintln!("overrun_child: the write past the end did not fault");
+}
+
+#[test]
+fn an_overrun_of_a_buffer_faults() {
+    use std::os::unix::process::ExitStatusExt;
+    // In range: no fault, every element written.
+    let b = emu(8, 10);
+    let l = b.launcher();
+    let buf = alloc::<u32>(l, 1000).unwrap();
+    launch(
+        l,
+        Kernel::FillU32,
+        &Shape::cover(1000, ROWS_THREADS),
+        &[buf.arg(), Arg::I64(1000), Arg::U32(7)],
+    )
+    .unwrap();
+    assert!(download(l, &buf, 0, 1000).unwrap().iter().all(|&v| v == 7));
+    // One past the end: the guard page faults.
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([
+            "--ignored",
+            "--exact",
+            "cuda::tests::overrun_child",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGSEGV),
+        "status {:?}, stderr: {stderr}",
+        out.status
+    );
+}
+
+#[test]
+fn states_and_backends_can_live_in_a_shared_cache() {
+    fn shared<T: Send + Sync>() {}
+    shared::<crate::backend::BackendState>();
+    shared::<CudaBackend>();
+    shared::<Box<dyn crate::backend::Backend>>();
+}
