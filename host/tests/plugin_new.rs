@@ -78,8 +78,21 @@ fn a_new_rust_plugin_builds_checks_and_runs_outside_the_workspace() {
     assert!(artifact.is_file());
 
     // The sample: 5 candidates, floor 20, sale boost 1.5 (see the template's request.json).
+    // A deadline a loaded CI machine cannot trip (the limits are reported, not under test).
+    std::fs::write(project.join("limits.json"), r#"{"deadline_us": 5000000}"#).unwrap();
     let run = edgerec(
-        &["plugin", "run", artifact.to_str().unwrap(), "--input", "request.json", "--config", "config.json", "--json"],
+        &[
+            "plugin",
+            "run",
+            artifact.to_str().unwrap(),
+            "--input",
+            "request.json",
+            "--config",
+            "config.json",
+            "--limits",
+            "limits.json",
+            "--json",
+        ],
         &project,
     );
     assert!(run.status.success(), "plugin run failed: {}", text(&run));
