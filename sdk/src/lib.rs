@@ -99,22 +99,46 @@ pub mod bindings {
 /// The version of the WIT package this SDK implements.
 pub const CONTRACT_VERSION: &str = "edgerec:plugin@0.1.0";
 
+/// The name of the custom section in which [`export_plugin!`] records the
+/// plugin's name (the exporting crate's package name, UTF-8), so that a server
+/// can tell which plugin a component claims to be.
+pub const NAME_SECTION: &str = "edgerec:plugin-name";
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::plugin::Shim;
     pub use wit_bindgen;
+
+    /// A string's bytes as an array, for the name section's static.
+    pub const fn name_bytes<const N: usize>(name: &str) -> [u8; N] {
+        let bytes = name.as_bytes();
+        let mut out = [0u8; N];
+        let mut i = 0;
+        while i < N {
+            out[i] = bytes[i];
+            i += 1;
+        }
+        out
+    }
 }
 
 /// Exports a type implementing [`Plugin`] as the component's `stage` interface.
 ///
 /// Use it once, at the top level of the plugin crate (crate type `cdylib`).
 /// It expands to nothing outside WebAssembly, so the crate's unit tests and
-/// native builds link without the component exports.
+/// native builds link without the component exports. In WebAssembly it also
+/// records the crate's package name in the custom section [`NAME_SECTION`].
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
         #[cfg(target_family = "wasm")]
         const _: () = {
+            // The exporting crate's package name, in the custom section `NAME_SECTION`.
+            const EDGEREC_PLUGIN_NAME: &str = env!("CARGO_PKG_NAME");
+            #[unsafe(link_section = "edgerec:plugin-name")]
+            #[used]
+            static EDGEREC_PLUGIN_NAME_SECTION: [u8; EDGEREC_PLUGIN_NAME.len()] =
+                $crate::__private::name_bytes::<{ EDGEREC_PLUGIN_NAME.len() }>(EDGEREC_PLUGIN_NAME);
             type EdgerecPluginShim = $crate::__private::Shim<$plugin>;
             $crate::bindings::__export_plugin_world!(EdgerecPluginShim with_types_in $crate::bindings);
         };

@@ -2,5 +2,9 @@
 
 pub mod engine;
 pub mod plugin;
+pub mod plugin_build;
+pub mod plugin_js_bench;
+pub mod plugin_new;
+pub mod plugin_push;
 pub mod serve;
 pub mod train;

@@ -1,4 +1,4 @@
-//! `edgerec plugin run|check`: the partners' local runner, and `edgerec bench plugins`.
+//! `edgerec plugin new|build|run|check|push`: the partners' local loop, and `edgerec bench plugins`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,10 +21,17 @@ pub struct BenchPluginsArgs {
     /// Timed runs of each measurement (after 10% warm-up).
     #[arg(long, default_value_t = 2000)]
     iterations: usize,
+    /// Instead: the cost of a JS plugin next to Rust — `boost` ported to TypeScript, built
+    /// (`plugins/boost-ts/dist/boost-ts.wasm`, see its README) and run against the Rust `boost`.
+    #[arg(long, value_name = "BOOST_TS_WASM")]
+    js: Option<PathBuf>,
 }
 
 /// Runs `edgerec bench plugins` and prints its table.
 pub fn bench_plugins(args: BenchPluginsArgs) -> Result<()> {
+    if let Some(file) = &args.js {
+        return super::plugin_js_bench::bench_js(file, args.candidates, args.iterations);
+    }
     let options = edgerec_runtime::bench::BenchOptions { candidates: args.candidates, iterations: args.iterations };
     let report = edgerec_runtime::bench::run_plugin_bench(options).context("the plugin benchmark failed")?;
     print!("{report}");
@@ -34,6 +41,12 @@ pub fn bench_plugins(args: BenchPluginsArgs) -> Result<()> {
 /// Work with plugin components locally.
 #[derive(Subcommand)]
 pub enum PluginCommand {
+    /// Create a plugin project (Rust or TypeScript) that builds on its own: example rule, test, sample request.
+    New(super::plugin_new::NewArgs),
+    /// Build a plugin project (cargo or npm) and run `plugin check` on the component.
+    Build(super::plugin_build::BuildArgs),
+    /// Upload a component to a server (operator token from EDGEREC_OPERATOR_TOKEN) and optionally activate it.
+    Push(super::plugin_push::PushArgs),
     /// Run a plugin on a request file; print its output, fuel, memory, time, logs and each limit's pass/fail.
     Run(RunArgs),
     /// Say whether a file is a component of the edgerec:plugin world and what it declares.
@@ -88,7 +101,10 @@ fn local_context() -> RequestContext {
 pub fn plugin(command: PluginCommand) -> Result<()> {
     match command {
         PluginCommand::Run(args) => run(args),
-        PluginCommand::Check(args) => check(args),
+        PluginCommand::Check(args) => check_file(&args.file, args.config.as_deref()),
+        PluginCommand::New(args) => super::plugin_new::new(args),
+        PluginCommand::Build(args) => super::plugin_build::build(args),
+        PluginCommand::Push(args) => super::plugin_push::push(args),
     }
 }
 
@@ -96,7 +112,9 @@ pub fn plugin(command: PluginCommand) -> Result<()> {
 /// so that re-running an unchanged plugin skips Cranelift.
 fn local_runtime() -> Result<Runtime> {
     let cache_dir = std::env::temp_dir().join("edgerec-plugin-cache");
-    Runtime::new(RuntimeConfig { cache_dir: Some(cache_dir), ..RuntimeConfig::default() })
+    // The server's upload cap, so that a local check accepts exactly what an upload would.
+    let max_upload_bytes = crate::server::config::ServerConfig::default().max_plugin_bytes;
+    Runtime::new(RuntimeConfig { cache_dir: Some(cache_dir), max_upload_bytes, ..RuntimeConfig::default() })
         .context("starting the plugin runtime")
 }
 
@@ -113,17 +131,23 @@ fn read_optional(path: Option<&Path>) -> Result<Vec<u8>> {
     }
 }
 
-fn check(args: CheckArgs) -> Result<()> {
+/// `edgerec plugin check FILE [--config CONFIG]`: compiles, checks the world,
+/// runs the sample input and prints what the component declares.
+pub fn check_file(file: &Path, config: Option<&Path>) -> Result<()> {
     let runtime = local_runtime()?;
-    let plugin = compile(&runtime, &args.file)?;
-    println!("{}: a component of the edgerec:plugin@0.1.0 `plugin` world", args.file.display());
-    println!("  size:          {} bytes", plugin.size());
+    let plugin = compile(&runtime, file)?;
+    println!("{}: a component of the edgerec:plugin@0.1.0 `plugin` world", file.display());
+    let cap = crate::server::config::ServerConfig::default().max_plugin_bytes;
+    println!("  size:          {} bytes (a server's default upload cap: {} MiB)", plugin.size(), cap >> 20);
+    if plugin.size() > cap {
+        println!("  warning:       over the default upload cap: a server refuses it unless its max_plugin_bytes is raised");
+    }
     println!("  sha256:        {}", plugin.hash());
     let how = if plugin.from_cache() { "loaded from the cache" } else { "compiled" };
     println!("  {how} in {:.1} ms", plugin.compile_time().as_secs_f64() * 1e3);
     println!("  sample input:  passed");
     println!("  columns read with the default config: {:?}", plugin.declared_columns());
-    if let Some(path) = &args.config {
+    if let Some(path) = config {
         let config = read_optional(Some(path))?;
         let (columns, _) = runtime.columns(&plugin, &config, &Limits::default());
         match columns {
