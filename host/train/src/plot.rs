@@ -151,7 +151,7 @@ fn panel<DB: DrawingBackend>(
     from_zero: bool,
 ) -> Result<(), String> {
     let (w, h) = area.dim_in_pixel();
-    let (left, right, top, bottom) = (64i32, w as i32 - 16, 56i32, h as i32 - 56);
+    let (left, right, top, bottom) = (64i32, w as i32 - 16, 80i32, h as i32 - 56);
     draw_text(
         area,
         title,
@@ -236,7 +236,7 @@ fn panel<DB: DrawingBackend>(
         &BLACK,
         1,
     );
-    draw_text(area, y_label, 6, top - 18, &BLACK, 1);
+    draw_text(area, y_label, 6, top - 14, &BLACK, 1);
     for s in series {
         let path: Vec<(i32, i32)> = s
             .points
@@ -281,7 +281,7 @@ fn panel<DB: DrawingBackend>(
     }
     // Legend under the title, one entry per series.
     let mut x = left;
-    let mut y = top - 30;
+    let mut y = 32;
     for s in series {
         let width = 28 + text_width(&s.name, 1) + 14;
         if x + width > right {
