@@ -64,6 +64,8 @@ impl From<BackendArg> for BackendChoice {
 pub enum ModelCommand {
     /// Write a model with seeded random weights (benchmarks, smoke tests).
     Random(RandomArgs),
+    /// Import a checkpoint of another trainer (the reference's research HSTU).
+    Import(super::import::ImportArgs),
 }
 
 /// Named model shapes of the public benchmark table.
@@ -251,6 +253,7 @@ pub fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
 pub fn model(command: ModelCommand) -> anyhow::Result<()> {
     match command {
         ModelCommand::Random(args) => random_model(args),
+        ModelCommand::Import(args) => super::import::import(args),
     }
 }
 

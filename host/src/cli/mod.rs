@@ -1,6 +1,7 @@
 //! Subcommands of the `edgerec` binary, one module per area.
 
 pub mod engine;
+pub mod import;
 pub mod plugin;
 pub mod plugin_build;
 pub mod plugin_js_bench;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use edgerec_train::data::Format;
-use edgerec_train::train::{Preset, TrainOptions};
+use edgerec_train::train::{LossKind, NegativeSampling, Preset, TrainOptions};
 
 /// Dataset formats on the command line.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -55,6 +55,24 @@ pub enum PresetArg {
     Books,
 }
 
+/// `--loss` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LossArg {
+    /// Softmax over the target and R uniform negatives (the reference's objective).
+    SampledSoftmax,
+    /// Softmax over the whole catalog (exact; cost grows with the catalog).
+    FullSoftmax,
+}
+
+/// `--negative-sampling` values.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SamplingArg {
+    /// R fresh negatives for every predicting position (the reference's).
+    PerPosition,
+    /// R negatives per sequence, shared by its positions.
+    PerSequence,
+}
+
 /// Hyper-parameters; each flag overrides the preset's value.
 #[derive(Args, Debug)]
 pub struct HyperArgs {
@@ -94,9 +112,22 @@ pub struct HyperArgs {
     /// AdamW weight decay (reference: 0).
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Uniform negatives per sequence, shared by its positions (reference: 128, Books 512).
+    /// Objective (default: the preset's; see host/train/README.md for why).
+    #[arg(long, value_enum)]
+    loss: Option<LossArg>,
+    /// Where the sampled softmax draws its negatives (reference: per position).
+    #[arg(long, value_enum)]
+    negative_sampling: Option<SamplingArg>,
+    /// Uniform negatives R of the sampled softmax (reference: 128, Books 512).
     #[arg(long)]
     negatives: Option<usize>,
+    /// Also train on each user's validation event, as the reference does (all but the last event);
+    /// validation metrics are then no longer held out.
+    #[arg(long)]
+    train_on_validation: bool,
+    /// Evaluate the test split after every epoch (a test curve, as the reference's).
+    #[arg(long)]
+    test_every_epoch: bool,
     /// Temperature of the cosine logits (reference: 0.05).
     #[arg(long)]
     temperature: Option<f64>,
@@ -155,15 +186,41 @@ impl HyperArgs {
         o.temperature = self.temperature.unwrap_or(o.temperature);
         o.dropout = self.dropout.unwrap_or(o.dropout);
         o.seed = self.seed.unwrap_or(o.seed);
+        if let Some(loss) = self.loss {
+            o.loss = match loss {
+                LossArg::SampledSoftmax => LossKind::SampledSoftmax,
+                LossArg::FullSoftmax => LossKind::FullSoftmax,
+            };
+        }
+        if let Some(sampling) = self.negative_sampling {
+            o.negative_sampling = match sampling {
+                SamplingArg::PerPosition => NegativeSampling::PerPosition,
+                SamplingArg::PerSequence => NegativeSampling::PerSequence,
+            };
+        }
+        o.train_on_validation |= self.train_on_validation;
+        o.test_every_epoch |= self.test_every_epoch;
         o
     }
 
     fn check(&self, o: &TrainOptions) -> Result<()> {
         anyhow::ensure!(o.batch_size > 0, "--batch-size must be at least 1");
         anyhow::ensure!(o.num_negatives > 0, "--negatives must be at least 1");
-        anyhow::ensure!((0.0..1.0).contains(&o.dropout), "--dropout must be in [0, 1), got {}", o.dropout);
-        anyhow::ensure!(o.temperature > 0.0, "--temperature must be positive, got {}", o.temperature);
-        anyhow::ensure!(o.optimizer.lr > 0.0, "--lr must be positive, got {}", o.optimizer.lr);
+        anyhow::ensure!(
+            (0.0..1.0).contains(&o.dropout),
+            "--dropout must be in [0, 1), got {}",
+            o.dropout
+        );
+        anyhow::ensure!(
+            o.temperature > 0.0,
+            "--temperature must be positive, got {}",
+            o.temperature
+        );
+        anyhow::ensure!(
+            o.optimizer.lr > 0.0,
+            "--lr must be positive, got {}",
+            o.optimizer.lr
+        );
         anyhow::ensure!(self.threads > 0, "--threads must be at least 1");
         Ok(())
     }
@@ -174,7 +231,9 @@ impl HyperArgs {
         // candle reads RAYON_NUM_THREADS to size its matmul parallelism.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", self.threads.to_string()) };
         // The global pool may already exist (then it keeps its size; nothing to do).
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(self.threads).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .build_global();
     }
 }
 
@@ -193,6 +252,9 @@ pub struct TrainArgs {
     /// Continue the run in OUT/checkpoint (same options; --epochs may be raised).
     #[arg(long)]
     resume: bool,
+    /// Draw this reference curve (JSON: {"curve": [{"epoch", "hr@10", "ndcg@10"}, ...]}) beside ours in curves.png.
+    #[arg(long, value_name = "CURVE.json")]
+    compare: Option<PathBuf>,
     #[command(flatten)]
     hyper: HyperArgs,
 }
@@ -276,7 +338,12 @@ fn print_test(report: &edgerec_train::report::EvalReport) {
 fn print_data(summary: &edgerec_train::dataset::DataSummary) {
     eprintln!(
         "data: {} rows ({} bad), {} users, {} items, {} merged repeats, {} unknown items",
-        summary.rows, summary.bad_rows, summary.users, summary.items, summary.sequences.merged_repeats, summary.sequences.unknown_items
+        summary.rows,
+        summary.bad_rows,
+        summary.users,
+        summary.items,
+        summary.sequences.merged_repeats,
+        summary.sequences.unknown_items
     );
     for bad in &summary.bad_examples {
         eprintln!("  bad row at line {}: {}", bad.line, bad.reason);
@@ -288,18 +355,45 @@ pub fn train(args: TrainArgs) -> Result<()> {
     args.hyper.apply_threads();
     let opts = args.hyper.options();
     args.hyper.check(&opts)?;
+    // Read the curve first: a bad file should fail before an hour of training, not after.
+    let reference = args
+        .compare
+        .as_deref()
+        .map(edgerec_train::plot::ReferenceCurve::load)
+        .transpose()?;
     let data = edgerec_train::dataset::load_dataset(&args.data, args.format.format(), None, false)
         .with_context(|| format!("loading {}", args.data.display()))?;
     print_data(&data.summary);
-    let report = edgerec_train::report::train_and_report(&data, &opts, &args.out, args.resume, !args.hyper.no_progress)?;
+    let report = edgerec_train::report::train_and_report(
+        &data,
+        &opts,
+        &args.out,
+        args.resume,
+        !args.hyper.no_progress,
+    )?;
     write_json(&args.out.join("report.json"), &report)?;
-    edgerec_train::plot::plot_curves(&report.training.state.history, &args.out.join("curves.png"))?;
+    let extras = edgerec_train::plot::PlotExtras {
+        popularity: Some(report.test.popularity.clone()),
+        popularity_split: "test",
+        reference,
+    };
+    edgerec_train::plot::plot_curves(
+        &report.training.state.history,
+        &extras,
+        &args.out.join("curves.png"),
+    )?;
     eprintln!(
         "trained {} epochs in {:.0} s (best epoch {}, early stop: {}); test split:",
-        report.training.state.epochs_done, report.training.wall_seconds, report.training.state.best_epoch, report.training.stopped_early
+        report.training.state.epochs_done,
+        report.training.wall_seconds,
+        report.training.state.best_epoch,
+        report.training.stopped_early
     );
     print_test(&report.test);
-    eprintln!("wrote {}/model, report.json, curves.png", args.out.display());
+    eprintln!(
+        "wrote {}/model, report.json, curves.png",
+        args.out.display()
+    );
     Ok(())
 }
 
@@ -308,12 +402,33 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
     args.hyper.apply_threads();
     let opts = args.hyper.options();
     args.hyper.check(&opts)?;
-    let report = edgerec_train::report::finetune(&args.model, &args.data, args.format.format(), &opts, &args.out, !args.hyper.no_progress)?;
+    let report = edgerec_train::report::finetune(
+        &args.model,
+        &args.data,
+        args.format.format(),
+        &opts,
+        &args.out,
+        !args.hyper.no_progress,
+    )?;
     write_json(&args.out.join("report.json"), &report)?;
-    edgerec_train::plot::plot_curves(&report.training.state.history, &args.out.join("curves.png"))?;
+    let extras = edgerec_train::plot::PlotExtras {
+        popularity: Some(report.test.popularity.clone()),
+        popularity_split: "test",
+        reference: None,
+    };
+    edgerec_train::plot::plot_curves(
+        &report.training.state.history,
+        &extras,
+        &args.out.join("curves.png"),
+    )?;
     eprintln!(
         "fine-tuned: {} old items, {} new; validation NDCG@10 {:.4} -> {:.4}, HR@10 {:.4} -> {:.4}",
-        report.old_items, report.new_items, report.validation_before.ndcg_10, report.validation_after.ndcg_10, report.validation_before.hr_10, report.validation_after.hr_10
+        report.old_items,
+        report.new_items,
+        report.validation_before.ndcg_10,
+        report.validation_after.ndcg_10,
+        report.validation_before.hr_10,
+        report.validation_after.hr_10
     );
     print_test(&report.test);
     Ok(())
@@ -321,7 +436,8 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
 
 /// Runs `edgerec eval`: prints the JSON report on stdout.
 pub fn eval(args: EvalArgs) -> Result<()> {
-    let report = edgerec_train::report::evaluate_dir(&args.model, &args.data, args.format.format())?;
+    let report =
+        edgerec_train::report::evaluate_dir(&args.model, &args.data, args.format.format())?;
     print_data(&report.data);
     print_test(&report);
     if let Some(path) = &args.report {
@@ -335,10 +451,20 @@ pub fn eval(args: EvalArgs) -> Result<()> {
 pub fn demo(command: DemoCommand) -> Result<()> {
     match command {
         DemoCommand::Generate(args) => {
-            anyhow::ensure!(args.items >= 24 && args.users >= 1, "--items must be at least 24 (one per category) and --users at least 1");
-            let spec = edgerec_train::synth::StorefrontSpec { items: args.items, users: args.users, seed: args.seed };
+            anyhow::ensure!(
+                args.items >= 24 && args.users >= 1,
+                "--items must be at least 24 (one per category) and --users at least 1"
+            );
+            let spec = edgerec_train::synth::StorefrontSpec {
+                items: args.items,
+                users: args.users,
+                seed: args.seed,
+            };
             let (items, events) = edgerec_train::synth::write_storefront(&args.out, &spec)?;
-            eprintln!("wrote {items} items to catalog.jsonl and {events} events to events.csv in {}", args.out.display());
+            eprintln!(
+                "wrote {items} items to catalog.jsonl and {events} events to events.csv in {}",
+                args.out.display()
+            );
             Ok(())
         }
     }

@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod hstu;
+pub mod import;
 pub mod metrics;
 pub mod optim;
 pub mod parquet_log;

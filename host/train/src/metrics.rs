@@ -2,13 +2,13 @@
 //! from 1-based ranks averaged over users. A target that cannot be ranked
 //! (excluded because it is in the user's kept window) counts as a miss.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The cut-offs reported.
 pub const CUTOFFS: [usize; 3] = [10, 50, 200];
 
 /// Averages over all evaluated users.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Users evaluated.
     pub users: usize,
@@ -60,6 +60,16 @@ impl MetricsAccumulator {
     pub fn finish(&self) -> Metrics {
         let n = self.users.max(1) as f64;
         let s = self.sums.map(|x| x / n);
-        Metrics { users: self.users, unrankable: self.unrankable, hr_10: s[0], hr_50: s[1], hr_200: s[2], ndcg_10: s[3], ndcg_50: s[4], ndcg_200: s[5], mrr: s[6] }
+        Metrics {
+            users: self.users,
+            unrankable: self.unrankable,
+            hr_10: s[0],
+            hr_50: s[1],
+            hr_200: s[2],
+            ndcg_10: s[3],
+            ndcg_50: s[4],
+            ndcg_200: s[5],
+            mrr: s[6],
+        }
     }
 }
