@@ -154,7 +154,7 @@ impl Preset {
                 weight_decay: 0.0,
             },
             loss: LossKind::SampledSoftmax,
-            negative_sampling: NegativeSampling::PerPosition,
+            negative_sampling: NegativeSampling::PerSequence,
             num_negatives: 128,
             train_on_validation: false,
             test_every_epoch: false,
