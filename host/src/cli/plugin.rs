@@ -25,8 +25,8 @@ pub struct BenchPluginsArgs {
 
 /// Runs `edgerec bench plugins` and prints its table.
 pub fn bench_plugins(args: BenchPluginsArgs) -> Result<()> {
-    let options = edgerec_runtime::bench::BenchOptions { candidates: args.candidates, iterations: args.iterations };
-    let report = edgerec_runtime::bench::run_plugin_bench(options).context("the plugin benchmark failed")?;
+    let options = edgerec_bench::BenchOptions { candidates: args.candidates, iterations: args.iterations };
+    let report = edgerec_bench::run_plugin_bench(options).context("the plugin benchmark failed")?;
     print!("{report}");
     Ok(())
 }
