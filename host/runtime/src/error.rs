@@ -9,7 +9,9 @@ use crate::trace::StageTrace;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PluginError {
     /// The file is larger than the upload cap.
-    #[error("the plugin is {size} bytes, over the {max}-byte upload cap: build it with --release and strip it")]
+    #[error(
+        "the plugin is {size} bytes, over the {max}-byte upload cap: build it with --release and strip it"
+    )]
     TooLarge {
         /// Its size.
         size: usize,
@@ -17,10 +19,14 @@ pub enum PluginError {
         max: usize,
     },
     /// Not WebAssembly at all.
-    #[error("not a WebAssembly file (no `\\0asm` header): build the plugin with `cargo build --release --target wasm32-wasip2`")]
+    #[error(
+        "not a WebAssembly file (no `\\0asm` header): build the plugin with `cargo build --release --target wasm32-wasip2`"
+    )]
     NotWasm,
     /// A core module, not a component.
-    #[error("a core WebAssembly module, not a component: build for the `wasm32-wasip2` target, which emits components")]
+    #[error(
+        "a core WebAssembly module, not a component: build for the `wasm32-wasip2` target, which emits components"
+    )]
     NotAComponent,
     /// A component that does not compile (malformed, or uses unsupported features).
     #[error("the component does not compile: {message}")]
@@ -29,7 +35,9 @@ pub enum PluginError {
         message: String,
     },
     /// A component, but not of the `edgerec:plugin/plugin` world.
-    #[error("the component does not implement the edgerec:plugin@0.1.0 `plugin` world ({message}): build it with edgerec-sdk")]
+    #[error(
+        "the component does not implement the edgerec:plugin@0.1.0 `plugin` world ({message}): build it with edgerec-sdk"
+    )]
     WrongWorld {
         /// What did not match.
         message: String,
@@ -150,9 +158,32 @@ pub enum StageFailure {
         /// What is wrong.
         problem: OutputProblem,
     },
+    /// Tried to wait inside a host call (sleep, poll, a blocking read...):
+    /// plugins may not block, so the call was stopped at once.
+    #[error("tried to wait in `{call}`: plugins may not block (no sleep, poll or blocking reads)")]
+    Blocked {
+        /// The WASI function it called.
+        call: String,
+    },
+    /// Called `exit` (WASI `wasi:cli/exit`, Rust's `std::process::exit`): only
+    /// the call ends, not the host.
+    #[error("called exit (status {code}): a plugin returns its answer instead")]
+    Exited {
+        /// The status it gave (0 success, 1 failure).
+        code: i32,
+    },
     /// No instance slot freed within the bounded wait.
     #[error("no instance slot freed within {waited_ms} ms: the host is overloaded")]
     PoolBusy {
+        /// How long it waited.
+        waited_ms: u64,
+    },
+    /// The tenant already had its cap of instances running for the whole
+    /// bounded wait (a fairness cap: other tenants' slots stay free).
+    #[error("the tenant already runs its cap of {cap} plugin instances (waited {waited_ms} ms)")]
+    TenantBusy {
+        /// The per-tenant cap.
+        cap: u32,
         /// How long it waited.
         waited_ms: u64,
     },

@@ -29,7 +29,6 @@
 //! randomness seeded). The only real import is the bounded `log`.
 
 mod batch;
-pub mod bench;
 mod bindings;
 mod cache;
 mod config;
@@ -41,13 +40,16 @@ mod slots;
 mod state;
 mod trace;
 mod validate;
+mod wasi;
 
 pub use batch::{CandidateBatch, Column, ColumnValues, Event, RequestContext};
-pub use config::{Limits, RuntimeConfig};
+pub use config::{LimitMaxima, Limits, LimitsError, LimitsSpec, RuntimeConfig};
 pub use error::{InputError, OutputProblem, PipelineError, PluginError, StageFailure};
 pub use pipeline::{OnError, Pipeline, Stage};
 pub use runtime::{CompiledPlugin, Runtime};
-pub use trace::{CallReport, FinalCandidate, LogLine, PipelineOutcome, StageOutput, StageStatus, StageTrace};
+pub use trace::{
+    CallReport, FinalCandidate, LogLine, PipelineOutcome, StageOutput, StageStatus, StageTrace,
+};
 
 /// The wasmtime version this runtime embeds (part of the compiled-artifact cache key).
 pub const WASMTIME_VERSION: &str = "48";

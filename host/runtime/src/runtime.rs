@@ -12,10 +12,12 @@ use crate::bindings::{Plugin, PluginPre, wire};
 use crate::cache::DiskCache;
 use crate::config::{Limits, RuntimeConfig};
 use crate::error::{PluginError, StageFailure};
-use crate::slots::{EpochTicker, Slots};
+use crate::slots::{EpochTicker, SlotBusy, Slots};
 use crate::state::CallState;
 use crate::trace::{CallReport, StageOutput};
 use crate::validate::validate_output;
+use crate::wasi::{HostRefused, WouldBlock};
+use wasmtime_wasi::I32Exit;
 
 /// A plugin compiled, checked against the world and exercised on a sample
 /// input: ready to be put in a pipeline. Cheap to share (`Arc`).
@@ -64,7 +66,10 @@ impl CompiledPlugin {
 
 impl std::fmt::Debug for CompiledPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledPlugin").field("name", &self.name).field("hash", &self.hash).finish_non_exhaustive()
+        f.debug_struct("CompiledPlugin")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +89,9 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, PluginError> {
-        let engine_error = |e: wasmtime::Error| PluginError::Engine { message: format!("{e:#}") };
+        let engine_error = |e: wasmtime::Error| PluginError::Engine {
+            message: format!("{e:#}"),
+        };
         let n = config.pool_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust wasm32-wasip2 component holds a few core instances (the module,
@@ -96,28 +103,42 @@ impl Runtime {
             .max_core_instances_per_component(16)
             .max_memories_per_component(4)
             .max_tables_per_component(8)
-            .max_memory_size(config.max_memory_bytes as usize);
+            .max_memory_size(config.max_memory_bytes as usize)
+            // Reset a used slot by rewriting only the pages the call dirtied
+            // (found with Linux's PAGEMAP_SCAN where the kernel has it) rather
+            // than unmapping them: the next instance then takes no page
+            // faults on the memory a plugin always touches (stack, data,
+            // heap start). Bounded per slot, so RSS stays bounded.
+            .pagemap_scan(wasmtime::Enabled::Auto)
+            .linear_memory_keep_resident(config.keep_resident_bytes)
+            .table_keep_resident(config.keep_resident_bytes.min(64 << 10));
         let mut wasm = wasmtime::Config::new();
         wasm.wasm_component_model(true)
-            .consume_fuel(true)
+            .consume_fuel(config.fuel_metering)
             .epoch_interruption(true)
             .max_wasm_stack(config.max_wasm_stack)
             .cranelift_opt_level(wasmtime::OptLevel::Speed)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        if config.perf_map {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
-        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state).map_err(engine_error)?;
+        crate::wasi::add_to_linker(&mut linker).map_err(engine_error)?;
+        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
+            .map_err(engine_error)?;
         let cache = match &config.cache_dir {
-            Some(dir) => Some(DiskCache::open(dir, &engine).map_err(|e| PluginError::Engine {
-                message: format!("cannot use the cache directory {}: {e}", dir.display()),
-            })?),
+            Some(dir) => Some(
+                DiskCache::open(dir, &engine).map_err(|e| PluginError::Engine {
+                    message: format!("cannot use the cache directory {}: {e}", dir.display()),
+                })?,
+            ),
             None => None,
         };
         let tick = Duration::from_micros(config.epoch_tick_us.max(50));
         Ok(Runtime {
             _ticker: EpochTicker::start(engine.clone(), tick),
-            slots: Slots::new(n as usize),
+            slots: Slots::new(n as usize, config.tenant_instances as usize),
             engine,
             linker,
             config,
@@ -135,20 +156,48 @@ impl Runtime {
         self.compile_named(None, bytes)
     }
 
+    /// [`compile_for`](Self::compile_for) with a sample request of tenant
+    /// `sample`: for local tools (`edgerec plugin check`). A server must use
+    /// `compile_for` with the uploading tenant's own context.
+    pub fn compile_named(
+        &self,
+        name: Option<&str>,
+        bytes: &[u8],
+    ) -> Result<Arc<CompiledPlugin>, PluginError> {
+        self.compile_for(name, bytes, &RequestContext::new("sample"))
+    }
+
     /// Compiles an uploaded plugin (or loads it from the disk cache), checks it
     /// implements the `plugin` world, asks which columns it reads and runs it
-    /// once on a sample input. Slow (Cranelift): keep it off the request path.
-    pub fn compile_named(&self, name: Option<&str>, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, PluginError> {
+    /// once on a sample input under `sample_ctx`. Slow (Cranelift): keep it
+    /// off the request path.
+    ///
+    /// `sample_ctx` should be the uploading tenant's own: its name, and the
+    /// shape of its requests (a user, attributes, recent events, `k`), so that
+    /// a plugin cannot behave for the check and misbehave for its tenant by
+    /// looking at the name. (The check is not the only defence: every call
+    /// runs under the same limits whatever the plugin does.)
+    pub fn compile_for(
+        &self,
+        name: Option<&str>,
+        bytes: &[u8],
+        sample_ctx: &RequestContext,
+    ) -> Result<Arc<CompiledPlugin>, PluginError> {
         check_header(bytes, self.config.max_upload_bytes)?;
         let hash = hex(&Sha256::digest(bytes));
         let started = Instant::now();
-        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &hash));
+        let cached = self
+            .cache
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, &hash));
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
             None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| PluginError::Invalid { message: format!("{e:#}") })?;
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid {
+                        message: format!("{e:#}"),
+                    })?;
                 if let Some(cache) = &self.cache {
                     // A failed cache write only costs a recompile next time.
                     let _ = cache.store(&hash, &component);
@@ -157,8 +206,13 @@ impl Runtime {
             }
         };
         let compile_time = started.elapsed();
-        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld { message: format!("{e:#}") };
-        let pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
+            message: format!("{e:#}"),
+        };
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
         let pre = PluginPre::new(pre).map_err(wrong_world)?;
         let mut plugin = CompiledPlugin {
             name: name.map_or_else(|| hash[..12].to_owned(), str::to_owned),
@@ -176,7 +230,7 @@ impl Runtime {
             Ok(Err(_needs_config)) => {}
             Err(failure) => return Err(PluginError::SampleFailed { failure }),
         }
-        let (sample, _) = self.call(&plugin, &RequestContext::new("sample"), b"", &sample_batch(), &limits);
+        let (sample, _) = self.call(&plugin, sample_ctx, b"", &sample_batch(), &limits);
         match sample {
             Ok(_) | Err(StageFailure::PluginError { .. }) => Ok(Arc::new(plugin)),
             Err(failure) => Err(PluginError::SampleFailed { failure }),
@@ -190,9 +244,14 @@ impl Runtime {
         plugin: &CompiledPlugin,
         config: &[u8],
         limits: &Limits,
-    ) -> (Result<Result<Vec<String>, String>, StageFailure>, CallReport) {
+    ) -> (
+        Result<Result<Vec<String>, String>, StageFailure>,
+        CallReport,
+    ) {
         let limits = setup_limits(limits);
-        self.invoke(plugin, &limits, 0, |store, instance| instance.edgerec_plugin_stage().call_columns(store, config))
+        self.invoke(plugin, SETUP_TENANT, &limits, 0, |store, instance| {
+            instance.edgerec_plugin_stage().call_columns(store, config)
+        })
     }
 
     /// Runs the plugin once on the whole batch with `config`, passing the
@@ -212,7 +271,12 @@ impl Runtime {
             Err(failure) => return (Err(failure), report),
         };
         if let Err(e) = batch.validate() {
-            return (Err(StageFailure::Host { message: e.to_string() }), report);
+            return (
+                Err(StageFailure::Host {
+                    message: e.to_string(),
+                }),
+                report,
+            );
         }
         let rows: Vec<u32> = (0..batch.len() as u32).collect();
         let wire_columns = columns
@@ -220,10 +284,18 @@ impl Runtime {
             .filter_map(|name| batch.column(name))
             .map(|c| crate::batch::EncodedColumn::encode(c).gather(&rows))
             .collect();
-        let candidates = wire::Candidates { ids: batch.ids.clone(), scores: batch.scores.clone(), columns: wire_columns };
+        let candidates = wire::Candidates {
+            ids: batch.ids.clone(),
+            scores: batch.scores.clone(),
+            columns: wire_columns,
+        };
         let columns_fuel = report.fuel_used;
-        let (result, run_report) = self.run_wire(plugin, &ctx.to_wire(), config, &candidates, limits);
-        report = CallReport { fuel_used: columns_fuel + run_report.fuel_used, ..run_report };
+        let (result, run_report) =
+            self.run_wire(plugin, &ctx.to_wire(), config, &candidates, limits);
+        report = CallReport {
+            fuel_used: columns_fuel + run_report.fuel_used,
+            ..run_report
+        };
         (result, report)
     }
 
@@ -237,11 +309,15 @@ impl Runtime {
         limits: &Limits,
     ) -> (Result<StageOutput, StageFailure>, CallReport) {
         let n = candidates.ids.len();
-        let (result, report) = self.invoke(plugin, limits, ctx.now, |store, instance| {
-            instance.edgerec_plugin_stage().call_run(store, ctx, config, candidates)
-        });
+        let (result, report) =
+            self.invoke(plugin, &ctx.tenant, limits, ctx.now, |store, instance| {
+                instance
+                    .edgerec_plugin_stage()
+                    .call_run(store, ctx, config, candidates)
+            });
         let result = match result {
-            Ok(Ok(output)) => validate_output(output, n, limits).map_err(|problem| StageFailure::InvalidOutput { problem }),
+            Ok(Ok(output)) => validate_output(output, n, limits)
+                .map_err(|problem| StageFailure::InvalidOutput { problem }),
             Ok(Err(message)) => Err(StageFailure::PluginError { message }),
             Err(failure) => Err(failure),
         };
@@ -250,14 +326,17 @@ impl Runtime {
 
     /// Instantiates the plugin and drops the instance: the fixed cost of a call.
     pub fn instantiate_only(&self, plugin: &CompiledPlugin) -> Result<Duration, StageFailure> {
-        let (result, report) = self.invoke(plugin, &Limits::default(), 0, |_, _| Ok(()));
+        let (result, report) =
+            self.invoke(plugin, SETUP_TENANT, &Limits::default(), 0, |_, _| Ok(()));
         result.map(|()| Duration::from_secs_f64(report.instantiate_us / 1e6))
     }
 
-    /// One call: a slot, a fresh store with the limits, a fresh instance, `f`.
+    /// One call: a slot (within `tenant`'s cap), a fresh store with the
+    /// limits, a fresh instance, `f`.
     fn invoke<R>(
         &self,
         plugin: &CompiledPlugin,
+        tenant: &str,
         limits: &Limits,
         now: i64,
         f: impl FnOnce(&mut Store<CallState>, &Plugin) -> wasmtime::Result<R>,
@@ -267,14 +346,36 @@ impl Runtime {
         let wait = Duration::from_millis(self.config.pool_wait_ms);
         // Declared before the store so that it is released after the store
         // (and its pooled instance) is gone.
-        let Some(_slot) = self.slots.acquire(wait) else {
-            return (Err(StageFailure::PoolBusy { waited_ms: self.config.pool_wait_ms }), report);
+        let _slot = match self.slots.acquire(tenant, wait) {
+            Ok(slot) => slot,
+            Err(SlotBusy::Pool) => {
+                return (
+                    Err(StageFailure::PoolBusy {
+                        waited_ms: self.config.pool_wait_ms,
+                    }),
+                    report,
+                );
+            }
+            Err(SlotBusy::Tenant) => {
+                let failure = StageFailure::TenantBusy {
+                    cap: self.config.tenant_instances,
+                    waited_ms: self.config.pool_wait_ms,
+                };
+                return (Err(failure), report);
+            }
         };
-        let limits = Limits { memory_bytes: limits.memory_bytes.min(self.config.max_memory_bytes), ..*limits };
+        let limits = Limits {
+            memory_bytes: limits.memory_bytes.min(self.config.max_memory_bytes),
+            ..*limits
+        };
         let mut store = Store::new(&self.engine, CallState::new(&limits, now));
         store.limiter(|state| &mut state.limiter);
-        let host_error = |e: wasmtime::Error| StageFailure::Host { message: format!("{e:#}") };
-        if let Err(e) = store.set_fuel(limits.fuel) {
+        let host_error = |e: wasmtime::Error| StageFailure::Host {
+            message: format!("{e:#}"),
+        };
+        if self.config.fuel_metering
+            && let Err(e) = store.set_fuel(limits.fuel)
+        {
             return (Err(host_error(e)), report);
         }
         let tick = self.config.epoch_tick_us.max(50);
@@ -286,7 +387,9 @@ impl Runtime {
             report.instantiate_us = instantiated.elapsed().as_secs_f64() * 1e6;
             f(&mut store, &instance)
         });
-        report.fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        if self.config.fuel_metering {
+            report.fuel_used = limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        }
         let state = store.data_mut();
         report.peak_memory_bytes = state.limiter.peak;
         report.logs = std::mem::take(&mut state.log.lines);
@@ -298,26 +401,59 @@ impl Runtime {
     }
 }
 
+/// The slot bucket of calls made while setting plugins and stages up (off
+/// the request path, not on behalf of one request's tenant). A NUL cannot
+/// appear in a tenant name the server accepts.
+const SETUP_TENANT: &str = "\0setup";
+
 /// Turns a wasmtime error into the stage's typed failure.
 fn classify(error: wasmtime::Error, limits: &Limits, state: &CallState) -> StageFailure {
+    if let Some(blocked) = error.downcast_ref::<WouldBlock>() {
+        return StageFailure::Blocked {
+            call: blocked.call.to_owned(),
+        };
+    }
+    if let Some(exit) = error.downcast_ref::<I32Exit>() {
+        return StageFailure::Exited { code: exit.0 };
+    }
+    if let Some(refused) = error.downcast_ref::<HostRefused>() {
+        return StageFailure::Trap {
+            message: refused.to_string(),
+        };
+    }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => StageFailure::DeadlineExceeded { deadline_us: limits.deadline_us },
+        Some(Trap::Interrupt) => StageFailure::DeadlineExceeded {
+            deadline_us: limits.deadline_us,
+        },
         Some(Trap::OutOfFuel) => StageFailure::FuelExhausted { fuel: limits.fuel },
         Some(Trap::StackOverflow) => StageFailure::StackOverflow,
-        _ if state.limiter.hit => StageFailure::MemoryLimit { limit_bytes: limits.memory_bytes },
+        _ if state.limiter.hit => StageFailure::MemoryLimit {
+            limit_bytes: limits.memory_bytes,
+        },
         Some(trap) => {
-            let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_owned();
-            let message = if stderr.is_empty() { trap.to_string() } else { format!("{trap}; stderr: {stderr}") };
+            let stderr = String::from_utf8_lossy(&state.stderr.contents())
+                .trim()
+                .to_owned();
+            let message = if stderr.is_empty() {
+                trap.to_string()
+            } else {
+                format!("{trap}; stderr: {stderr}")
+            };
             StageFailure::Trap { message }
         }
-        None => StageFailure::Host { message: format!("{error:#}") },
+        None => StageFailure::Host {
+            message: format!("{error:#}"),
+        },
     }
 }
 
 /// Refuses oversized files, non-wasm bytes and core modules before compiling.
 fn check_header(bytes: &[u8], max_upload_bytes: usize) -> Result<(), PluginError> {
     if bytes.len() > max_upload_bytes {
-        return Err(PluginError::TooLarge { size: bytes.len(), max: max_upload_bytes });
+        return Err(PluginError::TooLarge {
+            size: bytes.len(),
+            max: max_upload_bytes,
+        });
     }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(PluginError::NotWasm);
@@ -333,13 +469,20 @@ fn check_header(bytes: &[u8], max_upload_bytes: usize) -> Result<(), PluginError
 /// path): the stage's, with a deadline of at least a second so that a loaded
 /// machine does not refuse a good plugin; fuel still stops a runaway.
 fn setup_limits(limits: &Limits) -> Limits {
-    Limits { deadline_us: limits.deadline_us.max(1_000_000), ..*limits }
+    Limits {
+        deadline_us: limits.deadline_us.max(1_000_000),
+        ..*limits
+    }
 }
 
 /// Three candidates, no attributes: the input every plugin must survive before
 /// it can be activated.
 fn sample_batch() -> CandidateBatch {
-    CandidateBatch { ids: vec![1, 2, 3], scores: vec![0.3, 0.2, 0.1], columns: Vec::new() }
+    CandidateBatch {
+        ids: vec![1, 2, 3],
+        scores: vec![0.3, 0.2, 0.1],
+        columns: Vec::new(),
+    }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -5,15 +5,18 @@ use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe, SinkOutputStream};
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
 
 use crate::bindings::edgerec::plugin::{host, types};
 use crate::config::Limits;
 use crate::trace::LogLine;
+use crate::wasi::NoWaitView;
 
-/// The bytes every call's "random" stream cycles through.
-const SEED: [u8; 16] = *b"edgerec-plugins!";
+/// Where every call's deterministic "random" sequence starts.
+const SEED: u64 = 0x6564_6765_7265_6321;
 
 /// Everything one call's `Store` holds. Built fresh per call: nothing
 /// survives from one request (or tenant) to the next.
@@ -24,37 +27,63 @@ pub(crate) struct CallState {
     pub log: LogSink,
     /// What the guest wrote to stderr (Rust's panic message goes there).
     pub stderr: MemoryOutputPipe,
+    /// The state of the deterministic random generator (`wasi.rs`).
+    rng: u64,
 }
 
 impl CallState {
     pub fn new(limits: &Limits, now_unix_seconds: i64) -> Self {
         let stderr = MemoryOutputPipe::new(limits.max_log_bytes.max(256));
         let mut wasi = WasiCtxBuilder::new();
-        // Nothing granted: no preopens, args, env, stdin, network. Clocks are
-        // frozen at the request's time and randomness is seeded, so a plugin's
-        // answer depends only on its input.
-        wasi.wall_clock(FixedWallClock(Duration::from_secs(now_unix_seconds.max(0) as u64)))
-            .monotonic_clock(FrozenMonotonicClock)
-            .secure_random(Deterministic::new(SEED.to_vec()))
-            .insecure_random(Deterministic::new(SEED.to_vec()))
-            .insecure_random_seed(0x5eed)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .stderr(stderr.clone());
+        // Nothing granted: no preopens, args, env, network; stdin closed
+        // (reads answer `closed` at once), stdout a sink. Clocks are frozen at
+        // the request's time and randomness is seeded (`wasi.rs`), so a
+        // plugin's answer depends only on its input.
+        wasi.wall_clock(FixedWallClock(Duration::from_secs(
+            now_unix_seconds.max(0) as u64
+        )))
+        .monotonic_clock(FrozenMonotonicClock)
+        .stdin(ClosedInputStream)
+        .stdout(SinkOutputStream)
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .stderr(stderr.clone());
         CallState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, hit: false },
-            log: LogSink { lines: Vec::new(), bytes: 0, dropped: 0, max_lines: limits.max_log_lines, max_bytes: limits.max_log_bytes },
+            limiter: MemoryLimiter {
+                cap: limits.memory_bytes,
+                peak: 0,
+                hit: false,
+            },
+            log: LogSink {
+                lines: Vec::new(),
+                bytes: 0,
+                dropped: 0,
+                max_lines: limits.max_log_lines,
+                max_bytes: limits.max_log_bytes,
+            },
             stderr,
+            rng: SEED,
+        }
+    }
+
+    /// What the non-blocking WASI stand-ins work on.
+    pub fn no_wait(&mut self) -> NoWaitView<'_> {
+        NoWaitView {
+            table: &mut self.table,
+            rng: &mut self.rng,
         }
     }
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -75,7 +104,12 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.cap {
             self.hit = true;
             return Ok(false);
@@ -84,7 +118,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables hold function references; no sane plugin needs more.
         Ok(desired <= 100_000)
     }
@@ -120,7 +159,10 @@ impl LogSink {
             types::LogLevel::Warn => "warn",
             types::LogLevel::Error => "error",
         };
-        self.lines.push(LogLine { level: level.to_owned(), message });
+        self.lines.push(LogLine {
+            level: level.to_owned(),
+            message,
+        });
     }
 }
 

@@ -32,8 +32,8 @@ pub fn bench_plugins(args: BenchPluginsArgs) -> Result<()> {
     if let Some(file) = &args.js {
         return super::plugin_js_bench::bench_js(file, args.candidates, args.iterations);
     }
-    let options = edgerec_runtime::bench::BenchOptions { candidates: args.candidates, iterations: args.iterations };
-    let report = edgerec_runtime::bench::run_plugin_bench(options).context("the plugin benchmark failed")?;
+    let options = edgerec_bench::BenchOptions { candidates: args.candidates, iterations: args.iterations };
+    let report = edgerec_bench::run_plugin_bench(options).context("the plugin benchmark failed")?;
     print!("{report}");
     Ok(())
 }

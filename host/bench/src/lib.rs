@@ -1,4 +1,9 @@
-//! The price of the sandbox, measured: a 3-stage pipeline of first-party
+//! # edgerec-bench: the price of the sandbox, measured
+//!
+//! Kept out of edgerec-runtime so that the runtime does not depend on the
+//! plugin crates it runs as guests.
+//!
+//! The benchmark: a 3-stage pipeline of first-party
 //! plugins (in-stock → boost → diversity) over N candidates with 4 attribute
 //! columns, through the runtime and as the same Rust code called natively, in
 //! the same run. Printed by `edgerec bench plugins` (and the `bench-plugins`
@@ -12,9 +17,9 @@ use edgerec_plugin_diversity::Diversity;
 use edgerec_plugin_in_stock::InStock;
 use edgerec_sdk::{Candidates, Context, Plugin};
 
-use crate::{
-    CandidateBatch, Column, ColumnValues, Limits, OnError, Pipeline, PipelineError, PluginError, RequestContext,
-    Runtime, RuntimeConfig, StageFailure, first_party,
+use edgerec_runtime::{
+    CandidateBatch, Column, ColumnValues, Limits, OnError, Pipeline, PipelineError, PluginError,
+    RequestContext, Runtime, RuntimeConfig, StageFailure, first_party,
 };
 
 /// Why the benchmark could not run.
@@ -70,6 +75,8 @@ pub struct BenchReport {
     pub native: Spread,
     /// Whether both produced the same item order.
     pub same_result: bool,
+    /// The runtime settings that matter for speed, as `name=value` pairs.
+    pub settings: String,
 }
 
 const BOOST: &str = r#"{"rules": [
@@ -81,17 +88,44 @@ const DIVERSITY: &str = r#"{"attribute": "category", "max_per_group": 2, "top": 
 /// Runs the benchmark (seconds to a minute, most of it Cranelift compiling the three plugins).
 pub fn run_plugin_bench(options: BenchOptions) -> Result<BenchReport, BenchError> {
     if options.candidates == 0 || options.iterations == 0 {
-        return Err(BenchError::Options("candidates and iterations must be at least 1".into()));
+        return Err(BenchError::Options(
+            "candidates and iterations must be at least 1".into(),
+        ));
     }
-    let runtime = Runtime::new(RuntimeConfig::default())?;
+    // EDGEREC_PERF_MAP=1: name the plugins' compiled code for `perf`.
+    // EDGEREC_KEEP_RESIDENT=BYTES: the pool's per-slot resident memory (0 = unmap on reset).
+    let perf_map = std::env::var_os("EDGEREC_PERF_MAP").is_some_and(|v| v == "1");
+    let defaults = RuntimeConfig::default();
+    let keep_resident_bytes = match std::env::var("EDGEREC_KEEP_RESIDENT") {
+        Ok(v) => v.parse().map_err(|_| {
+            BenchError::Options(format!("EDGEREC_KEEP_RESIDENT={v} is not a byte count"))
+        })?,
+        Err(_) => defaults.keep_resident_bytes,
+    };
+    // EDGEREC_FUEL=0: no fuel metering (to measure its cost; never in the server).
+    let fuel_metering = std::env::var_os("EDGEREC_FUEL").is_none_or(|v| v != "0");
+    let runtime = Runtime::new(RuntimeConfig {
+        perf_map,
+        keep_resident_bytes,
+        fuel_metering,
+        ..defaults
+    })?;
     let in_stock = runtime.compile_named(Some("in-stock"), first_party::IN_STOCK)?;
     let boost = runtime.compile_named(Some("boost"), first_party::BOOST)?;
     let diversity = runtime.compile_named(Some("diversity"), first_party::DIVERSITY)?;
     // Generous deadline: a benchmark on a loaded machine must not turn into failures.
-    let limits = Limits { deadline_us: 1_000_000, ..Limits::default() };
-    let stage = |p, config: &str| runtime.stage(p, config.as_bytes().to_vec(), OnError::Fail, limits);
+    let limits = Limits {
+        deadline_us: 1_000_000,
+        ..Limits::default()
+    };
+    let stage =
+        |p, config: &str| runtime.stage(p, config.as_bytes().to_vec(), OnError::Fail, limits);
     let pipeline = Pipeline {
-        stages: vec![stage(in_stock, "")?, stage(boost.clone(), BOOST)?, stage(diversity, DIVERSITY)?],
+        stages: vec![
+            stage(in_stock, "")?,
+            stage(boost.clone(), BOOST)?,
+            stage(diversity, DIVERSITY)?,
+        ],
     };
     let batch = random_batch(options.candidates, 7);
     let ctx = RequestContext::new("bench");
@@ -116,7 +150,9 @@ pub fn run_plugin_bench(options: BenchOptions) -> Result<BenchReport, BenchError
     }
     let mut instantiate = Vec::with_capacity(options.iterations);
     for i in 0..warmup + options.iterations {
-        let took = runtime.instantiate_only(&boost).map_err(BenchError::Instantiate)?;
+        let took = runtime
+            .instantiate_only(&boost)
+            .map_err(BenchError::Instantiate)?;
         if i >= warmup {
             instantiate.push(took);
         }
@@ -136,8 +172,13 @@ pub fn run_plugin_bench(options: BenchOptions) -> Result<BenchReport, BenchError
     Ok(BenchReport {
         options,
         sandbox: spread(&mut sandbox),
-        stages: (0..3).map(|s| (names[s].to_owned(), spread(&mut per_stage[s]), fuel[s])).collect(),
+        stages: (0..3)
+            .map(|s| (names[s].to_owned(), spread(&mut per_stage[s]), fuel[s]))
+            .collect(),
         instantiate: spread(&mut instantiate),
+        settings: format!(
+            "fuel_metering={fuel_metering} keep_resident_bytes={keep_resident_bytes}"
+        ),
         native: spread(&mut native),
         same_result: sandbox_ids == native_ids,
     })
@@ -154,6 +195,7 @@ impl fmt::Display for BenchReport {
             "3-stage pipeline (in-stock -> boost -> diversity), {} candidates, 4 attribute columns, {} runs",
             self.options.candidates, self.options.iterations
         )?;
+        writeln!(f, "runtime: {}", self.settings)?;
         writeln!(f, "{:<46} {:>10} {:>10}", "", "median us", "p99 us")?;
         row(f, "sandboxed pipeline, per call (wasmtime)", &self.sandbox)?;
         for (name, s, fuel) in &self.stages {
@@ -201,9 +243,13 @@ impl NativePipeline {
                 ColumnValues::Bool(v) => candidates.with_bool(&column.name, v.clone()),
                 ColumnValues::F64(v) => candidates.with_f64(&column.name, v.clone()),
                 ColumnValues::I64(v) => candidates.with_i64(&column.name, v.clone()),
-                ColumnValues::String(v) => candidates.with_string(&column.name, v.iter().map(|s| s.as_deref()).collect()),
+                ColumnValues::String(v) => {
+                    candidates.with_string(&column.name, v.iter().map(|s| s.as_deref()).collect())
+                }
                 ColumnValues::StringList(_) => {
-                    return Err(BenchError::Native("the benchmark batch has no list columns".into()));
+                    return Err(BenchError::Native(
+                        "the benchmark batch has no list columns".into(),
+                    ));
                 }
             };
         }
@@ -226,7 +272,11 @@ impl NativePipeline {
             after_boost = after_boost.with_scores(scores.to_vec());
         }
         let out = Diversity::run(&self.ctx, &self.diversity, &after_boost).map_err(fail)?;
-        Ok(out.order().iter().map(|&i| after_boost.ids()[i as usize]).collect())
+        Ok(out
+            .order()
+            .iter()
+            .map(|&i| after_boost.ids()[i as usize])
+            .collect())
     }
 }
 
@@ -255,15 +305,41 @@ fn random_batch(n: usize, seed: u64) -> CandidateBatch {
         values.push(unit());
     }
     let value = |i: usize, c: usize| present[i * 5 + c].then_some(values[i * 5 + c]);
-    let pick = |x: f64, options: &[&str]| options[(x * options.len() as f64) as usize % options.len()].to_owned();
+    let pick = |x: f64, options: &[&str]| {
+        options[(x * options.len() as f64) as usize % options.len()].to_owned()
+    };
     CandidateBatch {
         ids: (0..n as u64).map(|i| 1000 + i * 7).collect(),
         scores: (0..n).map(|i| values[i * 5] as f32).collect(),
         columns: vec![
-            Column { name: "in_stock".into(), values: ColumnValues::Bool((0..n).map(|i| value(i, 1).map(|x| x < 0.75)).collect()) },
-            Column { name: "price".into(), values: ColumnValues::F64((0..n).map(|i| value(i, 2).map(|x| 5.0 + 100.0 * x)).collect()) },
-            Column { name: "category".into(), values: ColumnValues::String((0..n).map(|i| value(i, 3).map(|x| pick(x, &categories))).collect()) },
-            Column { name: "brand".into(), values: ColumnValues::String((0..n).map(|i| value(i, 4).map(|x| pick(x, &brands))).collect()) },
+            Column {
+                name: "in_stock".into(),
+                values: ColumnValues::Bool((0..n).map(|i| value(i, 1).map(|x| x < 0.75)).collect()),
+            },
+            Column {
+                name: "price".into(),
+                values: ColumnValues::F64(
+                    (0..n)
+                        .map(|i| value(i, 2).map(|x| 5.0 + 100.0 * x))
+                        .collect(),
+                ),
+            },
+            Column {
+                name: "category".into(),
+                values: ColumnValues::String(
+                    (0..n)
+                        .map(|i| value(i, 3).map(|x| pick(x, &categories)))
+                        .collect(),
+                ),
+            },
+            Column {
+                name: "brand".into(),
+                values: ColumnValues::String(
+                    (0..n)
+                        .map(|i| value(i, 4).map(|x| pick(x, &brands)))
+                        .collect(),
+                ),
+            },
         ],
     }
 }
