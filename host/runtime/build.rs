@@ -13,69 +13,33 @@ use std::process::Command;
 
 /// (package, library file stem, name in OUT_DIR)
 const GUESTS: [(&str, &str, &str); 5] = [
-    (
-        "edgerec-plugin-in-stock",
-        "edgerec_plugin_in_stock",
-        "in_stock",
-    ),
+    ("edgerec-plugin-in-stock", "edgerec_plugin_in_stock", "in_stock"),
     ("edgerec-plugin-boost", "edgerec_plugin_boost", "boost"),
-    (
-        "edgerec-plugin-diversity",
-        "edgerec_plugin_diversity",
-        "diversity",
-    ),
-    (
-        "edgerec-plugin-exclude-recent",
-        "edgerec_plugin_exclude_recent",
-        "exclude_recent",
-    ),
-    (
-        "edgerec-hostile-plugin",
-        "edgerec_hostile_plugin",
-        "hostile",
-    ),
+    ("edgerec-plugin-diversity", "edgerec_plugin_diversity", "diversity"),
+    ("edgerec-plugin-exclude-recent", "edgerec_plugin_exclude_recent", "exclude_recent"),
+    ("edgerec-hostile-plugin", "edgerec_hostile_plugin", "hostile"),
 ];
 
 fn main() {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.join("../..");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in [
-        "sdk/src",
-        "sdk/wit",
-        "sdk/Cargo.toml",
-        "plugins",
-        "host/runtime/guests",
-    ] {
-        println!(
-            "cargo:rerun-if-changed={}",
-            workspace.join(watched).display()
-        );
+    for watched in ["sdk/src", "sdk/wit", "sdk/Cargo.toml", "plugins", "host/runtime/guests"] {
+        println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     let target_dir = guest_target_dir(&out_dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--target-dir",
-        ])
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir);
     for (package, _, _) in GUESTS {
         cmd.args(["-p", package]);
     }
     // The outer build's flags are for the host target, not for wasm.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_RUSTFLAGS",
-    ] {
+    for var in
+        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_TARGET_DIR", "CARGO_BUILD_TARGET", "CARGO_BUILD_RUSTFLAGS"]
+    {
         cmd.env_remove(var);
     }
     // Small guests: no debug info in the shipped components. Fast guests:
@@ -85,18 +49,14 @@ fn main() {
         .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
         .env("CARGO_PROFILE_RELEASE_LTO", "fat")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1");
-    let status = cmd
-        .status()
-        .expect("could not run cargo to build the wasm plugins");
+    let status = cmd.status().expect("could not run cargo to build the wasm plugins");
     assert!(
         status.success(),
         "building the plugins for wasm32-wasip2 failed (see above); if the target is missing, run \
          `rustup target add wasm32-wasip2`"
     );
     for (_, stem, name) in GUESTS {
-        let built = target_dir
-            .join("wasm32-wasip2/release")
-            .join(format!("{stem}.wasm"));
+        let built = target_dir.join("wasm32-wasip2/release").join(format!("{stem}.wasm"));
         std::fs::copy(&built, out_dir.join(format!("{name}.wasm")))
             .unwrap_or_else(|e| panic!("missing {}: {e}", built.display()));
     }
@@ -105,9 +65,7 @@ fn main() {
 /// `<target>/wasm-guests`, where `<target>` is the outer build's target
 /// directory (the ancestor of OUT_DIR above `<profile>/build/`).
 fn guest_target_dir(out_dir: &Path) -> PathBuf {
-    let build = out_dir
-        .ancestors()
-        .find(|p| p.file_name().is_some_and(|n| n == "build"));
+    let build = out_dir.ancestors().find(|p| p.file_name().is_some_and(|n| n == "build"));
     match build.and_then(Path::parent).and_then(Path::parent) {
         Some(target) => target.join("wasm-guests"),
         None => out_dir.join("wasm-guests"),

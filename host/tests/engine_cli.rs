@@ -14,9 +14,28 @@ fn edgerec(args: &[&str]) -> Output {
 fn write_model(dir: &Path) -> PathBuf {
     let out = dir.join("model");
     let run = edgerec(&[
-        "model", "random", "--shape", "custom", "--num-items", "40", "--d-model", "12",
-        "--num-layers", "2", "--num-heads", "2", "--d-qk", "5", "--d-v", "3", "--max-seq-len", "8",
-        "--seed", "7", "--out", out.to_str().unwrap(),
+        "model",
+        "random",
+        "--shape",
+        "custom",
+        "--num-items",
+        "40",
+        "--d-model",
+        "12",
+        "--num-layers",
+        "2",
+        "--num-heads",
+        "2",
+        "--d-qk",
+        "5",
+        "--d-v",
+        "3",
+        "--max-seq-len",
+        "8",
+        "--seed",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "model random failed: {}", String::from_utf8_lossy(&run.stderr));
     out
@@ -35,7 +54,15 @@ fn stderr(out: &Output) -> String {
 /// Runs `encode` on `input` and checks a failure with one `error:` line containing `needle`.
 fn assert_rejected(model: &Path, input: &Path, needle: &str) {
     for command in ["encode", "recommend"] {
-        let out = edgerec(&[command, "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--backend", "cpu"]);
+        let out = edgerec(&[
+            command,
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--backend",
+            "cpu",
+        ]);
         let err = stderr(&out);
         assert!(!out.status.success(), "{command} accepted a bad input: {err}");
         assert_eq!(err.lines().count(), 1, "{command}: expected one stderr line, got:\n{err}");
@@ -53,7 +80,15 @@ fn encode_and_recommend_match_the_library() {
         "user.json",
         r#"{"events":[{"item":3,"ts":200},{"item":9,"ts":100,"action":"click"},{"item":3,"ts":250},{"item":17,"ts":250}],"query_time":400}"#,
     );
-    let out = edgerec(&["encode", "--model", model_dir.to_str().unwrap(), "--input", input.to_str().unwrap(), "--backend", "auto"]);
+    let out = edgerec(&[
+        "encode",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--backend",
+        "auto",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("backend"), "no backend log line: {}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -67,7 +102,17 @@ fn encode_and_recommend_match_the_library() {
     ];
     assert_eq!(got, encode(&model, &events, 400).unwrap());
 
-    let out = edgerec(&["recommend", "--model", model_dir.to_str().unwrap(), "--input", input.to_str().unwrap(), "--k", "5", "--backend", "cpu"]);
+    let out = edgerec(&[
+        "recommend",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--k",
+        "5",
+        "--backend",
+        "cpu",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let items = json["items"].as_array().unwrap();
@@ -78,7 +123,18 @@ fn encode_and_recommend_match_the_library() {
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "not best first: {scores:?}");
 
     // With exclusion off and k beyond the catalog, every item comes back.
-    let out = edgerec(&["recommend", "--model", model_dir.to_str().unwrap(), "--input", input.to_str().unwrap(), "--k", "1000", "--no-exclude-history", "--backend", "cpu"]);
+    let out = edgerec(&[
+        "recommend",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--k",
+        "1000",
+        "--no-exclude-history",
+        "--backend",
+        "cpu",
+    ]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["items"].as_array().unwrap().len(), 40);
 }
@@ -88,7 +144,10 @@ fn random_models_are_reproducible() {
     let dir = tempfile::tempdir().unwrap();
     let a = write_model(&dir.path().join("a"));
     let b = write_model(&dir.path().join("b"));
-    assert_eq!(std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap());
+    assert_eq!(
+        std::fs::read(a.join("model.safetensors")).unwrap(),
+        std::fs::read(b.join("model.safetensors")).unwrap()
+    );
     let out = edgerec(&["model", "random", "--shape", "books", "--out", dir.path().join("c").to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--num-items"), "{}", stderr(&out));
@@ -100,11 +159,27 @@ fn bad_inputs_exit_non_zero_with_one_clear_line() {
     let model = write_model(dir.path());
     let d = dir.path();
     assert_rejected(&model, &write(d, "malformed.json", r#"{"events":[{"item":1,"ts":5}"#), "not a valid request");
-    assert_rejected(&model, &write(d, "wrongtype.json", r#"{"events":[{"item":"x","ts":5}],"query_time":9}"#), "not a valid request");
-    assert_rejected(&model, &write(d, "item0.json", r#"{"events":[{"item":0,"ts":5}],"query_time":9}"#), "item id 0 is outside");
-    assert_rejected(&model, &write(d, "item41.json", r#"{"events":[{"item":41,"ts":5}],"query_time":9}"#), "item id 41 is outside the model's catalog 1..=40");
+    assert_rejected(
+        &model,
+        &write(d, "wrongtype.json", r#"{"events":[{"item":"x","ts":5}],"query_time":9}"#),
+        "not a valid request",
+    );
+    assert_rejected(
+        &model,
+        &write(d, "item0.json", r#"{"events":[{"item":0,"ts":5}],"query_time":9}"#),
+        "item id 0 is outside",
+    );
+    assert_rejected(
+        &model,
+        &write(d, "item41.json", r#"{"events":[{"item":41,"ts":5}],"query_time":9}"#),
+        "item id 41 is outside the model's catalog 1..=40",
+    );
     assert_rejected(&model, &write(d, "empty.json", r#"{"events":[],"query_time":9}"#), "no events");
-    assert_rejected(&model, &write(d, "early.json", r#"{"events":[{"item":2,"ts":50},{"item":3,"ts":10}],"query_time":20}"#), "query_time 20 is before the last event");
+    assert_rejected(
+        &model,
+        &write(d, "early.json", r#"{"events":[{"item":2,"ts":50},{"item":3,"ts":10}],"query_time":20}"#),
+        "query_time 20 is before the last event",
+    );
     assert_rejected(&model, &d.join("missing.json"), "cannot read input file");
     let good = write(d, "good.json", r#"{"events":[{"item":2,"ts":5}],"query_time":9}"#);
     assert_rejected(&d.join("no-such-model"), &good, "cannot load model directory");
@@ -120,7 +195,15 @@ fn cuda_backend_when_not_built_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let model = write_model(dir.path());
     let good = write(dir.path(), "good.json", r#"{"events":[{"item":2,"ts":5}],"query_time":9}"#);
-    let out = edgerec(&["encode", "--model", model.to_str().unwrap(), "--input", good.to_str().unwrap(), "--backend", "cuda"]);
+    let out = edgerec(&[
+        "encode",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        good.to_str().unwrap(),
+        "--backend",
+        "cuda",
+    ]);
     // A CUDA build on a machine with a GPU may serve; otherwise it must say why not.
     if !out.status.success() {
         assert!(stderr(&out).contains("cuda"), "{}", stderr(&out));
@@ -132,9 +215,20 @@ fn cuda_backend_when_not_built_is_a_clear_error() {
 fn recommend_names_catalog_ids_when_the_model_has_an_id_mapping() {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = write_model(dir.path());
-    let input = write(dir.path(), "user.json", r#"{"events":[{"item":3,"ts":200},{"item":9,"ts":300}],"query_time":400}"#);
+    let input =
+        write(dir.path(), "user.json", r#"{"events":[{"item":3,"ts":200},{"item":9,"ts":300}],"query_time":400}"#);
     let run = |model: &Path| -> Vec<serde_json::Value> {
-        let out = edgerec(&["recommend", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--k", "4", "--backend", "cpu"]);
+        let out = edgerec(&[
+            "recommend",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+            "--k",
+            "4",
+            "--backend",
+            "cpu",
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         json["items"].as_array().unwrap().clone()
@@ -152,7 +246,15 @@ fn recommend_names_catalog_ids_when_the_model_has_an_id_mapping() {
     }
     // A broken mapping is a clear error, not silently ignored.
     std::fs::write(model_dir.join("items.json"), "{not json").unwrap();
-    let out = edgerec(&["recommend", "--model", model_dir.to_str().unwrap(), "--input", input.to_str().unwrap(), "--backend", "cpu"]);
+    let out = edgerec(&[
+        "recommend",
+        "--model",
+        model_dir.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--backend",
+        "cpu",
+    ]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cannot read the id mapping"), "{}", stderr(&out));
 }

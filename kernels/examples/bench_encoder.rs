@@ -16,10 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let which = args.next().unwrap_or_else(|| "ml-1m".to_string());
     let budget = Duration::from_secs_f64(seconds);
     let roof = sgemm_gflops(512, 512, 512, budget);
-    println!(
-        "sgemm roof (gemm crate, 1 thread, 512×512×512): {roof:.1} GFLOP/s; rayon threads: {}",
-        threads()
-    );
+    println!("sgemm roof (gemm crate, 1 thread, 512×512×512): {roof:.1} GFLOP/s; rayon threads: {}", threads());
     println!("| shape | figure | value | GFLOP/s | threads | ratio to roof |");
     println!("|---|---|---|---|---|---|");
     let mut shapes = Vec::new();

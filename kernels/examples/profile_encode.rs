@@ -19,16 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = Model::random(config, 1)?;
     let l = model.config.max_seq_len;
     let (events, q) = random_history(model.config.num_items, l, 7);
-    let histories: Vec<_> = (0..64)
-        .map(|u| random_history(model.config.num_items, l, 100 + u))
-        .collect();
-    let batch: Vec<UserHistory<'_>> = histories
-        .iter()
-        .map(|(e, q)| UserHistory {
-            events: e,
-            query_time: *q,
-        })
-        .collect();
+    let histories: Vec<_> = (0..64).map(|u| random_history(model.config.num_items, l, 100 + u)).collect();
+    let batch: Vec<UserHistory<'_>> =
+        histories.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
     let (state, _) = EncoderState::new(&model, &events[..l - 1], events[l - 2].ts)?;
     // Appends go to fresh copies of the 199-event state, made 256 at a time
     // and dropped 256 at a time, so that cloning stays a separate,
@@ -52,11 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let mut s = pool.pop().ok_or("pool refilled above")?;
                 let t = Instant::now();
-                drop(std::hint::black_box(s.append(
-                    &model,
-                    &events[l - 1..],
-                    q,
-                )?));
+                drop(std::hint::black_box(s.append(&model, &events[l - 1..], q)?));
                 times.push(t.elapsed().as_secs_f64());
                 spent.push(s);
             }

@@ -136,35 +136,21 @@ pub trait Backend: Send + Sync {
 
     /// Encodes a user from scratch and keeps their state (see
     /// [`EncoderState::new`]). Returns the state and the L2-normalised embedding.
-    fn new_state(
-        &self,
-        events: &[Event],
-        query_time: i64,
-    ) -> Result<(BackendState, Vec<f32>), BackendError>;
+    fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError>;
 
     /// Appends newer events to a state and re-encodes at `query_time`, with
     /// the rules of [`EncoderState::append`] (incremental while the window
     /// has not slid, a full recompute otherwise). A state built by a backend
     /// of another kind is rebuilt from its events. On an input error the
     /// state is unchanged.
-    fn append(
-        &self,
-        state: &mut BackendState,
-        new_events: &[Event],
-        query_time: i64,
-    ) -> Result<Vec<f32>, BackendError>;
+    fn append(&self, state: &mut BackendState, new_events: &[Event], query_time: i64)
+    -> Result<Vec<f32>, BackendError>;
 
     /// [`Backend::append`] for many users in one call; one result per request,
     /// in order (a bad request fails only itself). The default runs them one
     /// by one.
-    fn append_batch(
-        &self,
-        requests: &mut [AppendRequest<'_>],
-    ) -> Vec<Result<Vec<f32>, BackendError>> {
-        requests
-            .iter_mut()
-            .map(|r| self.append(r.state, r.new_events, r.query_time))
-            .collect()
+    fn append_batch(&self, requests: &mut [AppendRequest<'_>]) -> Vec<Result<Vec<f32>, BackendError>> {
+        requests.iter_mut().map(|r| self.append(r.state, r.new_events, r.query_time)).collect()
     }
 }
 
@@ -181,11 +167,7 @@ impl CpuBackend {
 }
 
 /// Checks a top-k batch's arguments against the model; shared by the backends.
-pub fn check_top_k_call(
-    model: &Model,
-    embeddings: &[Vec<f32>],
-    exclude: &[&[u32]],
-) -> Result<(), BackendError> {
+pub fn check_top_k_call(model: &Model, embeddings: &[Vec<f32>], exclude: &[&[u32]]) -> Result<(), BackendError> {
     let d = model.config.d_model;
     if let Some((i, e)) = embeddings.iter().enumerate().find(|(_, e)| e.len() != d) {
         return Err(BackendError::InvalidCall(format!(
@@ -230,13 +212,8 @@ impl Backend for CpuBackend {
             .collect())
     }
 
-    fn new_state(
-        &self,
-        events: &[Event],
-        query_time: i64,
-    ) -> Result<(BackendState, Vec<f32>), BackendError> {
-        let (state, embedding) =
-            EncoderState::new(&self.model, events, query_time).map_err(input)?;
+    fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError> {
+        let (state, embedding) = EncoderState::new(&self.model, events, query_time).map_err(input)?;
         Ok((BackendState::Cpu(state), embedding))
     }
 
@@ -250,8 +227,7 @@ impl Backend for CpuBackend {
             BackendState::Cpu(s) => s.append(&self.model, new_events, query_time).map_err(input),
             BackendState::Cuda(_) => {
                 crate::history::validate_items(&self.model.config, new_events).map_err(input)?;
-                let (fresh, embedding) =
-                    self.new_state(&rebuilt_history(state, new_events), query_time)?;
+                let (fresh, embedding) = self.new_state(&rebuilt_history(state, new_events), query_time)?;
                 *state = fresh;
                 Ok(embedding)
             }
@@ -259,14 +235,8 @@ impl Backend for CpuBackend {
     }
 
     /// Parallel across users (each append is independent).
-    fn append_batch(
-        &self,
-        requests: &mut [AppendRequest<'_>],
-    ) -> Vec<Result<Vec<f32>, BackendError>> {
-        requests
-            .par_iter_mut()
-            .map(|r| self.append(r.state, r.new_events, r.query_time))
-            .collect()
+    fn append_batch(&self, requests: &mut [AppendRequest<'_>]) -> Vec<Result<Vec<f32>, BackendError>> {
+        requests.par_iter_mut().map(|r| self.append(r.state, r.new_events, r.query_time)).collect()
     }
 }
 
@@ -293,11 +263,7 @@ impl Backend for CudaBackend {
         self.top_k_device(embeddings, k, exclude)
     }
 
-    fn new_state(
-        &self,
-        events: &[Event],
-        query_time: i64,
-    ) -> Result<(BackendState, Vec<f32>), BackendError> {
+    fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError> {
         let (state, embedding) = CudaBackend::new_state(self, events, query_time)?;
         Ok((BackendState::Cuda(state), embedding))
     }
@@ -311,10 +277,8 @@ impl Backend for CudaBackend {
         match state {
             BackendState::Cuda(s) => CudaBackend::append(self, s, new_events, query_time),
             BackendState::Cpu(_) => {
-                crate::history::validate_items(&self.served_model().config, new_events)
-                    .map_err(input)?;
-                let (fresh, embedding) =
-                    Backend::new_state(self, &rebuilt_history(state, new_events), query_time)?;
+                crate::history::validate_items(&self.served_model().config, new_events).map_err(input)?;
+                let (fresh, embedding) = Backend::new_state(self, &rebuilt_history(state, new_events), query_time)?;
                 *state = fresh;
                 Ok(embedding)
             }
@@ -323,12 +287,8 @@ impl Backend for CudaBackend {
 
     /// The users' rows go through one launch per kernel per layer (see
     /// [`CudaBackend::append_many`]); CPU states are rebuilt on the device.
-    fn append_batch(
-        &self,
-        requests: &mut [AppendRequest<'_>],
-    ) -> Vec<Result<Vec<f32>, BackendError>> {
-        let mut results: Vec<Option<Result<Vec<f32>, BackendError>>> =
-            (0..requests.len()).map(|_| None).collect();
+    fn append_batch(&self, requests: &mut [AppendRequest<'_>]) -> Vec<Result<Vec<f32>, BackendError>> {
+        let mut results: Vec<Option<Result<Vec<f32>, BackendError>>> = (0..requests.len()).map(|_| None).collect();
         let mut device = Vec::new();
         let mut device_index = Vec::new();
         for (i, r) in requests.iter_mut().enumerate() {
@@ -337,9 +297,7 @@ impl Backend for CudaBackend {
                     device.push((s, r.new_events, r.query_time));
                     device_index.push(i);
                 }
-                other => {
-                    results[i] = Some(Backend::append(self, other, r.new_events, r.query_time))
-                }
+                other => results[i] = Some(Backend::append(self, other, r.new_events, r.query_time)),
             }
         }
         for (i, r) in device_index.into_iter().zip(self.append_many(device)) {
@@ -347,13 +305,7 @@ impl Backend for CudaBackend {
         }
         results
             .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(BackendError::InvalidCall(
-                        "an append request got no result".into(),
-                    ))
-                })
-            })
+            .map(|r| r.unwrap_or_else(|| Err(BackendError::InvalidCall("an append request got no result".into()))))
             .collect()
     }
 }
@@ -382,9 +334,7 @@ impl FromStr for BackendChoice {
             "cpu" => Ok(BackendChoice::Cpu),
             "cuda" => Ok(BackendChoice::Cuda),
             "cuda-emu" => Ok(BackendChoice::CudaEmu),
-            other => Err(format!(
-                "unknown backend {other:?}: expected auto, cpu, cuda or cuda-emu"
-            )),
+            other => Err(format!("unknown backend {other:?}: expected auto, cpu, cuda or cuda-emu")),
         }
     }
 }
@@ -428,17 +378,11 @@ pub fn open_backend(choice: BackendChoice, model: Arc<Model>) -> Result<Selected
             Err(why) => (Box::new(CpuBackend::new(model)), Some(why)),
         },
     };
-    Ok(Selected {
-        backend,
-        cuda_refused,
-    })
+    Ok(Selected { backend, cuda_refused })
 }
 
 /// Creates the backend for `choice` ([`open_backend`] without the reason):
 /// `Auto` tries CUDA and falls back to the CPU.
-pub fn select_backend(
-    choice: BackendChoice,
-    model: Arc<Model>,
-) -> Result<Box<dyn Backend>, BackendError> {
+pub fn select_backend(choice: BackendChoice, model: Arc<Model>) -> Result<Box<dyn Backend>, BackendError> {
     open_backend(choice, model).map(|s| s.backend)
 }

@@ -33,8 +33,7 @@ pub fn forward_flops(config: &ModelConfig, start: usize, n: usize) -> f64 {
     let (w, a) = (config.uvqk_width() as f64, config.attn_width() as f64);
     let r = (n - start) as f64;
     let pairs: f64 = (start..n).map(|i| (i + 1) as f64).sum();
-    let per_layer =
-        2.0 * r * d * w + 2.0 * h * (config.d_qk + config.d_v) as f64 * pairs + 2.0 * r * a * d;
+    let per_layer = 2.0 * r * d * w + 2.0 * h * (config.d_qk + config.d_v) as f64 * pairs + 2.0 * r * a * d;
     per_layer * config.num_layers as f64
 }
 
@@ -114,10 +113,7 @@ pub fn random_history(num_items: usize, len: usize, seed: u64) -> (Vec<Event>, i
     let events = (0..len)
         .map(|_| {
             ts += rng.random_range(0..7200);
-            Event {
-                item: rng.random_range(1..=num_items as u32),
-                ts,
-            }
+            Event { item: rng.random_range(1..=num_items as u32), ts }
         })
         .collect();
     (events, ts + 60)
@@ -139,21 +135,13 @@ pub fn wide_catalog_model(base: &Model, num_items: usize) -> Result<Model, Model
             (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
         })
         .collect();
-    let weights = Weights {
-        item_emb,
-        ..base.weights.clone()
-    };
+    let weights = Weights { item_emb, ..base.weights.clone() };
     Model::new(config, weights)
 }
 
 /// Measures one model shape. `users` is the batch size of the throughput
 /// figure; `budget` the time spent per figure.
-pub fn bench_shape(
-    name: &str,
-    model: &Model,
-    users: usize,
-    budget: Duration,
-) -> Result<Vec<Row>, ModelError> {
+pub fn bench_shape(name: &str, model: &Model, users: usize, budget: Duration) -> Result<Vec<Row>, ModelError> {
     let mut rows = bench_encoder(name, model, users, budget);
     rows.extend(bench_scoring(name, model, budget)?);
     Ok(rows)
@@ -167,13 +155,7 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
     let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     let mut push = |what: &str, value: String, gflops: f64, threads: usize| {
-        rows.push(Row {
-            shape: name.to_string(),
-            what: what.to_string(),
-            value,
-            gflops,
-            threads,
-        })
+        rows.push(Row { shape: name.to_string(), what: what.to_string(), value, gflops, threads })
     };
 
     let (events, q) = random_history(c.num_items, l, 7);
@@ -181,23 +163,12 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
     let secs = median_secs(budget, || {
         std::hint::black_box(encode(model, &events, q).expect("valid history"));
     });
-    push(
-        &format!("full encode, 1 user × {l} events"),
-        format!("{:.3} ms", secs * 1e3),
-        full / secs / 1e9,
-        1,
-    );
+    push(&format!("full encode, 1 user × {l} events"), format!("{:.3} ms", secs * 1e3), full / secs / 1e9, 1);
 
-    let histories: Vec<(Vec<Event>, i64)> = (0..users)
-        .map(|u| random_history(c.num_items, l, 100 + u as u64))
-        .collect();
-    let batch: Vec<UserHistory<'_>> = histories
-        .iter()
-        .map(|(events, q)| UserHistory {
-            events,
-            query_time: *q,
-        })
-        .collect();
+    let histories: Vec<(Vec<Event>, i64)> =
+        (0..users).map(|u| random_history(c.num_items, l, 100 + u as u64)).collect();
+    let batch: Vec<UserHistory<'_>> =
+        histories.iter().map(|(events, q)| UserHistory { events, query_time: *q }).collect();
     let secs = median_secs(budget, || {
         std::hint::black_box(encode_batch(model, &batch).expect("valid batch"));
     });
@@ -223,16 +194,10 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
     // Short histories, where stacking fills the tiles and shares the calls.
     let short_len = (l / 10).max(1);
     let short_users = 4 * users;
-    let short: Vec<(Vec<Event>, i64)> = (0..short_users)
-        .map(|u| random_history(c.num_items, short_len, 5000 + u as u64))
-        .collect();
-    let short_batch: Vec<UserHistory<'_>> = short
-        .iter()
-        .map(|(events, q)| UserHistory {
-            events,
-            query_time: *q,
-        })
-        .collect();
+    let short: Vec<(Vec<Event>, i64)> =
+        (0..short_users).map(|u| random_history(c.num_items, short_len, 5000 + u as u64)).collect();
+    let short_batch: Vec<UserHistory<'_>> =
+        short.iter().map(|(events, q)| UserHistory { events, query_time: *q }).collect();
     let short_flops = forward_flops(c, 0, short_len);
     for (how, stacked) in [("", true), (", one forward per user", false)] {
         let secs = median_secs(budget, || {
@@ -251,8 +216,7 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
         );
     }
 
-    let (state, _) =
-        EncoderState::new(model, &events[..l - 1], events[l - 2].ts).expect("valid history");
+    let (state, _) = EncoderState::new(model, &events[..l - 1], events[l - 2].ts).expect("valid history");
     let inc = forward_flops(c, l - 2, l);
     // Each run appends to a fresh copy of the 199-event state; the copies are
     // made outside the timed region.
@@ -271,10 +235,7 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
     times.sort_by(f64::total_cmp);
     let secs = times[times.len() / 2];
     push(
-        &format!(
-            "incremental, +1 event at n={l} ({} B state)",
-            state.size_bytes()
-        ),
+        &format!("incremental, +1 event at n={l} ({} B state)", state.size_bytes()),
         format!("{:.1} µs", secs * 1e6),
         inc / secs / 1e9,
         1,
@@ -285,10 +246,7 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
 
 /// Each user encoded by its own call, in parallel across users.
 fn one_by_one(model: &Model, users: &[UserHistory<'_>]) -> Vec<Vec<f32>> {
-    users
-        .par_iter()
-        .map(|u| encode(model, u.events, u.query_time).expect("valid history"))
-        .collect()
+    users.par_iter().map(|u| encode(model, u.events, u.query_time).expect("valid history")).collect()
 }
 
 /// The scoring figures of [`bench_shape`]: top-10 over V and over a million items.
@@ -297,13 +255,7 @@ pub fn bench_scoring(name: &str, model: &Model, budget: Duration) -> Result<Vec<
     let threads = rayon::current_num_threads();
     let mut rows = Vec::new();
     let mut push = |what: &str, value: String, gflops: f64, threads: usize| {
-        rows.push(Row {
-            shape: name.to_string(),
-            what: what.to_string(),
-            value,
-            gflops,
-            threads,
-        })
+        rows.push(Row { shape: name.to_string(), what: what.to_string(), value, gflops, threads })
     };
     let (events, q) = random_history(c.num_items, c.max_seq_len, 7);
     let emb = encode(model, &events, q).expect("valid history");

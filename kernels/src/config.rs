@@ -103,10 +103,8 @@ impl ModelConfig {
 
     /// Reads and validates `config.json`.
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            error: source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ModelError::Io { path: path.to_path_buf(), error: source })?;
         Self::from_json(&text).map_err(|e| match e {
             ModelError::Config(msg) => ModelError::Config(format!("{}: {msg}", path.display())),
             other => other,
@@ -133,8 +131,8 @@ impl ModelConfig {
                 ));
             }
         }
-        let config: ModelConfig = serde_json::from_value(raw)
-            .map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
+        let config: ModelConfig =
+            serde_json::from_value(raw).map_err(|e| ModelError::Config(format!("config.json: {e}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -154,9 +152,7 @@ impl ModelConfig {
         ];
         for (name, value) in positive {
             if value == 0 {
-                return Err(ModelError::Config(format!(
-                    "{name} must be at least 1, got 0"
-                )));
+                return Err(ModelError::Config(format!("{name} must be at least 1, got 0")));
             }
         }
         if self.attn_normalizer < self.max_seq_len {
@@ -166,10 +162,7 @@ impl ModelConfig {
             )));
         }
         if !self.alpha.is_finite() {
-            return Err(ModelError::Config(format!(
-                "alpha must be finite, got {}",
-                self.alpha
-            )));
+            return Err(ModelError::Config(format!("alpha must be finite, got {}", self.alpha)));
         }
         if !(self.time_bucket_div.is_finite() && self.time_bucket_div > 0.0) {
             return Err(ModelError::Config(format!(
@@ -178,10 +171,7 @@ impl ModelConfig {
             )));
         }
         if self.num_items >= u32::MAX as usize {
-            return Err(ModelError::Config(format!(
-                "num_items {} does not fit item ids in u32",
-                self.num_items
-            )));
+            return Err(ModelError::Config(format!("num_items {} does not fit item ids in u32", self.num_items)));
         }
         Ok(())
     }
@@ -189,9 +179,6 @@ impl ModelConfig {
     /// Writes `config.json` (pretty-printed).
     pub fn save(&self, path: &Path) -> Result<(), ModelError> {
         let text = serde_json::to_string_pretty(self).expect("config serialises");
-        std::fs::write(path, text + "\n").map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            error: source,
-        })
+        std::fs::write(path, text + "\n").map_err(|source| ModelError::Io { path: path.to_path_buf(), error: source })
     }
 }

@@ -51,8 +51,7 @@ pub fn encode_batch(model: &Model, users: &[UserHistory<'_>]) -> Result<Vec<Vec<
         .iter()
         .enumerate()
         .map(|(index, user)| {
-            kept_window(&model.config, user.events, user.query_time)
-                .map_err(|source| BatchError { index, source })
+            kept_window(&model.config, user.events, user.query_time).map_err(|source| BatchError { index, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
     // The portable products (the `gemm` crate) round a row differently
@@ -72,28 +71,17 @@ pub fn encode_batch(model: &Model, users: &[UserHistory<'_>]) -> Result<Vec<Vec<
         groups.push(first..windows.len());
     }
     let run = |range: &std::ops::Range<usize>| {
-        let mut kvs: Vec<Vec<LayerKv>> = windows[range.clone()]
-            .iter()
-            .map(|w| empty_kv(model, w.len()))
-            .collect();
+        let mut kvs: Vec<Vec<LayerKv>> = windows[range.clone()].iter().map(|w| empty_kv(model, w.len())).collect();
         let mut rows: Vec<UserRows<'_>> = windows[range.clone()]
             .iter()
             .zip(&users[range.clone()])
             .zip(&mut kvs)
-            .map(|((window, user), kv)| UserRows {
-                events: window,
-                query_time: user.query_time,
-                start: 0,
-                kv,
-            })
+            .map(|((window, user), kv)| UserRows { events: window, query_time: user.query_time, start: 0, kv })
             .collect();
         forward_group(model, &mut rows)
     };
-    let per_group: Vec<Vec<Vec<f32>>> = if groups.len() > 1 {
-        groups.par_iter().map(run).collect()
-    } else {
-        groups.iter().map(run).collect()
-    };
+    let per_group: Vec<Vec<Vec<f32>>> =
+        if groups.len() > 1 { groups.par_iter().map(run).collect() } else { groups.iter().map(run).collect() };
     Ok(per_group.into_iter().flatten().collect())
 }
 
@@ -135,11 +123,7 @@ pub struct EncoderState {
 impl EncoderState {
     /// Encodes a user from scratch and keeps the cache. Returns the state
     /// and the L2-normalised embedding.
-    pub fn new(
-        model: &Model,
-        events: &[Event],
-        query_time: i64,
-    ) -> Result<(Self, Vec<f32>), InputError> {
+    pub fn new(model: &Model, events: &[Event], query_time: i64) -> Result<(Self, Vec<f32>), InputError> {
         let window = kept_window(&model.config, events, query_time)?;
         Ok(Self::from_window(model, window, query_time))
     }
@@ -149,11 +133,7 @@ impl EncoderState {
         window.shrink_to_fit();
         let mut kv = empty_kv(model, window.len());
         let embedding = forward(model, &window, query_time, 0, &mut kv);
-        let mut state = EncoderState {
-            events: window,
-            query_time,
-            kv,
-        };
+        let mut state = EncoderState { events: window, query_time, kv };
         state.drop_newest_row(model);
         (state, embedding)
     }
@@ -166,24 +146,14 @@ impl EncoderState {
     /// `new_events` re-encodes the same history at a new query time.
     ///
     /// On error the state is unchanged.
-    pub fn append(
-        &mut self,
-        model: &Model,
-        new_events: &[Event],
-        query_time: i64,
-    ) -> Result<Vec<f32>, InputError> {
+    pub fn append(&mut self, model: &Model, new_events: &[Event], query_time: i64) -> Result<Vec<f32>, InputError> {
         validate_items(&model.config, new_events)?;
         let mut new_sorted = new_events.to_vec();
         new_sorted.sort_by_key(|e| e.ts);
         let newest_kept = self.events.last().map_or(i64::MIN, |e| e.ts);
-        let last_ts = new_sorted
-            .last()
-            .map_or(newest_kept, |e| e.ts.max(newest_kept));
+        let last_ts = new_sorted.last().map_or(newest_kept, |e| e.ts.max(newest_kept));
         if query_time < last_ts {
-            return Err(InputError::QueryBeforeLastEvent {
-                query_time,
-                last_ts,
-            });
+            return Err(InputError::QueryBeforeLastEvent { query_time, last_ts });
         }
         let n_old = self.events.len();
         let in_order = new_sorted.first().is_none_or(|e| e.ts >= newest_kept);
@@ -201,12 +171,8 @@ impl EncoderState {
         // hold exactly n rows of capacity after every encode, never doubling.
         let rows_added = new_sorted.len() + 1;
         for layer in &mut self.kv {
-            layer
-                .keys
-                .reserve_exact(rows_added * model.config.num_heads * model.config.d_qk);
-            layer
-                .values
-                .reserve_exact(rows_added * model.config.attn_width());
+            layer.keys.reserve_exact(rows_added * model.config.num_heads * model.config.d_qk);
+            layer.values.reserve_exact(rows_added * model.config.attn_width());
         }
         self.events.reserve_exact(new_sorted.len());
         self.events.extend_from_slice(&new_sorted);
@@ -252,10 +218,10 @@ impl EncoderState {
         let c = &model.config;
         let rows = self.events.len().saturating_sub(1);
         self.kv.len() == c.num_layers
-            && self.kv.iter().all(|l| {
-                l.keys.len() == rows * c.num_heads * c.d_qk
-                    && l.values.len() == rows * c.attn_width()
-            })
+            && self
+                .kv
+                .iter()
+                .all(|l| l.keys.len() == rows * c.num_heads * c.d_qk && l.values.len() == rows * c.attn_width())
     }
 
     /// Drops the newest row's keys/values: the next append recomputes that row,

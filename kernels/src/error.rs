@@ -38,9 +38,7 @@ pub enum InputError {
         num_items: usize,
     },
     /// The query time is before the newest event.
-    #[error(
-        "query_time {query_time} is before the last event's timestamp {last_ts}; it must be at or after it"
-    )]
+    #[error("query_time {query_time} is before the last event's timestamp {last_ts}; it must be at or after it")]
     QueryBeforeLastEvent {
         /// The request's query time.
         query_time: i64,

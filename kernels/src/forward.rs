@@ -18,8 +18,7 @@ use std::cell::RefCell;
 
 use crate::history::Event;
 use crate::microkernel::{
-    Attn, AttnScratch, Epilogue, Mat, POS_PAD, attention_head, bucket_row, gemm, grow,
-    layer_norm_rows, padded,
+    Attn, AttnScratch, Epilogue, Mat, POS_PAD, attention_head, bucket_row, gemm, grow, layer_norm_rows, padded,
 };
 use crate::model::Model;
 
@@ -89,19 +88,8 @@ thread_local! {
 /// Runs every layer over the rows `start..n` of `events` (the sorted kept
 /// window). On entry `kv[l]` holds the keys and values of rows `0..start`; on
 /// exit of rows `0..n`. Returns the L2-normalised output of the newest row.
-pub(crate) fn forward(
-    model: &Model,
-    events: &[Event],
-    query_time: i64,
-    start: usize,
-    kv: &mut [LayerKv],
-) -> Vec<f32> {
-    let mut users = [UserRows {
-        events,
-        query_time,
-        start,
-        kv,
-    }];
+pub(crate) fn forward(model: &Model, events: &[Event], query_time: i64, start: usize, kv: &mut [LayerKv]) -> Vec<f32> {
+    let mut users = [UserRows { events, query_time, start, kv }];
     let mut out = forward_group(model, &mut users);
     out.pop().unwrap_or_default()
 }
@@ -123,11 +111,7 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
     let (q_off, k_off, v_off) = (2 * attn, 2 * attn + h * dqk, attn);
     let big_n = c.attn_normalizer;
     for u in users.iter() {
-        debug_assert!(
-            u.start < u.events.len()
-                && u.events.len() <= c.max_seq_len
-                && u.kv.len() == c.num_layers
-        );
+        debug_assert!(u.start < u.events.len() && u.events.len() <= c.max_seq_len && u.kv.len() == c.num_layers);
     }
     // Offsets of each user's rows in the stacked buffers, and of its buckets.
     let mut row_off = Vec::with_capacity(users.len() + 1);
@@ -141,16 +125,7 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
         bucket_len += (n - u.start) * padded(n);
         longest = longest.max(n);
     }
-    let Scratch {
-        x,
-        normed,
-        uvqk,
-        out,
-        buckets,
-        gaps,
-        pos,
-        attn: attn_scratch,
-    } = s;
+    let Scratch { x, normed, uvqk, out, buckets, gaps, pos, attn: attn_scratch } = s;
     grow(x, rows * d);
     grow(normed, rows * d);
     grow(uvqk, rows * width);
@@ -158,12 +133,8 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
     grow(buckets, bucket_len);
     grow(gaps, longest);
     grow(pos, 2 * big_n - 1 + POS_PAD);
-    let (x, normed, uvqk, out) = (
-        &mut x[..rows * d],
-        &mut normed[..rows * d],
-        &mut uvqk[..rows * width],
-        &mut out[..rows * attn],
-    );
+    let (x, normed, uvqk, out) =
+        (&mut x[..rows * d], &mut normed[..rows * d], &mut uvqk[..rows * width], &mut out[..rows * attn]);
 
     let scale = (d as f32).sqrt();
     for (u, (&r0, &b0)) in users.iter().zip(row_off.iter().zip(&bucket_off)) {
@@ -186,10 +157,7 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
             for (g, e) in gaps.iter_mut().zip(&u.events[..=i]) {
                 // |Δ| as f32, as `time_bucket` converts it (i64 → f32 is one
                 // instruction, u64 → f32 a branchy sequence on x86-64).
-                *g = next_ts
-                    .wrapping_sub(e.ts)
-                    .checked_abs()
-                    .map_or(TWO_POW_63, |gap| gap as f32);
+                *g = next_ts.wrapping_sub(e.ts).checked_abs().map_or(TWO_POW_63, |gap| gap as f32);
             }
             let row = &mut buckets[b0 + (i - u.start) * ldn..b0 + (i - u.start + 1) * ldn];
             bucket_row(c, &gaps[..=i], &mut row[..=i]);
@@ -203,14 +171,8 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
         gemm(
             uvqk,
             width,
-            Mat {
-                data: normed,
-                ld: d,
-            },
-            Mat {
-                data: &layer.uvqk,
-                ld: width,
-            },
+            Mat { data: normed, ld: d },
+            Mat { data: &layer.uvqk, ld: width },
             (rows, d, width),
             Epilogue::Silu,
         );
@@ -227,18 +189,9 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
             }
             for head in 0..h {
                 let args = Attn {
-                    q: Mat {
-                        data: &uvqk[r0 * width + q_off + head * dqk..],
-                        ld: width,
-                    },
-                    keys: Mat {
-                        data: &cache.keys[head * dqk..],
-                        ld: h * dqk,
-                    },
-                    values: Mat {
-                        data: &cache.values[head * dv..],
-                        ld: attn,
-                    },
+                    q: Mat { data: &uvqk[r0 * width + q_off + head * dqk..], ld: width },
+                    keys: Mat { data: &cache.keys[head * dqk..], ld: h * dqk },
+                    values: Mat { data: &cache.values[head * dv..], ld: attn },
                     buckets: &buckets[b0..b0 + user_rows * padded(n)],
                     pos,
                     ts_w: &layer.ts_w,
@@ -253,28 +206,12 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
             }
         }
         // y = u ⊙ LN(O), then x += y · W_o + b_o.
-        layer_norm_rows(
-            out,
-            attn,
-            attn,
-            rows,
-            LN_EPS,
-            Some(Mat {
-                data: uvqk,
-                ld: width,
-            }),
-        );
+        layer_norm_rows(out, attn, attn, rows, LN_EPS, Some(Mat { data: uvqk, ld: width }));
         gemm(
             x,
             d,
-            Mat {
-                data: out,
-                ld: attn,
-            },
-            Mat {
-                data: &layer.o_w,
-                ld: d,
-            },
+            Mat { data: out, ld: attn },
+            Mat { data: &layer.o_w, ld: d },
             (rows, attn, d),
             Epilogue::AddBias(&layer.o_b),
         );

@@ -28,14 +28,8 @@ pub struct UserHistory<'a> {
 
 /// Checks every item id is in 1..=V.
 pub fn validate_items(config: &ModelConfig, events: &[Event]) -> Result<(), InputError> {
-    match events
-        .iter()
-        .find(|e| e.item == 0 || e.item as usize > config.num_items)
-    {
-        Some(bad) => Err(InputError::UnknownItem {
-            item: bad.item,
-            num_items: config.num_items,
-        }),
+    match events.iter().find(|e| e.item == 0 || e.item as usize > config.num_items) {
+        Some(bad) => Err(InputError::UnknownItem { item: bad.item, num_items: config.num_items }),
         None => Ok(()),
     }
 }
@@ -45,11 +39,7 @@ pub fn validate_items(config: &ModelConfig, events: &[Event]) -> Result<(), Inpu
 ///
 /// Errors: no events, an item outside 1..=V (any event, kept or not), or a
 /// `query_time` before the newest event.
-pub fn kept_window(
-    config: &ModelConfig,
-    events: &[Event],
-    query_time: i64,
-) -> Result<Vec<Event>, InputError> {
+pub fn kept_window(config: &ModelConfig, events: &[Event], query_time: i64) -> Result<Vec<Event>, InputError> {
     if events.is_empty() {
         return Err(InputError::NoEvents);
     }
@@ -59,10 +49,7 @@ pub fn kept_window(
     sorted.sort_by_key(|e| e.ts);
     let last_ts = sorted[sorted.len() - 1].ts;
     if query_time < last_ts {
-        return Err(InputError::QueryBeforeLastEvent {
-            query_time,
-            last_ts,
-        });
+        return Err(InputError::QueryBeforeLastEvent { query_time, last_ts });
     }
     let start = sorted.len().saturating_sub(config.max_seq_len);
     sorted.drain(..start);
@@ -73,15 +60,8 @@ pub fn kept_window(
 /// sort), the set the reference's evaluation excludes from retrieval. Items
 /// are returned in window order, duplicates included; invalid requests give
 /// the same error as encoding would.
-pub fn kept_items(
-    model: &Model,
-    events: &[Event],
-    query_time: i64,
-) -> Result<Vec<u32>, InputError> {
-    Ok(kept_window(&model.config, events, query_time)?
-        .iter()
-        .map(|e| e.item)
-        .collect())
+pub fn kept_items(model: &Model, events: &[Event], query_time: i64) -> Result<Vec<u32>, InputError> {
+    Ok(kept_window(&model.config, events, query_time)?.iter().map(|e| e.item).collect())
 }
 
 /// The rab time bucket of a gap `delta` (seconds):

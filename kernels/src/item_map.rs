@@ -90,37 +90,27 @@ impl ItemMap {
     pub fn load(model_dir: &Path) -> Result<Self, ItemMapError> {
         let path = model_dir.join(ITEMS_FILE);
         if !path.exists() {
-            let config = crate::ModelConfig::load(&model_dir.join(crate::model::CONFIG_FILE))
-                .map_err(|e| ItemMapError::Invalid {
+            let config = crate::ModelConfig::load(&model_dir.join(crate::model::CONFIG_FILE)).map_err(|e| {
+                ItemMapError::Invalid {
                     path: path.clone(),
-                    message: format!(
-                        "no items.json, and the identity mapping needs config.json: {e}"
-                    ),
-                })?;
+                    message: format!("no items.json, and the identity mapping needs config.json: {e}"),
+                }
+            })?;
             return Ok(Self::identity(config.num_items));
         }
-        let text = std::fs::read_to_string(&path).map_err(|source| ItemMapError::Io {
-            path: path.clone(),
-            error: source,
-        })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| ItemMapError::Io { path: path.clone(), error: source })?;
         Self::from_json(&text).map_err(|message| ItemMapError::Invalid { path, message })
     }
 
     /// Writes `items.json` into a model directory (created if absent).
     pub fn save(&self, model_dir: &Path) -> Result<(), ItemMapError> {
-        std::fs::create_dir_all(model_dir).map_err(|source| ItemMapError::Io {
-            path: model_dir.to_path_buf(),
-            error: source,
-        })?;
+        std::fs::create_dir_all(model_dir)
+            .map_err(|source| ItemMapError::Io { path: model_dir.to_path_buf(), error: source })?;
         let path = model_dir.join(ITEMS_FILE);
-        let file = ItemsFile {
-            external_ids: self.external_ids.clone(),
-        };
+        let file = ItemsFile { external_ids: self.external_ids.clone() };
         let text = serde_json::to_string(&file).expect("strings serialise");
-        std::fs::write(&path, text + "\n").map_err(|source| ItemMapError::Io {
-            path,
-            error: source,
-        })
+        std::fs::write(&path, text + "\n").map_err(|source| ItemMapError::Io { path, error: source })
     }
 
     /// The external id of model item `id` (1..=len), `None` for 0 or out of range.
@@ -171,11 +161,7 @@ mod tests {
         let mut map = ItemMap::new();
         assert_eq!(map.push("sku-b"), 1);
         assert_eq!(map.push("sku-a"), 2);
-        assert_eq!(
-            map.push("sku-b"),
-            1,
-            "an existing id is returned, not duplicated"
-        );
+        assert_eq!(map.push("sku-b"), 1, "an existing id is returned, not duplicated");
         let dir = tempfile::tempdir().unwrap();
         map.save(dir.path()).unwrap();
         let mut loaded = ItemMap::load(dir.path()).unwrap();
@@ -191,11 +177,7 @@ mod tests {
     #[test]
     fn rejects_duplicates_and_malformed_files() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join(ITEMS_FILE),
-            r#"{"external_ids": ["a", "a"]}"#,
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(ITEMS_FILE), r#"{"external_ids": ["a", "a"]}"#).unwrap();
         let err = ItemMap::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("appears twice"), "{err}");
         std::fs::write(dir.path().join(ITEMS_FILE), r#"["a"]"#).unwrap();
@@ -206,9 +188,7 @@ mod tests {
     #[test]
     fn absent_file_means_identity_over_the_config() {
         let dir = tempfile::tempdir().unwrap();
-        crate::ModelConfig::research(5, 4, 1, 1, 4, 8)
-            .save(&dir.path().join("config.json"))
-            .unwrap();
+        crate::ModelConfig::research(5, 4, 1, 1, 4, 8).save(&dir.path().join("config.json")).unwrap();
         let map = ItemMap::load(dir.path()).unwrap();
         assert_eq!(map.len(), 5);
         assert_eq!(map.internal("3"), Some(3));

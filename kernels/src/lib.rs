@@ -13,17 +13,20 @@ pub mod cuda;
 pub mod encode;
 pub mod error;
 mod forward;
-mod microkernel;
 pub mod history;
 pub mod item_map;
+mod microkernel;
 pub mod model;
 pub mod score;
 
+pub use backend::{
+    AppendRequest, Backend, BackendChoice, BackendError, BackendState, CpuBackend, Selected, open_backend,
+    select_backend,
+};
 pub use config::{ModelConfig, Variant};
-pub use error::{InputError, ModelError};
-pub use model::{LayerWeights, Model, Weights};
-pub use backend::{AppendRequest, Backend, BackendChoice, BackendError, BackendState, CpuBackend, Selected, open_backend, select_backend};
 pub use encode::{BatchError, EncoderState, encode, encode_batch};
+pub use error::{InputError, ModelError};
 pub use history::{Event, UserHistory, kept_items, kept_window};
-pub use score::{Scored, top_k};
 pub use microkernel::{PORTABLE_ENV, set_portable, simd_in_use};
+pub use model::{LayerWeights, Model, Weights};
+pub use score::{Scored, top_k};

@@ -44,10 +44,7 @@ pub const PORTABLE_ENV: &str = "EDGEREC_PORTABLE_KERNELS";
 /// (`false`: AVX2 + FMA when the CPU has both, unless [`PORTABLE_ENV`] is `1`).
 /// Affects every thread; meant for tests and side-by-side measurements.
 pub fn set_portable(portable: bool) {
-    PATH.store(
-        if portable { PORTABLE } else { detect() },
-        Ordering::Relaxed,
-    );
+    PATH.store(if portable { PORTABLE } else { detect() }, Ordering::Relaxed);
 }
 
 /// Whether the AVX2/FMA kernels are in use (false: the portable ones).
@@ -129,16 +126,10 @@ pub(crate) fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        ldd >= n && a.ld >= k && b.ld >= n,
-        "strides shorter than rows"
-    );
+    assert!(ldd >= n && a.ld >= k && b.ld >= n, "strides shorter than rows");
     assert!(dst.len() >= (m - 1) * ldd + n, "gemm: dst too short");
     assert!(a.data.len() >= (m - 1) * a.ld + k, "gemm: lhs too short");
-    assert!(
-        k == 0 || b.data.len() >= (k - 1) * b.ld + n,
-        "gemm: rhs too short"
-    );
+    assert!(k == 0 || b.data.len() >= (k - 1) * b.ld + n, "gemm: rhs too short");
     if let Epilogue::AddBias(bias) = epi {
         assert!(bias.len() >= n, "gemm: bias too short");
     }
@@ -146,20 +137,7 @@ pub(crate) fn gemm(
     if simd() {
         // SAFETY: AVX2 and FMA are present (simd()); the asserts above bound
         // every element the tiles read or write.
-        unsafe {
-            avx::gemm(
-                dst.as_mut_ptr(),
-                ldd,
-                a.data.as_ptr(),
-                a.ld,
-                b.data.as_ptr(),
-                b.ld,
-                m,
-                k,
-                n,
-                epi,
-            )
-        };
+        unsafe { avx::gemm(dst.as_mut_ptr(), ldd, a.data.as_ptr(), a.ld, b.data.as_ptr(), b.ld, m, k, n, epi) };
         return;
     }
     portable::gemm(dst, ldd, a, b, (m, k, n), epi);
@@ -215,30 +193,15 @@ pub(crate) fn attention_head(a: &Attn<'_>, out: &mut [f32], ldo: usize, scratch:
     }
     let ldn = padded(a.n);
     assert!(a.start < a.n && a.n <= a.big_n, "attention: bad rows");
-    assert!(
-        a.q.ld >= a.d_qk && a.q.data.len() >= (rows - 1) * a.q.ld + a.d_qk,
-        "attention: q too short"
-    );
-    assert!(
-        a.keys.ld >= a.d_qk && a.keys.data.len() >= (a.n - 1) * a.keys.ld + a.d_qk,
-        "attention: keys too short"
-    );
+    assert!(a.q.ld >= a.d_qk && a.q.data.len() >= (rows - 1) * a.q.ld + a.d_qk, "attention: q too short");
+    assert!(a.keys.ld >= a.d_qk && a.keys.data.len() >= (a.n - 1) * a.keys.ld + a.d_qk, "attention: keys too short");
     assert!(
         a.values.ld >= a.d_v && a.values.data.len() >= (a.n - 1) * a.values.ld + a.d_v,
         "attention: values too short"
     );
-    assert!(
-        a.buckets.len() >= rows * ldn,
-        "attention: buckets too short"
-    );
-    assert!(
-        a.pos.len() >= 2 * a.big_n - 1 + POS_PAD,
-        "attention: pos_w not padded"
-    );
-    assert!(
-        ldo >= a.d_v && out.len() >= (rows - 1) * ldo + a.d_v,
-        "attention: out too short"
-    );
+    assert!(a.buckets.len() >= rows * ldn, "attention: buckets too short");
+    assert!(a.pos.len() >= 2 * a.big_n - 1 + POS_PAD, "attention: pos_w not padded");
+    assert!(ldo >= a.d_v && out.len() >= (rows - 1) * ldo + a.d_v, "attention: out too short");
     #[cfg(target_arch = "x86_64")]
     if simd() {
         grow(&mut scratch.scores, MR * ldn);
@@ -248,15 +211,7 @@ pub(crate) fn attention_head(a: &Attn<'_>, out: &mut [f32], ldo: usize, scratch:
         }
         // SAFETY: AVX2 and FMA are present (simd()); the asserts above and the
         // buffer sizes just set bound every access (see avx::attention_head).
-        unsafe {
-            avx::attention_head(
-                a,
-                out.as_mut_ptr(),
-                ldo,
-                &mut scratch.kt,
-                &mut scratch.scores,
-            )
-        };
+        unsafe { avx::attention_head(a, out.as_mut_ptr(), ldo, &mut scratch.kt, &mut scratch.scores) };
         return;
     }
     portable::attention_head(a, out, ldo);
@@ -283,14 +238,7 @@ fn transpose_keys(a: &Attn<'_>, ldn: usize, kt: &mut [f32]) {
 /// Parameter-free LayerNorm (eps `eps`) of `rows` rows of `width` values at
 /// row stride `ld`, in place; with `gate`, each normalised row is then
 /// multiplied elementwise by the gate's row (`y = gate ⊙ LN(o)`).
-pub(crate) fn layer_norm_rows(
-    buf: &mut [f32],
-    ld: usize,
-    width: usize,
-    rows: usize,
-    eps: f32,
-    gate: Option<Mat<'_>>,
-) {
+pub(crate) fn layer_norm_rows(buf: &mut [f32], ld: usize, width: usize, rows: usize, eps: f32, gate: Option<Mat<'_>>) {
     #[cfg(target_arch = "x86_64")]
     if simd() {
         // SAFETY: AVX2 and FMA are present (simd()); the body is safe code.
@@ -301,14 +249,7 @@ pub(crate) fn layer_norm_rows(
 }
 
 #[inline(always)]
-fn layer_norm_body(
-    buf: &mut [f32],
-    ld: usize,
-    width: usize,
-    rows: usize,
-    eps: f32,
-    gate: Option<Mat<'_>>,
-) {
+fn layer_norm_body(buf: &mut [f32], ld: usize, width: usize, rows: usize, eps: f32, gate: Option<Mat<'_>>) {
     let inv_w = 1.0 / width as f32;
     for r in 0..rows {
         let row = &mut buf[r * ld..r * ld + width];
@@ -320,11 +261,7 @@ fn layer_norm_body(
                 acc[lane] += (c[lane] - mean) * (c[lane] - mean);
             }
         }
-        let tail: f32 = chunks
-            .remainder()
-            .iter()
-            .map(|x| (x - mean) * (x - mean))
-            .sum();
+        let tail: f32 = chunks.remainder().iter().map(|x| (x - mean) * (x - mean)).sum();
         let var = (reduce8(&acc) + tail) * inv_w;
         let inv = 1.0 / (var + eps).sqrt();
         match gate {
@@ -482,28 +419,17 @@ mod avx {
     /// Lanes `0..count` set (count ≤ 8).
     #[inline(always)]
     unsafe fn lane_mask(count: usize) -> __m256i {
-        _mm256_cmpgt_epi32(
-            _mm256_set1_epi32(count as i32),
-            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-        )
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(count as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
     }
 
     #[inline(always)]
     unsafe fn load(p: *const f32, full: bool, mask: __m256i) -> __m256 {
-        if full {
-            _mm256_loadu_ps(p)
-        } else {
-            _mm256_maskload_ps(p, mask)
-        }
+        if full { _mm256_loadu_ps(p) } else { _mm256_maskload_ps(p, mask) }
     }
 
     #[inline(always)]
     unsafe fn store(p: *mut f32, v: __m256, full: bool, mask: __m256i) {
-        if full {
-            _mm256_storeu_ps(p, v)
-        } else {
-            _mm256_maskstore_ps(p, mask, v)
-        }
+        if full { _mm256_storeu_ps(p, v) } else { _mm256_maskstore_ps(p, mask, v) }
     }
 
     /// `R × 8·NV` tile of `a[R×k] · b[k×8·NV]`; with `MASKED`, the last
@@ -682,18 +608,7 @@ mod avx {
                 let mut r0 = 0;
                 while r0 < m {
                     let rows = (m - r0).min(MR);
-                    gemm_block(
-                        rows,
-                        dst.add(r0 * ldd + c0),
-                        ldd,
-                        a.add(r0 * lda),
-                        lda,
-                        b.add(c0),
-                        ldb,
-                        k,
-                        cols,
-                        epi,
-                    );
+                    gemm_block(rows, dst.add(r0 * ldd + c0), ldd, a.add(r0 * lda), lda, b.add(c0), ldb, k, cols, epi);
                     r0 += rows;
                 }
             }
@@ -783,11 +698,7 @@ mod avx {
         let mut p = 0;
         while p + 16 <= len {
             acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(p)), _mm256_loadu_ps(b.add(p)), acc0);
-            acc1 = _mm256_fmadd_ps(
-                _mm256_loadu_ps(a.add(p + 8)),
-                _mm256_loadu_ps(b.add(p + 8)),
-                acc1,
-            );
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a.add(p + 8)), _mm256_loadu_ps(b.add(p + 8)), acc1);
             p += 16;
         }
         if p + 8 <= len {
@@ -813,13 +724,7 @@ mod avx {
     /// See [`super::attention_head`]. `kt` holds the transposed keys when
     /// there are more than `DOT_ROWS` query rows; `scores` is `MR × padded(n)`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn attention_head(
-        a: &Attn<'_>,
-        out: *mut f32,
-        ldo: usize,
-        kt: &mut [f32],
-        scores: &mut [f32],
-    ) {
+    pub(super) unsafe fn attention_head(a: &Attn<'_>, out: *mut f32, ldo: usize, kt: &mut [f32], scores: &mut [f32]) {
         let rows = a.n - a.start;
         let ldn = padded(a.n);
         let use_tile = rows > DOT_ROWS;
@@ -828,8 +733,7 @@ mod avx {
         let inv_n = _mm256_set1_ps(1.0 / a.big_n as f32);
         let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
         // Clamping keeps the gather inside ts_w whatever the buckets hold.
-        let last_bucket =
-            _mm256_set1_epi32(a.ts_w.len().saturating_sub(1).min(i32::MAX as usize) as i32);
+        let last_bucket = _mm256_set1_epi32(a.ts_w.len().saturating_sub(1).min(i32::MAX as usize) as i32);
         let mut r0 = 0;
         while r0 < rows {
             let mr = (rows - r0).min(MR);
@@ -855,8 +759,7 @@ mod avx {
                     let i = a.start + r0 + r;
                     let qr = q.add(r * a.q.ld);
                     for j in 0..=i {
-                        *s.add(r * ldn + j) =
-                            dot(qr, a.keys.data.as_ptr().add(j * a.keys.ld), a.d_qk);
+                        *s.add(r * ldn + j) = dot(qr, a.keys.data.as_ptr().add(j * a.keys.ld), a.d_qk);
                     }
                 }
                 keys_used.div_ceil(8) * 8
@@ -873,16 +776,11 @@ mod avx {
                 let mut j = 0;
                 while j < jmax {
                     let raw = _mm256_loadu_ps(s_row.add(j));
-                    let bucket =
-                        _mm256_min_epu32(_mm256_loadu_si256(b_row.add(j / 8)), last_bucket);
+                    let bucket = _mm256_min_epu32(_mm256_loadu_si256(b_row.add(j / 8)), last_bucket);
                     let ts = _mm256_i32gather_ps::<4>(a.ts_w.as_ptr(), bucket);
-                    let x =
-                        _mm256_add_ps(_mm256_fmadd_ps(alpha, raw, _mm256_loadu_ps(pos.add(j))), ts);
+                    let x = _mm256_add_ps(_mm256_fmadd_ps(alpha, raw, _mm256_loadu_ps(pos.add(j))), ts);
                     let w = _mm256_mul_ps(silu_ps(x), inv_n);
-                    let past = _mm256_cmpgt_epi32(
-                        _mm256_add_epi32(lanes, _mm256_set1_epi32(j as i32)),
-                        diag,
-                    );
+                    let past = _mm256_cmpgt_epi32(_mm256_add_epi32(lanes, _mm256_set1_epi32(j as i32)), diag);
                     _mm256_storeu_ps(s_row.add(j), _mm256_andnot_ps(_mm256_castsi256_ps(past), w));
                     j += 8;
                 }
@@ -921,13 +819,11 @@ mod avx {
     /// (the clamped ends only feed SiLU, where they make no difference).
     #[inline(always)]
     pub(super) unsafe fn exp_ps(x: __m256) -> __m256 {
-        let x = _mm256_min_ps(
-            _mm256_max_ps(x, _mm256_set1_ps(-87.3)),
-            _mm256_set1_ps(88.3),
-        );
-        let fx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
-        );
+        let x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3)), _mm256_set1_ps(88.3));
+        let fx = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+            x,
+            _mm256_set1_ps(std::f32::consts::LOG2_E),
+        ));
         let x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693_359_4), x);
         let x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.121_944_4e-4), x);
         let mut y = _mm256_set1_ps(1.987_569_1e-4);
@@ -936,15 +832,8 @@ mod avx {
         y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.166_579_6e-2));
         y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(0.166_666_65));
         y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(0.5));
-        y = _mm256_fmadd_ps(
-            y,
-            _mm256_mul_ps(x, x),
-            _mm256_add_ps(x, _mm256_set1_ps(1.0)),
-        );
-        let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(
-            _mm256_cvtps_epi32(fx),
-            _mm256_set1_epi32(127),
-        ));
+        y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0)));
+        let pow2 = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)));
         _mm256_mul_ps(y, _mm256_castsi256_ps(pow2))
     }
 
@@ -955,10 +844,7 @@ mod avx {
     /// result, against a true value below 1e−36. NaN stays NaN.
     #[inline(always)]
     pub(super) unsafe fn silu_ps(x: __m256) -> __m256 {
-        let d = _mm256_add_ps(
-            _mm256_set1_ps(1.0),
-            exp_ps(_mm256_xor_ps(x, _mm256_set1_ps(-0.0))),
-        );
+        let d = _mm256_add_ps(_mm256_set1_ps(1.0), exp_ps(_mm256_xor_ps(x, _mm256_set1_ps(-0.0))));
         let r = _mm256_rcp_ps(d);
         let r = _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)));
         _mm256_mul_ps(x, r)
@@ -972,10 +858,8 @@ mod avx {
         let bits = _mm256_castps_si256(x);
         let e = _mm256_sub_epi32(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(127));
         // Mantissa in [0.5, 1).
-        let m = _mm256_or_ps(
-            _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x007f_ffff))),
-            _mm256_set1_ps(0.5),
-        );
+        let m =
+            _mm256_or_ps(_mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x007f_ffff))), _mm256_set1_ps(0.5));
         let mut e_f = _mm256_add_ps(_mm256_cvtepi32_ps(e), _mm256_set1_ps(1.0));
         let small = _mm256_cmp_ps::<_CMP_LT_OQ>(m, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
         let t = _mm256_and_ps(m, small);
@@ -1021,10 +905,7 @@ mod avx {
                 _mm256_cmp_ps::<_CMP_GT_OQ>(frac, _mm256_set1_ps(1.0 - MARGIN)),
             );
             let undecided = _mm256_andnot_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(g, one), near);
-            let bucket = _mm256_min_epi32(
-                _mm256_max_epi32(_mm256_cvttps_epi32(fl), _mm256_setzero_si256()),
-                top,
-            );
+            let bucket = _mm256_min_epi32(_mm256_max_epi32(_mm256_cvttps_epi32(fl), _mm256_setzero_si256()), top);
             _mm256_storeu_si256(out.as_mut_ptr().add(j) as *mut __m256i, bucket);
             let mut lanes = _mm256_movemask_ps(undecided);
             while lanes != 0 {
@@ -1059,16 +940,7 @@ mod tests {
         let mut worst_silu = 0.0f64;
         let mut x = -87.0f32;
         while x < 88.0 {
-            let xs = [
-                x,
-                x + 0.01,
-                x + 0.02,
-                x + 0.03,
-                x + 0.04,
-                x + 0.05,
-                x + 0.06,
-                x + 0.07,
-            ];
+            let xs = [x, x + 0.01, x + 0.02, x + 0.03, x + 0.04, x + 0.05, x + 0.06, x + 0.07];
             let mut e = [0.0f32; 8];
             let mut s = [0.0f32; 8];
             // SAFETY: AVX2/FMA checked above; arrays of 8.
@@ -1112,22 +984,14 @@ mod tests {
                 }
                 while lo < hi {
                     let mid = lo + (hi - lo) / 2;
-                    if exact(mid) >= b {
-                        hi = mid
-                    } else {
-                        lo = mid + 1
-                    }
+                    if exact(mid) >= b { hi = mid } else { lo = mid + 1 }
                 }
                 for delta in 0..5u64 {
                     gaps.push(lo.saturating_sub(2) + delta);
                 }
                 // Neighbouring floats, for gaps beyond 2^24.
                 let f = lo as f32;
-                for g in [
-                    f32::from_bits(f.to_bits() - 1),
-                    f,
-                    f32::from_bits(f.to_bits() + 1),
-                ] {
+                for g in [f32::from_bits(f.to_bits() - 1), f, f32::from_bits(f.to_bits() + 1)] {
                     gaps.push(g as u64);
                 }
             }
@@ -1152,16 +1016,7 @@ mod tests {
         if !simd_here() {
             return;
         }
-        let xs = [
-            f32::NAN,
-            -1000.0,
-            1000.0,
-            f32::INFINITY,
-            0.0,
-            -0.0,
-            1e-30,
-            -88.0,
-        ];
+        let xs = [f32::NAN, -1000.0, 1000.0, f32::INFINITY, 0.0, -0.0, 1e-30, -88.0];
         let mut s = [0.0f32; 8];
         // SAFETY: AVX2/FMA checked above; arrays of 8.
         unsafe { _mm256_storeu_ps(s.as_mut_ptr(), avx::silu_ps(_mm256_loadu_ps(xs.as_ptr()))) };

@@ -69,19 +69,13 @@ pub struct Model {
 fn expected_shapes(config: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let d = config.d_model;
     let n = config.attn_normalizer;
-    let mut shapes = vec![
-        ("item_emb".to_string(), vec![config.num_items + 1, d]),
-        ("pos_emb".to_string(), vec![n, d]),
-    ];
+    let mut shapes = vec![("item_emb".to_string(), vec![config.num_items + 1, d]), ("pos_emb".to_string(), vec![n, d])];
     for i in 0..config.num_layers {
         shapes.push((format!("layers.{i}.uvqk"), vec![d, config.uvqk_width()]));
         shapes.push((format!("layers.{i}.o_w"), vec![config.attn_width(), d]));
         shapes.push((format!("layers.{i}.o_b"), vec![d]));
         shapes.push((format!("layers.{i}.pos_w"), vec![2 * n - 1]));
-        shapes.push((
-            format!("layers.{i}.ts_w"),
-            vec![config.num_time_buckets + 1],
-        ));
+        shapes.push((format!("layers.{i}.ts_w"), vec![config.num_time_buckets + 1]));
     }
     shapes
 }
@@ -90,20 +84,12 @@ impl Weights {
     /// Parses a safetensors buffer and checks it against `config`: every
     /// expected tensor present, float32, of the expected shape, and no other.
     pub fn from_safetensors(config: &ModelConfig, bytes: &[u8]) -> Result<Self, ModelError> {
-        let file = SafeTensors::deserialize(bytes).map_err(|e| {
-            ModelError::Weights(format!(
-                "{WEIGHTS_FILE} is not a valid safetensors file: {e}"
-            ))
-        })?;
+        let file = SafeTensors::deserialize(bytes)
+            .map_err(|e| ModelError::Weights(format!("{WEIGHTS_FILE} is not a valid safetensors file: {e}")))?;
         let expected = expected_shapes(config);
-        let expected_names: std::collections::HashSet<&str> =
-            expected.iter().map(|(name, _)| name.as_str()).collect();
-        let mut extra: Vec<String> = file
-            .names()
-            .into_iter()
-            .filter(|name| !expected_names.contains(*name))
-            .map(str::to_string)
-            .collect();
+        let expected_names: std::collections::HashSet<&str> = expected.iter().map(|(name, _)| name.as_str()).collect();
+        let mut extra: Vec<String> =
+            file.names().into_iter().filter(|name| !expected_names.contains(*name)).map(str::to_string).collect();
         if !extra.is_empty() {
             extra.sort();
             return Err(ModelError::Weights(format!(
@@ -114,11 +100,9 @@ impl Weights {
         }
         let mut tensors = BTreeMap::new();
         for (name, shape) in &expected {
-            let view = file.tensor(name).map_err(|_| {
-                ModelError::Weights(format!(
-                    "missing tensor {name:?} (expected float32 {shape:?})"
-                ))
-            })?;
+            let view = file
+                .tensor(name)
+                .map_err(|_| ModelError::Weights(format!("missing tensor {name:?} (expected float32 {shape:?})")))?;
             tensors.insert(name.clone(), read_f32(name, shape, &view)?);
         }
         let mut take = |name: &str| tensors.remove(name).expect("checked above");
@@ -133,11 +117,7 @@ impl Weights {
                 ts_w: take(&format!("layers.{i}.ts_w")),
             })
             .collect();
-        Ok(Weights {
-            item_emb,
-            pos_emb,
-            layers,
-        })
+        Ok(Weights { item_emb, pos_emb, layers })
     }
 
     /// Serialises to safetensors bytes, in the names and shapes of the format.
@@ -155,22 +135,16 @@ impl Weights {
             }
             data.push((name, shape, values));
         }
-        let bytes: Vec<Vec<u8>> = data
-            .iter()
-            .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-            .collect();
+        let bytes: Vec<Vec<u8>> =
+            data.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
         let views: Vec<(String, TensorView<'_>)> = data
             .iter()
             .zip(&bytes)
             .map(|((name, shape, _), raw)| {
-                (
-                    name.clone(),
-                    TensorView::new(Dtype::F32, shape.clone(), raw).expect("sizes checked"),
-                )
+                (name.clone(), TensorView::new(Dtype::F32, shape.clone(), raw).expect("sizes checked"))
             })
             .collect();
-        safetensors::serialize(views, None)
-            .map_err(|e| ModelError::Weights(format!("cannot serialise weights: {e}")))
+        safetensors::serialize(views, None).map_err(|e| ModelError::Weights(format!("cannot serialise weights: {e}")))
     }
 
     /// The tensor of the given format name.
@@ -203,16 +177,9 @@ fn read_f32(name: &str, shape: &[usize], view: &TensorView<'_>) -> Result<Vec<f3
         )));
     }
     if view.shape() != shape {
-        return Err(ModelError::Weights(format!(
-            "tensor {name:?} has shape {:?}, expected {shape:?}",
-            view.shape()
-        )));
+        return Err(ModelError::Weights(format!("tensor {name:?} has shape {:?}, expected {shape:?}", view.shape())));
     }
-    let values: Vec<f32> = view
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     if let Some(pos) = values.iter().position(|x| !x.is_finite()) {
         return Err(ModelError::Weights(format!(
             "tensor {name:?} holds a non-finite value ({}) at flat index {pos}",
@@ -245,16 +212,9 @@ impl Model {
             }
         }
         let d = config.d_model;
-        let item_norms = weights
-            .item_emb
-            .chunks_exact(d)
-            .map(|row| row.iter().map(|x| x * x).sum::<f32>().sqrt())
-            .collect();
-        Ok(Model {
-            config,
-            weights,
-            item_norms,
-        })
+        let item_norms =
+            weights.item_emb.chunks_exact(d).map(|row| row.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
+        Ok(Model { config, weights, item_norms })
     }
 
     /// Loads a model directory (`config.json` + `model.safetensors`).
@@ -270,27 +230,18 @@ impl Model {
         }
         let config = ModelConfig::load(&dir.join(CONFIG_FILE))?;
         let path = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io {
-            path,
-            error: source,
-        })?;
+        let bytes = std::fs::read(&path).map_err(|source| ModelError::Io { path, error: source })?;
         let weights = Weights::from_safetensors(&config, &bytes)?;
         Model::new(config, weights)
     }
 
     /// Writes the model directory (created if absent).
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
-        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
-            path: dir.to_path_buf(),
-            error: source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| ModelError::Io { path: dir.to_path_buf(), error: source })?;
         self.config.save(&dir.join(CONFIG_FILE))?;
         let bytes = self.weights.to_safetensors(&self.config)?;
         let path = dir.join(WEIGHTS_FILE);
-        std::fs::write(&path, bytes).map_err(|source| ModelError::Io {
-            path,
-            error: source,
-        })
+        std::fs::write(&path, bytes).map_err(|source| ModelError::Io { path, error: source })
     }
 
     /// A model with seeded random weights, scaled like a trained one (item and
@@ -301,9 +252,8 @@ impl Model {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let d = config.d_model;
         let n = config.attn_normalizer;
-        let mut uniform = |len: usize, scale: f32| -> Vec<f32> {
-            (0..len).map(|_| rng.random_range(-scale..scale)).collect()
-        };
+        let mut uniform =
+            |len: usize, scale: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(-scale..scale)).collect() };
         let emb_scale = (3.0 / d as f32).sqrt() * 0.5;
         let mut item_emb = uniform((config.num_items + 1) * d, emb_scale);
         item_emb[..d].fill(0.0);
@@ -318,14 +268,7 @@ impl Model {
                 ts_w: uniform(config.num_time_buckets + 1, 0.2),
             })
             .collect();
-        Model::new(
-            config,
-            Weights {
-                item_emb,
-                pos_emb,
-                layers,
-            },
-        )
+        Model::new(config, Weights { item_emb, pos_emb, layers })
     }
 
     /// The embedding row of item `c` (0 = padding).

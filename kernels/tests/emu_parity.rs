@@ -21,9 +21,7 @@ use std::time::Instant;
 use common::{Gaps, config, history};
 use edgerec_kernels::backend::{Backend, BackendChoice, BackendState, open_backend};
 use edgerec_kernels::cuda::{CudaBackend, EmuOptions};
-use edgerec_kernels::{
-    CpuBackend, Event, Model, ModelConfig, UserHistory, encode, encode_batch, top_k,
-};
+use edgerec_kernels::{CpuBackend, Event, Model, ModelConfig, UserHistory, encode, encode_batch, top_k};
 
 const EMBED_TOL: f32 = 2e-5;
 const REF_TOL: f64 = 1e-4;
@@ -34,8 +32,7 @@ fn emu(model: &Model) -> CudaBackend {
 }
 
 fn emu_with(model: &Model, options: &EmuOptions) -> Result<CudaBackend, String> {
-    let b =
-        CudaBackend::emulated_with(Arc::new(model.clone()), options).map_err(|e| e.to_string())?;
+    let b = CudaBackend::emulated_with(Arc::new(model.clone()), options).map_err(|e| e.to_string())?;
     b.set_poison_outputs(true);
     Ok(b)
 }
@@ -45,41 +42,20 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
     if a.len() != b.len() {
         return f32::INFINITY;
     }
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(
-            0.0,
-            |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) },
-        )
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) })
 }
 
 /// Encodes `users` on `backend` and compares with the CPU engine and the
 /// f64 reference; the worst errors, or what failed.
-fn compare_encode(
-    backend: &dyn Backend,
-    model: &Model,
-    users: &[(Vec<Event>, i64)],
-) -> Result<(f32, f64), String> {
-    let batch: Vec<UserHistory<'_>> = users
-        .iter()
-        .map(|(e, q)| UserHistory {
-            events: e,
-            query_time: *q,
-        })
-        .collect();
-    let got = backend
-        .encode_batch(&batch)
-        .map_err(|e| format!("encode failed: {e}"))?;
+fn compare_encode(backend: &dyn Backend, model: &Model, users: &[(Vec<Event>, i64)]) -> Result<(f32, f64), String> {
+    let batch: Vec<UserHistory<'_>> = users.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
+    let got = backend.encode_batch(&batch).map_err(|e| format!("encode failed: {e}"))?;
     let cpu = encode_batch(model, &batch).map_err(|e| e.to_string())?;
     let (mut w_cpu, mut w_ref) = (0.0f32, 0.0f64);
     for (u, ((g, c), (events, q))) in got.iter().zip(&cpu).zip(users).enumerate() {
         let e = worst(g, c);
         if e > EMBED_TOL {
-            return Err(format!(
-                "user {u} (n = {}): max |emu − cpu| = {e} > {EMBED_TOL}",
-                events.len()
-            ));
+            return Err(format!("user {u} (n = {}): max |emu − cpu| = {e} > {EMBED_TOL}", events.len()));
         }
         let r = reference::rel_err(g, &reference::encode(model, events, *q));
         if r.is_nan() || r > REF_TOL {
@@ -98,14 +74,7 @@ fn users(cfg: &ModelConfig, lengths: &[usize], seed: u64) -> Vec<(Vec<Event>, i6
     lengths
         .iter()
         .enumerate()
-        .map(|(i, &n)| {
-            history(
-                n,
-                cfg.num_items,
-                [Gaps::Anything, Gaps::Seconds, Gaps::Equal][i % 3],
-                seed + i as u64,
-            )
-        })
+        .map(|(i, &n)| history(n, cfg.num_items, [Gaps::Anything, Gaps::Seconds, Gaps::Equal][i % 3], seed + i as u64))
         .collect()
 }
 
@@ -115,16 +84,7 @@ fn encode_matches_cpu_and_reference_for_every_head_dim_and_length() {
     // (items, D, layers, heads, d_qk, d_v, L, lengths): head dims 5, 25, 50,
     // 64; d_qk ≠ d_v both ways; 1, 2, 31, 32, 33 events (attention tile
     // edges), L events, histories longer than L.
-    type Shape = (
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        &'static [usize],
-    );
+    type Shape = (usize, usize, usize, usize, usize, usize, usize, &'static [usize]);
     let shapes: [Shape; 6] = [
         (60, 10, 2, 2, 5, 5, 40, &[1, 2, 31, 32, 33, 40, 47]),
         (60, 25, 1, 1, 25, 25, 40, &[1, 33, 45]),
@@ -140,15 +100,9 @@ fn encode_matches_cpu_and_reference_for_every_head_dim_and_length() {
         let b = emu(&model);
         let (e_cpu, e_ref) = compare_encode(&b, &model, &users(&cfg, lengths, 100 * i as u64))
             .unwrap_or_else(|e| panic!("shape {i} (d_qk {dqk}, d_v {dv}): {e}"));
-        report.push(format!(
-            "dqk {dqk} dv {dv}: {e_cpu:.1e} vs cpu, {e_ref:.1e} vs f64"
-        ));
+        report.push(format!("dqk {dqk} dv {dv}: {e_cpu:.1e} vs cpu, {e_ref:.1e} vs f64"));
     }
-    eprintln!(
-        "cuda-emu encode parity: {} ({:.1} s)",
-        report.join("; "),
-        start.elapsed().as_secs_f64()
-    );
+    eprintln!("cuda-emu encode parity: {} ({:.1} s)", report.join("; "), start.elapsed().as_secs_f64());
 }
 
 #[test]
@@ -157,26 +111,15 @@ fn batches_of_mixed_lengths_match_one_by_one_and_the_cpu() {
     let model = Model::random(cfg.clone(), 7).unwrap();
     let b = emu(&model);
     for (bi, size) in [1usize, 2, 5, 16].into_iter().enumerate() {
-        let lengths: Vec<usize> = (0..size)
-            .map(|u| [1, 40, 33, 7, 55, 2, 32, 31][(u + bi) % 8])
-            .collect();
+        let lengths: Vec<usize> = (0..size).map(|u| [1, 40, 33, 7, 55, 2, 32, 31][(u + bi) % 8]).collect();
         let hist = users(&cfg, &lengths, 1000 + bi as u64);
         compare_encode(&b, &model, &hist).unwrap_or_else(|e| panic!("batch of {size}: {e}"));
         // The batch equals its users encoded one at a time on the same backend.
-        let batch: Vec<UserHistory<'_>> = hist
-            .iter()
-            .map(|(e, q)| UserHistory {
-                events: e,
-                query_time: *q,
-            })
-            .collect();
+        let batch: Vec<UserHistory<'_>> = hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
         let together = b.encode_batch(&batch).unwrap();
         for (u, one) in batch.iter().enumerate() {
             let alone = b.encode_batch(std::slice::from_ref(one)).unwrap();
-            assert_eq!(
-                together[u], alone[0],
-                "batch of {size}, user {u}: a batch changes no user's result"
-            );
+            assert_eq!(together[u], alone[0], "batch of {size}, user {u}: a batch changes no user's result");
         }
     }
 }
@@ -191,26 +134,16 @@ fn incremental_appends_match_a_full_encode_including_the_sliding_window() {
     let (mut state, first) = backend.new_state(&all, q).unwrap();
     assert!(worst(&first, &encode(&model, &all, q).unwrap()) <= EMBED_TOL);
     let per_user = cfg.num_layers * cfg.max_seq_len * cfg.num_heads * (cfg.d_qk + cfg.d_v) * 4;
-    assert_eq!(
-        state.device_bytes(),
-        per_user,
-        "the device cache holds L rows of every layer"
-    );
+    assert_eq!(state.device_bytes(), per_user, "the device cache holds L rows of every layer");
     assert!(state.host_bytes() > 0);
     let mut slid = false;
     for step in 0..16u64 {
         let last = all.iter().map(|e| e.ts).max().unwrap();
         let new: Vec<Event> = match step % 5 {
-            0 => Vec::new(), // a later query time only
-            4 => vec![Event {
-                item: 1 + (step as u32 * 7) % 90,
-                ts: last - 10,
-            }], // out of order: full recompute
+            0 => Vec::new(),                                                      // a later query time only
+            4 => vec![Event { item: 1 + (step as u32 * 7) % 90, ts: last - 10 }], // out of order: full recompute
             _ => (0..1 + step % 4)
-                .map(|j| Event {
-                    item: 1 + ((step * 13 + j) % 90) as u32,
-                    ts: last + 5 + 100 * j as i64,
-                })
+                .map(|j| Event { item: 1 + ((step * 13 + j) % 90) as u32, ts: last + 5 + 100 * j as i64 })
                 .collect(),
         };
         all.extend_from_slice(&new);
@@ -218,28 +151,15 @@ fn incremental_appends_match_a_full_encode_including_the_sliding_window() {
         let got = backend.append(&mut state, &new, q).unwrap();
         let want = encode(&model, &all, q).unwrap();
         let e = worst(&got, &want);
-        assert!(
-            e <= EMBED_TOL,
-            "step {step} (history {}, window {}): {e}",
-            all.len(),
-            state.events().len()
-        );
+        assert!(e <= EMBED_TOL, "step {step} (history {}, window {}): {e}", all.len(), state.events().len());
         let r = reference::rel_err(&got, &reference::encode(&model, &all, q));
         assert!(r <= REF_TOL, "step {step}: {r:e} vs the f64 reference");
         slid |= all.len() > cfg.max_seq_len;
         assert_eq!(state.events().len(), all.len().min(cfg.max_seq_len));
     }
     assert!(slid, "the test must reach the sliding window");
-    assert!(
-        backend.append(&mut state, &[], 0).is_err(),
-        "query before the last event"
-    );
-    assert!(
-        backend
-            .append(&mut state, &[Event { item: 91, ts: q }], q)
-            .is_err(),
-        "unknown item"
-    );
+    assert!(backend.append(&mut state, &[], 0).is_err(), "query before the last event");
+    assert!(backend.append(&mut state, &[Event { item: 91, ts: q }], q).is_err(), "unknown item");
 
     // A CPU state handed to the emulated backend is rebuilt, not misread; and back.
     let cpu = CpuBackend::new(Arc::new(model.clone()));
@@ -268,19 +188,16 @@ fn batched_appends_match_full_encodes() {
     let model = Model::random(cfg, 12).unwrap();
     let b = emu(&model);
     let cpu = CpuBackend::new(Arc::new(model.clone()));
-    let mut hist: Vec<(Vec<Event>, i64)> = (0..6u64)
-        .map(|u| history(1 + 3 * u as usize, 50, Gaps::Seconds, 300 + u))
-        .collect();
+    let mut hist: Vec<(Vec<Event>, i64)> =
+        (0..6u64).map(|u| history(1 + 3 * u as usize, 50, Gaps::Seconds, 300 + u)).collect();
     let mut states: Vec<BackendState> = hist
         .iter()
         .enumerate()
-        .map(|(u, (e, q))| {
-            if u == 5 {
-                cpu.new_state(e, *q).unwrap().0
-            } else {
-                Backend::new_state(&b, e, *q).unwrap().0
-            }
-        })
+        .map(
+            |(u, (e, q))| {
+                if u == 5 { cpu.new_state(e, *q).unwrap().0 } else { Backend::new_state(&b, e, *q).unwrap().0 }
+            },
+        )
         .collect();
     for round in 0..4usize {
         let news: Vec<Vec<Event>> = hist
@@ -290,15 +207,9 @@ fn batched_appends_match_full_encodes() {
                 let last = e.iter().map(|x| x.ts).max().unwrap().max(*q);
                 match (u + round) % 4 {
                     0 => Vec::new(),
-                    1 => vec![Event {
-                        item: 1 + u as u32,
-                        ts: last - 50,
-                    }],
+                    1 => vec![Event { item: 1 + u as u32, ts: last - 50 }],
                     _ => (0..1 + (u + round) % 5)
-                        .map(|j| Event {
-                            item: 1 + (7 * u + j) as u32 % 50,
-                            ts: last + 3 * j as i64,
-                        })
+                        .map(|j| Event { item: 1 + (7 * u + j) as u32 % 50, ts: last + 3 * j as i64 })
                         .collect(),
                 }
             })
@@ -312,42 +223,25 @@ fn batched_appends_match_full_encodes() {
             .iter_mut()
             .zip(&news)
             .zip(&hist)
-            .map(|((state, new), (_, q))| edgerec_kernels::AppendRequest {
-                state,
-                new_events: new,
-                query_time: *q,
-            })
+            .map(|((state, new), (_, q))| edgerec_kernels::AppendRequest { state, new_events: new, query_time: *q })
             .collect();
         reqs[bad].query_time = 0;
         let out = Backend::append_batch(&b, &mut reqs);
         for (u, r) in out.iter().enumerate() {
             if u == bad {
-                assert!(
-                    r.is_err(),
-                    "round {round}: a query time before the last event is refused"
-                );
+                assert!(r.is_err(), "round {round}: a query time before the last event is refused");
                 continue;
             }
             let (e, q) = &hist[u];
             let e_cpu = worst(r.as_ref().unwrap(), &encode(&model, e, *q).unwrap());
-            assert!(
-                e_cpu <= EMBED_TOL,
-                "round {round} user {u} (history {}): {e_cpu}",
-                e.len()
-            );
+            assert!(e_cpu <= EMBED_TOL, "round {round} user {u} (history {}): {e_cpu}", e.len());
         }
         // The refused user's state is unchanged: append the same events again, validly.
         let (e, q) = &hist[bad];
         let got = Backend::append(&b, &mut states[bad], &news[bad], *q).unwrap();
-        assert!(
-            worst(&got, &encode(&model, e, *q).unwrap()) <= EMBED_TOL,
-            "round {round}: retry of user {bad}"
-        );
+        assert!(worst(&got, &encode(&model, e, *q).unwrap()) <= EMBED_TOL, "round {round}: retry of user {bad}");
     }
-    assert!(
-        hist.iter().any(|(e, _)| e.len() > 16),
-        "some window must slide"
-    );
+    assert!(hist.iter().any(|(e, _)| e.len() > 16), "some window must slide");
     assert!(states.iter().all(|s| matches!(s, BackendState::Cuda(_))));
 }
 
@@ -368,9 +262,7 @@ fn compare_top_k(
         if !(g.score.to_bits() == w.score.to_bits() || (g.score - w.score).abs() <= SCORE_TOL) {
             return Err(format!("rank {t}: score {} vs cpu {}", g.score, w.score));
         }
-        let isolated = want
-            .iter()
-            .all(|o| o.item == w.item || (o.score - w.score).abs() > 2.0 * SCORE_TOL);
+        let isolated = want.iter().all(|o| o.item == w.item || (o.score - w.score).abs() > 2.0 * SCORE_TOL);
         if isolated && g.item != w.item {
             return Err(format!("rank {t}: item {} vs cpu {}", g.item, w.item));
         }
@@ -394,10 +286,7 @@ fn top_k_model(items: usize, seed: u64) -> Model {
 
 #[test]
 fn top_k_matches_cpu_with_ties_exclusions_nan_and_k_beyond_the_catalog() {
-    for (items, ks) in [
-        (300usize, &[1usize, 10, 299, 310][..]),
-        (5000, &[1, 64, 512, 600][..]),
-    ] {
+    for (items, ks) in [(300usize, &[1usize, 10, 299, 310][..]), (5000, &[1, 64, 512, 600][..])] {
         let model = top_k_model(items, items as u64);
         let b = emu(&model);
         let embeddings: Vec<Vec<f32>> = (0..4)
@@ -405,19 +294,12 @@ fn top_k_matches_cpu_with_ties_exclusions_nan_and_k_beyond_the_catalog() {
                 if u == 0 {
                     model.item_row(3).to_vec()
                 } else {
-                    (0..16)
-                        .map(|j| ((u * 31 + j * 7) % 17) as f32 / 8.0 - 1.0)
-                        .collect()
+                    (0..16).map(|j| ((u * 31 + j * 7) % 17) as f32 / 8.0 - 1.0).collect()
                 }
             })
             .collect();
         let excl: Vec<Vec<u32>> = (0..4u32)
-            .map(|u| {
-                (0..u * 25)
-                    .map(|j| 1 + (j * 97 + u) % items as u32)
-                    .chain([0, items as u32 + 5])
-                    .collect()
-            })
+            .map(|u| (0..u * 25).map(|j| 1 + (j * 97 + u) % items as u32).chain([0, items as u32 + 5]).collect())
             .collect();
         let refs: Vec<&[u32]> = excl.iter().map(Vec::as_slice).collect();
         for &k in ks {
@@ -429,74 +311,35 @@ fn top_k_matches_cpu_with_ties_exclusions_nan_and_k_beyond_the_catalog() {
             }
             if k >= 3 {
                 let ids: Vec<u32> = got[0].iter().map(|s| s.item).collect();
-                assert_eq!(
-                    ids[0], 13,
-                    "V {items} k {k}: the NaN item first, as f32::total_cmp orders it"
-                );
-                assert_eq!(
-                    &ids[1..4],
-                    &[3, 7, items as u32 / 2][..],
-                    "V {items} k {k}: equal rows by smaller id"
-                );
+                assert_eq!(ids[0], 13, "V {items} k {k}: the NaN item first, as f32::total_cmp orders it");
+                assert_eq!(&ids[1..4], &[3, 7, items as u32 / 2][..], "V {items} k {k}: equal rows by smaller id");
             }
         }
-        assert!(
-            b.top_k_batch(&embeddings, 5, &[])
-                .unwrap()
-                .iter()
-                .all(|l| l.len() == 5)
-        );
-        assert!(
-            b.top_k_batch(&[vec![0.0; 15]], 5, &[]).is_err(),
-            "wrong embedding width"
-        );
+        assert!(b.top_k_batch(&embeddings, 5, &[]).unwrap().iter().all(|l| l.len() == 5));
+        assert!(b.top_k_batch(&[vec![0.0; 15]], 5, &[]).is_err(), "wrong embedding width");
     }
 }
 
 #[test]
 fn cuda_emu_is_a_backend_choice_never_auto() {
     let model = Arc::new(Model::random(config(20, 8, 1, 1, 4, 4, 8), 3).unwrap());
-    assert_eq!(
-        "cuda-emu".parse::<BackendChoice>().unwrap(),
-        BackendChoice::CudaEmu
-    );
+    assert_eq!("cuda-emu".parse::<BackendChoice>().unwrap(), BackendChoice::CudaEmu);
     assert_eq!(BackendChoice::CudaEmu.to_string(), "cuda-emu");
     let sel = open_backend(BackendChoice::CudaEmu, model.clone()).unwrap();
     assert_eq!(sel.backend.name(), "cuda-emu");
     let auto = open_backend(BackendChoice::Auto, model.clone()).unwrap();
     assert_ne!(auto.backend.name(), "cuda-emu");
     if auto.backend.name() == "cpu" {
-        let why = auto
-            .cuda_refused
-            .expect("auto on the CPU says why CUDA was refused");
-        assert!(
-            why.to_string().starts_with("cuda backend unavailable"),
-            "{why}"
-        );
+        let why = auto.cuda_refused.expect("auto on the CPU says why CUDA was refused");
+        assert!(why.to_string().starts_with("cuda backend unavailable"), "{why}");
     }
     let e = [Event { item: 1, ts: 5 }];
     let bad = [Event { item: 21, ts: 5 }];
-    let users = [
-        UserHistory {
-            events: &e,
-            query_time: 9,
-        },
-        UserHistory {
-            events: &bad,
-            query_time: 9,
-        },
-    ];
+    let users = [UserHistory { events: &e, query_time: 9 }, UserHistory { events: &bad, query_time: 9 }];
     assert!(
         matches!(sel.backend.encode_batch(&users), Err(edgerec_kernels::BackendError::Input(err)) if err.index == 1)
     );
-    assert!(
-        sel.backend
-            .encode_batch(&[UserHistory {
-                events: &[],
-                query_time: 9
-            }])
-            .is_err()
-    );
+    assert!(sel.backend.encode_batch(&[UserHistory { events: &[], query_time: 9 }]).is_err());
 }
 
 // ---- seeded bugs: a broken copy of a kernel must fail the same checks ----
@@ -505,14 +348,8 @@ fn cuda_emu_is_a_backend_choice_never_auto() {
 fn seeded(file: &str, from: &str, to: &str) -> EmuOptions {
     let path = format!("{}/src/cuda/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(
-        text.matches(from).count(),
-        1,
-        "{file}: the seeded edit must match exactly once: {from:?}"
-    );
-    EmuOptions {
-        source_overrides: vec![(file.to_string(), text.replace(from, to))],
-    }
+    assert_eq!(text.matches(from).count(), 1, "{file}: the seeded edit must match exactly once: {from:?}");
+    EmuOptions { source_overrides: vec![(file.to_string(), text.replace(from, to))] }
 }
 
 /// Whether the encode parity check catches the seeded bug (an emulator
@@ -533,11 +370,8 @@ fn encode_catches(options: &EmuOptions) -> String {
 #[test]
 fn seeded_missing_barrier_in_attention_is_caught() {
     // The barrier between loading a key/value tile and reading it.
-    let how = encode_catches(&seeded(
-        "hstu_attention.cu",
-        "        __syncthreads();\n\n#pragma unroll",
-        "\n#pragma unroll",
-    ));
+    let how =
+        encode_catches(&seeded("hstu_attention.cu", "        __syncthreads();\n\n#pragma unroll", "\n#pragma unroll"));
     eprintln!("caught: {how}");
 }
 
@@ -554,11 +388,7 @@ fn seeded_missing_barrier_in_gemm_is_caught() {
 
 #[test]
 fn seeded_shifted_index_in_attention_is_caught() {
-    let how = encode_catches(&seeded(
-        "hstu_attention.cu",
-        "pos_w[big_n - 1 + j - i]",
-        "pos_w[big_n - 2 + j - i]",
-    ));
+    let how = encode_catches(&seeded("hstu_attention.cu", "pos_w[big_n - 1 + j - i]", "pos_w[big_n - 2 + j - i]"));
     eprintln!("caught: {how}");
 }
 
@@ -591,22 +421,9 @@ fn seeded_missing_barrier_in_top_k_sort_is_caught() {
     );
     let model = top_k_model(300, 300);
     let b = emu_with(&model, &options).unwrap();
-    let embeddings: Vec<Vec<f32>> = (0..3)
-        .map(|u| {
-            (0..16)
-                .map(|j| ((u * 5 + j * 3) % 11) as f32 / 6.0 - 1.0)
-                .collect()
-        })
-        .collect();
+    let embeddings: Vec<Vec<f32>> =
+        (0..3).map(|u| (0..16).map(|j| ((u * 5 + j * 3) % 11) as f32 / 6.0 - 1.0).collect()).collect();
     let got = b.top_k_batch(&embeddings, 50, &[]).unwrap();
-    let caught = (0..3).any(|u| {
-        compare_top_k(
-            &model,
-            &got[u],
-            &top_k(&model, &embeddings[u], 50, &[]),
-            &[],
-        )
-        .is_err()
-    });
+    let caught = (0..3).any(|u| compare_top_k(&model, &got[u], &top_k(&model, &embeddings[u], 50, &[]), &[]).is_err());
     assert!(caught, "a bitonic sort without barriers went unnoticed");
 }

@@ -24,10 +24,7 @@ fn check(cfg: ModelConfig, seed: u64, len: usize, gaps: Gaps) -> f64 {
     let fast = encode(&m, &events, query_time).expect("valid request");
     let exact = reference::encode(&m, &events, query_time);
     let err = rel_err(&fast, &exact);
-    assert!(
-        err <= TOLERANCE,
-        "config {cfg:?} len {len} gaps {gaps:?}: relative error {err:e} > {TOLERANCE:e}"
-    );
+    assert!(err <= TOLERANCE, "config {cfg:?} len {len} gaps {gaps:?}: relative error {err:e} > {TOLERANCE:e}");
     let norm: f32 = fast.iter().map(|v| v * v).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-5, "embedding not unit length: {norm}");
     err
@@ -45,7 +42,9 @@ fn odd_shapes_match_the_reference() {
     ];
     let mut worst = 0.0f64;
     for (s, cfg) in shapes.into_iter().enumerate() {
-        for (len, gaps) in [(1, Gaps::Anything), (2, Gaps::Equal), (7, Gaps::Seconds), (cfg.max_seq_len, Gaps::Anything)] {
+        for (len, gaps) in
+            [(1, Gaps::Anything), (2, Gaps::Equal), (7, Gaps::Seconds), (cfg.max_seq_len, Gaps::Anything)]
+        {
             worst = worst.max(check(cfg.clone(), 100 + s as u64, len, gaps));
         }
     }
@@ -75,8 +74,7 @@ fn equal_timestamps_and_huge_gaps() {
     }
     // Gaps of decades, and a query far in the future: the top bucket.
     let m = model(cfg.clone(), 4);
-    let events: Vec<Event> =
-        (0..6).map(|i| Event { item: 1 + i as u32, ts: i * 400_000_000 }).collect();
+    let events: Vec<Event> = (0..6).map(|i| Event { item: 1 + i as u32, ts: i * 400_000_000 }).collect();
     let q = 10_000_000_000;
     let err = rel_err(&encode(&m, &events, q).unwrap(), &reference::encode(&m, &events, q));
     assert!(err <= TOLERANCE, "{err:e}");

@@ -6,8 +6,7 @@ mod common;
 use common::{Gaps, config, history, model};
 use edgerec_kernels::score::{better, score_all};
 use edgerec_kernels::{
-    EncoderState, Event, InputError, Model, Scored, UserHistory, encode, encode_batch, kept_items,
-    top_k,
+    EncoderState, Event, InputError, Model, Scored, UserHistory, encode, encode_batch, kept_items, top_k,
 };
 use proptest::prelude::*;
 
@@ -147,14 +146,8 @@ fn hostile_requests_are_errors_not_panics() {
     let zero = [Event { item: 0, ts: 1 }];
     assert!(matches!(encode(&m, &zero, 10), Err(InputError::UnknownItem { item: 0, .. })));
     let late = [Event { item: 3, ts: 100 }, Event { item: 4, ts: 50 }];
-    assert_eq!(
-        encode(&m, &late, 99),
-        Err(InputError::QueryBeforeLastEvent { query_time: 99, last_ts: 100 })
-    );
-    let users = [
-        UserHistory { events: &late, query_time: 100 },
-        UserHistory { events: &bad, query_time: 10 },
-    ];
+    assert_eq!(encode(&m, &late, 99), Err(InputError::QueryBeforeLastEvent { query_time: 99, last_ts: 100 }));
+    let users = [UserHistory { events: &late, query_time: 100 }, UserHistory { events: &bad, query_time: 10 }];
     assert_eq!(encode_batch(&m, &users).unwrap_err().index, 1);
 
     // A failed append leaves the state as it was.

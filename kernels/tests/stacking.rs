@@ -14,22 +14,13 @@ fn check_batch(cfg: ModelConfig, seed: u64, lens: &[usize]) {
         .enumerate()
         .map(|(i, &len)| history(len, cfg.num_items, Gaps::Anything, seed * 97 + i as u64))
         .collect();
-    let users: Vec<UserHistory<'_>> = requests
-        .iter()
-        .map(|(events, q)| UserHistory {
-            events,
-            query_time: *q,
-        })
-        .collect();
+    let users: Vec<UserHistory<'_>> =
+        requests.iter().map(|(events, q)| UserHistory { events, query_time: *q }).collect();
     let batch = encode_batch(&m, &users).expect("valid batch");
     assert_eq!(batch.len(), lens.len());
     for (u, ((events, q), got)) in requests.iter().zip(&batch).enumerate() {
         let alone = encode(&m, events, *q).expect("valid request");
-        assert_eq!(
-            got, &alone,
-            "user {u} (len {}) differs from its encode alone",
-            lens[u]
-        );
+        assert_eq!(got, &alone, "user {u} (len {}) differs from its encode alone", lens[u]);
     }
 }
 
@@ -37,9 +28,7 @@ fn check_batch(cfg: ModelConfig, seed: u64, lens: &[usize]) {
 fn mixed_lengths_at_the_ml_1m_shape_are_bit_identical() {
     // 1..200 events: several short users share a group, long ones fill it,
     // and a group boundary falls inside the batch more than once.
-    let lens = [
-        1, 2, 7, 31, 200, 199, 3, 64, 120, 200, 5, 6, 150, 1, 90, 200, 17, 33,
-    ];
+    let lens = [1, 2, 7, 31, 200, 199, 3, 64, 120, 200, 5, 6, 150, 1, 90, 200, 17, 33];
     check_batch(ModelConfig::ml_1m(400), 3, &lens);
 }
 
@@ -47,10 +36,7 @@ fn mixed_lengths_at_the_ml_1m_shape_are_bit_identical() {
 fn many_heads_odd_dims_and_windows_longer_than_l() {
     // H = 3, d_qk ≠ d_v, D not a multiple of 8; histories past L are cut to L.
     let cfg = config(90, 29, 2, 3, 13, 7, 70);
-    let lens = [
-        80, 1, 70, 69, 2, 150, 33, 71, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9,
-        9, 9, 9,
-    ];
+    let lens = [80, 1, 70, 69, 2, 150, 33, 71, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9];
     check_batch(cfg, 4, &lens);
 }
 

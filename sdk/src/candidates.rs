@@ -186,12 +186,9 @@ impl Candidates {
     /// The list-of-strings column `name`, if present and of that type.
     pub fn string_list(&self, name: &str) -> Option<StringListColumn<'_>> {
         match self.column(name)? {
-            (wit::ColumnValues::StringLists(c), missing) => Some(StringListColumn {
-                offsets: &c.offsets,
-                codes: &c.codes,
-                dictionary: &c.dictionary,
-                missing,
-            }),
+            (wit::ColumnValues::StringLists(c), missing) => {
+                Some(StringListColumn { offsets: &c.offsets, codes: &c.codes, dictionary: &c.dictionary, missing })
+            }
             _ => None,
         }
     }

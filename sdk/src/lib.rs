@@ -140,7 +140,7 @@ macro_rules! export_plugin {
             static EDGEREC_PLUGIN_NAME_SECTION: [u8; EDGEREC_PLUGIN_NAME.len()] =
                 $crate::__private::name_bytes::<{ EDGEREC_PLUGIN_NAME.len() }>(EDGEREC_PLUGIN_NAME);
             type EdgerecPluginShim = $crate::__private::Shim<$plugin>;
-            $crate::bindings::__export_plugin_world!(EdgerecPluginShim with_types_in $crate::bindings);
+    $crate::bindings::__export_plugin_world!(EdgerecPluginShim with_types_in $crate::bindings);
         };
     };
 }

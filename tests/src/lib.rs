@@ -6,8 +6,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use edgerec_kernels::item_map::ItemMap;
@@ -120,10 +120,8 @@ impl Server {
                 panic!("edgerec serve did not start within 120 s; its log:\n{log}");
             }
         };
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .expect("http client");
+        let client =
+            reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client");
         let server = Server { child, base, data_dir: data_dir.to_path_buf(), client, stdout: lines };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.get("/readyz", None).0 != 200 {
@@ -159,11 +157,7 @@ impl Server {
             .send()
             .unwrap_or_else(|e| panic!("{path}: {e}"));
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
+        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(String::from);
         let body = response.json().unwrap_or(Value::Null);
         (status, retry_after, body)
     }

@@ -136,33 +136,178 @@ fn every_bad_input_gets_its_code_and_the_process_survives() {
         ("deep nesting", raw("POST", recommend, "[".repeat(100_000).as_bytes()), 413, "payload_too_large"),
         ("nesting past serde's limit", raw("POST", recommend, "[".repeat(5_000).as_bytes()), 400, "malformed_json"),
         ("too large", raw("POST", recommend, &vec![b' '; 70_000]), 413, "payload_too_large"),
-        ("k = 0", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 0})), 400, "bad_request"),
-        ("k too large", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 100000})), 400, "bad_request"),
+        (
+            "k = 0",
+            server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 0})),
+            400,
+            "bad_request",
+        ),
+        (
+            "k too large",
+            server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 100000})),
+            400,
+            "bad_request",
+        ),
         ("no history", server.json("POST", recommend, key, &json!({"user_id": "nobody"})), 404, "empty_history"),
-        ("ts before 1970", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": -5}]})), 400, "bad_request"),
-        ("ts in milliseconds", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1_700_000_000_000_i64}]})), 400, "bad_request"),
-        ("action too long", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1, "action": "x".repeat(33)}]})), 400, "bad_request"),
-        ("context too large", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "context": {"page": "x".repeat(300)}})), 400, "bad_request"),
-        ("nested attribute", server.json("PUT", "/v1/tenants/shop/catalog/items", key, &json!({"items": [{"id": "a", "attributes": {"dims": {"w": 1}}}]})), 400, "bad_request"),
-        ("attribute too long", server.json("PUT", "/v1/tenants/shop/catalog/items", key, &json!({"items": [{"id": "a", "attributes": {"title": "x".repeat(2000)}}]})), 400, "bad_request"),
-        ("k as a fraction", server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 2.5})), 400, "malformed_json"),
-        ("unknown item in recommend", server.json("POST", recommend, key, &json!({"events": [{"item": "nope", "ts": 1}]})), 404, "unknown_item"),
-        ("unknown item in events", server.json("POST", "/v1/tenants/shop/events", key, &events("u", &["nope"], 1)), 404, "unknown_item"),
-        ("event without user", server.json("POST", "/v1/tenants/shop/events", key, &json!({"events": [{"item": "sku-1", "ts": 1}]})), 400, "bad_request"),
-        ("empty id", server.json("PUT", "/v1/tenants/shop/catalog/items", key, &json!({"items": [{"id": "", "attributes": {}}]})), 400, "bad_request"),
+        (
+            "ts before 1970",
+            server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": -5}]})),
+            400,
+            "bad_request",
+        ),
+        (
+            "ts in milliseconds",
+            server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1_700_000_000_000_i64}]})),
+            400,
+            "bad_request",
+        ),
+        (
+            "action too long",
+            server.json(
+                "POST",
+                recommend,
+                key,
+                &json!({"events": [{"item": "sku-1", "ts": 1, "action": "x".repeat(33)}]}),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "context too large",
+            server.json(
+                "POST",
+                recommend,
+                key,
+                &json!({"events": [{"item": "sku-1", "ts": 1}], "context": {"page": "x".repeat(300)}}),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "nested attribute",
+            server.json(
+                "PUT",
+                "/v1/tenants/shop/catalog/items",
+                key,
+                &json!({"items": [{"id": "a", "attributes": {"dims": {"w": 1}}}]}),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "attribute too long",
+            server.json(
+                "PUT",
+                "/v1/tenants/shop/catalog/items",
+                key,
+                &json!({"items": [{"id": "a", "attributes": {"title": "x".repeat(2000)}}]}),
+            ),
+            400,
+            "bad_request",
+        ),
+        (
+            "k as a fraction",
+            server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1}], "k": 2.5})),
+            400,
+            "malformed_json",
+        ),
+        (
+            "unknown item in recommend",
+            server.json("POST", recommend, key, &json!({"events": [{"item": "nope", "ts": 1}]})),
+            404,
+            "unknown_item",
+        ),
+        (
+            "unknown item in events",
+            server.json("POST", "/v1/tenants/shop/events", key, &events("u", &["nope"], 1)),
+            404,
+            "unknown_item",
+        ),
+        (
+            "event without user",
+            server.json("POST", "/v1/tenants/shop/events", key, &json!({"events": [{"item": "sku-1", "ts": 1}]})),
+            400,
+            "bad_request",
+        ),
+        (
+            "empty id",
+            server.json(
+                "PUT",
+                "/v1/tenants/shop/catalog/items",
+                key,
+                &json!({"items": [{"id": "", "attributes": {}}]}),
+            ),
+            400,
+            "bad_request",
+        ),
         ("unknown catalog item", server.get("/v1/tenants/shop/catalog/items/none", key), 404, "unknown_item"),
         ("bad page size", server.get("/v1/tenants/shop/catalog/items?limit=0", key), 400, "bad_request"),
         ("bad page query", server.get("/v1/tenants/shop/catalog/items?limit=x", key), 400, "bad_request"),
         ("unknown tenant", server.get("/v1/tenants/ghost", Some(OPERATOR)), 404, "unknown_tenant"),
-        ("unknown tenant (storefront)", server.json("POST", "/v1/tenants/ghost/recommend", Some(OPERATOR), &json!({})), 404, "unknown_tenant"),
-        ("not a component", server.request("PUT", "/v1/tenants/shop/plugins/junk", Some(OPERATOR), Some(b"\0asm junk".to_vec())), 400, "invalid_plugin"),
-        ("missing plugin in pipeline", server.json("PUT", "/v1/tenants/shop/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "none"}]})), 404, "unknown_plugin"),
-        ("bad on_error", server.json("PUT", "/v1/tenants/shop/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "x", "on_error": "explode"}]})), 400, "malformed_json"),
-        ("nothing to roll back", server.request("POST", "/v1/tenants/shop/pipeline/rollback", Some(OPERATOR), None), 409, "conflict"),
-        ("bad tenant name", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "Bad Name!", "model": "demo"})), 400, "bad_request"),
-        ("no model dir", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "x", "model": "/nonexistent"})), 404, "unknown_model"),
-        ("not a model dir", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "y", "model": "/tmp"})), 400, "invalid_model"),
-        ("duplicate tenant", server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "shop", "model": model.to_str().unwrap()})), 409, "conflict"),
+        (
+            "unknown tenant (storefront)",
+            server.json("POST", "/v1/tenants/ghost/recommend", Some(OPERATOR), &json!({})),
+            404,
+            "unknown_tenant",
+        ),
+        (
+            "not a component",
+            server.request("PUT", "/v1/tenants/shop/plugins/junk", Some(OPERATOR), Some(b"\0asm junk".to_vec())),
+            400,
+            "invalid_plugin",
+        ),
+        (
+            "missing plugin in pipeline",
+            server.json("PUT", "/v1/tenants/shop/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "none"}]})),
+            404,
+            "unknown_plugin",
+        ),
+        (
+            "bad on_error",
+            server.json(
+                "PUT",
+                "/v1/tenants/shop/pipeline",
+                Some(OPERATOR),
+                &json!({"stages": [{"plugin": "x", "on_error": "explode"}]}),
+            ),
+            400,
+            "malformed_json",
+        ),
+        (
+            "nothing to roll back",
+            server.request("POST", "/v1/tenants/shop/pipeline/rollback", Some(OPERATOR), None),
+            409,
+            "conflict",
+        ),
+        (
+            "bad tenant name",
+            server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "Bad Name!", "model": "demo"})),
+            400,
+            "bad_request",
+        ),
+        (
+            "no model dir",
+            server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "x", "model": "/nonexistent"})),
+            404,
+            "unknown_model",
+        ),
+        (
+            "not a model dir",
+            server.json("POST", "/v1/tenants", Some(OPERATOR), &json!({"name": "y", "model": "/tmp"})),
+            400,
+            "invalid_model",
+        ),
+        (
+            "duplicate tenant",
+            server.json(
+                "POST",
+                "/v1/tenants",
+                Some(OPERATOR),
+                &json!({"name": "shop", "model": model.to_str().unwrap()}),
+            ),
+            409,
+            "conflict",
+        ),
         ("unknown route", server.get("/v2/anything", None), 404, "unknown_route"),
         ("wrong method", server.request("DELETE", "/v1/tenants", Some(OPERATOR), None), 405, "method_not_allowed"),
     ];
@@ -171,7 +316,8 @@ fn every_bad_input_gets_its_code_and_the_process_survives() {
         assert!(body["error"]["message"].as_str().is_some_and(|m| m.len() > 10), "{what}: no useful message: {body}");
     }
     // What the document calls an integer is accepted in either JSON spelling.
-    let (status, body) = server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1.0}], "k": 3.0}));
+    let (status, body) =
+        server.json("POST", recommend, key, &json!({"events": [{"item": "sku-1", "ts": 1.0}], "k": 3.0}));
     assert_eq!(status, 200, "integral floats: {body}");
     assert!(server.alive(), "the server died");
 }
@@ -236,7 +382,10 @@ fn acknowledged_events_survive_kill_9_and_restart_restores_state() {
     let mut all = Vec::new();
     for batch in 0..10 {
         let id = ids[batch * 3 + 5].as_str();
-        assert_eq!(server.json("POST", "/v1/tenants/shop/events", auth, &events("u9", &[id], 5000 + batch as i64)).0, 200);
+        assert_eq!(
+            server.json("POST", "/v1/tenants/shop/events", auth, &events("u9", &[id], 5000 + batch as i64)).0,
+            200
+        );
         all.push(json!({"item": id, "ts": 5000 + batch as i64}));
     }
     // The event for an item the model does not know is stored but never retrieved.
@@ -249,10 +398,24 @@ fn acknowledged_events_survive_kill_9_and_restart_restores_state() {
     assert_eq!(tenants["tenants"][0]["name"], "shop");
     let (status, item) = server.get("/v1/tenants/shop/catalog/items/new-item", auth);
     assert_eq!((status, &item["attributes"]["stock"]), (200, &json!(9)));
-    let from_store = server.json("POST", "/v1/tenants/shop/recommend", auth, &json!({"user_id": "u9", "k": 20, "query_time": QUERY_TIME}));
-    let explicit = server.json("POST", "/v1/tenants/shop/recommend", auth, &json!({"events": all, "k": 20, "query_time": QUERY_TIME}));
+    let from_store = server.json(
+        "POST",
+        "/v1/tenants/shop/recommend",
+        auth,
+        &json!({"user_id": "u9", "k": 20, "query_time": QUERY_TIME}),
+    );
+    let explicit = server.json(
+        "POST",
+        "/v1/tenants/shop/recommend",
+        auth,
+        &json!({"events": all, "k": 20, "query_time": QUERY_TIME}),
+    );
     assert_eq!(from_store.0, 200, "{}", from_store.1);
-    assert_eq!(items(&from_store.1), items(&explicit.1), "stored events after kill -9 differ from the acknowledged ones");
+    assert_eq!(
+        items(&from_store.1),
+        items(&explicit.1),
+        "stored events after kill -9 differ from the acknowledged ones"
+    );
     assert!(!items(&from_store.1).contains(&"new-item".to_string()));
     // SIGTERM: a clean exit.
     assert!(server.terminate().success());

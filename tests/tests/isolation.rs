@@ -38,7 +38,9 @@ fn unauthenticated_requests_get_401_before_any_body_byte_is_read() {
     let server = Server::start(&scratch.path("data"), &Options { demo: true, ..Default::default() });
     // A 16 MiB upload announced, not one byte of it sent: the answer must
     // come from the head alone (0 body bytes read).
-    for (method, path) in [("PUT", "/v1/tenants/demo/plugins/x"), ("POST", "/v1/tenants/demo/recommend"), ("POST", "/v1/tenants")] {
+    for (method, path) in
+        [("PUT", "/v1/tenants/demo/plugins/x"), ("POST", "/v1/tenants/demo/recommend"), ("POST", "/v1/tenants")]
+    {
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
             16 << 20
@@ -85,7 +87,10 @@ fn secrets_are_hashed_private_and_printed_only_when_generated() {
     let fresh = scratch.path("fresh");
     let server = Server::start(&fresh, &Options { demo: true, generated_secrets: true, ..Default::default() });
     let printed = |server: &Server, prefix: &str| {
-        server.stdout_lines().iter().find_map(|l| l.strip_prefix(prefix).map(|rest| rest.split(": ").last().unwrap_or("").to_string()))
+        server
+            .stdout_lines()
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix).map(|rest| rest.split(": ").last().unwrap_or("").to_string()))
     };
     let operator = printed(&server, "operator token").expect("a generated operator token is printed");
     let demo = printed(&server, "demo tenant API key").expect("a generated demo key is printed");
@@ -135,10 +140,8 @@ fn a_tenant_over_its_rate_gets_429_and_another_tenant_is_unaffected() {
     let scratch = Scratch::new();
     let model = scratch.path("model");
     write_model(&model, 40, 6);
-    let options = Options {
-        env: vec![("EDGEREC_SERVE_TENANT_RECOMMEND_RATE".into(), "5".into())],
-        ..Default::default()
-    };
+    let options =
+        Options { env: vec![("EDGEREC_SERVE_TENANT_RECOMMEND_RATE".into(), "5".into())], ..Default::default() };
     let server = Server::start(&scratch.path("data"), &options);
     let flood = create_tenant(&server, "flood", &model);
     let calm = create_tenant(&server, "calm", &model);
@@ -176,7 +179,8 @@ fn events_retried_with_the_same_key_or_event_id_are_stored_once() {
         {"user_id": "u", "item": "sku-1", "ts": 100, "action": "view"},
         {"user_id": "u", "item": "sku-2", "ts": 101, "action": "cart"}]});
     let post = |headers: &[(&str, &str)], body: &Value| {
-        let (status, _, body) = server.request_with_headers("POST", "/v1/tenants/shop/events", Some(&key), headers, Some(body));
+        let (status, _, body) =
+            server.request_with_headers("POST", "/v1/tenants/shop/events", Some(&key), headers, Some(body));
         assert_eq!(status, 200, "{body}");
         body
     };
@@ -201,11 +205,7 @@ fn events_retried_with_the_same_key_or_event_id_are_stored_once() {
 /// Reads one gauge's value for `kind` from the Prometheus text.
 fn gauge(metrics: &str, name: &str, kind: &str) -> f64 {
     let prefix = format!("{name}{{kind=\"{kind}\"}} ");
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+    metrics.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
 }
 
 #[test]
@@ -227,8 +227,7 @@ fn timed_out_requests_keep_their_permits_until_their_work_ends() {
         ..Default::default()
     };
     let server = Server::start(&data, &options);
-    let history: Vec<Value> =
-        (0..50).map(|i| json!({"item": ids[i % ids.len()], "ts": 1_000 + i as i64})).collect();
+    let history: Vec<Value> = (0..50).map(|i| json!({"item": ids[i % ids.len()], "ts": 1_000 + i as i64})).collect();
     let request = json!({"events": history, "k": 5, "query_time": 2_000});
     std::thread::scope(|scope| {
         for _ in 0..6 {
@@ -253,18 +252,31 @@ fn timed_out_requests_keep_their_permits_until_their_work_ends() {
     let plugins_peak = gauge(&metrics, "edgerec_blocking_jobs_peak", "plugins");
     println!("peak running jobs: encode {encode_peak}, plugins {plugins_peak} (bound 1 each)");
     assert!(encode_peak >= 1.0, "no encode job ran:\n{metrics}");
-    assert!(encode_peak <= 1.0 && plugins_peak <= 1.0, "a bound of 1 was exceeded: encode {encode_peak}, plugins {plugins_peak}");
+    assert!(
+        encode_peak <= 1.0 && plugins_peak <= 1.0,
+        "a bound of 1 was exceeded: encode {encode_peak}, plugins {plugins_peak}"
+    );
     // A timed-out events batch still commits; the retry with its key is stored once.
     let batch = json!({"events": [{"user_id": "w", "item": ids[0], "ts": 100}]});
-    let (status, _, body) =
-        server.request_with_headers("POST", "/v1/tenants/shop/events", Some(&key), &[("idempotency-key", "slow-1")], Some(&batch));
+    let (status, _, body) = server.request_with_headers(
+        "POST",
+        "/v1/tenants/shop/events",
+        Some(&key),
+        &[("idempotency-key", "slow-1")],
+        Some(&batch),
+    );
     if status == 503 {
         std::thread::sleep(Duration::from_millis(500));
     } else {
         assert_eq!(status, 200, "{body}");
     }
-    let (status, _, body) =
-        server.request_with_headers("POST", "/v1/tenants/shop/events", Some(&key), &[("idempotency-key", "slow-1")], Some(&batch));
+    let (status, _, body) = server.request_with_headers(
+        "POST",
+        "/v1/tenants/shop/events",
+        Some(&key),
+        &[("idempotency-key", "slow-1")],
+        Some(&batch),
+    );
     if status == 200 {
         assert_eq!(body["replayed"], true, "the retry stored the batch a second time: {body}");
     } else {
@@ -287,10 +299,95 @@ fn a_tenant_that_cannot_load_is_unavailable_and_the_others_serve() {
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert!(ready["unavailable_tenants"]["fragile"].as_str().is_some_and(|r| !r.is_empty()), "{ready}");
-    let (status, body) = server.json("POST", "/v1/tenants/fragile/recommend", Some(&key), &json!({"events": [{"item": "sku-1", "ts": 1}]}));
+    let (status, body) = server.json(
+        "POST",
+        "/v1/tenants/fragile/recommend",
+        Some(&key),
+        &json!({"events": [{"item": "sku-1", "ts": 1}]}),
+    );
     assert_eq!((status, code(&body)), (503, "tenant_unavailable"), "{body}");
-    let (status, body) = server.json("POST", "/v1/tenants/demo/recommend", Some(DEMO_KEY), &json!({"events": [{"item": "sku-00010", "ts": 1}], "k": 3}));
+    let (status, body) = server.json(
+        "POST",
+        "/v1/tenants/demo/recommend",
+        Some(DEMO_KEY),
+        &json!({"events": [{"item": "sku-00010", "ts": 1}], "k": 3}),
+    );
     assert_eq!(status, 200, "the demo tenant must serve: {body}");
     let (_, tenants) = server.get("/v1/tenants", Some(OPERATOR));
     assert!(tenants.to_string().contains("fragile"), "{tenants}");
+}
+
+/// Latencies of `n` explained recommends to the demo tenant, after checking
+/// that every stage ran.
+fn demo_latencies(server: &Server, n: usize) -> Vec<f64> {
+    let request = json!({"events": [{"item": "sku-00010", "ts": 1_700_000_000}], "k": 5, "explain": true});
+    (0..n)
+        .map(|_| {
+            let start = std::time::Instant::now();
+            let (status, body) = server.json("POST", "/v1/tenants/demo/recommend", Some(DEMO_KEY), &request);
+            let took = start.elapsed().as_secs_f64() * 1e3;
+            assert_eq!(status, 200, "{body}");
+            for stage in body["trace"].as_array().expect("trace") {
+                assert_eq!(stage["status"], "ran", "a demo stage did not run under the flood: {stage}");
+            }
+            took
+        })
+        .collect()
+}
+
+fn p99(mut ms: Vec<f64>) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    ms[(ms.len() * 99 / 100).min(ms.len() - 1)]
+}
+
+#[test]
+fn a_tenant_whose_plugin_waits_cannot_starve_another_tenant() {
+    let scratch = Scratch::new();
+    let model = scratch.path("model");
+    write_model(&model, 40, 10);
+    // Real deadlines here: this test is about the sandbox keeping time.
+    let options = Options {
+        demo: true,
+        env: vec![
+            ("EDGEREC_SERVE_PLUGIN_DEADLINE_US".into(), "50000".into()),
+            ("EDGEREC_SERVE_TENANT_RECOMMEND_RATE".into(), "0".into()),
+        ],
+        ..Default::default()
+    };
+    let server = Server::start(&scratch.path("data"), &options);
+    let hostile = edgerec_runtime::first_party::HOSTILE.to_vec();
+    // The upload check runs under the uploader's own name: the plugin that
+    // behaves only for tenant `sample` is refused for `evil`.
+    create_tenant(&server, "evil", &model);
+    let (status, body) = server.request("PUT", "/v1/tenants/evil/plugins/dodge", Some(OPERATOR), Some(hostile.clone()));
+    assert_eq!((status, code(&body)), (400, "invalid_plugin"), "{body}");
+    // A tenant named `sample` gets it past the check; its pipeline then sleeps in every call.
+    let key = create_tenant(&server, "sample", &model);
+    let (status, body) = server.request("PUT", "/v1/tenants/sample/plugins/dodge", Some(OPERATOR), Some(hostile));
+    assert_eq!(status, 201, "{body}");
+    let stages = json!({"stages": [{"plugin": "dodge", "config": {"mode": "sleep"}, "on_error": "skip"}]});
+    let (status, body) = server.json("PUT", "/v1/tenants/sample/pipeline", Some(OPERATOR), &stages);
+    assert_eq!(status, 200, "{body}");
+
+    let quiet = p99(demo_latencies(&server, 60));
+    let request = json!({"events": [{"item": "sku-2", "ts": 10}], "k": 3, "query_time": 20, "explain": true});
+    let loaded = std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for _ in 0..40 {
+                    let (status, body) = server.json("POST", "/v1/tenants/sample/recommend", Some(&key), &request);
+                    match status {
+                        200 => {
+                            let stage = &body["trace"][0];
+                            assert_eq!(stage["status"], "skipped", "the sleeping stage was not stopped: {body}");
+                        }
+                        429 | 503 => {}
+                        other => panic!("flood answered {other}: {body}"),
+                    }
+                }
+            });
+        }
+        p99(demo_latencies(&server, 60))
+    });
+    println!("demo tenant p99: {quiet:.2} ms alone, {loaded:.2} ms while another tenant's plugin tries to sleep");
 }

@@ -18,7 +18,8 @@ fn bury(brand: &str) -> Value {
 }
 
 fn upload(server: &Server, tenant: &str, name: &str, bytes: &[u8]) -> Value {
-    let (status, body) = server.request("PUT", &format!("/v1/tenants/{tenant}/plugins/{name}"), Some(OPERATOR), Some(bytes.to_vec()));
+    let (status, body) =
+        server.request("PUT", &format!("/v1/tenants/{tenant}/plugins/{name}"), Some(OPERATOR), Some(bytes.to_vec()));
     assert_eq!(status, 201, "upload {name}: {body}");
     body
 }
@@ -71,7 +72,8 @@ fn hot_swap_under_load_rollback_explain_and_restart() {
     assert!(answer_b.iter().all(|id| brand(id) == "acme"), "B buries other: {answer_b:?}");
 
     // Steady clients while the pipeline is swapped 100 times.
-    let kinds: Arc<Mutex<HashMap<u32, char>>> = Arc::new(Mutex::new(HashMap::from([(version_a, 'A'), (version_b, 'B')])));
+    let kinds: Arc<Mutex<HashMap<u32, char>>> =
+        Arc::new(Mutex::new(HashMap::from([(version_a, 'A'), (version_b, 'B')])));
     let stop = Arc::new(AtomicBool::new(false));
     let answers: Arc<Mutex<Vec<(u16, Value)>>> = Arc::default();
     std::thread::scope(|scope| {
@@ -132,8 +134,10 @@ fn hot_swap_under_load_rollback_explain_and_restart() {
     assert!(trace["moved"].as_u64().unwrap() > 0 && trace["fuel"].as_u64().unwrap() > 0, "{trace}");
 
     // on_error: a stage that fails (no such column) is skipped, or fails the request.
-    let broken = |on_error: &str| json!({"stages": [
-        {"plugin": "in-stock", "config": {"attribute": "no_such_column"}, "on_error": on_error}]});
+    let broken = |on_error: &str| {
+        json!({"stages": [
+        {"plugin": "in-stock", "config": {"attribute": "no_such_column"}, "on_error": on_error}]})
+    };
     activate(&server, &broken("skip"));
     let (status, body) = server.json("POST", "/v1/tenants/shop/recommend", Some(&key), &explain);
     assert_eq!(status, 200, "{body}");
@@ -179,8 +183,12 @@ fn the_demo_tenant_answers_through_its_default_pipeline() {
     let history: Vec<Value> = ids.iter().step_by(7).take(12).enumerate()
         .map(|(i, id)| json!({"item": id, "ts": 1_700_000_000 + i as i64 * 60, "action": if i == 11 { "purchase" } else { "view" }}))
         .collect();
-    let (status, body) = server.json("POST", "/v1/tenants/demo/recommend", key,
-        &json!({"user_id": "shopper-1", "events": history, "k": 10, "explain": true}));
+    let (status, body) = server.json(
+        "POST",
+        "/v1/tenants/demo/recommend",
+        key,
+        &json!({"user_id": "shopper-1", "events": history, "k": 10, "explain": true}),
+    );
     assert_eq!(status, 200, "{body}");
     let got = items(&body);
     assert_eq!(got.len(), 10, "{body}");

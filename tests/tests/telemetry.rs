@@ -71,10 +71,7 @@ fn recommend_spans_are_exported_over_otlp() {
     let model = scratch.path("model");
     write_model(&model, 40, 5);
     let options = Options {
-        env: vec![
-            ("EDGEREC_SERVE_OTLP_ENDPOINT".into(), endpoint),
-            ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into()),
-        ],
+        env: vec![("EDGEREC_SERVE_OTLP_ENDPOINT".into(), endpoint), ("OTEL_BSP_SCHEDULE_DELAY".into(), "100".into())],
         ..Default::default()
     };
     let server = Server::start(&scratch.path("data"), &options);
@@ -86,7 +83,11 @@ fn recommend_spans_are_exported_over_otlp() {
     assert!(server.terminate().success());
     let received = received.lock().expect("lock");
     let traces: Vec<&Vec<u8>> = received.iter().filter(|(p, _)| p == "/v1/traces").map(|(_, b)| b).collect();
-    assert!(!traces.is_empty(), "no POST /v1/traces received (got {:?})", received.iter().map(|r| &r.0).collect::<Vec<_>>());
+    assert!(
+        !traces.is_empty(),
+        "no POST /v1/traces received (got {:?})",
+        received.iter().map(|r| &r.0).collect::<Vec<_>>()
+    );
     for span in [&b"recommend"[..], b"history", b"encode", b"score", b"parse"] {
         assert!(traces.iter().any(|b| contains(b, span)), "span {:?} not exported", String::from_utf8_lossy(span));
     }

@@ -8,10 +8,7 @@ fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<usize>());
     let candidates = args.next().and_then(Result::ok).unwrap_or(500);
     let iterations = args.next().and_then(Result::ok).unwrap_or(2000);
-    match run_plugin_bench(BenchOptions {
-        candidates,
-        iterations,
-    }) {
+    match run_plugin_bench(BenchOptions { candidates, iterations }) {
         Ok(report) => print!("{report}"),
         Err(e) => {
             eprintln!("error: {e}");

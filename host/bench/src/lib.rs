@@ -18,8 +18,8 @@ use edgerec_plugin_in_stock::InStock;
 use edgerec_sdk::{Candidates, Context, Plugin};
 
 use edgerec_runtime::{
-    CandidateBatch, Column, ColumnValues, Limits, OnError, Pipeline, PipelineError, PluginError,
-    RequestContext, Runtime, RuntimeConfig, StageFailure, first_party,
+    CandidateBatch, Column, ColumnValues, Limits, OnError, Pipeline, PipelineError, PluginError, RequestContext,
+    Runtime, RuntimeConfig, StageFailure, first_party,
 };
 
 /// Why the benchmark could not run.
@@ -88,45 +88,29 @@ const DIVERSITY: &str = r#"{"attribute": "category", "max_per_group": 2, "top": 
 /// Runs the benchmark (seconds to a minute, most of it Cranelift compiling the three plugins).
 pub fn run_plugin_bench(options: BenchOptions) -> Result<BenchReport, BenchError> {
     if options.candidates == 0 || options.iterations == 0 {
-        return Err(BenchError::Options(
-            "candidates and iterations must be at least 1".into(),
-        ));
+        return Err(BenchError::Options("candidates and iterations must be at least 1".into()));
     }
     // EDGEREC_PERF_MAP=1: name the plugins' compiled code for `perf`.
     // EDGEREC_KEEP_RESIDENT=BYTES: the pool's per-slot resident memory (0 = unmap on reset).
     let perf_map = std::env::var_os("EDGEREC_PERF_MAP").is_some_and(|v| v == "1");
     let defaults = RuntimeConfig::default();
     let keep_resident_bytes = match std::env::var("EDGEREC_KEEP_RESIDENT") {
-        Ok(v) => v.parse().map_err(|_| {
-            BenchError::Options(format!("EDGEREC_KEEP_RESIDENT={v} is not a byte count"))
-        })?,
+        Ok(v) => {
+            v.parse().map_err(|_| BenchError::Options(format!("EDGEREC_KEEP_RESIDENT={v} is not a byte count")))?
+        }
         Err(_) => defaults.keep_resident_bytes,
     };
     // EDGEREC_FUEL=0: no fuel metering (to measure its cost; never in the server).
     let fuel_metering = std::env::var_os("EDGEREC_FUEL").is_none_or(|v| v != "0");
-    let runtime = Runtime::new(RuntimeConfig {
-        perf_map,
-        keep_resident_bytes,
-        fuel_metering,
-        ..defaults
-    })?;
+    let runtime = Runtime::new(RuntimeConfig { perf_map, keep_resident_bytes, fuel_metering, ..defaults })?;
     let in_stock = runtime.compile_named(Some("in-stock"), first_party::IN_STOCK)?;
     let boost = runtime.compile_named(Some("boost"), first_party::BOOST)?;
     let diversity = runtime.compile_named(Some("diversity"), first_party::DIVERSITY)?;
     // Generous deadline: a benchmark on a loaded machine must not turn into failures.
-    let limits = Limits {
-        deadline_us: 1_000_000,
-        ..Limits::default()
-    };
-    let stage =
-        |p, config: &str| runtime.stage(p, config.as_bytes().to_vec(), OnError::Fail, limits);
-    let pipeline = Pipeline {
-        stages: vec![
-            stage(in_stock, "")?,
-            stage(boost.clone(), BOOST)?,
-            stage(diversity, DIVERSITY)?,
-        ],
-    };
+    let limits = Limits { deadline_us: 1_000_000, ..Limits::default() };
+    let stage = |p, config: &str| runtime.stage(p, config.as_bytes().to_vec(), OnError::Fail, limits);
+    let pipeline =
+        Pipeline { stages: vec![stage(in_stock, "")?, stage(boost.clone(), BOOST)?, stage(diversity, DIVERSITY)?] };
     let batch = random_batch(options.candidates, 7);
     let ctx = RequestContext::new("bench");
     let warmup = (options.iterations / 10).max(1);
@@ -150,9 +134,7 @@ pub fn run_plugin_bench(options: BenchOptions) -> Result<BenchReport, BenchError
     }
     let mut instantiate = Vec::with_capacity(options.iterations);
     for i in 0..warmup + options.iterations {
-        let took = runtime
-            .instantiate_only(&boost)
-            .map_err(BenchError::Instantiate)?;
+        let took = runtime.instantiate_only(&boost).map_err(BenchError::Instantiate)?;
         if i >= warmup {
             instantiate.push(took);
         }
@@ -172,13 +154,9 @@ pub fn run_plugin_bench(options: BenchOptions) -> Result<BenchReport, BenchError
     Ok(BenchReport {
         options,
         sandbox: spread(&mut sandbox),
-        stages: (0..3)
-            .map(|s| (names[s].to_owned(), spread(&mut per_stage[s]), fuel[s]))
-            .collect(),
+        stages: (0..3).map(|s| (names[s].to_owned(), spread(&mut per_stage[s]), fuel[s])).collect(),
         instantiate: spread(&mut instantiate),
-        settings: format!(
-            "fuel_metering={fuel_metering} keep_resident_bytes={keep_resident_bytes}"
-        ),
+        settings: format!("fuel_metering={fuel_metering} keep_resident_bytes={keep_resident_bytes}"),
         native: spread(&mut native),
         same_result: sandbox_ids == native_ids,
     })
@@ -247,9 +225,7 @@ impl NativePipeline {
                     candidates.with_string(&column.name, v.iter().map(|s| s.as_deref()).collect())
                 }
                 ColumnValues::StringList(_) => {
-                    return Err(BenchError::Native(
-                        "the benchmark batch has no list columns".into(),
-                    ));
+                    return Err(BenchError::Native("the benchmark batch has no list columns".into()));
                 }
             };
         }
@@ -272,11 +248,7 @@ impl NativePipeline {
             after_boost = after_boost.with_scores(scores.to_vec());
         }
         let out = Diversity::run(&self.ctx, &self.diversity, &after_boost).map_err(fail)?;
-        Ok(out
-            .order()
-            .iter()
-            .map(|&i| after_boost.ids()[i as usize])
-            .collect())
+        Ok(out.order().iter().map(|&i| after_boost.ids()[i as usize]).collect())
     }
 }
 
@@ -305,9 +277,7 @@ fn random_batch(n: usize, seed: u64) -> CandidateBatch {
         values.push(unit());
     }
     let value = |i: usize, c: usize| present[i * 5 + c].then_some(values[i * 5 + c]);
-    let pick = |x: f64, options: &[&str]| {
-        options[(x * options.len() as f64) as usize % options.len()].to_owned()
-    };
+    let pick = |x: f64, options: &[&str]| options[(x * options.len() as f64) as usize % options.len()].to_owned();
     CandidateBatch {
         ids: (0..n as u64).map(|i| 1000 + i * 7).collect(),
         scores: (0..n).map(|i| values[i * 5] as f32).collect(),
@@ -318,27 +288,15 @@ fn random_batch(n: usize, seed: u64) -> CandidateBatch {
             },
             Column {
                 name: "price".into(),
-                values: ColumnValues::F64(
-                    (0..n)
-                        .map(|i| value(i, 2).map(|x| 5.0 + 100.0 * x))
-                        .collect(),
-                ),
+                values: ColumnValues::F64((0..n).map(|i| value(i, 2).map(|x| 5.0 + 100.0 * x)).collect()),
             },
             Column {
                 name: "category".into(),
-                values: ColumnValues::String(
-                    (0..n)
-                        .map(|i| value(i, 3).map(|x| pick(x, &categories)))
-                        .collect(),
-                ),
+                values: ColumnValues::String((0..n).map(|i| value(i, 3).map(|x| pick(x, &categories))).collect()),
             },
             Column {
                 name: "brand".into(),
-                values: ColumnValues::String(
-                    (0..n)
-                        .map(|i| value(i, 4).map(|x| pick(x, &brands)))
-                        .collect(),
-                ),
+                values: ColumnValues::String((0..n).map(|i| value(i, 4).map(|x| pick(x, &brands))).collect()),
             },
         ],
     }

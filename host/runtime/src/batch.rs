@@ -203,9 +203,7 @@ impl<'a> Dictionary<'a> {
 impl EncodedColumn {
     pub fn encode(column: &Column) -> Self {
         let (values, missing) = match &column.values {
-            ColumnValues::F64(v) => {
-                (wire::ColumnValues::F64s(v.iter().map(|x| x.unwrap_or(0.0)).collect()), flags(v))
-            }
+            ColumnValues::F64(v) => (wire::ColumnValues::F64s(v.iter().map(|x| x.unwrap_or(0.0)).collect()), flags(v)),
             ColumnValues::I64(v) => (wire::ColumnValues::I64s(v.iter().map(|x| x.unwrap_or(0)).collect()), flags(v)),
             ColumnValues::Bool(v) => {
                 (wire::ColumnValues::Bools(v.iter().map(|x| x.unwrap_or(false)).collect()), flags(v))

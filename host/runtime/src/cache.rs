@@ -19,15 +19,11 @@ impl DiskCache {
         std::fs::create_dir_all(dir)?;
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(DiskCache {
-            dir: dir.to_owned(),
-            engine_key: format!("{:016x}", hasher.finish()),
-        })
+        Ok(DiskCache { dir: dir.to_owned(), engine_key: format!("{:016x}", hasher.finish()) })
     }
 
     fn path(&self, content_hash: &str) -> PathBuf {
-        self.dir
-            .join(format!("{content_hash}-{}.cwasm", self.engine_key))
+        self.dir.join(format!("{content_hash}-{}.cwasm", self.engine_key))
     }
 
     /// The cached artifact, if present and loadable (a bad file is ignored and recompiled).
@@ -50,10 +46,7 @@ impl DiskCache {
     /// reader sees the old file, no file or the whole new one.
     pub fn store(&self, content_hash: &str, component: &Component) -> std::io::Result<()> {
         let bytes = component.serialize().map_err(std::io::Error::other)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".cwasm-")
-            .suffix(".tmp")
-            .tempfile_in(&self.dir)?;
+        let mut tmp = tempfile::Builder::new().prefix(".cwasm-").suffix(".tmp").tempfile_in(&self.dir)?;
         tmp.write_all(&bytes)?;
         tmp.as_file().sync_all()?;
         tmp.persist(self.path(content_hash)).map_err(|e| e.error)?;
@@ -64,11 +57,7 @@ impl DiskCache {
 /// Fsyncs a directory (its entries: a rename into it). Directories cannot be
 /// opened as files on Windows, where the rename is durable on its own.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    if cfg!(unix) {
-        std::fs::File::open(dir)?.sync_all()
-    } else {
-        Ok(())
-    }
+    if cfg!(unix) { std::fs::File::open(dir)?.sync_all() } else { Ok(()) }
 }
 
 #[cfg(test)]
@@ -93,9 +82,6 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
-        assert!(
-            names[0].starts_with("abc-") && names[0].ends_with(".cwasm"),
-            "{names:?}"
-        );
+        assert!(names[0].starts_with("abc-") && names[0].ends_with(".cwasm"), "{names:?}");
     }
 }

@@ -139,9 +139,7 @@ impl Default for LimitMaxima {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum LimitsError {
     /// Over the server's maximum.
-    #[error(
-        "limits.{field} = {value} is over the server's maximum of {max}: ask for at most {max}"
-    )]
+    #[error("limits.{field} = {value} is over the server's maximum of {max}: ask for at most {max}")]
     OverMaximum {
         /// Which field.
         field: String,
@@ -151,9 +149,7 @@ pub enum LimitsError {
         max: u64,
     },
     /// Zero, where zero would fail every call.
-    #[error(
-        "limits.{field} = 0 would fail every call: give a positive value or leave it out for the default"
-    )]
+    #[error("limits.{field} = 0 would fail every call: give a positive value or leave it out for the default")]
     Zero {
         /// Which field.
         field: String,
@@ -168,37 +164,16 @@ impl Limits {
             ("deadline_us", self.deadline_us, maxima.deadline_us, true),
             ("fuel", self.fuel, maxima.fuel, true),
             ("memory_bytes", self.memory_bytes, maxima.memory_bytes, true),
-            (
-                "max_reason_bytes",
-                self.max_reason_bytes as u64,
-                maxima.max_reason_bytes as u64,
-                false,
-            ),
-            (
-                "max_log_lines",
-                self.max_log_lines as u64,
-                maxima.max_log_lines as u64,
-                false,
-            ),
-            (
-                "max_log_bytes",
-                self.max_log_bytes as u64,
-                maxima.max_log_bytes as u64,
-                false,
-            ),
+            ("max_reason_bytes", self.max_reason_bytes as u64, maxima.max_reason_bytes as u64, false),
+            ("max_log_lines", self.max_log_lines as u64, maxima.max_log_lines as u64, false),
+            ("max_log_bytes", self.max_log_bytes as u64, maxima.max_log_bytes as u64, false),
         ];
         for (field, value, max, positive) in fields {
             if positive && value == 0 {
-                return Err(LimitsError::Zero {
-                    field: field.to_owned(),
-                });
+                return Err(LimitsError::Zero { field: field.to_owned() });
             }
             if value > max {
-                return Err(LimitsError::OverMaximum {
-                    field: field.to_owned(),
-                    value,
-                    max,
-                });
+                return Err(LimitsError::OverMaximum { field: field.to_owned(), value, max });
             }
         }
         Ok(())
@@ -275,48 +250,22 @@ mod tests {
 
     #[test]
     fn a_partial_spec_takes_the_rest_from_the_given_defaults() {
-        let defaults = Limits {
-            deadline_us: 2_000_000,
-            ..Limits::default()
-        };
-        let maxima = LimitMaxima {
-            deadline_us: 5_000_000,
-            ..LimitMaxima::default()
-        };
+        let defaults = Limits { deadline_us: 2_000_000, ..Limits::default() };
+        let maxima = LimitMaxima { deadline_us: 5_000_000, ..LimitMaxima::default() };
         let spec: LimitsSpec = serde_json::from_str(r#"{"fuel": 1000000}"#).unwrap();
         let limits = spec.resolve(&defaults, &maxima).unwrap();
-        assert_eq!(
-            limits,
-            Limits {
-                fuel: 1_000_000,
-                ..defaults
-            }
-        );
+        assert_eq!(limits, Limits { fuel: 1_000_000, ..defaults });
     }
 
     #[test]
     fn out_of_bounds_and_unknown_limits_are_refused() {
         let maxima = LimitMaxima::default();
-        let huge: LimitsSpec =
-            serde_json::from_str(&format!(r#"{{"fuel": {}}}"#, u64::MAX)).unwrap();
+        let huge: LimitsSpec = serde_json::from_str(&format!(r#"{{"fuel": {}}}"#, u64::MAX)).unwrap();
         let err = huge.resolve(&Limits::default(), &maxima).unwrap_err();
-        assert_eq!(
-            err,
-            LimitsError::OverMaximum {
-                field: "fuel".into(),
-                value: u64::MAX,
-                max: maxima.fuel
-            }
-        );
+        assert_eq!(err, LimitsError::OverMaximum { field: "fuel".into(), value: u64::MAX, max: maxima.fuel });
         let zero: LimitsSpec = serde_json::from_str(r#"{"deadline_us": 0}"#).unwrap();
-        assert!(matches!(
-            zero.resolve(&Limits::default(), &maxima),
-            Err(LimitsError::Zero { .. })
-        ));
+        assert!(matches!(zero.resolve(&Limits::default(), &maxima), Err(LimitsError::Zero { .. })));
         assert!(serde_json::from_str::<LimitsSpec>(r#"{"fuel": 5, "cpu": 1}"#).is_err());
-        assert!(
-            Limits::default().check(&maxima).is_ok(),
-            "the defaults fit the default maxima"
-        );
+        assert!(Limits::default().check(&maxima).is_ok(), "the defaults fit the default maxima");
     }
 }

@@ -9,9 +9,7 @@ use crate::trace::StageTrace;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PluginError {
     /// The file is larger than the upload cap.
-    #[error(
-        "the plugin is {size} bytes, over the {max}-byte upload cap: build it with --release and strip it"
-    )]
+    #[error("the plugin is {size} bytes, over the {max}-byte upload cap: build it with --release and strip it")]
     TooLarge {
         /// Its size.
         size: usize,
@@ -24,9 +22,7 @@ pub enum PluginError {
     )]
     NotWasm,
     /// A core module, not a component.
-    #[error(
-        "a core WebAssembly module, not a component: build for the `wasm32-wasip2` target, which emits components"
-    )]
+    #[error("a core WebAssembly module, not a component: build for the `wasm32-wasip2` target, which emits components")]
     NotAComponent,
     /// A component that does not compile (malformed, or uses unsupported features).
     #[error("the component does not compile: {message}")]

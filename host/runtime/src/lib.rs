@@ -47,9 +47,7 @@ pub use config::{LimitMaxima, Limits, LimitsError, LimitsSpec, RuntimeConfig};
 pub use error::{InputError, OutputProblem, PipelineError, PluginError, StageFailure};
 pub use pipeline::{OnError, Pipeline, Stage};
 pub use runtime::{CompiledPlugin, Runtime};
-pub use trace::{
-    CallReport, FinalCandidate, LogLine, PipelineOutcome, StageOutput, StageStatus, StageTrace,
-};
+pub use trace::{CallReport, FinalCandidate, LogLine, PipelineOutcome, StageOutput, StageStatus, StageTrace};
 
 /// The wasmtime version this runtime embeds (part of the compiled-artifact cache key).
 pub const WASMTIME_VERSION: &str = "48";

@@ -128,7 +128,8 @@ impl Runtime {
                 Ok(output) => {
                     let mut kept = vec![false; rows.len()];
                     output.order.iter().for_each(|&j| kept[j as usize] = true);
-                    trace.removed = (0..rows.len()).filter(|&j| !kept[j]).map(|j| batch.ids[rows[j] as usize]).collect();
+                    trace.removed =
+                        (0..rows.len()).filter(|&j| !kept[j]).map(|j| batch.ids[rows[j] as usize]).collect();
                     trace.moved = moved_count(&output.order);
                     trace.output_len = output.order.len();
                     let new_scores = match output.scores {

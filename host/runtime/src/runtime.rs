@@ -66,10 +66,7 @@ impl CompiledPlugin {
 
 impl std::fmt::Debug for CompiledPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledPlugin")
-            .field("name", &self.name)
-            .field("hash", &self.hash)
-            .finish_non_exhaustive()
+        f.debug_struct("CompiledPlugin").field("name", &self.name).field("hash", &self.hash).finish_non_exhaustive()
     }
 }
 
@@ -89,9 +86,7 @@ pub struct Runtime {
 impl Runtime {
     /// Builds the engine and starts the epoch ticker.
     pub fn new(config: RuntimeConfig) -> Result<Self, PluginError> {
-        let engine_error = |e: wasmtime::Error| PluginError::Engine {
-            message: format!("{e:#}"),
-        };
+        let engine_error = |e: wasmtime::Error| PluginError::Engine { message: format!("{e:#}") };
         let n = config.pool_instances.max(1);
         let mut pool = PoolingAllocationConfig::default();
         // A Rust wasm32-wasip2 component holds a few core instances (the module,
@@ -125,14 +120,11 @@ impl Runtime {
         let engine = Engine::new(&wasm).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         crate::wasi::add_to_linker(&mut linker).map_err(engine_error)?;
-        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state)
-            .map_err(engine_error)?;
+        Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state).map_err(engine_error)?;
         let cache = match &config.cache_dir {
-            Some(dir) => Some(
-                DiskCache::open(dir, &engine).map_err(|e| PluginError::Engine {
-                    message: format!("cannot use the cache directory {}: {e}", dir.display()),
-                })?,
-            ),
+            Some(dir) => Some(DiskCache::open(dir, &engine).map_err(|e| PluginError::Engine {
+                message: format!("cannot use the cache directory {}: {e}", dir.display()),
+            })?),
             None => None,
         };
         let tick = Duration::from_micros(config.epoch_tick_us.max(50));
@@ -159,11 +151,7 @@ impl Runtime {
     /// [`compile_for`](Self::compile_for) with a sample request of tenant
     /// `sample`: for local tools (`edgerec plugin check`). A server must use
     /// `compile_for` with the uploading tenant's own context.
-    pub fn compile_named(
-        &self,
-        name: Option<&str>,
-        bytes: &[u8],
-    ) -> Result<Arc<CompiledPlugin>, PluginError> {
+    pub fn compile_named(&self, name: Option<&str>, bytes: &[u8]) -> Result<Arc<CompiledPlugin>, PluginError> {
         self.compile_for(name, bytes, &RequestContext::new("sample"))
     }
 
@@ -186,18 +174,13 @@ impl Runtime {
         check_header(bytes, self.config.max_upload_bytes)?;
         let hash = hex(&Sha256::digest(bytes));
         let started = Instant::now();
-        let cached = self
-            .cache
-            .as_ref()
-            .and_then(|cache| cache.load(&self.engine, &hash));
+        let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &hash));
         let from_cache = cached.is_some();
         let component = match cached {
             Some(component) => component,
             None => {
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid {
-                        message: format!("{e:#}"),
-                    })?;
+                let component = Component::new(&self.engine, bytes)
+                    .map_err(|e| PluginError::Invalid { message: format!("{e:#}") })?;
                 if let Some(cache) = &self.cache {
                     // A failed cache write only costs a recompile next time.
                     let _ = cache.store(&hash, &component);
@@ -206,13 +189,8 @@ impl Runtime {
             }
         };
         let compile_time = started.elapsed();
-        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld {
-            message: format!("{e:#}"),
-        };
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(wrong_world)?;
+        let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld { message: format!("{e:#}") };
+        let pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
         let pre = PluginPre::new(pre).map_err(wrong_world)?;
         let mut plugin = CompiledPlugin {
             name: name.map_or_else(|| hash[..12].to_owned(), str::to_owned),
@@ -244,10 +222,7 @@ impl Runtime {
         plugin: &CompiledPlugin,
         config: &[u8],
         limits: &Limits,
-    ) -> (
-        Result<Result<Vec<String>, String>, StageFailure>,
-        CallReport,
-    ) {
+    ) -> (Result<Result<Vec<String>, String>, StageFailure>, CallReport) {
         let limits = setup_limits(limits);
         self.invoke(plugin, SETUP_TENANT, &limits, 0, |store, instance| {
             instance.edgerec_plugin_stage().call_columns(store, config)
@@ -271,12 +246,7 @@ impl Runtime {
             Err(failure) => return (Err(failure), report),
         };
         if let Err(e) = batch.validate() {
-            return (
-                Err(StageFailure::Host {
-                    message: e.to_string(),
-                }),
-                report,
-            );
+            return (Err(StageFailure::Host { message: e.to_string() }), report);
         }
         let rows: Vec<u32> = (0..batch.len() as u32).collect();
         let wire_columns = columns
@@ -284,18 +254,11 @@ impl Runtime {
             .filter_map(|name| batch.column(name))
             .map(|c| crate::batch::EncodedColumn::encode(c).gather(&rows))
             .collect();
-        let candidates = wire::Candidates {
-            ids: batch.ids.clone(),
-            scores: batch.scores.clone(),
-            columns: wire_columns,
-        };
+        let candidates =
+            wire::Candidates { ids: batch.ids.clone(), scores: batch.scores.clone(), columns: wire_columns };
         let columns_fuel = report.fuel_used;
-        let (result, run_report) =
-            self.run_wire(plugin, &ctx.to_wire(), config, &candidates, limits);
-        report = CallReport {
-            fuel_used: columns_fuel + run_report.fuel_used,
-            ..run_report
-        };
+        let (result, run_report) = self.run_wire(plugin, &ctx.to_wire(), config, &candidates, limits);
+        report = CallReport { fuel_used: columns_fuel + run_report.fuel_used, ..run_report };
         (result, report)
     }
 
@@ -309,15 +272,13 @@ impl Runtime {
         limits: &Limits,
     ) -> (Result<StageOutput, StageFailure>, CallReport) {
         let n = candidates.ids.len();
-        let (result, report) =
-            self.invoke(plugin, &ctx.tenant, limits, ctx.now, |store, instance| {
-                instance
-                    .edgerec_plugin_stage()
-                    .call_run(store, ctx, config, candidates)
-            });
+        let (result, report) = self.invoke(plugin, &ctx.tenant, limits, ctx.now, |store, instance| {
+            instance.edgerec_plugin_stage().call_run(store, ctx, config, candidates)
+        });
         let result = match result {
-            Ok(Ok(output)) => validate_output(output, n, limits)
-                .map_err(|problem| StageFailure::InvalidOutput { problem }),
+            Ok(Ok(output)) => {
+                validate_output(output, n, limits).map_err(|problem| StageFailure::InvalidOutput { problem })
+            }
             Ok(Err(message)) => Err(StageFailure::PluginError { message }),
             Err(failure) => Err(failure),
         };
@@ -326,8 +287,7 @@ impl Runtime {
 
     /// Instantiates the plugin and drops the instance: the fixed cost of a call.
     pub fn instantiate_only(&self, plugin: &CompiledPlugin) -> Result<Duration, StageFailure> {
-        let (result, report) =
-            self.invoke(plugin, SETUP_TENANT, &Limits::default(), 0, |_, _| Ok(()));
+        let (result, report) = self.invoke(plugin, SETUP_TENANT, &Limits::default(), 0, |_, _| Ok(()));
         result.map(|()| Duration::from_secs_f64(report.instantiate_us / 1e6))
     }
 
@@ -349,30 +309,18 @@ impl Runtime {
         let _slot = match self.slots.acquire(tenant, wait) {
             Ok(slot) => slot,
             Err(SlotBusy::Pool) => {
-                return (
-                    Err(StageFailure::PoolBusy {
-                        waited_ms: self.config.pool_wait_ms,
-                    }),
-                    report,
-                );
+                return (Err(StageFailure::PoolBusy { waited_ms: self.config.pool_wait_ms }), report);
             }
             Err(SlotBusy::Tenant) => {
-                let failure = StageFailure::TenantBusy {
-                    cap: self.config.tenant_instances,
-                    waited_ms: self.config.pool_wait_ms,
-                };
+                let failure =
+                    StageFailure::TenantBusy { cap: self.config.tenant_instances, waited_ms: self.config.pool_wait_ms };
                 return (Err(failure), report);
             }
         };
-        let limits = Limits {
-            memory_bytes: limits.memory_bytes.min(self.config.max_memory_bytes),
-            ..*limits
-        };
+        let limits = Limits { memory_bytes: limits.memory_bytes.min(self.config.max_memory_bytes), ..*limits };
         let mut store = Store::new(&self.engine, CallState::new(&limits, now));
         store.limiter(|state| &mut state.limiter);
-        let host_error = |e: wasmtime::Error| StageFailure::Host {
-            message: format!("{e:#}"),
-        };
+        let host_error = |e: wasmtime::Error| StageFailure::Host { message: format!("{e:#}") };
         if self.config.fuel_metering
             && let Err(e) = store.set_fuel(limits.fuel)
         {
@@ -409,51 +357,32 @@ const SETUP_TENANT: &str = "\0setup";
 /// Turns a wasmtime error into the stage's typed failure.
 fn classify(error: wasmtime::Error, limits: &Limits, state: &CallState) -> StageFailure {
     if let Some(blocked) = error.downcast_ref::<WouldBlock>() {
-        return StageFailure::Blocked {
-            call: blocked.call.to_owned(),
-        };
+        return StageFailure::Blocked { call: blocked.call.to_owned() };
     }
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
         return StageFailure::Exited { code: exit.0 };
     }
     if let Some(refused) = error.downcast_ref::<HostRefused>() {
-        return StageFailure::Trap {
-            message: refused.to_string(),
-        };
+        return StageFailure::Trap { message: refused.to_string() };
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::Interrupt) => StageFailure::DeadlineExceeded {
-            deadline_us: limits.deadline_us,
-        },
+        Some(Trap::Interrupt) => StageFailure::DeadlineExceeded { deadline_us: limits.deadline_us },
         Some(Trap::OutOfFuel) => StageFailure::FuelExhausted { fuel: limits.fuel },
         Some(Trap::StackOverflow) => StageFailure::StackOverflow,
-        _ if state.limiter.hit => StageFailure::MemoryLimit {
-            limit_bytes: limits.memory_bytes,
-        },
+        _ if state.limiter.hit => StageFailure::MemoryLimit { limit_bytes: limits.memory_bytes },
         Some(trap) => {
-            let stderr = String::from_utf8_lossy(&state.stderr.contents())
-                .trim()
-                .to_owned();
-            let message = if stderr.is_empty() {
-                trap.to_string()
-            } else {
-                format!("{trap}; stderr: {stderr}")
-            };
+            let stderr = String::from_utf8_lossy(&state.stderr.contents()).trim().to_owned();
+            let message = if stderr.is_empty() { trap.to_string() } else { format!("{trap}; stderr: {stderr}") };
             StageFailure::Trap { message }
         }
-        None => StageFailure::Host {
-            message: format!("{error:#}"),
-        },
+        None => StageFailure::Host { message: format!("{error:#}") },
     }
 }
 
 /// Refuses oversized files, non-wasm bytes and core modules before compiling.
 fn check_header(bytes: &[u8], max_upload_bytes: usize) -> Result<(), PluginError> {
     if bytes.len() > max_upload_bytes {
-        return Err(PluginError::TooLarge {
-            size: bytes.len(),
-            max: max_upload_bytes,
-        });
+        return Err(PluginError::TooLarge { size: bytes.len(), max: max_upload_bytes });
     }
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
         return Err(PluginError::NotWasm);
@@ -469,20 +398,13 @@ fn check_header(bytes: &[u8], max_upload_bytes: usize) -> Result<(), PluginError
 /// path): the stage's, with a deadline of at least a second so that a loaded
 /// machine does not refuse a good plugin; fuel still stops a runaway.
 fn setup_limits(limits: &Limits) -> Limits {
-    Limits {
-        deadline_us: limits.deadline_us.max(1_000_000),
-        ..*limits
-    }
+    Limits { deadline_us: limits.deadline_us.max(1_000_000), ..*limits }
 }
 
 /// Three candidates, no attributes: the input every plugin must survive before
 /// it can be activated.
 fn sample_batch() -> CandidateBatch {
-    CandidateBatch {
-        ids: vec![1, 2, 3],
-        scores: vec![0.3, 0.2, 0.1],
-        columns: Vec::new(),
-    }
+    CandidateBatch { ids: vec![1, 2, 3], scores: vec![0.3, 0.2, 0.1], columns: Vec::new() }
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -42,10 +42,7 @@ pub(crate) struct SlotGuard<'a> {
 impl Slots {
     pub fn new(count: usize, per_tenant: usize) -> Self {
         Slots {
-            state: Mutex::new(SlotState {
-                free: count,
-                held: HashMap::new(),
-            }),
+            state: Mutex::new(SlotState { free: count, held: HashMap::new() }),
             freed: Condvar::new(),
             per_tenant: per_tenant.clamp(1, count.max(1)),
         }
@@ -70,18 +67,11 @@ impl Slots {
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Err(why);
             };
-            state = self
-                .freed
-                .wait_timeout(state, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            state = self.freed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0;
         }
         state.free -= 1;
         *state.held.entry(tenant.to_owned()).or_insert(0) += 1;
-        Ok(SlotGuard {
-            slots: self,
-            tenant: tenant.to_owned(),
-        })
+        Ok(SlotGuard { slots: self, tenant: tenant.to_owned() })
     }
 }
 
@@ -143,10 +133,7 @@ mod tests {
     fn a_full_pool_waits_then_gives_up_and_a_freed_slot_is_reused() {
         let slots = Slots::new(1, 1);
         let held = slots.acquire("a", Duration::ZERO).expect("one free slot");
-        assert_eq!(
-            slots.acquire("b", Duration::from_millis(5)).err(),
-            Some(SlotBusy::Pool)
-        );
+        assert_eq!(slots.acquire("b", Duration::from_millis(5)).err(), Some(SlotBusy::Pool));
         drop(held);
         assert!(slots.acquire("b", Duration::ZERO).is_ok());
     }
@@ -156,19 +143,11 @@ mod tests {
         let slots = Slots::new(4, 2);
         let a1 = slots.acquire("a", Duration::ZERO).unwrap();
         let _a2 = slots.acquire("a", Duration::ZERO).unwrap();
-        assert_eq!(
-            slots.acquire("a", Duration::from_millis(5)).err(),
-            Some(SlotBusy::Tenant)
-        );
-        let _b1 = slots
-            .acquire("b", Duration::ZERO)
-            .expect("b is under its cap and the pool has room");
+        assert_eq!(slots.acquire("a", Duration::from_millis(5)).err(), Some(SlotBusy::Tenant));
+        let _b1 = slots.acquire("b", Duration::ZERO).expect("b is under its cap and the pool has room");
         let _b2 = slots.acquire("b", Duration::ZERO).expect("b's second slot");
         drop(a1);
-        assert!(
-            slots.acquire("a", Duration::ZERO).is_ok(),
-            "a freed one of its own"
-        );
+        assert!(slots.acquire("a", Duration::ZERO).is_ok(), "a freed one of its own");
     }
 
     #[test]

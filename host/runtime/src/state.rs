@@ -6,9 +6,7 @@ use std::time::Duration;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::{ClosedInputStream, MemoryOutputPipe, SinkOutputStream};
-use wasmtime_wasi::{
-    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
-};
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::edgerec::plugin::{host, types};
 use crate::config::Limits;
@@ -39,24 +37,18 @@ impl CallState {
         // (reads answer `closed` at once), stdout a sink. Clocks are frozen at
         // the request's time and randomness is seeded (`wasi.rs`), so a
         // plugin's answer depends only on its input.
-        wasi.wall_clock(FixedWallClock(Duration::from_secs(
-            now_unix_seconds.max(0) as u64
-        )))
-        .monotonic_clock(FrozenMonotonicClock)
-        .stdin(ClosedInputStream)
-        .stdout(SinkOutputStream)
-        .allow_tcp(false)
-        .allow_udp(false)
-        .allow_ip_name_lookup(false)
-        .stderr(stderr.clone());
+        wasi.wall_clock(FixedWallClock(Duration::from_secs(now_unix_seconds.max(0) as u64)))
+            .monotonic_clock(FrozenMonotonicClock)
+            .stdin(ClosedInputStream)
+            .stdout(SinkOutputStream)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stderr(stderr.clone());
         CallState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                cap: limits.memory_bytes,
-                peak: 0,
-                hit: false,
-            },
+            limiter: MemoryLimiter { cap: limits.memory_bytes, peak: 0, hit: false },
             log: LogSink {
                 lines: Vec::new(),
                 bytes: 0,
@@ -71,19 +63,13 @@ impl CallState {
 
     /// What the non-blocking WASI stand-ins work on.
     pub fn no_wait(&mut self) -> NoWaitView<'_> {
-        NoWaitView {
-            table: &mut self.table,
-            rng: &mut self.rng,
-        }
+        NoWaitView { table: &mut self.table, rng: &mut self.rng }
     }
 }
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -104,12 +90,7 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired as u64 > self.cap {
             self.hit = true;
             return Ok(false);
@@ -118,12 +99,7 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         // Tables hold function references; no sane plugin needs more.
         Ok(desired <= 100_000)
     }
@@ -159,10 +135,7 @@ impl LogSink {
             types::LogLevel::Warn => "warn",
             types::LogLevel::Error => "error",
         };
-        self.lines.push(LogLine {
-            level: level.to_owned(),
-            message,
-        });
+        self.lines.push(LogLine { level: level.to_owned(), message });
     }
 }
 

@@ -52,14 +52,24 @@ mod tests {
         let l = Limits::default();
         assert!(validate_output(out(vec![2, 0], Some(vec![1.0, 0.5])), 3, &l).is_ok());
         assert!(matches!(validate_output(out(vec![0, 1, 2, 0], None), 3, &l), Err(OutputProblem::TooLong { .. })));
-        assert!(matches!(validate_output(out(vec![3], None), 3, &l), Err(OutputProblem::IndexOutOfRange { index: 3, .. })));
-        assert!(matches!(validate_output(out(vec![1, 1], None), 3, &l), Err(OutputProblem::DuplicateIndex { index: 1 })));
+        assert!(matches!(
+            validate_output(out(vec![3], None), 3, &l),
+            Err(OutputProblem::IndexOutOfRange { index: 3, .. })
+        ));
+        assert!(matches!(
+            validate_output(out(vec![1, 1], None), 3, &l),
+            Err(OutputProblem::DuplicateIndex { index: 1 })
+        ));
         assert!(matches!(
             validate_output(out(vec![0, 1], Some(vec![1.0, f32::INFINITY])), 3, &l),
             Err(OutputProblem::NonFiniteScore { position: 1 })
         ));
-        assert!(matches!(validate_output(out(vec![0, 1], Some(vec![1.0])), 3, &l), Err(OutputProblem::Misaligned { .. })));
-        let big = wire::Output { order: vec![0], scores: None, reasons: Some(vec!["x".repeat(l.max_reason_bytes + 1)]) };
+        assert!(matches!(
+            validate_output(out(vec![0, 1], Some(vec![1.0])), 3, &l),
+            Err(OutputProblem::Misaligned { .. })
+        ));
+        let big =
+            wire::Output { order: vec![0], scores: None, reasons: Some(vec!["x".repeat(l.max_reason_bytes + 1)]) };
         assert!(matches!(validate_output(big, 3, &l), Err(OutputProblem::ReasonsTooLarge { .. })));
     }
 }

@@ -27,9 +27,7 @@ use std::fmt;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::bindings::sync::io::{poll, streams};
 use wasmtime_wasi::p2::bindings::{clocks::monotonic_clock, random};
-use wasmtime_wasi::p2::{
-    DynInputStream, DynOutputStream, DynPollable, Pollable, StreamError, StreamResult,
-};
+use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, DynPollable, Pollable, StreamError, StreamResult};
 
 use crate::state::CallState;
 
@@ -46,11 +44,7 @@ pub(crate) struct WouldBlock {
 
 impl fmt::Display for WouldBlock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the plugin tried to wait in `{}`: plugins may not block",
-            self.call
-        )
+        write!(f, "the plugin tried to wait in `{}`: plugins may not block", self.call)
     }
 }
 
@@ -169,11 +163,7 @@ impl poll::HostPollable for NoWaitView<'_> {
     }
 
     fn block(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
-        if self.is_ready(pollable.rep())? {
-            Ok(())
-        } else {
-            Err(would_block("wasi:io/poll.pollable.block"))
-        }
+        if self.is_ready(pollable.rep())? { Ok(()) } else { Err(would_block("wasi:io/poll.pollable.block")) }
     }
 
     fn drop(&mut self, pollable: Resource<DynPollable>) -> wasmtime::Result<()> {
@@ -200,37 +190,23 @@ impl streams::HostOutputStream for NoWaitView<'_> {
         streams::HostOutputStream::write(&mut *self.table, stream, bytes)
     }
 
-    fn blocking_write_and_flush(
-        &mut self,
-        stream: Resource<DynOutputStream>,
-        bytes: Vec<u8>,
-    ) -> StreamResult<()> {
+    fn blocking_write_and_flush(&mut self, stream: Resource<DynOutputStream>, bytes: Vec<u8>) -> StreamResult<()> {
         let rep = stream.rep();
-        let permit =
-            streams::HostOutputStream::check_write(&mut *self.table, Resource::new_borrow(rep))?;
+        let permit = streams::HostOutputStream::check_write(&mut *self.table, Resource::new_borrow(rep))?;
         if (bytes.len() as u64) > permit {
-            return Err(StreamError::Trap(would_block(
-                "wasi:io/streams.output-stream.blocking-write-and-flush",
-            )));
+            return Err(StreamError::Trap(would_block("wasi:io/streams.output-stream.blocking-write-and-flush")));
         }
         streams::HostOutputStream::write(&mut *self.table, Resource::new_borrow(rep), bytes)?;
         streams::HostOutputStream::flush(&mut *self.table, stream)
     }
 
-    fn blocking_write_zeroes_and_flush(
-        &mut self,
-        stream: Resource<DynOutputStream>,
-        len: u64,
-    ) -> StreamResult<()> {
+    fn blocking_write_zeroes_and_flush(&mut self, stream: Resource<DynOutputStream>, len: u64) -> StreamResult<()> {
         let rep = stream.rep();
         streams::HostOutputStream::write_zeroes(self, Resource::new_borrow(rep), len)?;
         streams::HostOutputStream::flush(&mut *self.table, stream)
     }
 
-    fn subscribe(
-        &mut self,
-        stream: Resource<DynOutputStream>,
-    ) -> wasmtime::Result<Resource<DynPollable>> {
+    fn subscribe(&mut self, stream: Resource<DynOutputStream>) -> wasmtime::Result<Resource<DynPollable>> {
         streams::HostOutputStream::subscribe(&mut *self.table, stream)
     }
 
@@ -239,8 +215,7 @@ impl streams::HostOutputStream for NoWaitView<'_> {
         // length past what check-write allows would be an allocation of the
         // guest's choosing, on the host.
         let rep = stream.rep();
-        let permit =
-            streams::HostOutputStream::check_write(&mut *self.table, Resource::new_borrow(rep))?;
+        let permit = streams::HostOutputStream::check_write(&mut *self.table, Resource::new_borrow(rep))?;
         if len > permit {
             return Err(StreamError::Trap(refused(format!(
                 "the plugin wrote {len} zero bytes where check-write allowed {permit}"
@@ -258,12 +233,7 @@ impl streams::HostOutputStream for NoWaitView<'_> {
         streams::HostOutputStream::flush(&mut *self.table, stream)
     }
 
-    fn splice(
-        &mut self,
-        dst: Resource<DynOutputStream>,
-        src: Resource<DynInputStream>,
-        len: u64,
-    ) -> StreamResult<u64> {
+    fn splice(&mut self, dst: Resource<DynOutputStream>, src: Resource<DynInputStream>, len: u64) -> StreamResult<u64> {
         streams::HostOutputStream::splice(&mut *self.table, dst, src, len)
     }
 
@@ -275,9 +245,7 @@ impl streams::HostOutputStream for NoWaitView<'_> {
     ) -> StreamResult<u64> {
         let moved = streams::HostOutputStream::splice(&mut *self.table, dst, src, len)?;
         if moved == 0 && len > 0 {
-            return Err(StreamError::Trap(would_block(
-                "wasi:io/streams.output-stream.blocking-splice",
-            )));
+            return Err(StreamError::Trap(would_block("wasi:io/streams.output-stream.blocking-splice")));
         }
         Ok(moved)
     }
@@ -292,18 +260,12 @@ impl streams::HostInputStream for NoWaitView<'_> {
         streams::HostInputStream::read(&mut *self.table, stream, len)
     }
 
-    fn blocking_read(
-        &mut self,
-        stream: Resource<DynInputStream>,
-        len: u64,
-    ) -> StreamResult<Vec<u8>> {
+    fn blocking_read(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<Vec<u8>> {
         // A closed stream (stdin here) answers `closed` at once; an open one
         // with nothing to read would make the guest wait.
         let bytes = streams::HostInputStream::read(&mut *self.table, stream, len)?;
         if bytes.is_empty() && len > 0 {
-            return Err(StreamError::Trap(would_block(
-                "wasi:io/streams.input-stream.blocking-read",
-            )));
+            return Err(StreamError::Trap(would_block("wasi:io/streams.input-stream.blocking-read")));
         }
         Ok(bytes)
     }
@@ -315,17 +277,12 @@ impl streams::HostInputStream for NoWaitView<'_> {
     fn blocking_skip(&mut self, stream: Resource<DynInputStream>, len: u64) -> StreamResult<u64> {
         let skipped = streams::HostInputStream::skip(&mut *self.table, stream, len)?;
         if skipped == 0 && len > 0 {
-            return Err(StreamError::Trap(would_block(
-                "wasi:io/streams.input-stream.blocking-skip",
-            )));
+            return Err(StreamError::Trap(would_block("wasi:io/streams.input-stream.blocking-skip")));
         }
         Ok(skipped)
     }
 
-    fn subscribe(
-        &mut self,
-        stream: Resource<DynInputStream>,
-    ) -> wasmtime::Result<Resource<DynPollable>> {
+    fn subscribe(&mut self, stream: Resource<DynInputStream>) -> wasmtime::Result<Resource<DynPollable>> {
         streams::HostInputStream::subscribe(&mut *self.table, stream)
     }
 }

@@ -68,12 +68,8 @@ fn histogram_sums(text: &str, metric: &str, label: &str) -> BTreeMap<String, f64
 }
 
 async fn scrape(client: &reqwest::Client, s: &BenchSettings) -> anyhow::Result<String> {
-    let response = client
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.operator_token)
-        .send()
-        .await
-        .context("GET /metrics")?;
+    let response =
+        client.get(format!("{}/metrics", s.url)).bearer_auth(&s.operator_token).send().await.context("GET /metrics")?;
     anyhow::ensure!(response.status().is_success(), "GET /metrics answered {} (operator token?)", response.status());
     Ok(response.text().await?)
 }
@@ -189,27 +185,44 @@ pub async fn run(s: BenchSettings) -> anyhow::Result<()> {
             .collect(),
     );
     let floor = floor_ms(&client, &s).await;
-    println!("edgerec bench http: {} tenant {} | {} events/request | user ids: {} | {} s per rate",
-        s.url, s.tenant, s.history, s.with_user, s.seconds);
+    println!(
+        "edgerec bench http: {} tenant {} | {} events/request | user ids: {} | {} s per rate",
+        s.url, s.tenant, s.history, s.with_user, s.seconds
+    );
     println!("HTTP floor (GET /healthz p50, sequential): {floor:.3} ms");
-    println!("{:>6} {:>6} {:>6} {:>5} {:>5} {:>9} {:>8} {:>8} {:>10}",
-        "rate/s", "sent", "ok", "503", "fail", "ok/s", "p50 ms", "p99 ms", "p50/floor");
+    println!(
+        "{:>6} {:>6} {:>6} {:>5} {:>5} {:>9} {:>8} {:>8} {:>10}",
+        "rate/s", "sent", "ok", "503", "fail", "ok/s", "p50 ms", "p99 ms", "p50/floor"
+    );
     let mut stage_totals: BTreeMap<String, f64> = BTreeMap::new();
     let mut request_total = 0.0;
     for &rate in &s.rates {
         let before = scrape(&client, &s).await?;
         let result = run_rate(&client, &s, &bodies, rate).await;
         let after = scrape(&client, &s).await?;
-        let (b, a) = (histogram_sums(&before, "edgerec_stage_seconds", "stage"), histogram_sums(&after, "edgerec_stage_seconds", "stage"));
+        let (b, a) = (
+            histogram_sums(&before, "edgerec_stage_seconds", "stage"),
+            histogram_sums(&after, "edgerec_stage_seconds", "stage"),
+        );
         for (stage, value) in &a {
             *stage_totals.entry(stage.clone()).or_insert(0.0) += value - b.get(stage).copied().unwrap_or(0.0);
         }
         let route = "/v1/tenants/{tenant}/recommend";
-        let sum = |text: &str| histogram_sums(text, "edgerec_request_seconds", "route").get(route).copied().unwrap_or(0.0);
+        let sum =
+            |text: &str| histogram_sums(text, "edgerec_request_seconds", "route").get(route).copied().unwrap_or(0.0);
         request_total += sum(&after) - sum(&before);
-        println!("{:>6} {:>6} {:>6} {:>5} {:>5} {:>9.1} {:>8.2} {:>8.2} {:>10.1}",
-            result.rate, result.sent, result.ok, result.overloaded, result.failed,
-            result.throughput, result.p50_ms, result.p99_ms, result.p50_ms / floor);
+        println!(
+            "{:>6} {:>6} {:>6} {:>5} {:>5} {:>9.1} {:>8.2} {:>8.2} {:>10.1}",
+            result.rate,
+            result.sent,
+            result.ok,
+            result.overloaded,
+            result.failed,
+            result.throughput,
+            result.p50_ms,
+            result.p99_ms,
+            result.p50_ms / floor
+        );
     }
     println!("\nserver time per stage (all rates, share of the recommend route's total {request_total:.3} s):");
     for (stage, seconds) in &stage_totals {
@@ -218,7 +231,11 @@ pub async fn run(s: BenchSettings) -> anyhow::Result<()> {
         }
     }
     let accounted: f64 = stage_totals.iter().filter(|(k, _)| k.as_str() != "store_events").map(|(_, v)| v).sum();
-    println!("  {:<14} {:>9.3} s  {:>5.1} %", "other (http, queueing)", (request_total - accounted).max(0.0),
-        100.0 * (request_total - accounted).max(0.0) / request_total.max(1e-12));
+    println!(
+        "  {:<14} {:>9.3} s  {:>5.1} %",
+        "other (http, queueing)",
+        (request_total - accounted).max(0.0),
+        100.0 * (request_total - accounted).max(0.0) / request_total.max(1e-12)
+    );
     Ok(())
 }

@@ -24,19 +24,43 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("encode_concurrency", "0", "encodes running at once (0 = number of CPU cores)"),
     ("plugin_concurrency", "0", "plugin pipelines running at once (0 = number of CPU cores)"),
     ("retry_after_s", "1", "the Retry-After of a 503 overloaded"),
-    ("cache_bytes", "67108864", "memory bound of EACH tenant's per-user encoder-state cache (one tenant cannot evict another's users)"),
+    (
+        "cache_bytes",
+        "67108864",
+        "memory bound of EACH tenant's per-user encoder-state cache (one tenant cannot evict another's users)",
+    ),
     ("candidates", "100", "items retrieved by the model and handed to the pipeline"),
-    ("plugin_deadline_us", "5000", "wall-clock deadline of one plugin stage call (instantiation included) for stages that set no `limits`; past it the stage fails with deadline_exceeded and its on_error applies"),
+    (
+        "plugin_deadline_us",
+        "5000",
+        "wall-clock deadline of one plugin stage call (instantiation included) for stages that set no `limits`; past it the stage fails with deadline_exceeded and its on_error applies",
+    ),
     ("max_k", "100", "largest `k` a recommend may ask for (at most `candidates`)"),
     ("otlp_endpoint", "\"\"", "OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty = no export"),
     ("log_format", "\"text\"", "`text` or `json` (structured logs on stderr; filter with RUST_LOG)"),
     ("max_connections", "1024", "client connections held open at once; further clients wait in the listen backlog"),
-    ("header_read_timeout_ms", "5000", "a client must send its request headers within this, or the connection is closed"),
+    (
+        "header_read_timeout_ms",
+        "5000",
+        "a client must send its request headers within this, or the connection is closed",
+    ),
     ("body_read_timeout_ms", "10000", "a client must send its whole request body within this, or gets 400"),
-    ("tenant_recommend_rate", "1000", "recommends per second one tenant may send (0 = unlimited); beyond it 429 rate_limited with Retry-After"),
-    ("tenant_write_rate", "200", "event batches and catalog pages per second one tenant may send (0 = unlimited); beyond it 429"),
+    (
+        "tenant_recommend_rate",
+        "1000",
+        "recommends per second one tenant may send (0 = unlimited); beyond it 429 rate_limited with Retry-After",
+    ),
+    (
+        "tenant_write_rate",
+        "200",
+        "event batches and catalog pages per second one tenant may send (0 = unlimited); beyond it 429",
+    ),
     ("tenant_max_in_flight", "32", "requests of one tenant in flight at once; beyond it 429 rate_limited"),
-    ("max_future_skew_s", "86400", "event timestamps more than this many seconds ahead of the server clock are refused with 400"),
+    (
+        "max_future_skew_s",
+        "86400",
+        "event timestamps more than this many seconds ahead of the server clock are refused with 400",
+    ),
 ];
 
 /// The resolved configuration of `edgerec serve`.
@@ -124,16 +148,12 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Reads `path` (if given), applies `EDGEREC_SERVE_*` overrides from
     /// `env`, and checks the result.
-    pub fn load(
-        path: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> anyhow::Result<Self> {
+    pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
         let mut table = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read the config file {}", path.display()))?;
-                text.parse::<toml::Table>()
-                    .with_context(|| format!("{} is not valid TOML", path.display()))?
+                text.parse::<toml::Table>().with_context(|| format!("{} is not valid TOML", path.display()))?
             }
             None => toml::Table::new(),
         };
@@ -187,11 +207,7 @@ impl ServerConfig {
 }
 
 fn effective(configured: usize) -> usize {
-    if configured > 0 {
-        configured
-    } else {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    }
+    if configured > 0 { configured } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
 }
 
 /// An environment value as TOML when it parses as a scalar (numbers,

@@ -8,8 +8,8 @@ use edgerec_kernels::item_map::ItemMap;
 use edgerec_kernels::{Model, ModelConfig, Weights};
 use serde_json::json;
 
-use super::state::AppState;
 use super::auth::{Operator, secret_hash};
+use super::state::AppState;
 use super::store::{ApiKeyRecord, OnErrorPolicy, StageSpec, TenantRecord, now_unix};
 use super::tenants;
 
@@ -64,13 +64,8 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
             (vec![record], Some(key))
         }
     };
-    let record = TenantRecord {
-        name: "demo".into(),
-        model: "demo".into(),
-        keys,
-        created_at: now_unix(),
-        legacy_api_key: None,
-    };
+    let record =
+        TenantRecord { name: "demo".into(), model: "demo".into(), keys, created_at: now_unix(), legacy_api_key: None };
     tenants::create(app, &operator, record).map_err(|e| fail("create", e))?;
     if let Some(key) = shown {
         println!("demo tenant API key (shown once, store it): {key}");

@@ -228,7 +228,9 @@ impl ApiError {
     pub fn unknown_item(item: &str) -> Self {
         Self::new(
             ErrorCode::UnknownItem,
-            format!("item {item:?} is neither in the tenant's model nor in its catalog; upsert it with PUT …/catalog/items first"),
+            format!(
+                "item {item:?} is neither in the tenant's model nor in its catalog; upsert it with PUT …/catalog/items first"
+            ),
         )
     }
 
@@ -246,7 +248,9 @@ impl ApiError {
     pub fn rate_limited(what: &str, retry_after_s: u64) -> Self {
         let mut error = Self::new(
             ErrorCode::RateLimited,
-            format!("this tenant is over its {what} quota; retry after the Retry-After delay or ask the operator for a higher quota"),
+            format!(
+                "this tenant is over its {what} quota; retry after the Retry-After delay or ask the operator for a higher quota"
+            ),
         );
         error.retry_after_s = Some(retry_after_s.max(1));
         error

@@ -23,7 +23,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
         let _span = tracing::info_span!("parse", bytes = bytes.len()).entered();
         let start = Instant::now();
         let value = serde_json::from_slice(&bytes).map_err(|e| {
-            ApiError::new(ErrorCode::MalformedJson,
+            ApiError::new(
+                ErrorCode::MalformedJson,
                 format!("the body is not the JSON this route expects: {e}; see /openapi.json for the shape"),
             )
         })?;
@@ -64,7 +65,8 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiQuer
 /// Maps a body-read failure (size limit, broken stream) to the API's error.
 pub fn body_error(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(ErrorCode::PayloadTooLarge,
+        ApiError::new(
+            ErrorCode::PayloadTooLarge,
             "the body is larger than this route accepts; send smaller batches (see max_body_bytes / max_plugin_bytes)",
         )
     } else {

@@ -50,8 +50,7 @@ pub struct Opened {
 
 /// Makes `dir` (and its parents) exist, readable by this user only.
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot make {} private (mode 0700)", dir.display()))
 }

@@ -195,7 +195,8 @@ pub async fn revoke_key(
     ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let serial = tenant.activation.clone().lock_owned().await;
-    jobs::run(JobKind::Write, tracing::Span::current(), serial, move || tenants::revoke_key(&app, &tenant, &id)).await?;
+    jobs::run(JobKind::Write, tracing::Span::current(), serial, move || tenants::revoke_key(&app, &tenant, &id))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -213,8 +214,11 @@ pub async fn put_plugin(
     ApiPath((_, name)): ApiPath<(String, String)>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<PluginVersion>), ApiError> {
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(ApiError::bad_request(format!("plugin name {name:?} is invalid: use 1..=64 of a-z, A-Z, 0-9, '-', '_'")));
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::bad_request(format!(
+            "plugin name {name:?} is invalid: use 1..=64 of a-z, A-Z, 0-9, '-', '_'"
+        )));
     }
     let bytes = body.map_err(body_error)?;
     let app2 = app.clone();

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use edgerec_kernels::Scored;
 use edgerec_runtime::{
-    CandidateBatch, Column, ColumnValues, CompiledPlugin, Event, Limits, OnError, Pipeline, PipelineError, RequestContext,
-    Runtime, RuntimeConfig, StageStatus,
+    CandidateBatch, Column, ColumnValues, CompiledPlugin, Event, LimitMaxima, Limits, OnError, Pipeline, PipelineError,
+    RequestContext, Runtime, RuntimeConfig, StageStatus,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -75,6 +75,16 @@ pub struct StageTrace {
     pub fuel: u64,
     /// Wall time of the call in microseconds.
     pub micros: f64,
+    /// The stage's log lines (`level: message`), bounded by its limits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+    /// Log lines the stage wrote beyond its limits.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub logs_dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The pipeline's result.
@@ -118,8 +128,12 @@ impl PluginHost {
 
     /// Compiles and checks an upload for `tenant` (world, sample run);
     /// returns its content hash.
-    pub fn check(&self, bytes: &[u8], _tenant: &str) -> Result<String, ApiError> {
-        let plugin = self.runtime.compile(bytes).map_err(invalid_plugin)?;
+    pub fn check(&self, bytes: &[u8], tenant: &str) -> Result<String, ApiError> {
+        // The sample run is the uploading tenant's own: a plugin that behaves
+        // only for other tenants' names is caught here (and the per-call
+        // limits stop it anyway).
+        let sample = RequestContext::new(tenant);
+        let plugin = self.runtime.compile_for(None, bytes, &sample).map_err(invalid_plugin)?;
         let hash = plugin.hash().to_string();
         self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(hash.clone(), plugin);
         Ok(hash)
@@ -129,14 +143,24 @@ impl PluginHost {
         if let Some(plugin) = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(digest) {
             return Ok(plugin.clone());
         }
-        let bytes = app
-            .store
-            .blob(digest)?
-            .ok_or_else(|| ApiError::internal("loading a plugin", format!("component {digest} missing from the store")))?;
+        let bytes = app.store.blob(digest)?.ok_or_else(|| {
+            ApiError::internal("loading a plugin", format!("component {digest} missing from the store"))
+        })?;
         let plugin = self.runtime.compile(&bytes).map_err(invalid_plugin)?;
         self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(digest.to_string(), plugin.clone());
         Ok(plugin)
     }
+}
+
+/// The limits of a stage that sets none: the runtime's, with the server's deadline.
+pub fn stage_defaults(config: &crate::config::ServerConfig) -> Limits {
+    Limits { deadline_us: config.plugin_deadline_us, ..Limits::default() }
+}
+
+/// The most a stage may ask for (the OpenAPI document declares the same).
+pub fn stage_maxima(config: &crate::config::ServerConfig) -> LimitMaxima {
+    let maxima = LimitMaxima::default();
+    LimitMaxima { deadline_us: maxima.deadline_us.max(config.plugin_deadline_us), ..maxima }
 }
 
 /// Builds a pipeline version: every stage's plugin compiled (or reused) and
@@ -145,10 +169,13 @@ pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<Ac
     let versions = app.store.plugins(tenant)?;
     let mut stages = Vec::with_capacity(record.stages.len());
     for (index, spec) in record.stages.iter().enumerate() {
-        let version = versions
-            .iter()
-            .find(|p| p.name == spec.plugin && Some(p.version) == spec.version)
-            .ok_or_else(|| invalid_pipeline(format!("stage {index}: plugin {:?} version {:?} is not uploaded", spec.plugin, spec.version)))?;
+        let version =
+            versions.iter().find(|p| p.name == spec.plugin && Some(p.version) == spec.version).ok_or_else(|| {
+                invalid_pipeline(format!(
+                    "stage {index}: plugin {:?} version {:?} is not uploaded",
+                    spec.plugin, spec.version
+                ))
+            })?;
         let plugin = app.plugins.plugin(app, &version.digest)?;
         let config = match &spec.config {
             Value::Null => Vec::new(),
@@ -158,10 +185,18 @@ pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<Ac
             OnErrorPolicy::Fail => OnError::Fail,
             OnErrorPolicy::Skip => OnError::Skip,
         };
-        let limits = spec.limits.unwrap_or(Limits { deadline_us: app.config.plugin_deadline_us, ..Limits::default() });
-        let stage = app.plugins.runtime.stage(plugin, config, on_error, limits).map_err(|e| {
-            invalid_pipeline(format!("stage {index} ({}@{}): {e}", spec.plugin, version.version))
-        })?;
+        let defaults = stage_defaults(&app.config);
+        let maxima = stage_maxima(&app.config);
+        let limits = match &spec.limits {
+            Some(given) => given.resolve(&defaults, &maxima),
+            None => defaults.check(&maxima).map(|()| defaults),
+        }
+        .map_err(|e| invalid_pipeline(format!("stage {index} ({}): limits: {e}", spec.plugin)))?;
+        let stage = app
+            .plugins
+            .runtime
+            .stage(plugin, config, on_error, limits)
+            .map_err(|e| invalid_pipeline(format!("stage {index} ({}@{}): {e}", spec.plugin, version.version)))?;
         stages.push(stage);
     }
     Ok(ActivePipeline { version: record.version, specs: record.stages.clone(), pipeline: Pipeline { stages } })
@@ -258,14 +293,22 @@ pub fn run(
             StageStatus::Skipped { failure } => ("skipped", Some(failure.to_string())),
             StageStatus::Failed { failure } => ("failed", Some(failure.to_string())),
         };
-        tracing::info!(stage = %stage, status, fuel = t.report.fuel_used, wall_us = t.report.wall_us, "plugin stage");
+        tracing::info!(tenant = %info.tenant, stage = %stage, status, fuel = t.report.fuel_used, wall_us = t.report.wall_us, "plugin stage");
+        for line in &t.report.logs {
+            tracing::info!(tenant = %info.tenant, stage = %stage, level = %line.level, message = %line.message, "plugin log");
+        }
+        if t.report.logs_dropped > 0 {
+            metrics::counter!("edgerec_plugin_log_lines_dropped_total", "tenant" => info.tenant.clone(), "stage" => spec.plugin.clone())
+                .increment(t.report.logs_dropped);
+        }
         let (tenant_label, stage_label) = (info.tenant.clone(), spec.plugin.clone());
         metrics::histogram!("edgerec_plugin_seconds", "tenant" => tenant_label.clone(), "stage" => stage_label.clone())
             .record(t.report.wall_us / 1e6);
         metrics::counter!("edgerec_plugin_fuel_total", "tenant" => tenant_label.clone(), "stage" => stage_label.clone())
             .increment(t.report.fuel_used);
         if failure.is_some() {
-            metrics::counter!("edgerec_plugin_errors_total", "tenant" => tenant_label, "stage" => stage_label).increment(1);
+            metrics::counter!("edgerec_plugin_errors_total", "tenant" => tenant_label, "stage" => stage_label)
+                .increment(1);
         }
         if explain || failure.is_some() {
             trace.push(StageTrace {
@@ -278,14 +321,20 @@ pub fn run(
                 moved: t.moved,
                 fuel: t.report.fuel_used,
                 micros: t.report.wall_us,
+                logs: t.report.logs.iter().map(|l| format!("{}: {}", l.level, l.message)).collect(),
+                logs_dropped: t.report.logs_dropped,
             });
         }
     }
     stage_done("plugins", start);
     let Some(outcome) = outcome else {
         let failed = trace.last().map(|t| format!("{}: {}", t.stage, t.failure.clone().unwrap_or_default()));
-        return Err(ApiError::new(ErrorCode::PluginFailed,
-            format!("a stage with on_error = fail failed ({}); fix or roll back the pipeline", failed.unwrap_or_default()),
+        return Err(ApiError::new(
+            ErrorCode::PluginFailed,
+            format!(
+                "a stage with on_error = fail failed ({}); fix or roll back the pipeline",
+                failed.unwrap_or_default()
+            ),
         ));
     };
     let items = outcome.candidates.iter().map(|c| Scored { item: c.id as u32, score: c.score }).collect();

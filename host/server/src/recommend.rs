@@ -146,10 +146,8 @@ pub fn encode_user(tenant: &Tenant, user: Option<&str>, history: &History) -> Re
             let result = if history.events.len() == kept && cached.state.query_time() == history.query_time {
                 "hit"
             } else {
-                let embedding = cached
-                    .state
-                    .append(model, &history.events[kept..], history.query_time)
-                    .map_err(input_error)?;
+                let embedding =
+                    cached.state.append(model, &history.events[kept..], history.query_time).map_err(input_error)?;
                 cached.embedding = embedding;
                 "incremental"
             };
@@ -164,8 +162,7 @@ pub fn encode_user(tenant: &Tenant, user: Option<&str>, history: &History) -> Re
             return Ok(embedding);
         }
     }
-    let (state, embedding) =
-        EncoderState::new(model, &history.events, history.query_time).map_err(input_error)?;
+    let (state, embedding) = EncoderState::new(model, &history.events, history.query_time).map_err(input_error)?;
     tenant.cache.insert(key, Arc::new(Mutex::new(CachedUser { state, embedding: embedding.clone() })));
     metrics::counter!("edgerec_encoder_cache_total", "result" => "miss").increment(1);
     stage_done("encode", start);

@@ -98,6 +98,21 @@ pub fn with_config(openapi: &utoipa::openapi::OpenApi, app: &AppState) -> serde_
             {"type": "array", "maxItems": storefront::MAX_ATTRIBUTE_LIST_LEN, "items": text(storefront::MAX_ATTRIBUTE_LIST_STRING_LEN)},
         ]},
     });
+    let maxima = super::pipeline::stage_maxima(&app.config);
+    let bounded = |min: u64, max: u64| json!({"type": "integer", "format": "int64", "minimum": min, "maximum": max});
+    schemas["StageSpec"]["properties"]["limits"] = json!({
+        "type": ["object", "null"],
+        "description": "Per-call limits; each one absent takes the server's default.",
+        "additionalProperties": false,
+        "properties": {
+            "deadline_us": bounded(1, maxima.deadline_us),
+            "fuel": bounded(1, maxima.fuel),
+            "memory_bytes": bounded(1 << 20, maxima.memory_bytes),
+            "max_reason_bytes": bounded(0, maxima.max_reason_bytes as u64),
+            "max_log_lines": bounded(0, maxima.max_log_lines as u64),
+            "max_log_bytes": bounded(0, maxima.max_log_bytes as u64),
+        },
+    });
     doc
 }
 
@@ -126,18 +141,14 @@ async fn unknown_route() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed,
-        "this route does not take this method; see /openapi.json",
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, "this route does not take this method; see /openapi.json")
 }
 
 /// The deadline and the request metrics, per route template and tenant.
 async fn observe(State(app): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     // Only existing tenants become label values: random names must not grow the series.
     let tenant = request
         .uri()
@@ -150,7 +161,8 @@ async fn observe(State(app): State<Arc<AppState>>, request: Request, next: Next)
     let deadline = Duration::from_millis(app.config.request_timeout_ms);
     let response = match tokio::time::timeout(deadline, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(ErrorCode::Timeout,
+        Err(_) => ApiError::new(
+            ErrorCode::Timeout,
             format!("the request took longer than {} ms; retry, or raise request_timeout_ms", deadline.as_millis()),
         )
         .into_response(),
@@ -174,11 +186,8 @@ async fn healthz() -> Json<serde_json::Value> {
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready (or degraded: some tenants unavailable)"), (status = 503, body = ErrorBody)), tag = "health")]
 async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
     if app.is_ready() {
-        let unavailable: serde_json::Map<String, serde_json::Value> = app
-            .tenant_names()
-            .into_iter()
-            .filter_map(|(name, reason)| reason.map(|r| (name, r.into())))
-            .collect();
+        let unavailable: serde_json::Map<String, serde_json::Value> =
+            app.tenant_names().into_iter().filter_map(|(name, reason)| reason.map(|r| (name, r.into()))).collect();
         let status = if unavailable.is_empty() { "ready" } else { "degraded" };
         Ok(Json(serde_json::json!({"status": status, "unavailable_tenants": unavailable})))
     } else {

@@ -52,13 +52,7 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// A tenant as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -154,10 +148,12 @@ pub struct StageSpec {
     /// `skip` (fail open, candidates pass unchanged) or `fail` (the request fails).
     #[serde(default)]
     pub on_error: OnErrorPolicy,
-    /// Per-call limits (deadline_us, fuel, memory_bytes, …); absent = the runtime's defaults.
+    /// Per-call limits (deadline_us, fuel, memory_bytes, max_reason_bytes,
+    /// max_log_lines, max_log_bytes); each one absent takes the server's
+    /// default, each one given must be within the server's maxima.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub limits: Option<edgerec_runtime::Limits>,
+    pub limits: Option<edgerec_runtime::LimitsSpec>,
 }
 
 /// What a failing stage does to the request.
@@ -189,9 +185,7 @@ pub struct Store {
 
 /// Seconds since the epoch.
 pub fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn timed<T>(op: &'static str, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -424,7 +418,13 @@ impl Store {
 
     /// Stores a plugin component; an identical component of the same name
     /// returns its existing version (versions are content-addressed).
-    pub fn add_plugin(&self, tenant: &str, name: &str, digest: &str, bytes: &[u8]) -> Result<PluginVersion, StoreError> {
+    pub fn add_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<PluginVersion, StoreError> {
         timed("add_plugin", || {
             let txn = self.db.begin_write()?;
             let record = {

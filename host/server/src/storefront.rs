@@ -116,7 +116,9 @@ fn check_event(app: &AppState, event: &EventIn) -> Result<(), ApiError> {
     }
     let action = event.action.chars().count();
     if action == 0 || action > MAX_ACTION_LEN {
-        return Err(ApiError::bad_request(format!("action must be 1..={MAX_ACTION_LEN} characters long, got {action}")));
+        return Err(ApiError::bad_request(format!(
+            "action must be 1..={MAX_ACTION_LEN} characters long, got {action}"
+        )));
     }
     let latest = now_unix().saturating_add(app.config.max_future_skew_s);
     if event.ts < 0 || event.ts > latest {
@@ -145,11 +147,15 @@ fn check_attributes(id: &str, attributes: &serde_json::Map<String, serde_json::V
             Value::Null | Value::Bool(_) | Value::Number(_) => {}
             Value::String(text) if text.chars().count() <= MAX_ATTRIBUTE_STRING_LEN => {}
             Value::String(_) => {
-                return Err(bad(format!("attribute {name:?}: strings are at most {MAX_ATTRIBUTE_STRING_LEN} characters")));
+                return Err(bad(format!(
+                    "attribute {name:?}: strings are at most {MAX_ATTRIBUTE_STRING_LEN} characters"
+                )));
             }
             Value::Array(list)
                 if list.len() <= MAX_ATTRIBUTE_LIST_LEN
-                    && list.iter().all(|v| v.as_str().is_some_and(|s| s.chars().count() <= MAX_ATTRIBUTE_LIST_STRING_LEN)) => {}
+                    && list
+                        .iter()
+                        .all(|v| v.as_str().is_some_and(|s| s.chars().count() <= MAX_ATTRIBUTE_LIST_STRING_LEN)) => {}
             Value::Array(_) => {
                 return Err(bad(format!(
                     "attribute {name:?}: lists hold at most {MAX_ATTRIBUTE_LIST_LEN} strings of at most {MAX_ATTRIBUTE_LIST_STRING_LEN} characters"
@@ -260,11 +266,7 @@ pub async fn recommend(
         })
         .take(k)
         .collect();
-    Ok(Json(RecommendResponse {
-        items,
-        pipeline_version: outcome.version,
-        trace: explain.then_some(outcome.trace),
-    }))
+    Ok(Json(RecommendResponse { items, pipeline_version: outcome.version, trace: explain.then_some(outcome.trace) }))
 }
 
 /// Body of `POST …/events`.
@@ -299,10 +301,7 @@ pub struct UpsertResponse {
 /// The `Idempotency-Key` header, checked.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
-    let key = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?
-        .to_string();
+    let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?.to_string();
     check_id("Idempotency-Key", &key)?;
     Ok(Some(key))
 }
@@ -405,7 +404,10 @@ pub async fn upsert_items(
     }
     let accepted = rows.len();
     let store = app.store.clone();
-    jobs::run(JobKind::Write, tracing::Span::current(), quota, move || Ok(store.upsert_items(&tenant.record.name, &rows)?)).await?;
+    jobs::run(JobKind::Write, tracing::Span::current(), quota, move || {
+        Ok(store.upsert_items(&tenant.record.name, &rows)?)
+    })
+    .await?;
     Ok(Json(UpsertResponse { accepted }))
 }
 
@@ -421,7 +423,8 @@ pub async fn get_item(
 ) -> Result<Json<CatalogItem>, ApiError> {
     match app.store.item(&tenant.record.name, &id)? {
         Some(serde_json::Value::Object(attributes)) => Ok(Json(CatalogItem { id, attributes })),
-        _ => Err(ApiError::new(ErrorCode::UnknownItem,
+        _ => Err(ApiError::new(
+            ErrorCode::UnknownItem,
             format!("the catalog has no item {id:?}; upsert it with PUT …/catalog/items"),
         )),
     }

@@ -14,9 +14,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 use super::config::ServerConfig;
 
 /// Latency buckets (seconds): 50 µs to 5 s, for the request and stage histograms.
-const LATENCY_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
+const LATENCY_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// Telemetry that must be flushed at shutdown.
 pub struct Telemetry {
@@ -64,11 +63,7 @@ pub fn init(config: &ServerConfig) -> anyhow::Result<Telemetry> {
     } else {
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).boxed()
     };
-    tracing_subscriber::registry()
-        .with(fmt)
-        .with(otel)
-        .try_init()
-        .context("cannot install the log subscriber")?;
+    tracing_subscriber::registry().with(fmt).with(otel).try_init().context("cannot install the log subscriber")?;
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .context("latency buckets")?

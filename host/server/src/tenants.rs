@@ -23,12 +23,17 @@ pub fn load_model(source: &str) -> Result<(Model, ItemMap), ApiError> {
     if !dir.is_dir() {
         return Err(ApiError::new(
             ErrorCode::UnknownModel,
-            format!("no model directory at {source:?} on the server; give \"demo\" or a directory with config.json, model.safetensors and items.json (`edgerec model import` or `edgerec train` write one)"),
+            format!(
+                "no model directory at {source:?} on the server; give \"demo\" or a directory with config.json, model.safetensors and items.json (`edgerec model import` or `edgerec train` write one)"
+            ),
         ));
     }
     let invalid = |what: String| {
-        ApiError::new(ErrorCode::InvalidModel,
-            format!("model {source:?}: {what}; give \"demo\" or a directory with config.json, model.safetensors and items.json"),
+        ApiError::new(
+            ErrorCode::InvalidModel,
+            format!(
+                "model {source:?}: {what}; give \"demo\" or a directory with config.json, model.safetensors and items.json"
+            ),
         )
     };
     let model = Model::load(dir).map_err(|e| invalid(e.to_string()))?;
@@ -163,7 +168,10 @@ pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> 
             None => *versions.iter().max().ok_or_else(|| {
                 ApiError::new(
                     ErrorCode::UnknownPlugin,
-                    format!("stage {index}: no plugin named {:?}; upload it with PUT …/plugins/{}", stage.plugin, stage.plugin),
+                    format!(
+                        "stage {index}: no plugin named {:?}; upload it with PUT …/plugins/{}",
+                        stage.plugin, stage.plugin
+                    ),
                 )
             })?,
         };

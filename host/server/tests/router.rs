@@ -67,7 +67,10 @@ async fn every_documented_route_is_routed_and_secured_ones_refuse_strangers() {
         }
         let (status, body) = send(&app, method, path, Some(&app.operator), Body::empty()).await;
         let code = body["error"]["code"].as_str().unwrap_or("");
-        assert!(!matches!(code, "unknown_route" | "method_not_allowed" | "unauthorized" | "internal"), "{method} {path}: {status} {body}");
+        assert!(
+            !matches!(code, "unknown_route" | "method_not_allowed" | "unauthorized" | "internal"),
+            "{method} {path}: {status} {body}"
+        );
     }
 }
 
@@ -75,8 +78,10 @@ async fn every_documented_route_is_routed_and_secured_ones_refuse_strangers() {
 async fn errors_are_json_with_a_documented_code() {
     let app = app();
     let (_, doc) = send(&app, &Method::GET, "/openapi.json", None, Body::empty()).await;
-    let codes = doc["components"]["schemas"]["ErrorCode"]["enum"].as_array().expect("ErrorCode enum in the document").clone();
-    for (method, path) in [(Method::GET, "/nowhere"), (Method::DELETE, "/v1/tenants"), (Method::GET, "/v1/tenants/%FF")] {
+    let codes =
+        doc["components"]["schemas"]["ErrorCode"]["enum"].as_array().expect("ErrorCode enum in the document").clone();
+    for (method, path) in [(Method::GET, "/nowhere"), (Method::DELETE, "/v1/tenants"), (Method::GET, "/v1/tenants/%FF")]
+    {
         let (status, body) = send(&app, &method, path, Some(&app.operator), Body::empty()).await;
         assert!(status.is_client_error(), "{method} {path}: {status}");
         let code = &body["error"]["code"];

@@ -8,9 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use edgerec_kernels::bench::{Row, bench_shape, sgemm_gflops};
 use edgerec_kernels::item_map::{ITEMS_FILE, ItemMap};
-use edgerec_kernels::{
-    Backend, BackendChoice, Event, Model, ModelConfig, UserHistory, kept_window, select_backend,
-};
+use edgerec_kernels::{Backend, BackendChoice, Event, Model, ModelConfig, UserHistory, kept_window, select_backend};
 use serde::Deserialize;
 
 /// Where the model is, the request, and which backend serves it.
@@ -160,8 +158,7 @@ struct Prepared {
 }
 
 fn read_request(path: &Path) -> anyhow::Result<(Vec<Event>, i64)> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read input file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read input file {}", path.display()))?;
     let request: Request = serde_json::from_str(&text).with_context(|| {
         format!(
             "input file {} is not a valid request (expected {{\"events\":[{{\"item\":ID,\"ts\":UNIX_SECONDS}},…],\"query_time\":UNIX_SECONDS}})",
@@ -176,8 +173,8 @@ fn read_request(path: &Path) -> anyhow::Result<(Vec<Event>, i64)> {
 /// request prints exactly one line (the error), not a backend log line too.
 fn prepare(args: &EncodeArgs) -> anyhow::Result<Prepared> {
     let (events, query_time) = read_request(&args.input)?;
-    let model = Model::load(&args.model)
-        .with_context(|| format!("cannot load model directory {}", args.model.display()))?;
+    let model =
+        Model::load(&args.model).with_context(|| format!("cannot load model directory {}", args.model.display()))?;
     kept_window(&model.config, &events, query_time)
         .with_context(|| format!("invalid request in {}", args.input.display()))?;
     let backend = open_backend(args.backend.into(), Arc::new(model))?;
@@ -224,7 +221,10 @@ pub fn encode(args: EncodeArgs) -> anyhow::Result<()> {
 pub fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
     let prepared = prepare(&args.request)?;
     let external_ids = if args.request.model.join(ITEMS_FILE).exists() {
-        Some(ItemMap::load(&args.request.model).with_context(|| format!("cannot read the id mapping of {}", args.request.model.display()))?)
+        Some(
+            ItemMap::load(&args.request.model)
+                .with_context(|| format!("cannot read the id mapping of {}", args.request.model.display()))?,
+        )
     } else {
         None
     };
@@ -303,9 +303,7 @@ fn random_config(args: &RandomArgs) -> anyhow::Result<ModelConfig> {
 fn random_model(args: RandomArgs) -> anyhow::Result<()> {
     let config = random_config(&args)?;
     let model = Model::random(config, args.seed)?;
-    model
-        .save(&args.out)
-        .with_context(|| format!("cannot write the model to {}", args.out.display()))?;
+    model.save(&args.out).with_context(|| format!("cannot write the model to {}", args.out.display()))?;
     eprintln!(
         "edgerec: wrote a random {} model (V = {}, seed {}) to {}",
         args.shape.to_possible_value().expect("no skipped variants").get_name(),

@@ -47,12 +47,7 @@ pub struct ImportArgs {
 /// Runs `edgerec model import`.
 pub fn import(args: ImportArgs) -> anyhow::Result<()> {
     let ImportFormat::GrResearch = args.from;
-    let opts = ImportOptions {
-        num_heads: args.heads,
-        d_qk: args.dqk,
-        d_v: args.dv,
-        max_seq_len: args.max_seq_len,
-    };
+    let opts = ImportOptions { num_heads: args.heads, d_qk: args.dqk, d_v: args.dv, max_seq_len: args.max_seq_len };
     let imported = import_to_dir(&args.checkpoint, &opts, args.items.as_deref(), &args.out)
         .with_context(|| format!("cannot import {}", args.checkpoint.display()))?;
     let c = &imported.model.config;
@@ -67,11 +62,7 @@ pub fn import(args: ImportArgs) -> anyhow::Result<()> {
         c.max_seq_len,
         c.attn_normalizer,
         args.out.display(),
-        if imported.items.is_some() {
-            " with items.json"
-        } else {
-            ""
-        }
+        if imported.items.is_some() { " with items.json" } else { "" }
     );
     Ok(())
 }

@@ -140,7 +140,9 @@ pub fn check_file(file: &Path, config: Option<&Path>) -> Result<()> {
     let cap = crate::server::config::ServerConfig::default().max_plugin_bytes;
     println!("  size:          {} bytes (a server's default upload cap: {} MiB)", plugin.size(), cap >> 20);
     if plugin.size() > cap {
-        println!("  warning:       over the default upload cap: a server refuses it unless its max_plugin_bytes is raised");
+        println!(
+            "  warning:       over the default upload cap: a server refuses it unless its max_plugin_bytes is raised"
+        );
     }
     println!("  sha256:        {}", plugin.hash());
     let how = if plugin.from_cache() { "loaded from the cache" } else { "compiled" };
@@ -223,7 +225,13 @@ fn print_report(
     println!("{:<13} {:>24}   {:<22} {}", "instructions", report.fuel_used, limits.fuel, verdict(fuel_failed));
     let time_failed = matches!(failure, Some(StageFailure::DeadlineExceeded { .. }));
     let time = format!("{:.0} µs (inst. {:.0} µs)", report.wall_us, report.instantiate_us);
-    println!("{:<13} {:>24}   {:<22} {}", "wall time", time, format!("{} µs", limits.deadline_us), verdict(time_failed));
+    println!(
+        "{:<13} {:>24}   {:<22} {}",
+        "wall time",
+        time,
+        format!("{} µs", limits.deadline_us),
+        verdict(time_failed)
+    );
     let memory_failed = matches!(failure, Some(StageFailure::MemoryLimit { .. }));
     let memory = format!("{:.2} MiB", report.peak_memory_bytes as f64 / 1048576.0);
     let cap = format!("{:.2} MiB", limits.memory_bytes as f64 / 1048576.0);

@@ -33,10 +33,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(server::serve(config))
 }
 
@@ -71,10 +69,8 @@ pub struct BenchHttpArgs {
 
 /// Runs the load generator.
 pub fn bench_http(args: BenchHttpArgs) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(server::bench::run(server::bench::BenchSettings {
         url: args.url.trim_end_matches('/').to_string(),
         tenant: args.tenant,

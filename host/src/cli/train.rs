@@ -206,21 +206,9 @@ impl HyperArgs {
     fn check(&self, o: &TrainOptions) -> Result<()> {
         anyhow::ensure!(o.batch_size > 0, "--batch-size must be at least 1");
         anyhow::ensure!(o.num_negatives > 0, "--negatives must be at least 1");
-        anyhow::ensure!(
-            (0.0..1.0).contains(&o.dropout),
-            "--dropout must be in [0, 1), got {}",
-            o.dropout
-        );
-        anyhow::ensure!(
-            o.temperature > 0.0,
-            "--temperature must be positive, got {}",
-            o.temperature
-        );
-        anyhow::ensure!(
-            o.optimizer.lr > 0.0,
-            "--lr must be positive, got {}",
-            o.optimizer.lr
-        );
+        anyhow::ensure!((0.0..1.0).contains(&o.dropout), "--dropout must be in [0, 1), got {}", o.dropout);
+        anyhow::ensure!(o.temperature > 0.0, "--temperature must be positive, got {}", o.temperature);
+        anyhow::ensure!(o.optimizer.lr > 0.0, "--lr must be positive, got {}", o.optimizer.lr);
         anyhow::ensure!(self.threads > 0, "--threads must be at least 1");
         Ok(())
     }
@@ -231,9 +219,7 @@ impl HyperArgs {
         // candle reads RAYON_NUM_THREADS to size its matmul parallelism.
         unsafe { std::env::set_var("RAYON_NUM_THREADS", self.threads.to_string()) };
         // The global pool may already exist (then it keeps its size; nothing to do).
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads)
-            .build_global();
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(self.threads).build_global();
     }
 }
 
@@ -356,32 +342,19 @@ pub fn train(args: TrainArgs) -> Result<()> {
     let opts = args.hyper.options();
     args.hyper.check(&opts)?;
     // Read the curve first: a bad file should fail before an hour of training, not after.
-    let reference = args
-        .compare
-        .as_deref()
-        .map(edgerec_train::plot::ReferenceCurve::load)
-        .transpose()?;
+    let reference = args.compare.as_deref().map(edgerec_train::plot::ReferenceCurve::load).transpose()?;
     let data = edgerec_train::dataset::load_dataset(&args.data, args.format.format(), None, false)
         .with_context(|| format!("loading {}", args.data.display()))?;
     print_data(&data.summary);
-    let report = edgerec_train::report::train_and_report(
-        &data,
-        &opts,
-        &args.out,
-        args.resume,
-        !args.hyper.no_progress,
-    )?;
+    let report =
+        edgerec_train::report::train_and_report(&data, &opts, &args.out, args.resume, !args.hyper.no_progress)?;
     write_json(&args.out.join("report.json"), &report)?;
     let extras = edgerec_train::plot::PlotExtras {
         popularity: Some(report.test.popularity.clone()),
         popularity_split: "test",
         reference,
     };
-    edgerec_train::plot::plot_curves(
-        &report.training.state.history,
-        &extras,
-        &args.out.join("curves.png"),
-    )?;
+    edgerec_train::plot::plot_curves(&report.training.state.history, &extras, &args.out.join("curves.png"))?;
     eprintln!(
         "trained {} epochs in {:.0} s (best epoch {}, early stop: {}); test split:",
         report.training.state.epochs_done,
@@ -390,10 +363,7 @@ pub fn train(args: TrainArgs) -> Result<()> {
         report.training.stopped_early
     );
     print_test(&report.test);
-    eprintln!(
-        "wrote {}/model, report.json, curves.png",
-        args.out.display()
-    );
+    eprintln!("wrote {}/model, report.json, curves.png", args.out.display());
     Ok(())
 }
 
@@ -416,11 +386,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
         popularity_split: "test",
         reference: None,
     };
-    edgerec_train::plot::plot_curves(
-        &report.training.state.history,
-        &extras,
-        &args.out.join("curves.png"),
-    )?;
+    edgerec_train::plot::plot_curves(&report.training.state.history, &extras, &args.out.join("curves.png"))?;
     eprintln!(
         "fine-tuned: {} old items, {} new; validation NDCG@10 {:.4} -> {:.4}, HR@10 {:.4} -> {:.4}",
         report.old_items,
@@ -436,8 +402,7 @@ pub fn finetune(args: FinetuneArgs) -> Result<()> {
 
 /// Runs `edgerec eval`: prints the JSON report on stdout.
 pub fn eval(args: EvalArgs) -> Result<()> {
-    let report =
-        edgerec_train::report::evaluate_dir(&args.model, &args.data, args.format.format())?;
+    let report = edgerec_train::report::evaluate_dir(&args.model, &args.data, args.format.format())?;
     print_data(&report.data);
     print_test(&report);
     if let Some(path) = &args.report {
@@ -455,11 +420,7 @@ pub fn demo(command: DemoCommand) -> Result<()> {
                 args.items >= 24 && args.users >= 1,
                 "--items must be at least 24 (one per category) and --users at least 1"
             );
-            let spec = edgerec_train::synth::StorefrontSpec {
-                items: args.items,
-                users: args.users,
-                seed: args.seed,
-            };
+            let spec = edgerec_train::synth::StorefrontSpec { items: args.items, users: args.users, seed: args.seed };
             let (items, events) = edgerec_train::synth::write_storefront(&args.out, &spec)?;
             eprintln!(
                 "wrote {items} items to catalog.jsonl and {events} events to events.csv in {}",

@@ -17,31 +17,20 @@ use edgerec_train::train::Preset;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: run generate OUT SEED | run train DATA OUT [key=value ...] | run eval MODEL DATA";
+    let usage = "usage: run generate OUT SEED | run train DATA OUT [key=value ...] | run eval MODEL DATA";
     match args.first().map(String::as_str) {
         Some("generate") if args.len() == 3 => {
-            let spec = edgerec_train::synth::StorefrontSpec {
-                seed: args[2].parse()?,
-                ..Default::default()
-            };
-            let (items, events) =
-                edgerec_train::synth::write_storefront(&PathBuf::from(&args[1]), &spec)?;
+            let spec = edgerec_train::synth::StorefrontSpec { seed: args[2].parse()?, ..Default::default() };
+            let (items, events) = edgerec_train::synth::write_storefront(&PathBuf::from(&args[1]), &spec)?;
             eprintln!("{items} items, {events} events");
         }
         Some("train") if args.len() >= 3 => {
             let mut pairs: Vec<(String, String)> = Vec::new();
             for kv in &args[3..] {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or(format!("expected key=value, got {kv}"))?;
+                let (k, v) = kv.split_once('=').ok_or(format!("expected key=value, got {kv}"))?;
                 pairs.push((k.to_string(), v.to_string()));
             }
-            let preset = match pairs
-                .iter()
-                .find(|(k, _)| k == "preset")
-                .map(|(_, v)| v.as_str())
-            {
+            let preset = match pairs.iter().find(|(k, _)| k == "preset").map(|(_, v)| v.as_str()) {
                 None | Some("ml-1m") => Preset::Ml1m,
                 Some("ml-1m-large") => Preset::Ml1mLarge,
                 Some("ml-20m") => Preset::Ml20m,
@@ -67,12 +56,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "patience" => o.patience = v.parse()?,
                     "eval_users" => o.eval_users = v.parse()?,
                     "seed" => o.seed = v.parse()?,
-                    "loss" => {
-                        o.loss = serde_json::from_value(serde_json::Value::String(v.clone()))?
-                    }
+                    "loss" => o.loss = serde_json::from_value(serde_json::Value::String(v.clone()))?,
                     "negative_sampling" => {
-                        o.negative_sampling =
-                            serde_json::from_value(serde_json::Value::String(v.clone()))?
+                        o.negative_sampling = serde_json::from_value(serde_json::Value::String(v.clone()))?
                     }
                     "train_on_validation" => o.train_on_validation = v == "1" || v == "true",
                     "test_every_epoch" => o.test_every_epoch = v == "1" || v == "true",
@@ -83,22 +69,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             // SAFETY: single-threaded at this point; candle sizes its matmul pool from this variable.
             unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build_global()?;
+            rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
             let out = PathBuf::from(&args[2]);
-            let data =
-                edgerec_train::dataset::load_dataset(&PathBuf::from(&args[1]), None, None, false)?;
+            let data = edgerec_train::dataset::load_dataset(&PathBuf::from(&args[1]), None, None, false)?;
             eprintln!("{:?}", data.summary);
             let report = edgerec_train::report::train_and_report(&data, &o, &out, resume, true)?;
-            std::fs::write(
-                out.join("report.json"),
-                serde_json::to_string_pretty(&report)?,
-            )?;
+            std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
             let reference = match pairs.iter().find(|(k, _)| k == "compare") {
-                Some((_, file)) => Some(edgerec_train::plot::ReferenceCurve::load(
-                    &PathBuf::from(file),
-                )?),
+                Some((_, file)) => Some(edgerec_train::plot::ReferenceCurve::load(&PathBuf::from(file))?),
                 None => None,
             };
             let extras = edgerec_train::plot::PlotExtras {
@@ -106,41 +84,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 popularity_split: "test",
                 reference,
             };
-            edgerec_train::plot::plot_curves(
-                &report.training.state.history,
-                &extras,
-                &out.join("curves.png"),
-            )?;
+            edgerec_train::plot::plot_curves(&report.training.state.history, &extras, &out.join("curves.png"))?;
             println!("{}", serde_json::to_string_pretty(&report.test)?);
         }
         Some("plot") if args.len() >= 2 => {
             // Redraws OUT/curves.png from OUT/report.json (optionally with compare=CURVE.json).
             let out = PathBuf::from(&args[1]);
-            let report: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(out.join("report.json"))?)?;
+            let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json"))?)?;
             let history: Vec<edgerec_train::train::EpochRecord> =
                 serde_json::from_value(report["training"]["state"]["history"].clone())?;
             let popularity: Option<edgerec_train::metrics::Metrics> =
                 serde_json::from_value(report["test"]["popularity"].clone()).ok();
             let reference = match args.get(2).and_then(|a| a.strip_prefix("compare=")) {
-                Some(file) => Some(edgerec_train::plot::ReferenceCurve::load(&PathBuf::from(
-                    file,
-                ))?),
+                Some(file) => Some(edgerec_train::plot::ReferenceCurve::load(&PathBuf::from(file))?),
                 None => None,
             };
-            let extras = edgerec_train::plot::PlotExtras {
-                popularity,
-                popularity_split: "test",
-                reference,
-            };
+            let extras = edgerec_train::plot::PlotExtras { popularity, popularity_split: "test", reference };
             edgerec_train::plot::plot_curves(&history, &extras, &out.join("curves.png"))?;
         }
         Some("eval") if args.len() == 3 => {
-            let report = edgerec_train::report::evaluate_dir(
-                &PathBuf::from(&args[1]),
-                &PathBuf::from(&args[2]),
-                None,
-            )?;
+            let report = edgerec_train::report::evaluate_dir(&PathBuf::from(&args[1]), &PathBuf::from(&args[2]), None)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
         }
         _ => return Err(usage.into()),

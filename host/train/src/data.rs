@@ -195,7 +195,9 @@ pub(crate) fn parse_row(user: &str, item: &str, ts: &str, action: Option<&str>) 
     }
     let action = match action.map(str::trim).filter(|a| !a.is_empty()) {
         None => Action::View,
-        Some(text) => Action::parse(text).ok_or_else(|| format!("unknown action {text:?} (expected view|cart|purchase)"))?,
+        Some(text) => {
+            Action::parse(text).ok_or_else(|| format!("unknown action {text:?} (expected view|cart|purchase)"))?
+        }
     };
     Ok(LogEvent { user: user.to_string(), item: item.to_string(), ts, action })
 }
@@ -312,14 +314,20 @@ pub fn resolve_dataset(path: &Path) -> Result<DatasetFiles, TrainError> {
             let mut subsets: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|source| TrainError::Io { path: path.to_path_buf(), source })?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ratings") && (n.ends_with(".dat") || n.ends_with(".dat.xz"))))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("ratings") && (n.ends_with(".dat") || n.ends_with(".dat.xz")))
+                })
                 .collect();
             subsets.sort();
             events = subsets.into_iter().next();
         }
         let events = events.ok_or_else(|| TrainError::Data {
             path: path.to_path_buf(),
-            message: "no ratings.dat, u.data, ratings.csv, events.csv or events.parquet (optionally .xz) in this directory".into(),
+            message:
+                "no ratings.dat, u.data, ratings.csv, events.csv or events.parquet (optionally .xz) in this directory"
+                    .into(),
         })?;
         (path.to_path_buf(), events)
     } else if path.is_file() {

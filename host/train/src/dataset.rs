@@ -48,7 +48,12 @@ pub struct Dataset {
 /// precedence: `items` (an existing model's mapping, grown when `grow`), the
 /// catalog beside the data (every id in movies.dat / u.item / catalog.jsonl),
 /// or the items seen in the events.
-pub fn load_dataset(path: &Path, format: Option<Format>, items: Option<ItemMap>, grow: bool) -> Result<Dataset, TrainError> {
+pub fn load_dataset(
+    path: &Path,
+    format: Option<Format>,
+    items: Option<ItemMap>,
+    grow: bool,
+) -> Result<Dataset, TrainError> {
     let files = resolve_dataset(path)?;
     let format = format.unwrap_or_else(|| Format::detect(&files.events));
     let log = read_events(&files.events, format)?;
@@ -71,7 +76,10 @@ pub fn load_dataset(path: &Path, format: Option<Format>, items: Option<ItemMap>,
     };
     let (sequences, stats) = build_sequences(&log.events, &mut map, grow, true);
     if sequences.is_empty() {
-        return Err(TrainError::Data { path: files.events.clone(), message: "no usable event: nothing to train or evaluate on".into() });
+        return Err(TrainError::Data {
+            path: files.events.clone(),
+            message: "no usable event: nothing to train or evaluate on".into(),
+        });
     }
     let split = leave_last_out(&sequences);
     let summary = DataSummary {

@@ -82,7 +82,12 @@ pub fn popularity(sequences: &[UserSequence], cases: &[EvalCase], num_items: usi
 
 /// The popularity baseline: items ranked by training count (ties by smaller
 /// id), the same kept-window exclusion as the model (window length `max_seq_len`).
-pub fn evaluate_popularity(sequences: &[UserSequence], cases: &[EvalCase], num_items: usize, max_seq_len: usize) -> Metrics {
+pub fn evaluate_popularity(
+    sequences: &[UserSequence],
+    cases: &[EvalCase],
+    num_items: usize,
+    max_seq_len: usize,
+) -> Metrics {
     let counts = popularity(sequences, cases, num_items);
     let mut order: Vec<u32> = (1..=num_items as u32).collect();
     order.sort_by(|&a, &b| counts[b as usize].cmp(&counts[a as usize]).then(a.cmp(&b)));

@@ -64,22 +64,14 @@ pub fn time_bucket(delta: i64, div: f32, num_buckets: usize) -> u32 {
 impl Batch {
     /// Builds a batch from sequences of (item, ts) and each sequence's "next"
     /// timestamps (ts of the event each row predicts, or the query time).
-    pub fn new(
-        config: &ModelConfig,
-        rows: &[(&[u32], &[i64], &[i64])],
-    ) -> Result<Self, TrainError> {
+    pub fn new(config: &ModelConfig, rows: &[(&[u32], &[i64], &[i64])]) -> Result<Self, TrainError> {
         let b = rows.len();
         let t = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
         if b == 0 || t == 0 {
-            return Err(TrainError::Invalid(
-                "an empty batch cannot be encoded".into(),
-            ));
+            return Err(TrainError::Invalid("an empty batch cannot be encoded".into()));
         }
         if t > config.max_seq_len {
-            return Err(TrainError::Invalid(format!(
-                "sequence of {t} events exceeds L = {}",
-                config.max_seq_len
-            )));
+            return Err(TrainError::Invalid(format!("sequence of {t} events exceeds L = {}", config.max_seq_len)));
         }
         let mut items = vec![0u32; b * t];
         let mut buckets = vec![0u32; b * t * t];
@@ -90,11 +82,8 @@ impl Batch {
             for i in 0..n {
                 real.push((row * t + i) as u32);
                 for j in 0..=i {
-                    buckets[(row * t + i) * t + j] = time_bucket(
-                        next[i] - ts[j],
-                        config.time_bucket_div,
-                        config.num_time_buckets,
-                    );
+                    buckets[(row * t + i) * t + j] =
+                        time_bucket(next[i] - ts[j], config.time_bucket_div, config.num_time_buckets);
                 }
             }
         }
@@ -118,11 +107,7 @@ fn layer_norm(x: &Tensor) -> candle_core::Result<Tensor> {
 
 /// Row-wise L2 normalisation with the engine's floor max(‖x‖, 1e-6).
 pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
-    let norm = x
-        .sqr()?
-        .sum_keepdim(D::Minus1)?
-        .sqrt()?
-        .clamp(1e-6f32, f32::MAX)?;
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-6f32, f32::MAX)?;
     x.broadcast_div(&norm)
 }
 
@@ -133,18 +118,12 @@ fn dropout(x: &Tensor, p: f32, rng: Option<&mut ChaCha8Rng>) -> candle_core::Res
         return Ok(x.clone());
     }
     let keep = 1.0 / (1.0 - p);
-    let mask: Vec<f32> = (0..x.elem_count())
-        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
-        .collect();
+    let mask: Vec<f32> = (0..x.elem_count()).map(|_| if rng.random::<f32>() < p { 0.0 } else { keep }).collect();
     x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)
 }
 
 fn var(values: &[f32], shape: &[usize]) -> Result<Var, TrainError> {
-    Ok(Var::from_tensor(&Tensor::from_slice(
-        values,
-        shape,
-        &Device::Cpu,
-    )?)?)
+    Ok(Var::from_tensor(&Tensor::from_slice(values, shape, &Device::Cpu)?)?)
 }
 
 fn values(v: &Var) -> Result<Vec<f32>, TrainError> {
@@ -193,28 +172,18 @@ impl HstuVars {
                 })
             })
             .collect::<Result<Vec<_>, TrainError>>()?;
-        let weights = Weights {
-            item_emb: values(&self.item_emb)?,
-            pos_emb: values(&self.pos_emb)?,
-            layers,
-        };
+        let weights = Weights { item_emb: values(&self.item_emb)?, pos_emb: values(&self.pos_emb)?, layers };
         Ok(Model::new(self.config.clone(), weights)?)
     }
 
     /// Every variable, in a fixed order (the optimizer state follows it).
     pub fn all(&self) -> Vec<(String, Var)> {
-        let mut out = vec![
-            ("item_emb".to_string(), self.item_emb.clone()),
-            ("pos_emb".to_string(), self.pos_emb.clone()),
-        ];
+        let mut out =
+            vec![("item_emb".to_string(), self.item_emb.clone()), ("pos_emb".to_string(), self.pos_emb.clone())];
         for (i, l) in self.layers.iter().enumerate() {
-            for (name, v) in [
-                ("uvqk", &l.uvqk),
-                ("o_w", &l.o_w),
-                ("o_b", &l.o_b),
-                ("pos_w", &l.pos_w),
-                ("ts_w", &l.ts_w),
-            ] {
+            for (name, v) in
+                [("uvqk", &l.uvqk), ("o_w", &l.o_w), ("o_b", &l.o_b), ("pos_w", &l.pos_w), ("ts_w", &l.ts_w)]
+            {
                 out.push((format!("layers.{i}.{name}"), v.clone()));
             }
         }
@@ -223,12 +192,7 @@ impl HstuVars {
 
     /// Encoder output of every real row, [real rows, D], not normalised.
     /// `rng` enables dropout (training); `None` is the deterministic forward.
-    pub fn forward(
-        &self,
-        batch: &Batch,
-        dropout_p: f32,
-        rng: Option<&mut ChaCha8Rng>,
-    ) -> Result<Tensor, TrainError> {
+    pub fn forward(&self, batch: &Batch, dropout_p: f32, rng: Option<&mut ChaCha8Rng>) -> Result<Tensor, TrainError> {
         let padded = self.forward_padded(batch, dropout_p, rng)?;
         let (b, t, d) = padded.dims3()?;
         let rows = Tensor::from_slice(&batch.real_rows, batch.real_rows.len(), padded.device())?;
@@ -248,11 +212,7 @@ impl HstuVars {
         let (h, dqk, dv) = (c.num_heads, c.d_qk, c.d_v);
         let n = c.attn_normalizer;
         let dev = Device::Cpu;
-        let emb = self
-            .item_emb
-            .as_tensor()
-            .index_select(&batch.items.flatten_all()?, 0)?
-            .reshape((b, t, d))?;
+        let emb = self.item_emb.as_tensor().index_select(&batch.items.flatten_all()?, 0)?.reshape((b, t, d))?;
         let pos = self.pos_emb.as_tensor().narrow(0, 0, t)?;
         let mut x = (emb * (d as f64).sqrt())?.broadcast_add(&pos)?;
         x = dropout(&x, dropout_p, rng.as_deref_mut())?;
@@ -272,34 +232,21 @@ impl HstuVars {
             let xn = layer_norm(&x)?;
             let uvqk = xn.broadcast_matmul(layer.uvqk.as_tensor())?.silu()?;
             let heads = |start: usize, width: usize| -> candle_core::Result<Tensor> {
-                uvqk.narrow(2, start, h * width)?
-                    .reshape((b, t, h, width))?
-                    .transpose(1, 2)?
-                    .contiguous()
+                uvqk.narrow(2, start, h * width)?.reshape((b, t, h, width))?.transpose(1, 2)?.contiguous()
             };
             let u = uvqk.narrow(2, 0, h * dv)?;
             let v = heads(h * dv, dv)?;
             let q = heads(2 * h * dv, dqk)?;
             let k = heads(2 * h * dv + h * dqk, dqk)?;
-            let rab_pos = layer
-                .pos_w
-                .as_tensor()
-                .index_select(&pos_idx, 0)?
-                .reshape((1, t, t))?;
-            let rab_ts = layer
-                .ts_w
-                .as_tensor()
-                .index_select(&batch.ts_buckets, 0)?
-                .reshape((b, t, t))?;
+            let rab_pos = layer.pos_w.as_tensor().index_select(&pos_idx, 0)?.reshape((1, t, t))?;
+            let rab_ts = layer.ts_w.as_tensor().index_select(&batch.ts_buckets, 0)?.reshape((b, t, t))?;
             let rab = rab_ts.broadcast_add(&rab_pos)?.unsqueeze(1)?;
             let scores = (q.matmul(&k.t()?)? * c.alpha as f64)?.broadcast_add(&rab)?;
             let attn = scores.silu()?.broadcast_mul(&causal)?;
             let o = attn.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h * dv))?;
             let y = (u * layer_norm(&o)?)?;
             let y = dropout(&y, dropout_p, rng.as_deref_mut())?;
-            x = (x + y
-                .broadcast_matmul(layer.o_w.as_tensor())?
-                .broadcast_add(layer.o_b.as_tensor())?)?;
+            x = (x + y.broadcast_matmul(layer.o_w.as_tensor())?.broadcast_add(layer.o_b.as_tensor())?)?;
         }
         Ok(x)
     }
@@ -336,23 +283,17 @@ impl HstuVars {
         let emb = self.item_emb.as_tensor();
         let pos = l2_normalize(&emb.index_select(&Tensor::from_slice(targets, m, &dev)?, 0)?)?;
         let neg =
-            l2_normalize(&emb.index_select(&Tensor::from_slice(negatives, b * r, &dev)?, 0)?)?
-                .reshape((b, r, d))?;
+            l2_normalize(&emb.index_select(&Tensor::from_slice(negatives, b * r, &dev)?, 0)?)?.reshape((b, r, d))?;
         let user_rows = user.reshape((b * t, d))?.index_select(&rows, 0)?;
         let pos_logit = (&user_rows * &pos)?.sum_keepdim(1)?;
         // [B, T, D] × [B, D, R] → [B, T, R], then only the real rows.
-        let neg_logits = user
-            .matmul(&neg.transpose(1, 2)?.contiguous()?)?
-            .reshape((b * t, r))?
-            .index_select(&rows, 0)?;
+        let neg_logits =
+            user.matmul(&neg.transpose(1, 2)?.contiguous()?)?.reshape((b * t, r))?.index_select(&rows, 0)?;
         let logits = (Tensor::cat(&[&pos_logit, &neg_logits], 1)? / temperature)?;
         let mut mask = vec![0f32; m * (r + 1)];
         for (row, (&flat, &target)) in real_rows.iter().zip(targets).enumerate() {
             let sequence = flat as usize / t;
-            for (col, &negative) in negatives[sequence * r..(sequence + 1) * r]
-                .iter()
-                .enumerate()
-            {
+            for (col, &negative) in negatives[sequence * r..(sequence + 1) * r].iter().enumerate() {
                 if negative == target {
                     mask[row * (r + 1) + col + 1] = -1e9;
                 }
@@ -396,22 +337,9 @@ pub fn init_model(config: &ModelConfig, rng: &mut ChaCha8Rng) -> Result<Model, T
         let o_b = normal(d, bound / 2.0);
         let pos_w = normal(2 * n - 1, 0.02);
         let ts_w = normal(config.num_time_buckets + 1, 0.02);
-        layers.push(LayerWeights {
-            uvqk,
-            o_w,
-            o_b,
-            pos_w,
-            ts_w,
-        });
+        layers.push(LayerWeights { uvqk, o_w, o_b, pos_w, ts_w });
     }
-    Ok(Model::new(
-        config.clone(),
-        Weights {
-            item_emb,
-            pos_emb,
-            layers,
-        },
-    )?)
+    Ok(Model::new(config.clone(), Weights { item_emb, pos_emb, layers })?)
 }
 
 /// Appends `extra` fresh item rows (drawn like a new model's) to a model,
@@ -420,17 +348,9 @@ pub fn grow_items(model: &Model, extra: usize, rng: &mut ChaCha8Rng) -> Result<M
     let mut config = model.config.clone();
     config.num_items += extra;
     let d = config.d_model;
-    let fresh = init_model(
-        &ModelConfig {
-            num_items: extra,
-            ..model.config.clone()
-        },
-        rng,
-    )?;
+    let fresh = init_model(&ModelConfig { num_items: extra, ..model.config.clone() }, rng)?;
     let mut weights = model.weights.clone();
-    weights
-        .item_emb
-        .extend_from_slice(&fresh.weights.item_emb[d..]);
+    weights.item_emb.extend_from_slice(&fresh.weights.item_emb[d..]);
     Ok(Model::new(config, weights)?)
 }
 
@@ -456,12 +376,7 @@ pub struct LossParts {
 
 /// Cross-entropy of logit row `logits` (column `positive` is the target) and,
 /// in place, its gradient scaled by `scale`; `skip` columns are left out.
-fn softmax_row(
-    logits: &mut [f32],
-    positive: usize,
-    skip: &dyn Fn(usize) -> bool,
-    scale: f32,
-) -> f64 {
+fn softmax_row(logits: &mut [f32], positive: usize, skip: &dyn Fn(usize) -> bool, scale: f32) -> f64 {
     let mut max = f32::MIN;
     for (j, &x) in logits.iter().enumerate() {
         if !skip(j) {
@@ -512,28 +427,18 @@ impl HstuVars {
         let m = targets.len();
         let v = self.config.num_items;
         if real_rows.len() != m || m == 0 {
-            return Err(TrainError::Invalid(format!(
-                "loss inputs disagree: {} rows, {m} targets",
-                real_rows.len()
-            )));
+            return Err(TrainError::Invalid(format!("loss inputs disagree: {} rows, {m} targets", real_rows.len())));
         }
         if let Some(bad) = targets.iter().find(|&&t| t == 0 || t as usize > v) {
-            return Err(TrainError::Invalid(format!(
-                "target item {bad} is outside 1..={v}"
-            )));
+            return Err(TrainError::Invalid(format!("target item {bad} is outside 1..={v}")));
         }
         let r = match contrast {
             Contrast::Sampled(ids) if ids.iter().any(|&i| i == 0 || i as usize > v) => {
-                return Err(TrainError::Invalid(format!(
-                    "a negative is outside the items 1..={v}"
-                )));
+                return Err(TrainError::Invalid(format!("a negative is outside the items 1..={v}")));
             }
             Contrast::Sampled(ids) if !ids.is_empty() && ids.len() % m == 0 => ids.len() / m,
             Contrast::Sampled(ids) => {
-                return Err(TrainError::Invalid(format!(
-                    "{} negatives for {m} rows: expected R per row",
-                    ids.len()
-                )));
+                return Err(TrainError::Invalid(format!("{} negatives for {m} rows: expected R per row", ids.len())));
             }
             Contrast::Catalog => v,
         };
@@ -554,16 +459,10 @@ impl HstuVars {
             let tg = &targets[start..start + c];
             match contrast {
                 Contrast::Catalog => {
-                    let mut logits = (u.matmul(&catalog.t()?)? / temperature)?
-                        .flatten_all()?
-                        .to_vec1::<f32>()?;
+                    let mut logits = (u.matmul(&catalog.t()?)? / temperature)?.flatten_all()?.to_vec1::<f32>()?;
                     for (row, &target) in tg.iter().enumerate() {
-                        total += softmax_row(
-                            &mut logits[row * v..(row + 1) * v],
-                            target as usize - 1,
-                            &|_| false,
-                            scale,
-                        );
+                        total +=
+                            softmax_row(&mut logits[row * v..(row + 1) * v], target as usize - 1, &|_| false, scale);
                     }
                     let g = Tensor::from_vec(logits, (c, v), &dev)?;
                     g_user.push(g.matmul(&catalog)?);
@@ -571,30 +470,19 @@ impl HstuVars {
                 }
                 Contrast::Sampled(ids) => {
                     let neg_ids = &ids[start * r..(start + c) * r];
-                    let neg_rows = Tensor::from_vec(
-                        neg_ids.iter().map(|&i| i - 1).collect::<Vec<u32>>(),
-                        c * r,
-                        &dev,
-                    )?;
+                    let neg_rows = Tensor::from_vec(neg_ids.iter().map(|&i| i - 1).collect::<Vec<u32>>(), c * r, &dev)?;
                     let neg = catalog.index_select(&neg_rows, 0)?.reshape((c, r, d))?;
-                    let tg_t =
-                        Tensor::from_vec(tg.iter().map(|&i| i - 1).collect::<Vec<u32>>(), c, &dev)?;
+                    let tg_t = Tensor::from_vec(tg.iter().map(|&i| i - 1).collect::<Vec<u32>>(), c, &dev)?;
                     let pos = catalog.index_select(&tg_t, 0)?;
                     let pos_logit = (&u * &pos)?.sum_keepdim(1)?;
                     let neg_logits = neg.broadcast_mul(&u.unsqueeze(1)?)?.sum(2)?;
-                    let mut logits = (Tensor::cat(&[&pos_logit, &neg_logits], 1)? / temperature)?
-                        .flatten_all()?
-                        .to_vec1::<f32>()?;
+                    let mut logits =
+                        (Tensor::cat(&[&pos_logit, &neg_logits], 1)? / temperature)?.flatten_all()?.to_vec1::<f32>()?;
                     for (row, &target) in tg.iter().enumerate() {
                         let drawn = &neg_ids[row * r..(row + 1) * r];
                         // Column 0 is the positive; a draw of the target itself is not a negative.
                         let skip = |j: usize| j > 0 && drawn[j - 1] == target;
-                        total += softmax_row(
-                            &mut logits[row * (r + 1)..(row + 1) * (r + 1)],
-                            0,
-                            &skip,
-                            scale,
-                        );
+                        total += softmax_row(&mut logits[row * (r + 1)..(row + 1) * (r + 1)], 0, &skip, scale);
                     }
                     let g = Tensor::from_vec(logits, (c, r + 1), &dev)?;
                     let g_pos = g.narrow(1, 0, 1)?;
@@ -608,9 +496,6 @@ impl HstuVars {
         }
         let g_user = Tensor::cat(&g_user, 0)?;
         let objective = ((user * g_user)?.sum_all()? + (items * g_items)?.sum_all()?)?;
-        Ok(LossParts {
-            value: total / m as f64,
-            objective,
-        })
+        Ok(LossParts { value: total / m as f64, objective })
     }
 }

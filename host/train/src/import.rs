@@ -111,11 +111,7 @@ pub fn parse_description(file_name: &str) -> Option<Description> {
     let mut d = Description::default();
     // The fields come right after "HSTU-", dash-separated; stop at the first that is none of them.
     for field in file_name[start + 5..].split('-') {
-        let num = |prefix: &str| {
-            field
-                .strip_prefix(prefix)
-                .and_then(|v| v.parse::<usize>().ok())
-        };
+        let num = |prefix: &str| field.strip_prefix(prefix).and_then(|v| v.parse::<usize>().ok());
         if let Some(v) = num("dqk") {
             d.d_qk = Some(v);
         } else if let Some(v) = num("dv") {
@@ -140,10 +136,7 @@ pub struct Imported {
 }
 
 fn open(path: &Path) -> Result<PthTensors, ImportError> {
-    let unreadable = |reason: String| ImportError::Unreadable {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let unreadable = |reason: String| ImportError::Unreadable { path: path.to_path_buf(), reason };
     if !path.is_file() {
         return Err(unreadable("no such file".into()));
     }
@@ -176,10 +169,7 @@ impl Reader<'_> {
                 path: self.path.to_path_buf(),
                 reason: format!("tensor {name:?}: {e}"),
             })?
-            .ok_or_else(|| ImportError::Missing {
-                path: self.path.to_path_buf(),
-                name: name.clone(),
-            })?;
+            .ok_or_else(|| ImportError::Missing { path: self.path.to_path_buf(), name: name.clone() })?;
         if tensor.dims() != expected {
             return Err(ImportError::Shape {
                 path: self.path.to_path_buf(),
@@ -189,14 +179,10 @@ impl Reader<'_> {
                 hint: hint.to_string(),
             });
         }
-        let values = tensor
-            .to_dtype(DType::F32)
-            .and_then(|t| t.flatten_all())
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| ImportError::Unreadable {
-                path: self.path.to_path_buf(),
-                reason: format!("tensor {name:?}: {e}"),
-            })?;
+        let values =
+            tensor.to_dtype(DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(
+                |e| ImportError::Unreadable { path: self.path.to_path_buf(), reason: format!("tensor {name:?}: {e}") },
+            )?;
         if let Some(bad) = values.iter().position(|v| !v.is_finite()) {
             return Err(ImportError::Inconsistent(format!(
                 "{}: tensor {name:?} holds a non-finite value at index {bad}; the checkpoint is corrupt or diverged",
@@ -212,57 +198,28 @@ impl Reader<'_> {
             .tensor_infos()
             .get(&name)
             .map(|info| info.layout.dims().to_vec())
-            .ok_or_else(|| ImportError::Missing {
-                path: self.path.to_path_buf(),
-                name,
-            })
+            .ok_or_else(|| ImportError::Missing { path: self.path.to_path_buf(), name })
     }
 }
 
 /// Reads the item file: an `items.json` (`{"external_ids": [...]}`) or a text
 /// file with one external id per line (line k = model id k).
 pub fn read_item_file(path: &Path) -> Result<ItemMap, ImportError> {
-    let bad = |message: String| ImportError::Items {
-        path: path.to_path_buf(),
-        message,
-    };
+    let bad = |message: String| ImportError::Items { path: path.to_path_buf(), message };
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
     if text.trim_start().starts_with('{') {
         return ItemMap::from_json(&text).map_err(bad);
     }
-    let ids: Vec<String> = text
-        .lines()
-        .map(|l| l.trim().to_string())
-        .filter(|l| !l.is_empty())
-        .collect();
-    ItemMap::from_external_ids(ids).map_err(|e| {
-        bad(format!(
-            "{e} (expected one external id per line, line k = model id k)"
-        ))
-    })
+    let ids: Vec<String> = text.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+    ItemMap::from_external_ids(ids)
+        .map_err(|e| bad(format!("{e} (expected one external id per line, line k = model id k)")))
 }
 
 /// Imports the checkpoint at `path`; `items` is an optional item file.
-pub fn import_gr_research(
-    path: &Path,
-    opts: &ImportOptions,
-    items: Option<&Path>,
-) -> Result<Imported, ImportError> {
+pub fn import_gr_research(path: &Path, opts: &ImportOptions, items: Option<&Path>) -> Result<Imported, ImportError> {
     let tensors = open(path)?;
-    let prefix = if tensors
-        .tensor_infos()
-        .keys()
-        .any(|k| k.starts_with(DDP_PREFIX))
-    {
-        DDP_PREFIX
-    } else {
-        ""
-    };
-    let reader = Reader {
-        path,
-        tensors,
-        prefix,
-    };
+    let prefix = if tensors.tensor_infos().keys().any(|k| k.starts_with(DDP_PREFIX)) { DDP_PREFIX } else { "" };
+    let reader = Reader { path, tensors, prefix };
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let description = parse_description(file_name).unwrap_or_default();
 
@@ -288,11 +245,7 @@ pub fn import_gr_research(
     }
     let layer_key = |i: usize, name: &str| format!("_hstu._attention_layers.{i}.{name}");
     let mut num_layers = 0;
-    while reader
-        .tensors
-        .tensor_infos()
-        .contains_key(&format!("{prefix}{}", layer_key(num_layers, "_uvqk")))
-    {
+    while reader.tensors.tensor_infos().contains_key(&format!("{prefix}{}", layer_key(num_layers, "_uvqk"))) {
         num_layers += 1;
     }
     if num_layers == 0 {
@@ -309,11 +262,7 @@ pub fn import_gr_research(
             path.display()
         )));
     }
-    let pick = |flag: Option<usize>,
-                named: Option<usize>,
-                what: &str,
-                option: &str|
-     -> Result<usize, ImportError> {
+    let pick = |flag: Option<usize>, named: Option<usize>, what: &str, option: &str| -> Result<usize, ImportError> {
         flag.or(named).filter(|&v| v > 0).ok_or_else(|| {
             ImportError::Inconsistent(format!(
                 "{}: the {what} cannot be read from the tensors and the file name has no HSTU-b…-h…-dqk…-dv… description; pass {option}",
@@ -321,18 +270,8 @@ pub fn import_gr_research(
             ))
         })
     };
-    let h = pick(
-        opts.num_heads,
-        description.num_heads,
-        "number of heads",
-        "--heads",
-    )?;
-    let dqk = pick(
-        opts.d_qk,
-        description.d_qk,
-        "query/key dim per head",
-        "--dqk",
-    )?;
+    let h = pick(opts.num_heads, description.num_heads, "number of heads", "--heads")?;
+    let dqk = pick(opts.d_qk, description.d_qk, "query/key dim per head", "--dqk")?;
     let dv = pick(opts.d_v, description.d_v, "value dim per head", "--dv")?;
     let width = 2 * h * (dv + dqk);
     let uvqk_dims = reader.dims(&layer_key(0, "_uvqk"))?;
@@ -349,9 +288,7 @@ pub fn import_gr_research(
             )));
         }
     }
-    let l = opts
-        .max_seq_len
-        .unwrap_or(n.saturating_sub(EXTRA_POSITIONS));
+    let l = opts.max_seq_len.unwrap_or(n.saturating_sub(EXTRA_POSITIONS));
     if l == 0 || l > n {
         return Err(ImportError::Inconsistent(format!(
             "{}: the positional table has N = {n} rows, so L = N − 11 = {} is unusable; pass --max-seq-len (at most {n})",
@@ -407,27 +344,10 @@ pub fn import_gr_research(
             &[2 * n - 1],
             " (the relative position table must have 2N − 1 entries)",
         )?;
-        let ts_w = reader.get(
-            &layer_key(i, "_rel_attn_bias._ts_w"),
-            &[num_time_buckets + 1],
-            "",
-        )?;
-        layers.push(LayerWeights {
-            uvqk,
-            o_w,
-            o_b,
-            pos_w,
-            ts_w,
-        });
+        let ts_w = reader.get(&layer_key(i, "_rel_attn_bias._ts_w"), &[num_time_buckets + 1], "")?;
+        layers.push(LayerWeights { uvqk, o_w, o_b, pos_w, ts_w });
     }
-    let model = Model::new(
-        config,
-        Weights {
-            item_emb,
-            pos_emb,
-            layers,
-        },
-    )?;
+    let model = Model::new(config, Weights { item_emb, pos_emb, layers })?;
     let items = match items {
         Some(file) => {
             let map = read_item_file(file)?;

@@ -80,12 +80,17 @@ impl AdamW {
     /// Restores moments written by [`AdamW::save`] for the same variables.
     pub fn load(&mut self, path: &Path) -> Result<(), TrainError> {
         let mut tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
-        let missing = |name: &str| TrainError::Invalid(format!("{}: optimizer state lacks {name:?}; start without --resume", path.display()));
+        let missing = |name: &str| {
+            TrainError::Invalid(format!("{}: optimizer state lacks {name:?}; start without --resume", path.display()))
+        };
         for (i, (name, var)) in self.vars.iter().enumerate() {
             let m = tensors.remove(&format!("m.{name}")).ok_or_else(|| missing(name))?;
             let v = tensors.remove(&format!("v.{name}")).ok_or_else(|| missing(name))?;
             if m.shape() != var.shape() || v.shape() != var.shape() {
-                return Err(TrainError::Invalid(format!("{}: optimizer state of {name:?} has another shape than the model", path.display())));
+                return Err(TrainError::Invalid(format!(
+                    "{}: optimizer state of {name:?} has another shape than the model",
+                    path.display()
+                )));
             }
             self.first[i] = m;
             self.second[i] = v;

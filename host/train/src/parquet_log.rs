@@ -37,10 +37,23 @@ fn find(names: &[String], wanted: &[&str]) -> Option<usize> {
 /// Reads a Parquet event log already in memory (`.xz` was undone by the caller).
 pub fn parse_parquet(path: &Path, bytes: Vec<u8>) -> Result<EventLog, TrainError> {
     let bad_file = |message: String| TrainError::Data { path: path.to_path_buf(), message };
-    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))
-        .map_err(|e| bad_file(format!("not a readable Parquet file ({e}); write it with pyarrow, polars, DuckDB or Spark, or pass a CSV event log")))?;
-    let names: Vec<String> = reader.metadata().file_metadata().schema_descr().root_schema().get_fields().iter().map(|f| f.name().to_string()).collect();
-    let missing = |what: &str, wanted: &[&str]| bad_file(format!("no {what} column (looked for {wanted:?}; the file has {names:?}); rename the column"));
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes)).map_err(|e| {
+        bad_file(format!(
+            "not a readable Parquet file ({e}); write it with pyarrow, polars, DuckDB or Spark, or pass a CSV event log"
+        ))
+    })?;
+    let names: Vec<String> = reader
+        .metadata()
+        .file_metadata()
+        .schema_descr()
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
+    let missing = |what: &str, wanted: &[&str]| {
+        bad_file(format!("no {what} column (looked for {wanted:?}; the file has {names:?}); rename the column"))
+    };
     let columns = Columns {
         user: find(&names, USER_COLUMNS).ok_or_else(|| missing("user", USER_COLUMNS))?,
         item: find(&names, ITEM_COLUMNS).ok_or_else(|| missing("item", ITEM_COLUMNS))?,
@@ -55,7 +68,10 @@ pub fn parse_parquet(path: &Path, bytes: Vec<u8>) -> Result<EventLog, TrainError
             Ok(row) => row,
             Err(e) => {
                 // A corrupt page ends the file for the row reader: report it as an error, not a silent cut.
-                return Err(bad_file(format!("row {row_no} cannot be decoded ({e}); {} rows were read before it", log.events.len())));
+                return Err(bad_file(format!(
+                    "row {row_no} cannot be decoded ({e}); {} rows were read before it",
+                    log.events.len()
+                )));
             }
         };
         let fields: Vec<&Field> = row.get_column_iter().map(|(_, field)| field).collect();

@@ -8,8 +8,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::dataset::{DataSummary, Dataset, load_dataset};
 use crate::data::Format;
+use crate::dataset::{DataSummary, Dataset, load_dataset};
 use crate::error::TrainError;
 use crate::eval::{evaluate_model, evaluate_popularity};
 use crate::hstu::grow_items;
@@ -35,7 +35,8 @@ pub const PROTOCOL: &str = "leave-last-out per user (last = test, second to last
 /// Evaluates `model` and the popularity baseline on the test split of `data`.
 pub fn evaluate_test(model: &Model, data: &Dataset) -> Result<EvalReport, TrainError> {
     let model_metrics = evaluate_model(model, &data.sequences, &data.split.test)?;
-    let popularity = evaluate_popularity(&data.sequences, &data.split.test, model.config.num_items, model.config.max_seq_len);
+    let popularity =
+        evaluate_popularity(&data.sequences, &data.split.test, model.config.num_items, model.config.max_seq_len);
     Ok(EvalReport { protocol: PROTOCOL, data: data.summary.clone(), model: model_metrics, popularity })
 }
 
@@ -46,7 +47,9 @@ pub fn evaluate_dir(model_dir: &Path, data: &Path, format: Option<Format>) -> Re
     if items.len() != model.config.num_items {
         return Err(TrainError::Invalid(format!(
             "{}: items.json maps {} items but the model has {}; the directory is inconsistent",
-            model_dir.display(), items.len(), model.config.num_items
+            model_dir.display(),
+            items.len(),
+            model.config.num_items
         )));
     }
     let dataset = load_dataset(data, format, Some(items), false)?;
@@ -63,7 +66,13 @@ pub struct TrainReport {
 }
 
 /// Trains from scratch (or resumes) and evaluates the best model on the test split.
-pub fn train_and_report(data: &Dataset, opts: &TrainOptions, out: &Path, resume: bool, progress: bool) -> Result<TrainReport, TrainError> {
+pub fn train_and_report(
+    data: &Dataset,
+    opts: &TrainOptions,
+    out: &Path,
+    resume: bool,
+    progress: bool,
+) -> Result<TrainReport, TrainError> {
     let training = train(data, opts, out, None, resume, progress)?;
     let best = Model::load(&out.join(BEST_DIR))?;
     let test = evaluate_test(&best, data)?;
@@ -89,12 +98,23 @@ pub struct FinetuneReport {
 
 /// Continues `model_dir` on the events at `data`: unseen items are appended to
 /// the id mapping with fresh embedding rows, old ids keep their ids and rows.
-pub fn finetune(model_dir: &Path, data: &Path, format: Option<Format>, opts: &TrainOptions, out: &Path, progress: bool) -> Result<FinetuneReport, TrainError> {
+pub fn finetune(
+    model_dir: &Path,
+    data: &Path,
+    format: Option<Format>,
+    opts: &TrainOptions,
+    out: &Path,
+    progress: bool,
+) -> Result<FinetuneReport, TrainError> {
     let base = Model::load(model_dir)?;
     let items = ItemMap::load(model_dir)?;
     let old_items = items.len();
     if old_items != base.config.num_items {
-        return Err(TrainError::Invalid(format!("{}: items.json maps {old_items} items but the model has {}", model_dir.display(), base.config.num_items)));
+        return Err(TrainError::Invalid(format!(
+            "{}: items.json maps {old_items} items but the model has {}",
+            model_dir.display(),
+            base.config.num_items
+        )));
     }
     let dataset = load_dataset(data, format, Some(items), true)?;
     let new_items = dataset.items.len() - old_items;

@@ -32,7 +32,11 @@ impl UserSequence {
 
     /// The first `n` events as a new sequence.
     pub fn prefix(&self, n: usize) -> UserSequence {
-        UserSequence { user: self.user.clone(), items: self.items[..n].to_vec(), timestamps: self.timestamps[..n].to_vec() }
+        UserSequence {
+            user: self.user.clone(),
+            items: self.items[..n].to_vec(),
+            timestamps: self.timestamps[..n].to_vec(),
+        }
     }
 }
 
@@ -49,7 +53,12 @@ pub struct SequenceStats {
 /// Groups events per user (users in order of first appearance), stable-sorts
 /// each by time, and maps items through `items`. With `grow`, unseen items are
 /// appended to the map; otherwise they are counted in `unknown_items`.
-pub fn build_sequences(events: &[LogEvent], items: &mut ItemMap, grow: bool, merge_repeats: bool) -> (Vec<UserSequence>, SequenceStats) {
+pub fn build_sequences(
+    events: &[LogEvent],
+    items: &mut ItemMap,
+    grow: bool,
+    merge_repeats: bool,
+) -> (Vec<UserSequence>, SequenceStats) {
     let mut stats = SequenceStats::default();
     let mut order: Vec<&str> = Vec::new();
     let mut per_user: HashMap<&str, Vec<(i64, u32)>> = HashMap::new();
@@ -69,7 +78,11 @@ pub fn build_sequences(events: &[LogEvent], items: &mut ItemMap, grow: bool, mer
     for user in order {
         let mut list = per_user.remove(user).expect("every user in order has a list");
         list.sort_by_key(|&(ts, _)| ts); // stable: equal timestamps keep file order
-        let mut seq = UserSequence { user: user.to_string(), items: Vec::with_capacity(list.len()), timestamps: Vec::with_capacity(list.len()) };
+        let mut seq = UserSequence {
+            user: user.to_string(),
+            items: Vec::with_capacity(list.len()),
+            timestamps: Vec::with_capacity(list.len()),
+        };
         for (ts, item) in list {
             if merge_repeats && seq.items.last() == Some(&item) {
                 stats.merged_repeats += 1;
@@ -120,8 +133,18 @@ pub fn leave_last_out(sequences: &[UserSequence]) -> Split {
             continue;
         }
         split.train_len.push(n - 2);
-        split.validation.push(EvalCase { user_index, history_len: n - 2, target: seq.items[n - 2], target_ts: seq.timestamps[n - 2] });
-        split.test.push(EvalCase { user_index, history_len: n - 1, target: seq.items[n - 1], target_ts: seq.timestamps[n - 1] });
+        split.validation.push(EvalCase {
+            user_index,
+            history_len: n - 2,
+            target: seq.items[n - 2],
+            target_ts: seq.timestamps[n - 2],
+        });
+        split.test.push(EvalCase {
+            user_index,
+            history_len: n - 1,
+            target: seq.items[n - 1],
+            target_ts: seq.timestamps[n - 1],
+        });
     }
     split
 }

@@ -16,12 +16,35 @@ use crate::data::Action;
 use crate::error::TrainError;
 
 const CATEGORIES: [&str; 24] = [
-    "cameras", "lenses", "tripods", "laptops", "laptop-bags", "mice", "running-shoes", "running-socks", "sports-watches",
-    "coffee-makers", "coffee-beans", "mugs", "tents", "sleeping-bags", "headlamps", "yoga-mats", "yoga-blocks",
-    "water-bottles", "board-games", "puzzles", "card-games", "skincare", "sunscreen", "towels",
+    "cameras",
+    "lenses",
+    "tripods",
+    "laptops",
+    "laptop-bags",
+    "mice",
+    "running-shoes",
+    "running-socks",
+    "sports-watches",
+    "coffee-makers",
+    "coffee-beans",
+    "mugs",
+    "tents",
+    "sleeping-bags",
+    "headlamps",
+    "yoga-mats",
+    "yoga-blocks",
+    "water-bottles",
+    "board-games",
+    "puzzles",
+    "card-games",
+    "skincare",
+    "sunscreen",
+    "towels",
 ];
-const BRANDS: [&str; 12] = ["Acme", "Borealis", "Cobalt", "Dune", "Ember", "Fjord", "Granite", "Helix", "Iris", "Juniper", "Kestrel", "Lumen"];
-const ADJECTIVES: [&str; 10] = ["Classic", "Pro", "Lite", "Ultra", "Eco", "Compact", "Deluxe", "Sport", "Travel", "Smart"];
+const BRANDS: [&str; 12] =
+    ["Acme", "Borealis", "Cobalt", "Dune", "Ember", "Fjord", "Granite", "Helix", "Iris", "Juniper", "Kestrel", "Lumen"];
+const ADJECTIVES: [&str; 10] =
+    ["Classic", "Pro", "Lite", "Ultra", "Eco", "Compact", "Deluxe", "Sport", "Travel", "Smart"];
 
 /// Sizes of the generated storefront.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +134,13 @@ fn build_store(spec: &StorefrontSpec, rng: &mut ChaCha8Rng) -> Store {
         let noun = CATEGORIES[category].trim_end_matches('s').replace('-', " ");
         items.push(CatalogItem {
             id: format!("sku-{:05}", index + 1),
-            attributes: Attributes { title: format!("{brand} {adjective} {noun} {}", rank_in_category + 1), category: CATEGORIES[category].to_string(), brand: brand.to_string(), price, stock },
+            attributes: Attributes {
+                title: format!("{brand} {adjective} {noun} {}", rank_in_category + 1),
+                category: CATEGORIES[category].to_string(),
+                brand: brand.to_string(),
+                price,
+                stock,
+            },
         });
     }
     let complements = (0..spec.items)
@@ -169,20 +198,39 @@ pub fn generate(spec: &StorefrontSpec) -> (Vec<CatalogItem>, Vec<SynthEvent>) {
                     current = if roll < 0.45 {
                         store.complements[current][usize::from(rng.random::<f64>() < 0.3)]
                     } else if roll < 0.85 {
-                        pick_weighted(&store.by_category[store.items[current].attributes.category_index()], &store.weight, &mut rng)
+                        pick_weighted(
+                            &store.by_category[store.items[current].attributes.category_index()],
+                            &store.weight,
+                            &mut rng,
+                        )
                     } else {
                         let c = rng.random_range(0..CATEGORIES.len());
                         pick_weighted(&store.by_category[c], &store.weight, &mut rng)
                     };
                     ts += log_uniform(5.0, 900.0, &mut rng);
                 }
-                events.push(SynthEvent { user: user_id.clone(), item: store.items[current].id.clone(), ts, action: Action::View });
+                events.push(SynthEvent {
+                    user: user_id.clone(),
+                    item: store.items[current].id.clone(),
+                    ts,
+                    action: Action::View,
+                });
                 if rng.random::<f64>() < 0.12 {
                     ts += log_uniform(3.0, 120.0, &mut rng);
-                    events.push(SynthEvent { user: user_id.clone(), item: store.items[current].id.clone(), ts, action: Action::Cart });
+                    events.push(SynthEvent {
+                        user: user_id.clone(),
+                        item: store.items[current].id.clone(),
+                        ts,
+                        action: Action::Cart,
+                    });
                     if rng.random::<f64>() < 0.5 {
                         ts += log_uniform(20.0, 600.0, &mut rng);
-                        events.push(SynthEvent { user: user_id.clone(), item: store.items[current].id.clone(), ts, action: Action::Purchase });
+                        events.push(SynthEvent {
+                            user: user_id.clone(),
+                            item: store.items[current].id.clone(),
+                            ts,
+                            action: Action::Purchase,
+                        });
                     }
                 }
             }

@@ -41,14 +41,7 @@ pub struct ModelShape {
 impl ModelShape {
     /// The engine config of this shape over `num_items` items.
     pub fn config(&self, num_items: usize) -> ModelConfig {
-        ModelConfig::research(
-            num_items,
-            self.d_model,
-            self.num_layers,
-            self.num_heads,
-            self.head_dim,
-            self.max_seq_len,
-        )
+        ModelConfig::research(num_items, self.d_model, self.num_layers, self.num_heads, self.head_dim, self.max_seq_len)
     }
 }
 
@@ -137,22 +130,10 @@ impl Preset {
     /// The reference options of this preset.
     pub fn options(self) -> TrainOptions {
         let mut o = TrainOptions {
-            shape: ModelShape {
-                d_model: 50,
-                num_layers: 2,
-                num_heads: 1,
-                head_dim: 50,
-                max_seq_len: 200,
-            },
+            shape: ModelShape { d_model: 50, num_layers: 2, num_heads: 1, head_dim: 50, max_seq_len: 200 },
             epochs: 100,
             batch_size: 128,
-            optimizer: AdamWParams {
-                lr: 1e-3,
-                beta1: 0.9,
-                beta2: 0.98,
-                eps: 1e-8,
-                weight_decay: 0.0,
-            },
+            optimizer: AdamWParams { lr: 1e-3, beta1: 0.9, beta2: 0.98, eps: 1e-8, weight_decay: 0.0 },
             loss: LossKind::SampledSoftmax,
             negative_sampling: NegativeSampling::PerSequence,
             num_negatives: 128,
@@ -167,31 +148,12 @@ impl Preset {
         };
         match self {
             Preset::Ml1m => {}
-            Preset::Ml1mLarge => {
-                o.shape = ModelShape {
-                    num_layers: 8,
-                    num_heads: 2,
-                    head_dim: 25,
-                    ..o.shape
-                }
-            }
+            Preset::Ml1mLarge => o.shape = ModelShape { num_layers: 8, num_heads: 2, head_dim: 25, ..o.shape },
             Preset::Ml20m => {
-                o.shape = ModelShape {
-                    d_model: 256,
-                    num_layers: 4,
-                    num_heads: 4,
-                    head_dim: 64,
-                    max_seq_len: 200,
-                }
+                o.shape = ModelShape { d_model: 256, num_layers: 4, num_heads: 4, head_dim: 64, max_seq_len: 200 }
             }
             Preset::Books => {
-                o.shape = ModelShape {
-                    d_model: 64,
-                    num_layers: 4,
-                    num_heads: 4,
-                    head_dim: 16,
-                    max_seq_len: 50,
-                };
+                o.shape = ModelShape { d_model: 64, num_layers: 4, num_heads: 4, head_dim: 16, max_seq_len: 50 };
                 o.num_negatives = 512;
                 o.dropout = 0.5;
             }
@@ -270,11 +232,7 @@ struct Row<'a> {
 /// validation event when asked (users too short to evaluate already give all).
 fn trained_len(data: &Dataset, u: usize, with_validation: bool) -> usize {
     let len = data.split.train_len[u];
-    if with_validation && len + 2 == data.sequences[u].len() {
-        len + 1
-    } else {
-        len
-    }
+    if with_validation && len + 2 == data.sequences[u].len() { len + 1 } else { len }
 }
 
 fn training_row<'a>(seq: &'a UserSequence, train_len: usize, max_len: usize) -> Option<Row<'a>> {
@@ -284,12 +242,7 @@ fn training_row<'a>(seq: &'a UserSequence, train_len: usize, max_len: usize) -> 
     let start = train_len.saturating_sub(max_len + 1);
     let items = &seq.items[start..train_len];
     let ts = &seq.timestamps[start..train_len];
-    Some(Row {
-        items: &items[..items.len() - 1],
-        ts: &ts[..ts.len() - 1],
-        next_ts: &ts[1..],
-        targets: &items[1..],
-    })
+    Some(Row { items: &items[..items.len() - 1], ts: &ts[..ts.len() - 1], next_ts: &ts[1..], targets: &items[1..] })
 }
 
 /// Sampled-softmax loss of the validation (or any) cases: each case's
@@ -331,11 +284,7 @@ pub fn case_loss(
         let batch = Batch::new(&vars.config, &rows)?;
         let out = vars.forward_padded(&batch, 0.0, None)?;
         // Only the last real row of each sequence predicts the case's target.
-        let last: Vec<u32> = spans
-            .iter()
-            .enumerate()
-            .map(|(b, s)| (b * batch.len + s.len() - 1) as u32)
-            .collect();
+        let last: Vec<u32> = spans.iter().enumerate().map(|(b, s)| (b * batch.len + s.len() - 1) as u32).collect();
         let targets: Vec<u32> = chunk.iter().map(|c| c.target).collect();
         let value = match opts.loss {
             LossKind::FullSoftmax => {
@@ -351,11 +300,10 @@ pub fn case_loss(
             }
             // One predicting row per sequence: per-sequence and per-position draws coincide.
             LossKind::SampledSoftmax => {
-                let negatives: Vec<u32> = (0..chunk.len() * opts.num_negatives)
-                    .map(|_| rng.random_range(1..=num_items))
-                    .collect();
-                vars.sampled_softmax_loss(&out, &last, &targets, &negatives, opts.temperature)?
-                    .to_scalar::<f32>()? as f64
+                let negatives: Vec<u32> =
+                    (0..chunk.len() * opts.num_negatives).map(|_| rng.random_range(1..=num_items)).collect();
+                vars.sampled_softmax_loss(&out, &last, &targets, &negatives, opts.temperature)?.to_scalar::<f32>()?
+                    as f64
             }
         };
         total += value * chunk.len() as f64;
@@ -392,26 +340,16 @@ pub fn train(
     let began = Instant::now();
     let checkpoint = out.join(CHECKPOINT_DIR);
     let (model, mut state) = if resume {
-        let text = std::fs::read_to_string(checkpoint.join("state.json")).map_err(|source| {
-            TrainError::Io {
-                path: checkpoint.join("state.json"),
-                source,
-            }
-        })?;
+        let text = std::fs::read_to_string(checkpoint.join("state.json"))
+            .map_err(|source| TrainError::Io { path: checkpoint.join("state.json"), source })?;
         let state: TrainState = serde_json::from_str(&text).map_err(|e| {
-            TrainError::Invalid(format!(
-                "{}: unreadable state ({e}); start without --resume",
-                checkpoint.display()
-            ))
+            TrainError::Invalid(format!("{}: unreadable state ({e}); start without --resume", checkpoint.display()))
         })?;
         (Model::load(&checkpoint)?, state)
     } else {
         let model = match start {
             Some(m) => m,
-            None => init_model(
-                &opts.shape.config(data.items.len()),
-                &mut ChaCha8Rng::seed_from_u64(opts.seed),
-            )?,
+            None => init_model(&opts.shape.config(data.items.len()), &mut ChaCha8Rng::seed_from_u64(opts.seed))?,
         };
         let state = TrainState {
             options: opts.clone(),
@@ -423,14 +361,7 @@ pub fn train(
         };
         (model, state)
     };
-    let opts = if resume {
-        TrainOptions {
-            epochs: opts.epochs,
-            ..state.options.clone()
-        }
-    } else {
-        opts.clone()
-    };
+    let opts = if resume { TrainOptions { epochs: opts.epochs, ..state.options.clone() } } else { opts.clone() };
     if model.config.num_items != data.items.len() {
         return Err(TrainError::Invalid(format!(
             "the model has {} items but the data's id mapping {}; train a new model or fine-tune",
@@ -443,35 +374,25 @@ pub fn train(
     if resume {
         optimizer.load(&checkpoint.join("optimizer.safetensors"))?;
     }
-    let users: Vec<usize> = (0..data.sequences.len())
-        .filter(|&u| trained_len(data, u, opts.train_on_validation) >= 2)
-        .collect();
+    let users: Vec<usize> =
+        (0..data.sequences.len()).filter(|&u| trained_len(data, u, opts.train_on_validation) >= 2).collect();
     if users.is_empty() {
-        return Err(TrainError::Invalid(
-            "no user has 2 training events: nothing to learn from".into(),
-        ));
+        return Err(TrainError::Invalid("no user has 2 training events: nothing to learn from".into()));
     }
     let val_cases = eval_subset(&data.split.validation, opts.eval_users, opts.seed);
     let steps_per_epoch = users.len().div_ceil(opts.batch_size);
     // One bar per epoch (its ETA is the epoch's), drawn only on a terminal.
     let show = progress && std::io::stderr().is_terminal();
-    let style = ProgressStyle::with_template(
-        "epoch {prefix} [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}",
-    )
-    .map_err(|e| TrainError::Invalid(format!("progress bar template: {e}")))?
-    .progress_chars("=> ");
+    let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}")
+        .map_err(|e| TrainError::Invalid(format!("progress bar template: {e}")))?
+        .progress_chars("=> ");
     let mut stopped_early = false;
     let num_items = vars.config.num_items as u32;
     for epoch in state.epochs_done + 1..=opts.epochs {
-        let bar = if show {
-            ProgressBar::new(steps_per_epoch as u64)
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = if show { ProgressBar::new(steps_per_epoch as u64) } else { ProgressBar::hidden() };
         bar.set_style(style.clone());
         bar.set_prefix(format!("{epoch}/{}", opts.epochs));
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
+        let mut rng = ChaCha8Rng::seed_from_u64(opts.seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64));
         let mut order = users.clone();
         order.shuffle(&mut rng);
         let epoch_start = Instant::now();
@@ -487,17 +408,8 @@ pub fn train(
                     )
                 })
                 .collect();
-            let batch = Batch::new(
-                &vars.config,
-                &rows
-                    .iter()
-                    .map(|r| (r.items, r.ts, r.next_ts))
-                    .collect::<Vec<_>>(),
-            )?;
-            let targets: Vec<u32> = rows
-                .iter()
-                .flat_map(|r| r.targets.iter().copied())
-                .collect();
+            let batch = Batch::new(&vars.config, &rows.iter().map(|r| (r.items, r.ts, r.next_ts)).collect::<Vec<_>>())?;
+            let targets: Vec<u32> = rows.iter().flat_map(|r| r.targets.iter().copied()).collect();
             let outputs = vars.forward_padded(&batch, opts.dropout, Some(&mut rng))?;
             let (value, objective) = match (opts.loss, opts.negative_sampling) {
                 (LossKind::FullSoftmax, _) => {
@@ -512,9 +424,8 @@ pub fn train(
                     (parts.value, parts.objective)
                 }
                 (LossKind::SampledSoftmax, NegativeSampling::PerPosition) => {
-                    let negatives: Vec<u32> = (0..targets.len() * opts.num_negatives)
-                        .map(|_| rng.random_range(1..=num_items))
-                        .collect();
+                    let negatives: Vec<u32> =
+                        (0..targets.len() * opts.num_negatives).map(|_| rng.random_range(1..=num_items)).collect();
                     let width = opts.num_negatives * vars.config.d_model;
                     let parts = vars.chunked_softmax_loss(
                         &outputs,
@@ -527,16 +438,10 @@ pub fn train(
                     (parts.value, parts.objective)
                 }
                 (LossKind::SampledSoftmax, NegativeSampling::PerSequence) => {
-                    let negatives: Vec<u32> = (0..rows.len() * opts.num_negatives)
-                        .map(|_| rng.random_range(1..=num_items))
-                        .collect();
-                    let loss = vars.sampled_softmax_loss(
-                        &outputs,
-                        &batch.real_rows,
-                        &targets,
-                        &negatives,
-                        opts.temperature,
-                    )?;
+                    let negatives: Vec<u32> =
+                        (0..rows.len() * opts.num_negatives).map(|_| rng.random_range(1..=num_items)).collect();
+                    let loss =
+                        vars.sampled_softmax_loss(&outputs, &batch.real_rows, &targets, &negatives, opts.temperature)?;
                     (loss.to_scalar::<f32>()? as f64, loss)
                 }
             };
@@ -545,23 +450,13 @@ pub fn train(
             loss_sum += value * targets.len() as f64;
             tokens += targets.len();
             let rate = tokens as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!(
-                "loss {:.4}, {:.0} tokens/s",
-                loss_sum / tokens as f64,
-                rate
-            ));
+            bar.set_message(format!("loss {:.4}, {:.0} tokens/s", loss_sum / tokens as f64, rate));
             bar.inc(1);
         }
         let seconds = epoch_start.elapsed().as_secs_f64();
         let evaluate = epoch % opts.eval_every.max(1) == 0 || epoch == opts.epochs;
         let model = vars.to_model()?;
-        let val_loss = case_loss(
-            &vars,
-            &data.sequences,
-            &val_cases,
-            &opts,
-            opts.seed ^ 0x5eed,
-        )?;
+        let val_loss = case_loss(&vars, &data.sequences, &val_cases, &opts, opts.seed ^ 0x5eed)?;
         let metrics: Option<Metrics> = if evaluate && !val_cases.is_empty() {
             Some(evaluate_model(&model, &data.sequences, &val_cases)?)
         } else {
@@ -598,13 +493,8 @@ pub fn train(
         let line = format!(
             "epoch {epoch}: train loss {:.4}, val loss {val_loss:.4}, val NDCG@10 {}{}, {:.0} tok/s, {seconds:.1} s",
             loss_sum / tokens.max(1) as f64,
-            metrics
-                .as_ref()
-                .map_or("-".to_string(), |m| format!("{:.4}", m.ndcg_10)),
-            test.as_ref().map_or(String::new(), |m| format!(
-                ", test HR@10 {:.4} NDCG@10 {:.4}",
-                m.hr_10, m.ndcg_10
-            )),
+            metrics.as_ref().map_or("-".to_string(), |m| format!("{:.4}", m.ndcg_10)),
+            test.as_ref().map_or(String::new(), |m| format!(", test HR@10 {:.4} NDCG@10 {:.4}", m.hr_10, m.ndcg_10)),
             tokens as f64 / seconds.max(1e-9)
         );
         bar.finish_and_clear();
@@ -620,11 +510,7 @@ pub fn train(
         vars.to_model()?.save(&out.join(BEST_DIR))?;
         data.items.save(&out.join(BEST_DIR))?;
     }
-    Ok(TrainOutcome {
-        state,
-        stopped_early,
-        wall_seconds: began.elapsed().as_secs_f64(),
-    })
+    Ok(TrainOutcome { state, stopped_early, wall_seconds: began.elapsed().as_secs_f64() })
 }
 
 fn save_checkpoint(

@@ -16,11 +16,7 @@ fn sequences(rng: &mut ChaCha8Rng, users: usize, num_items: u32) -> Vec<UserSequ
             let n = rng.random_range(3..30);
             let items = (0..n).map(|_| rng.random_range(1..=num_items)).collect();
             let timestamps = (0..n as i64).map(|i| 1_000_000 + i * 3600).collect();
-            UserSequence {
-                user: format!("u{u}"),
-                items,
-                timestamps,
-            }
+            UserSequence { user: format!("u{u}"), items, timestamps }
         })
         .collect()
 }
@@ -36,14 +32,9 @@ fn engine_ranks_equal_a_brute_force_full_sort() {
     let mut expected = MetricsAccumulator::default();
     for case in &split.test {
         let seq = &seqs[case.user_index];
-        let events: Vec<Event> = (0..case.history_len)
-            .map(|i| Event {
-                item: seq.items[i],
-                ts: seq.timestamps[i],
-            })
-            .collect();
-        let window: Vec<u32> =
-            seq.items[case.history_len.saturating_sub(10)..case.history_len].to_vec();
+        let events: Vec<Event> =
+            (0..case.history_len).map(|i| Event { item: seq.items[i], ts: seq.timestamps[i] }).collect();
+        let window: Vec<u32> = seq.items[case.history_len.saturating_sub(10)..case.history_len].to_vec();
         if window.contains(&case.target) {
             expected.add(None);
             continue;
@@ -51,34 +42,21 @@ fn engine_ranks_equal_a_brute_force_full_sort() {
         let user = encode(&model, &events, case.target_ts).unwrap();
         let score = |c: u32| -> f64 {
             let row = model.item_row(c);
-            let dot: f64 = user
-                .iter()
-                .zip(row)
-                .map(|(a, b)| *a as f64 * *b as f64)
-                .sum();
+            let dot: f64 = user.iter().zip(row).map(|(a, b)| *a as f64 * *b as f64).sum();
             dot / (row.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt()).max(1e-6)
         };
         let mut ranked: Vec<u32> = (1..=300u32).filter(|c| !window.contains(c)).collect();
         ranked.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
-        expected.add(Some(
-            ranked.iter().position(|&c| c == case.target).unwrap() + 1,
-        ));
+        expected.add(Some(ranked.iter().position(|&c| c == case.target).unwrap() + 1));
     }
     let want = expected.finish();
     assert_eq!(got.users, want.users);
     assert_eq!(got.unrankable, want.unrankable);
-    for (g, w) in [
-        (got.hr_10, want.hr_10),
-        (got.ndcg_50, want.ndcg_50),
-        (got.hr_200, want.hr_200),
-        (got.mrr, want.mrr),
-    ] {
+    for (g, w) in [(got.hr_10, want.hr_10), (got.ndcg_50, want.ndcg_50), (got.hr_200, want.hr_200), (got.mrr, want.mrr)]
+    {
         assert!((g - w).abs() < 1e-9, "engine {g} vs brute force {w}");
     }
-    assert!(
-        want.hr_200 < 1.0,
-        "some targets must rank beyond 200 to test the MRR path"
-    );
+    assert!(want.hr_200 < 1.0, "some targets must rank beyond 200 to test the MRR path");
 }
 
 #[test]
@@ -89,30 +67,11 @@ fn popularity_ranks_the_most_frequent_unseen_items() {
         timestamps: (0..items.len() as i64).collect(),
     };
     // Counts over histories: item 1 ×3, 2 ×2, 3 ×1, 4 ×0.
-    let seqs = vec![
-        seq("a", &[1, 2, 4]),
-        seq("b", &[1, 2, 3]),
-        seq("c", &[1, 3]),
-    ];
+    let seqs = vec![seq("a", &[1, 2, 4]), seq("b", &[1, 2, 3]), seq("c", &[1, 3])];
     let cases = vec![
-        EvalCase {
-            user_index: 0,
-            history_len: 2,
-            target: 4,
-            target_ts: 2,
-        }, // order 3,4 after excluding 1,2: rank 2
-        EvalCase {
-            user_index: 1,
-            history_len: 2,
-            target: 3,
-            target_ts: 2,
-        }, // rank 1
-        EvalCase {
-            user_index: 2,
-            history_len: 1,
-            target: 3,
-            target_ts: 1,
-        }, // 2,3,4 after excluding 1: rank 2
+        EvalCase { user_index: 0, history_len: 2, target: 4, target_ts: 2 }, // order 3,4 after excluding 1,2: rank 2
+        EvalCase { user_index: 1, history_len: 2, target: 3, target_ts: 2 }, // rank 1
+        EvalCase { user_index: 2, history_len: 1, target: 3, target_ts: 1 }, // 2,3,4 after excluding 1: rank 2
     ];
     let m = evaluate_popularity(&seqs, &cases, 4, 200);
     let mut acc = MetricsAccumulator::default();
@@ -142,11 +101,7 @@ fn the_curve_png_is_written() {
     std::fs::write(&curve_file, r#"{"what": "test", "curve": [{"epoch": 1, "hr@10": 0.03, "ndcg@10": 0.01, "loss": 4.0}, {"epoch": 3, "hr@10": 0.09, "ndcg@10": 0.04}]}"#).unwrap();
     let reference = edgerec_train::plot::ReferenceCurve::load(&curve_file).unwrap();
     assert_eq!(reference.curve.len(), 2);
-    let popularity = edgerec_train::metrics::Metrics {
-        hr_10: 0.03,
-        ndcg_10: 0.015,
-        ..Default::default()
-    };
+    let popularity = edgerec_train::metrics::Metrics { hr_10: 0.03, ndcg_10: 0.015, ..Default::default() };
     let extras = edgerec_train::plot::PlotExtras {
         popularity: Some(popularity),
         popularity_split: "test",
@@ -158,8 +113,6 @@ fn the_curve_png_is_written() {
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
     // A file that is no curve is a clear error.
     std::fs::write(&curve_file, r#"{"points": []}"#).unwrap();
-    let err = edgerec_train::plot::ReferenceCurve::load(&curve_file)
-        .err()
-        .unwrap();
+    let err = edgerec_train::plot::ReferenceCurve::load(&curve_file).err().unwrap();
     assert!(err.to_string().contains("not a curve file"), "{err}");
 }

@@ -37,11 +37,7 @@ fn reference_loss(
         let positive = cosine(flat as usize, target) / TEMPERATURE;
         let others: Vec<u32> = match negatives {
             None => (1..=V as u32).filter(|&c| c != target).collect(),
-            Some(n) => n[i * R..(i + 1) * R]
-                .iter()
-                .copied()
-                .filter(|&c| c != target)
-                .collect(),
+            Some(n) => n[i * R..(i + 1) * R].iter().copied().filter(|&c| c != target).collect(),
         };
         let mut denominator = positive.exp();
         for c in others {
@@ -56,15 +52,10 @@ fn check(contrast_ids: Option<Vec<u32>>, chunk: usize, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let model = Model::random(ModelConfig::research(V, D, 1, 1, D, 10), seed).unwrap();
     let vars = HstuVars::from_model(&model).unwrap();
-    let outputs: Vec<f32> = (0..B * T * D)
-        .map(|_| rng.random_range(-1.0f32..1.0))
-        .collect();
+    let outputs: Vec<f32> = (0..B * T * D).map(|_| rng.random_range(-1.0f32..1.0)).collect();
     // Sequence lengths 4, 2, 3: rows 6, 7 and 11 are padding.
     let real_rows: Vec<u32> = vec![0, 1, 2, 3, 4, 5, 8, 9, 10];
-    let targets: Vec<u32> = real_rows
-        .iter()
-        .map(|_| rng.random_range(1..=V as u32))
-        .collect();
+    let targets: Vec<u32> = real_rows.iter().map(|_| rng.random_range(1..=V as u32)).collect();
     let contrast_ids = contrast_ids.map(|mut ids| {
         // Row 4 draws its own target twice: those draws are no negatives.
         ids[4 * R + 1] = targets[4];
@@ -75,44 +66,18 @@ fn check(contrast_ids: Option<Vec<u32>>, chunk: usize, seed: u64) {
         Some(ids) => Contrast::Sampled(ids),
         None => Contrast::Catalog,
     };
-    let out_var =
-        Var::from_tensor(&Tensor::from_vec(outputs.clone(), (B, T, D), &Device::Cpu).unwrap())
-            .unwrap();
-    let parts = vars
-        .chunked_softmax_loss(
-            out_var.as_tensor(),
-            &real_rows,
-            &targets,
-            contrast,
-            TEMPERATURE,
-            chunk,
-        )
-        .unwrap();
+    let out_var = Var::from_tensor(&Tensor::from_vec(outputs.clone(), (B, T, D), &Device::Cpu).unwrap()).unwrap();
+    let parts =
+        vars.chunked_softmax_loss(out_var.as_tensor(), &real_rows, &targets, contrast, TEMPERATURE, chunk).unwrap();
     let grads = parts.objective.backward().unwrap();
-    let g_out = grads
-        .get(&out_var)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let g_items = grads
-        .get(&vars.item_emb)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
+    let g_out = grads.get(&out_var).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let g_items = grads.get(&vars.item_emb).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
 
     let outputs64: Vec<f64> = outputs.iter().map(|&x| x as f64).collect();
     let items64: Vec<f64> = model.weights.item_emb.iter().map(|&x| x as f64).collect();
     let ids = contrast_ids.as_deref();
     let reference = reference_loss(&outputs64, &items64, &real_rows, &targets, ids);
-    assert!(
-        (parts.value - reference).abs() <= 1e-4 * reference.abs(),
-        "loss {} vs reference {reference}",
-        parts.value
-    );
+    assert!((parts.value - reference).abs() <= 1e-4 * reference.abs(), "loss {} vs reference {reference}", parts.value);
 
     let h = 1e-6;
     let numeric = |which: usize, k: usize| -> f64 {
@@ -135,21 +100,12 @@ fn check(contrast_ids: Option<Vec<u32>>, chunk: usize, seed: u64) {
         }
     }
     assert!(largest > 1e-2, "gradients too small to test ({largest})");
-    assert!(
-        worst <= 2e-3 * largest,
-        "gradient differs from the f64 reference by {worst} (largest {largest})"
-    );
+    assert!(worst <= 2e-3 * largest, "gradient differs from the f64 reference by {worst} (largest {largest})");
     // Padding rows predict nothing: no gradient reaches them.
     for row in [6usize, 7, 11] {
-        assert!(
-            g_out[row * D..(row + 1) * D].iter().all(|&g| g == 0.0),
-            "padding row {row} got a gradient"
-        );
+        assert!(g_out[row * D..(row + 1) * D].iter().all(|&g| g == 0.0), "padding row {row} got a gradient");
     }
-    assert!(
-        g_items[..D].iter().all(|&g| g == 0.0),
-        "the padding item got a gradient"
-    );
+    assert!(g_items[..D].iter().all(|&g| g == 0.0), "the padding item got a gradient");
 }
 
 #[test]
@@ -173,14 +129,7 @@ fn mismatched_negatives_are_an_error() {
     let vars = HstuVars::from_model(&model).unwrap();
     let outputs = Tensor::zeros((1, 2, D), candle_core::DType::F32, &Device::Cpu).unwrap();
     let err = vars
-        .chunked_softmax_loss(
-            &outputs,
-            &[0, 1],
-            &[1, 2],
-            Contrast::Sampled(&[1, 2, 3]),
-            TEMPERATURE,
-            8,
-        )
+        .chunked_softmax_loss(&outputs, &[0, 1], &[1, 2], Contrast::Sampled(&[1, 2, 3]), TEMPERATURE, 8)
         .err()
         .unwrap();
     assert!(err.to_string().contains("3 negatives for 2 rows"), "{err}");
@@ -195,16 +144,11 @@ fn short_runs_with_each_loss_beat_popularity_on_validation() {
     let data_dir = dir.path().join("store");
     edgerec_train::synth::write_storefront(
         &data_dir,
-        &edgerec_train::synth::StorefrontSpec {
-            items: 96,
-            users: 300,
-            seed: 3,
-        },
+        &edgerec_train::synth::StorefrontSpec { items: 96, users: 300, seed: 3 },
     )
     .unwrap();
     let data = edgerec_train::dataset::load_dataset(&data_dir, None, None, false).unwrap();
-    let popularity =
-        edgerec_train::eval::evaluate_popularity(&data.sequences, &data.split.validation, 96, 20);
+    let popularity = edgerec_train::eval::evaluate_popularity(&data.sequences, &data.split.validation, 96, 20);
     for (i, (loss, sampling)) in [
         (LossKind::FullSoftmax, NegativeSampling::PerPosition),
         (LossKind::SampledSoftmax, NegativeSampling::PerPosition),
@@ -213,13 +157,7 @@ fn short_runs_with_each_loss_beat_popularity_on_validation() {
     .enumerate()
     {
         let mut o = Preset::Ml1m.options();
-        o.shape = ModelShape {
-            d_model: 16,
-            num_layers: 1,
-            num_heads: 1,
-            head_dim: 16,
-            max_seq_len: 20,
-        };
+        o.shape = ModelShape { d_model: 16, num_layers: 1, num_heads: 1, head_dim: 16, max_seq_len: 20 };
         o.epochs = 4;
         o.batch_size = 64;
         o.num_negatives = 16;
@@ -227,20 +165,9 @@ fn short_runs_with_each_loss_beat_popularity_on_validation() {
         o.optimizer.lr = 5e-3;
         o.loss = loss;
         o.negative_sampling = sampling;
-        let outcome = train(
-            &data,
-            &o,
-            &dir.path().join(format!("run{i}")),
-            None,
-            false,
-            false,
-        )
-        .unwrap();
+        let outcome = train(&data, &o, &dir.path().join(format!("run{i}")), None, false, false).unwrap();
         let best = outcome.state.best_ndcg_10;
-        eprintln!(
-            "{loss:?}: best validation NDCG@10 {best:.4}, popularity {:.4}",
-            popularity.ndcg_10
-        );
+        eprintln!("{loss:?}: best validation NDCG@10 {best:.4}, popularity {:.4}", popularity.ndcg_10);
         assert!(
             best > popularity.ndcg_10,
             "{loss:?}: validation NDCG@10 {best} not above popularity {}",

@@ -65,10 +65,15 @@ fn string_ids_seconds_and_actions_with_snappy_pages_and_null_rows_counted() {
     );
     assert_eq!(Format::detect(&file), Format::EventsParquet);
     let log = read_events(&file, Format::detect(&file)).unwrap();
-    let got: Vec<(&str, &str, i64, Action)> = log.events.iter().map(|e| (e.user.as_str(), e.item.as_str(), e.ts, e.action)).collect();
+    let got: Vec<(&str, &str, i64, Action)> =
+        log.events.iter().map(|e| (e.user.as_str(), e.item.as_str(), e.ts, e.action)).collect();
     assert_eq!(
         got,
-        [("u1", "sku-7", 1_700_000_000, Action::View), ("u1", "sku-9", 1_700_000_060, Action::Purchase), ("u2", "sku-3", 1_700_000_100, Action::View)]
+        [
+            ("u1", "sku-7", 1_700_000_000, Action::View),
+            ("u1", "sku-9", 1_700_000_060, Action::Purchase),
+            ("u2", "sku-3", 1_700_000_100, Action::View)
+        ]
     );
     assert_eq!(log.bad_rows, 2);
     assert_eq!((log.bad_examples[0].line, log.bad_examples[0].reason.as_str()), (3, "null user id"));

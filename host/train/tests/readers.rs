@@ -13,7 +13,11 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 #[test]
 fn movielens_dat_reads_rows_and_counts_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\nbroken line\n2::x::4::notatime\n\n3::10::4::978300000\r\n");
+    let path = write(
+        dir.path(),
+        "ratings.dat",
+        "1::1193::5::978300760\n1::661::3::978302109\nbroken line\n2::x::4::notatime\n\n3::10::4::978300000\r\n",
+    );
     let log = read_events(&path, Format::detect(&path)).unwrap();
     assert_eq!(log.events.len(), 3);
     assert_eq!(log.events[0].user, "1");
@@ -40,7 +44,8 @@ fn u_data_is_tab_separated() {
 #[test]
 fn ratings_csv_skips_the_header_and_reads_the_fourth_column() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "ratings.csv", "userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n1,3,4.0,-5\r\n");
+    let path =
+        write(dir.path(), "ratings.csv", "userId,movieId,rating,timestamp\r\n1,1,4.0,964982703\r\n1,3,4.0,-5\r\n");
     let log = read_events(&path, Format::detect(&path)).unwrap();
     assert_eq!(log.events.len(), 1);
     assert_eq!(log.events[0].ts, 964982703);
@@ -51,7 +56,11 @@ fn ratings_csv_skips_the_header_and_reads_the_fourth_column() {
 #[test]
 fn event_log_reads_actions_and_rejects_unknown_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let path = write(dir.path(), "events.csv", "user,item,timestamp,action\nu1,sku-1,100,view\nu1,sku-1,105,cart\nu2,sku-2,90,PURCHASE\nu2,sku-3,95,teleport\nu3,sku-4,96\n\"u,4\",sku-5,97,view\n,sku-6,98,view\n");
+    let path = write(
+        dir.path(),
+        "events.csv",
+        "user,item,timestamp,action\nu1,sku-1,100,view\nu1,sku-1,105,cart\nu2,sku-2,90,PURCHASE\nu2,sku-3,95,teleport\nu3,sku-4,96\n\"u,4\",sku-5,97,view\n,sku-6,98,view\n",
+    );
     let log = read_events(&path, Format::EventsCsv).unwrap();
     let actions: Vec<Action> = log.events.iter().map(|e| e.action).collect();
     assert_eq!(actions, [Action::View, Action::Cart, Action::Purchase, Action::View, Action::View]);

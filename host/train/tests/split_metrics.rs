@@ -11,7 +11,8 @@ fn ev(user: &str, item: &str, ts: i64) -> LogEvent {
 
 #[test]
 fn sequences_sort_stably_by_time_and_merge_consecutive_repeats() {
-    let events = vec![ev("a", "x", 30), ev("b", "y", 5), ev("a", "y", 10), ev("a", "z", 10), ev("a", "z", 11), ev("a", "w", 10)];
+    let events =
+        vec![ev("a", "x", 30), ev("b", "y", 5), ev("a", "y", 10), ev("a", "z", 10), ev("a", "z", 11), ev("a", "w", 10)];
     let mut map = ItemMap::new();
     let (seqs, stats) = build_sequences(&events, &mut map, true, true);
     assert_eq!(seqs.len(), 2);
@@ -36,7 +37,8 @@ fn fixed_catalog_counts_unknown_items() {
 
 #[test]
 fn leave_last_out_splits_the_last_two_events() {
-    let events = vec![ev("a", "1", 1), ev("a", "2", 2), ev("a", "3", 3), ev("a", "4", 4), ev("b", "1", 1), ev("b", "2", 2)];
+    let events =
+        vec![ev("a", "1", 1), ev("a", "2", 2), ev("a", "3", 3), ev("a", "4", 4), ev("b", "1", 1), ev("b", "2", 2)];
     let mut map = ItemMap::new();
     let (seqs, _) = build_sequences(&events, &mut map, true, true);
     let split = leave_last_out(&seqs);

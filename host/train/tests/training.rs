@@ -51,7 +51,8 @@ fn trainer_forward_matches_the_engine_on_the_same_weights() {
             n
         })
         .collect();
-    let rows: Vec<(&[u32], &[i64], &[i64])> = histories.iter().zip(&nexts).map(|((i, t), n)| (i.as_slice(), t.as_slice(), n.as_slice())).collect();
+    let rows: Vec<(&[u32], &[i64], &[i64])> =
+        histories.iter().zip(&nexts).map(|((i, t), n)| (i.as_slice(), t.as_slice(), n.as_slice())).collect();
     let batch = Batch::new(&config, &rows).unwrap();
     let out = l2_normalize(&vars.forward(&batch, 0.2, None).unwrap()).unwrap().to_vec2::<f32>().unwrap();
     let mut row = 0;
@@ -91,11 +92,13 @@ fn a_short_run_lowers_validation_loss_and_writes_an_engine_model() {
     assert_eq!(data.items.len(), 96, "the catalog fixes the item set");
     let opts = tiny_options();
     let initial = init_model(&opts.shape.config(96), &mut ChaCha8Rng::seed_from_u64(opts.seed)).unwrap();
-    let before = case_loss(&HstuVars::from_model(&initial).unwrap(), &data.sequences, &data.split.validation, &opts, 1).unwrap();
+    let before =
+        case_loss(&HstuVars::from_model(&initial).unwrap(), &data.sequences, &data.split.validation, &opts, 1).unwrap();
     let out = dir.path().join("run");
     let outcome = train(&data, &opts, &out, None, false, false).unwrap();
     let best = Model::load(&out.join("model")).unwrap();
-    let after = case_loss(&HstuVars::from_model(&best).unwrap(), &data.sequences, &data.split.validation, &opts, 1).unwrap();
+    let after =
+        case_loss(&HstuVars::from_model(&best).unwrap(), &data.sequences, &data.split.validation, &opts, 1).unwrap();
     assert!(after < before - 0.1, "validation loss {before} -> {after}");
     let curve: Vec<f64> = outcome.state.history.iter().map(|r| r.train_loss).collect();
     assert!(curve.last().unwrap() < curve.first().unwrap(), "training loss {curve:?}");
@@ -158,7 +161,13 @@ fn sampled_softmax_loss_matches_a_plain_reference() {
     negatives[r + 2] = targets[4]; // sequence 1 draws the target of its first row
     let temperature = 0.05;
     let loss = vars
-        .sampled_softmax_loss(&Tensor::from_vec(outputs.clone(), (b, t, d), &Device::Cpu).unwrap(), &real_rows, &targets, &negatives, temperature)
+        .sampled_softmax_loss(
+            &Tensor::from_vec(outputs.clone(), (b, t, d), &Device::Cpu).unwrap(),
+            &real_rows,
+            &targets,
+            &negatives,
+            temperature,
+        )
         .unwrap()
         .to_scalar::<f32>()
         .unwrap() as f64;

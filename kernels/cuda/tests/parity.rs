@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use edgerec_kernels::backend::{Backend, BackendChoice, BackendError, select_backend};
 use edgerec_kernels::cuda::CudaBackend;
-use edgerec_kernels::{Event, Model, ModelConfig, UserHistory, encode_batch, encode, top_k};
+use edgerec_kernels::{Event, Model, ModelConfig, UserHistory, encode, encode_batch, top_k};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -75,7 +75,11 @@ pub fn history(rng: &mut ChaCha8Rng, len: usize, items: usize) -> (Vec<Event>, i
 
 fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
     assert_eq!(gpu.len(), cpu.len(), "{what}: length");
-    let worst = gpu.iter().zip(cpu).map(|(g, c)| (g - c).abs()).fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
+    let worst = gpu
+        .iter()
+        .zip(cpu)
+        .map(|(g, c)| (g - c).abs())
+        .fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
     assert!(worst <= EMBED_TOL, "{what}: max |gpu - cpu| = {worst} > {EMBED_TOL}");
 }
 
@@ -91,7 +95,10 @@ fn without_a_device_cuda_is_unavailable_and_auto_serves_from_the_cpu() {
         }
         Err(BackendError::Unavailable { backend, reason }) => {
             assert_eq!(backend, "cuda");
-            assert!(reason.contains("--backend cpu") || reason.contains("LD_LIBRARY_PATH"), "reason says what to do: {reason}");
+            assert!(
+                reason.contains("--backend cpu") || reason.contains("LD_LIBRARY_PATH"),
+                "reason says what to do: {reason}"
+            );
             assert_eq!(auto.name(), "cpu", "auto falls back to the CPU");
             let err = select_backend(BackendChoice::Cuda, model).err().expect("explicit cuda fails without a device");
             let text = err.to_string();
@@ -136,11 +143,16 @@ fn encode_matches_cpu_for_every_head_dim_and_length() {
                     history(&mut rng, len, 500)
                 })
                 .collect();
-            let users: Vec<UserHistory<'_>> = hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
+            let users: Vec<UserHistory<'_>> =
+                hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
             let want = encode_batch(&model, &users).unwrap();
             let got = gpu.encode_batch(&users).unwrap();
             for (u, (g, c)) in got.iter().zip(&want).enumerate() {
-                assert_close(g, c, &format!("shape {si} {:?} batch {batch} user {u} (n = {})", shapes[si], hist[u].0.len()));
+                assert_close(
+                    g,
+                    c,
+                    &format!("shape {si} {:?} batch {batch} user {u} (n = {})", shapes[si], hist[u].0.len()),
+                );
             }
         }
     }
@@ -154,7 +166,12 @@ fn encode_matches_cpu_for_4096_users() {
     let model = Model::random(ModelConfig::ml_1m(3953), 5).unwrap();
     let Some(gpu) = device_or_skip(model.clone(), "encode 4096") else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let hist: Vec<(Vec<Event>, i64)> = (0..4096).map(|_| { let n = rng.random_range(1..=200); history(&mut rng, n, 3953) }).collect();
+    let hist: Vec<(Vec<Event>, i64)> = (0..4096)
+        .map(|_| {
+            let n = rng.random_range(1..=200);
+            history(&mut rng, n, 3953)
+        })
+        .collect();
     let users: Vec<UserHistory<'_>> = hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
     let want = encode_batch(&model, &users).unwrap();
     let got = gpu.encode_batch(&users).unwrap();
@@ -186,7 +203,9 @@ fn incremental_encode_matches_cpu_full_encode() {
         return;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(13);
-    for (si, &(d, layers, heads, dqk, dv, l)) in [(50, 2, 1, 50, 50, 200), (40, 3, 2, 25, 50, 60), (20, 2, 4, 5, 5, 30)].iter().enumerate() {
+    for (si, &(d, layers, heads, dqk, dv, l)) in
+        [(50, 2, 1, 50, 50, 200), (40, 3, 2, 25, 50, 60), (20, 2, 4, 5, 5, 30)].iter().enumerate()
+    {
         let model = Model::random(config(d, layers, heads, dqk, dv, l, 300), 20 + si as u64).unwrap();
         let Some(gpu) = device_or_skip(model.clone(), "incremental") else { return };
         let n0 = rng.random_range(1..=l / 2);
@@ -201,14 +220,21 @@ fn incremental_encode_matches_cpu_full_encode() {
                 // Older than the newest kept event: must fall back to a full encode.
                 5 => vec![Event { item: rng.random_range(1..=300), ts: last - 10 }],
                 _ => (0..rng.random_range(1..=12))
-                    .map(|_| Event { item: rng.random_range(1..=300), ts: last + rng.random_range(0..q - last + 50_000) })
+                    .map(|_| Event {
+                        item: rng.random_range(1..=300),
+                        ts: last + rng.random_range(0..q - last + 50_000),
+                    })
                     .collect(),
             };
             all.extend_from_slice(&new);
             q = all.iter().map(|e| e.ts).max().unwrap() + rng.random_range(0..5000);
             let got = gpu.append(&mut state, &new, q).unwrap();
             let want = encode(&model, &all, q).unwrap();
-            assert_close(&got, &want, &format!("shape {si} step {step} (n = {}, window {})", all.len(), state.events().len()));
+            assert_close(
+                &got,
+                &want,
+                &format!("shape {si} step {step} (n = {}, window {})", all.len(), state.events().len()),
+            );
         }
         assert!(gpu.append(&mut state, &[], 0).is_err(), "query before the last event");
     }
@@ -235,7 +261,9 @@ fn backend_state_api_matches_cpu_on_the_device() {
             .iter()
             .map(|(e, q)| {
                 let last = e.iter().map(|x| x.ts).max().unwrap().max(*q);
-                (0..rng.random_range(0..6)).map(|j| Event { item: rng.random_range(1..=300), ts: last + 10 * j }).collect()
+                (0..rng.random_range(0..6))
+                    .map(|j| Event { item: rng.random_range(1..=300), ts: last + 10 * j })
+                    .collect()
             })
             .collect();
         for ((e, q), new) in hist.iter_mut().zip(&news) {
@@ -265,7 +293,14 @@ fn backend_state_api_matches_cpu_on_the_device() {
 /// Checks a device top-k against the CPU's: same length, valid distinct
 /// non-excluded ids in order, each score the item's true cosine, and the
 /// same ids wherever the CPU's scores are not within tolerance of a tie.
-fn assert_same_top_k(model: &Model, emb: &[f32], got: &[edgerec_kernels::Scored], want: &[edgerec_kernels::Scored], exclude: &[u32], what: &str) {
+fn assert_same_top_k(
+    model: &Model,
+    emb: &[f32],
+    got: &[edgerec_kernels::Scored],
+    want: &[edgerec_kernels::Scored],
+    exclude: &[u32],
+    what: &str,
+) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let all = edgerec_kernels::score::score_all(model, emb);
     let true_score = |id: u32| (id >= 1).then(|| all.get(id as usize - 1).copied()).flatten();
@@ -280,7 +315,10 @@ fn assert_same_top_k(model: &Model, emb: &[f32], got: &[edgerec_kernels::Scored]
         }
     }
     for pair in got.windows(2) {
-        assert!(pair[0].score > pair[1].score || (pair[0].score == pair[1].score && pair[0].item < pair[1].item), "{what}: order");
+        assert!(
+            pair[0].score > pair[1].score || (pair[0].score == pair[1].score && pair[0].item < pair[1].item),
+            "{what}: order"
+        );
     }
 }
 
@@ -302,15 +340,29 @@ fn top_k_matches_cpu_over_every_catalog_size() {
         let Some(gpu) = device_or_skip(model.clone(), "top_k") else { return };
         let users = 5;
         let embeddings: Vec<Vec<f32>> = (0..users)
-            .map(|u| if u == 0 { model.item_row(3).to_vec() } else { (0..50).map(|_| rng.random_range(-1.0f32..1.0)).collect() })
+            .map(|u| {
+                if u == 0 {
+                    model.item_row(3).to_vec()
+                } else {
+                    (0..50).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+                }
+            })
             .collect();
-        let excl: Vec<Vec<u32>> = (0..users).map(|u| (0..u * 40).map(|_| rng.random_range(1..=items as u32)).collect()).collect();
+        let excl: Vec<Vec<u32>> =
+            (0..users).map(|u| (0..u * 40).map(|_| rng.random_range(1..=items as u32)).collect()).collect();
         let excl_refs: Vec<&[u32]> = excl.iter().map(Vec::as_slice).collect();
         for k in [1usize, 10, 100, 512, 600] {
             let got = gpu.top_k_batch(&embeddings, k, &excl_refs).unwrap();
             for u in 0..users {
                 let want = top_k(&model, &embeddings[u], k, &excl[u]);
-                assert_same_top_k(&model, &embeddings[u], &got[u], &want, &excl[u], &format!("V {items} k {k} user {u}"));
+                assert_same_top_k(
+                    &model,
+                    &embeddings[u],
+                    &got[u],
+                    &want,
+                    &excl[u],
+                    &format!("V {items} k {k} user {u}"),
+                );
             }
             // User 0 is item 3's own row: items 3 and 7 tie at the top, 3 first.
             if k >= 2 {

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use cudarc::driver::sys::CUdevice_attribute;
 use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DriverError, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
@@ -23,17 +22,11 @@ const DEFAULT_SMEM: usize = 48 * 1024;
 
 /// Maps a driver error to the backend's error.
 pub(crate) fn dev_err(context: &str) -> impl Fn(DriverError) -> BackendError + '_ {
-    move |e| BackendError::Device {
-        backend: "cuda",
-        message: format!("{context}: {e}"),
-    }
+    move |e| BackendError::Device { backend: "cuda", message: format!("{context}: {e}") }
 }
 
 fn unavailable(reason: impl Into<String>) -> BackendError {
-    BackendError::Unavailable {
-        backend: "cuda",
-        reason: reason.into(),
-    }
+    BackendError::Unavailable { backend: "cuda", reason: reason.into() }
 }
 
 /// Why CUDA cannot run here, or `None` when both the driver library and
@@ -86,22 +79,17 @@ impl CudaLauncher {
         if let Some(reason) = missing_libraries() {
             return Err(unavailable(reason));
         }
-        let count = CudaContext::device_count().map_err(|e| {
-            unavailable(format!(
-                "the CUDA driver cannot list devices ({e}); use --backend cpu"
-            ))
-        })?;
+        let count = CudaContext::device_count()
+            .map_err(|e| unavailable(format!("the CUDA driver cannot list devices ({e}); use --backend cpu")))?;
         if count as usize <= ordinal {
             return Err(unavailable(format!(
                 "no CUDA device {ordinal} (the driver reports {count}); use --backend cpu"
             )));
         }
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| unavailable(format!("cannot open CUDA device {ordinal}: {e}")))?;
+        let ctx =
+            CudaContext::new(ordinal).map_err(|e| unavailable(format!("cannot open CUDA device {ordinal}: {e}")))?;
         let name = ctx.name().map_err(dev_err("device name"))?;
-        let (major, minor) = ctx
-            .compute_capability()
-            .map_err(dev_err("compute capability"))?;
+        let (major, minor) = ctx.compute_capability().map_err(dev_err("compute capability"))?;
         let arch = format!("--gpu-architecture=sm_{major}{minor}");
         let c = &model.config;
         let mut by_source = Vec::new();
@@ -114,16 +102,11 @@ impl CudaLauncher {
                 options.push(format!("-DHSTU_NB={}", c.num_time_buckets));
             }
             let file = source.file();
-            let opts = CompileOptions {
-                options,
-                name: Some(file.to_string()),
-                ..Default::default()
-            };
-            let ptx =
-                compile_ptx_with_opts(source.text(), opts).map_err(|e| BackendError::Device {
-                    backend: "cuda",
-                    message: format!("NVRTC could not compile {file} for sm_{major}{minor}: {e}"),
-                })?;
+            let opts = CompileOptions { options, name: Some(file.to_string()), ..Default::default() };
+            let ptx = compile_ptx_with_opts(source.text(), opts).map_err(|e| BackendError::Device {
+                backend: "cuda",
+                message: format!("NVRTC could not compile {file} for sm_{major}{minor}: {e}"),
+            })?;
             let module = ctx.load_module(ptx).map_err(|e| BackendError::Device {
                 backend: "cuda",
                 message: format!(
@@ -140,12 +123,8 @@ impl CudaLauncher {
                     .iter()
                     .find(|(s, _)| *s == kernel.source())
                     .map(|(_, m)| m)
-                    .ok_or_else(|| {
-                        unavailable(format!("{} was not compiled", kernel.source().file()))
-                    })?;
-                module
-                    .load_function(kernel.name())
-                    .map_err(dev_err(kernel.name()))
+                    .ok_or_else(|| unavailable(format!("{} was not compiled", kernel.source().file())))?;
+                module.load_function(kernel.name()).map_err(dev_err(kernel.name()))
             })
             .collect::<Result<Vec<_>, _>>()?;
 
@@ -183,23 +162,16 @@ impl CudaLauncher {
             }
         }
         let stream = ctx.default_stream();
-        Ok(CudaLauncher {
-            ctx,
-            stream,
-            functions,
-            name,
-            max_dyn_smem,
-        })
+        Ok(CudaLauncher { ctx, stream, functions, name, max_dyn_smem })
     }
 }
 
 fn cuda_buf(raw: &RawBuf) -> Result<&CudaSlice<u8>, BackendError> {
     match raw {
         RawBuf::Cuda(slice) => Ok(slice),
-        RawBuf::Emu(_) => Err(BackendError::Device {
-            backend: "cuda",
-            message: "an emulator buffer passed to CUDA".into(),
-        }),
+        RawBuf::Emu(_) => {
+            Err(BackendError::Device { backend: "cuda", message: "an emulator buffer passed to CUDA".into() })
+        }
     }
 }
 
@@ -210,37 +182,21 @@ impl Launcher for CudaLauncher {
 
     fn alloc_raw(&self, bytes: usize, _align: usize) -> Result<RawBuf, BackendError> {
         // cudarc allocations are 256-byte aligned.
-        Ok(RawBuf::Cuda(
-            self.stream
-                .alloc_zeros::<u8>(bytes.max(1))
-                .map_err(dev_err("allocation"))?,
-        ))
+        Ok(RawBuf::Cuda(self.stream.alloc_zeros::<u8>(bytes.max(1)).map_err(dev_err("allocation"))?))
     }
 
     fn upload_raw(&self, dst: &mut RawBuf, offset: usize, src: &[u8]) -> Result<(), BackendError> {
         let RawBuf::Cuda(slice) = dst else {
-            return Err(BackendError::Device {
-                backend: "cuda",
-                message: "an emulator buffer passed to CUDA".into(),
-            });
+            return Err(BackendError::Device { backend: "cuda", message: "an emulator buffer passed to CUDA".into() });
         };
         let mut view = slice.slice_mut(offset..offset + src.len());
-        self.stream
-            .memcpy_htod(src, &mut view)
-            .map_err(dev_err("upload"))
+        self.stream.memcpy_htod(src, &mut view).map_err(dev_err("upload"))
     }
 
-    fn download_raw(
-        &self,
-        src: &RawBuf,
-        offset: usize,
-        dst: &mut [u8],
-    ) -> Result<(), BackendError> {
+    fn download_raw(&self, src: &RawBuf, offset: usize, dst: &mut [u8]) -> Result<(), BackendError> {
         let slice = cuda_buf(src)?;
         let view = slice.slice(offset..offset + dst.len());
-        self.stream
-            .memcpy_dtoh(&view, dst)
-            .map_err(dev_err("download"))?;
+        self.stream.memcpy_dtoh(&view, dst).map_err(dev_err("download"))?;
         self.stream.synchronize().map_err(dev_err("download"))
     }
 
@@ -254,23 +210,13 @@ impl Launcher for CudaLauncher {
     ) -> Result<(), BackendError> {
         let src = cuda_buf(src)?.slice(src_off..src_off + bytes);
         let RawBuf::Cuda(dst) = dst else {
-            return Err(BackendError::Device {
-                backend: "cuda",
-                message: "an emulator buffer passed to CUDA".into(),
-            });
+            return Err(BackendError::Device { backend: "cuda", message: "an emulator buffer passed to CUDA".into() });
         };
         let mut dst = dst.slice_mut(dst_off..dst_off + bytes);
-        self.stream
-            .memcpy_dtod(&src, &mut dst)
-            .map_err(dev_err("device copy"))
+        self.stream.memcpy_dtod(&src, &mut dst).map_err(dev_err("device copy"))
     }
 
-    fn launch_raw(
-        &self,
-        kernel: Kernel,
-        shape: &Shape,
-        args: &[Arg<'_>],
-    ) -> Result<(), BackendError> {
+    fn launch_raw(&self, kernel: Kernel, shape: &Shape, args: &[Arg<'_>]) -> Result<(), BackendError> {
         // Values first (pointers resolved, events recorded until the launch is queued).
         let mut values = Vec::with_capacity(args.len());
         let mut syncs = Vec::new();
@@ -304,11 +250,8 @@ impl Launcher for CudaLauncher {
                 Value::F32(v) => builder.arg(v),
             };
         }
-        let cfg = LaunchConfig {
-            grid_dim: shape.grid,
-            block_dim: (shape.block, 1, 1),
-            shared_mem_bytes: shape.dyn_smem,
-        };
+        let cfg =
+            LaunchConfig { grid_dim: shape.grid, block_dim: (shape.block, 1, 1), shared_mem_bytes: shape.dyn_smem };
         // SAFETY: `launch` checked every argument against the kernel's
         // signature table (pointers are 8-byte device addresses into live
         // buffers borrowed by `args`), and the shape against its block size

@@ -8,9 +8,7 @@ use crate::history::Event;
 
 use super::CudaBackend;
 use super::launch::{Arg, DevBuf, Shape, dyn_smem_bytes, launch};
-use super::shapes::{
-    ATT_QB, ATT_THREADS, GEMM_BM, GEMM_BN, GEMM_THREADS, ROWS_THREADS, SCATTER_THREADS,
-};
+use super::shapes::{ATT_QB, ATT_THREADS, GEMM_BM, GEMM_BN, GEMM_THREADS, ROWS_THREADS, SCATTER_THREADS};
 use super::signatures::Kernel;
 use super::workspace::Workspace;
 
@@ -68,10 +66,7 @@ impl Plan {
     fn new(jobs: &[Job<'_>], slot_rows: Option<usize>) -> (Self, Sections) {
         let b = jobs.len();
         let rows: usize = jobs.iter().map(|j| j.events.len() - j.first).sum();
-        let blocks: usize = jobs
-            .iter()
-            .map(|j| (j.events.len() - j.first).div_ceil(ATT_QB as usize))
-            .sum();
+        let blocks: usize = jobs.iter().map(|j| (j.events.len() - j.first).div_ceil(ATT_QB as usize)).sum();
         let s = Sections {
             q_off: 0,
             q_first: b,
@@ -114,52 +109,22 @@ impl Plan {
                 row += 1;
             }
         }
-        (
-            Plan {
-                meta,
-                items,
-                ts,
-                rows,
-                users: b,
-                blocks,
-            },
-            s,
-        )
+        (Plan { meta, items, ts, rows, users: b, blocks }, s)
     }
 }
 
 fn gemm_grid(m: usize, n: usize) -> Shape {
-    Shape::new(
-        (
-            n.div_ceil(GEMM_BN as usize) as u32,
-            m.div_ceil(GEMM_BM as usize) as u32,
-            1,
-        ),
-        GEMM_THREADS,
-    )
+    Shape::new((n.div_ceil(GEMM_BN as usize) as u32, m.div_ceil(GEMM_BM as usize) as u32, 1), GEMM_THREADS)
 }
 
 impl CudaBackend {
     /// Fills `buf[..len]` with NaN when poisoning is on (a test aid).
-    pub(super) fn poison<T: super::launch::DeviceType>(
-        &self,
-        buf: &DevBuf<T>,
-        len: usize,
-    ) -> Result<(), BackendError> {
+    pub(super) fn poison<T: super::launch::DeviceType>(&self, buf: &DevBuf<T>, len: usize) -> Result<(), BackendError> {
         if !self.poison_outputs() || len == 0 {
             return Ok(());
         }
-        let args = [
-            buf.arg(),
-            Arg::I64(len.min(buf.len()) as i64),
-            Arg::U32(POISON),
-        ];
-        launch(
-            self.launcher(),
-            Kernel::FillU32,
-            &Shape::cover(len, ROWS_THREADS),
-            &args,
-        )
+        let args = [buf.arg(), Arg::I64(len.min(buf.len()) as i64), Arg::U32(POISON)];
+        launch(self.launcher(), Kernel::FillU32, &Shape::cover(len, ROWS_THREADS), &args)
     }
 
     /// Runs every layer for `jobs` (at most MAX_ROWS_PER_LAUNCH query rows in
@@ -213,11 +178,7 @@ impl CudaBackend {
             ],
         )?;
 
-        let (big_n, alpha, inv_n) = (
-            c.attn_normalizer as i32,
-            c.alpha,
-            1.0 / c.attn_normalizer as f32,
-        );
+        let (big_n, alpha, inv_n) = (c.attn_normalizer as i32, c.alpha, 1.0 / c.attn_normalizer as f32);
         let max_rows = c.max_seq_len;
         // One layer of a cache store: every job's slot of L rows.
         let layer_kv = jobs.len() * max_rows * (kw + vw);
@@ -260,11 +221,7 @@ impl CudaBackend {
                             cache.arg_at(base)?,
                         ],
                     )?;
-                    (
-                        cache.arg_at(base)?,
-                        cache.arg_at(base + kw)?,
-                        (kw + vw) as i32,
-                    )
+                    (cache.arg_at(base)?, cache.arg_at(base + kw)?, (kw + vw) as i32)
                 }
             };
             // O = causal SiLU attention with rab.
@@ -325,13 +282,7 @@ impl CudaBackend {
             l,
             Kernel::L2normRows,
             &Shape::cover(plan.users * 32, ROWS_THREADS),
-            &[
-                x.arg(),
-                Arg::I32(d_i),
-                sec(s.last_row)?,
-                Arg::I32(plan.users as i32),
-                out.arg(),
-            ],
+            &[x.arg(), Arg::I32(d_i), sec(s.last_row)?, Arg::I32(plan.users as i32), out.arg()],
         )?;
         let host = super::launch::download(l, out, 0, plan.users * d)?;
         Ok(host.chunks_exact(d).map(<[f32]>::to_vec).collect())

@@ -28,11 +28,7 @@ pub(crate) struct Shape {
 impl Shape {
     /// A grid of `grid` blocks of `block` threads, no dynamic shared memory.
     pub(crate) fn new(grid: (u32, u32, u32), block: u32) -> Self {
-        Shape {
-            grid,
-            block,
-            dyn_smem: 0,
-        }
+        Shape { grid, block, dyn_smem: 0 }
     }
 
     /// A 1-D grid that covers `n` elements with `block`-thread blocks (grid-stride kernels).
@@ -92,26 +88,15 @@ impl<T: DeviceType> DevBuf<T> {
 
     /// The buffer as a kernel argument.
     pub(crate) fn arg(&self) -> Arg<'_> {
-        Arg::Buf {
-            raw: &self.raw,
-            offset: 0,
-            elem: T::ELEM,
-        }
+        Arg::Buf { raw: &self.raw, offset: 0, elem: T::ELEM }
     }
 
     /// The buffer from element `offset` on as a kernel argument.
     pub(crate) fn arg_at(&self, offset: usize) -> Result<Arg<'_>, BackendError> {
         if offset > self.len {
-            return Err(internal(format!(
-                "offset {offset} past the end of a {}-element buffer",
-                self.len
-            )));
+            return Err(internal(format!("offset {offset} past the end of a {}-element buffer", self.len)));
         }
-        Ok(Arg::Buf {
-            raw: &self.raw,
-            offset: offset * size_of::<T>(),
-            elem: T::ELEM,
-        })
+        Ok(Arg::Buf { raw: &self.raw, offset: offset * size_of::<T>(), elem: T::ELEM })
     }
 }
 
@@ -138,10 +123,7 @@ pub(crate) enum Arg<'a> {
 }
 
 fn internal(message: String) -> BackendError {
-    BackendError::Device {
-        backend: "cuda",
-        message: format!("internal launch error: {message}"),
-    }
+    BackendError::Device { backend: "cuda", message: format!("internal launch error: {message}") }
 }
 
 /// A device (or its emulation): memory, copies and launches.
@@ -153,8 +135,7 @@ pub(crate) trait Launcher: Send + Sync {
     /// Copies `src` to `dst` at byte `offset`.
     fn upload_raw(&self, dst: &mut RawBuf, offset: usize, src: &[u8]) -> Result<(), BackendError>;
     /// Copies `dst.len()` bytes from `src` at byte `offset`.
-    fn download_raw(&self, src: &RawBuf, offset: usize, dst: &mut [u8])
-    -> Result<(), BackendError>;
+    fn download_raw(&self, src: &RawBuf, offset: usize, dst: &mut [u8]) -> Result<(), BackendError>;
     /// Copies `bytes` bytes from `src` at `src_off` to `dst` at `dst_off`
     /// (device to device; two distinct buffers).
     fn copy_raw(
@@ -166,12 +147,7 @@ pub(crate) trait Launcher: Send + Sync {
         bytes: usize,
     ) -> Result<(), BackendError>;
     /// Runs `kernel` (arguments already checked by [`launch`]).
-    fn launch_raw(
-        &self,
-        kernel: Kernel,
-        shape: &Shape,
-        args: &[Arg<'_>],
-    ) -> Result<(), BackendError>;
+    fn launch_raw(&self, kernel: Kernel, shape: &Shape, args: &[Arg<'_>]) -> Result<(), BackendError>;
     /// Whether work buffers must be allocated at their exact size (the
     /// emulator: so that the guard page after each buffer catches overruns).
     fn exact_buffers(&self) -> bool;
@@ -180,23 +156,13 @@ pub(crate) trait Launcher: Send + Sync {
 }
 
 /// A zero-filled buffer of `len` elements.
-pub(crate) fn alloc<T: DeviceType>(
-    l: &dyn Launcher,
-    len: usize,
-) -> Result<DevBuf<T>, BackendError> {
+pub(crate) fn alloc<T: DeviceType>(l: &dyn Launcher, len: usize) -> Result<DevBuf<T>, BackendError> {
     let raw = l.alloc_raw(len * size_of::<T>(), align_of::<T>())?;
-    Ok(DevBuf {
-        raw,
-        len,
-        _elem: PhantomData,
-    })
+    Ok(DevBuf { raw, len, _elem: PhantomData })
 }
 
 /// A buffer holding `host`.
-pub(crate) fn upload_new<T: DeviceType>(
-    l: &dyn Launcher,
-    host: &[T],
-) -> Result<DevBuf<T>, BackendError> {
+pub(crate) fn upload_new<T: DeviceType>(l: &dyn Launcher, host: &[T]) -> Result<DevBuf<T>, BackendError> {
     let mut buf = alloc::<T>(l, host.len())?;
     upload(l, &mut buf, 0, host)?;
     Ok(buf)
@@ -210,20 +176,12 @@ pub(crate) fn upload<T: DeviceType>(
     host: &[T],
 ) -> Result<(), BackendError> {
     if at + host.len() > buf.len {
-        return Err(internal(format!(
-            "upload of {} elements at {at} into a buffer of {}",
-            host.len(),
-            buf.len
-        )));
+        return Err(internal(format!("upload of {} elements at {at} into a buffer of {}", host.len(), buf.len)));
     }
     if host.is_empty() {
         return Ok(());
     }
-    l.upload_raw(
-        &mut buf.raw,
-        at * size_of::<T>(),
-        bytemuck::cast_slice(host),
-    )
+    l.upload_raw(&mut buf.raw, at * size_of::<T>(), bytemuck::cast_slice(host))
 }
 
 /// Copies elements `range` of `buf` to the host.
@@ -234,18 +192,11 @@ pub(crate) fn download<T: DeviceType>(
     len: usize,
 ) -> Result<Vec<T>, BackendError> {
     if start + len > buf.len {
-        return Err(internal(format!(
-            "download of {len} elements at {start} from a buffer of {}",
-            buf.len
-        )));
+        return Err(internal(format!("download of {len} elements at {start} from a buffer of {}", buf.len)));
     }
     let mut host = vec![T::default(); len];
     if len > 0 {
-        l.download_raw(
-            &buf.raw,
-            start * size_of::<T>(),
-            bytemuck::cast_slice_mut(&mut host),
-        )?;
+        l.download_raw(&buf.raw, start * size_of::<T>(), bytemuck::cast_slice_mut(&mut host))?;
     }
     Ok(host)
 }
@@ -269,22 +220,11 @@ pub(crate) fn copy<T: DeviceType>(
         return Ok(());
     }
     let size = size_of::<T>();
-    l.copy_raw(
-        &src.raw,
-        src_at * size,
-        &mut dst.raw,
-        dst_at * size,
-        len * size,
-    )
+    l.copy_raw(&src.raw, src_at * size, &mut dst.raw, dst_at * size, len * size)
 }
 
 /// Checks `args` and `shape` against `kernel`'s signature table, then launches.
-pub(crate) fn launch(
-    l: &dyn Launcher,
-    kernel: Kernel,
-    shape: &Shape,
-    args: &[Arg<'_>],
-) -> Result<(), BackendError> {
+pub(crate) fn launch(l: &dyn Launcher, kernel: Kernel, shape: &Shape, args: &[Arg<'_>]) -> Result<(), BackendError> {
     check_launch(kernel, shape, args, l.max_dyn_smem())?;
     l.launch_raw(kernel, shape, args)
 }
@@ -299,20 +239,13 @@ pub(crate) fn check_launch(
     let name = kernel.name();
     let params = kernel.params();
     if args.len() != params.len() {
-        return Err(internal(format!(
-            "{name} takes {} arguments, got {}",
-            params.len(),
-            args.len()
-        )));
+        return Err(internal(format!("{name} takes {} arguments, got {}", params.len(), args.len())));
     }
     for (i, ((pname, ty), arg)) in params.iter().zip(args).enumerate() {
         let ok = match (ty, arg) {
             (Ty::In(e) | Ty::Out(e), Arg::Buf { elem, .. }) => e == elem,
             (Ty::OutBits32, Arg::Buf { elem, .. }) => elem.size() == 4,
-            (Ty::I32, Arg::I32(_))
-            | (Ty::I64, Arg::I64(_))
-            | (Ty::U32, Arg::U32(_))
-            | (Ty::F32, Arg::F32(_)) => true,
+            (Ty::I32, Arg::I32(_)) | (Ty::I64, Arg::I64(_)) | (Ty::U32, Arg::U32(_)) | (Ty::F32, Arg::F32(_)) => true,
             _ => false,
         };
         if !ok {
@@ -323,10 +256,7 @@ pub(crate) fn check_launch(
                 Arg::U32(_) => "unsigned int".into(),
                 Arg::F32(_) => "float".into(),
             };
-            return Err(internal(format!(
-                "{name} argument {i} ({pname}) is {}, got {got}",
-                ty.c_type()
-            )));
+            return Err(internal(format!("{name} argument {i} ({pname}) is {}, got {got}", ty.c_type())));
         }
     }
     if let Some(block) = kernel.fixed_block()
@@ -339,15 +269,10 @@ pub(crate) fn check_launch(
     }
     let (gx, gy, gz) = shape.grid;
     if shape.block == 0 || shape.block > 1024 || !shape.block.is_multiple_of(32) {
-        return Err(internal(format!(
-            "{name}: {} threads per block (1..=1024, a multiple of 32)",
-            shape.block
-        )));
+        return Err(internal(format!("{name}: {} threads per block (1..=1024, a multiple of 32)", shape.block)));
     }
     if gx == 0 || gy == 0 || gz == 0 || gx > i32::MAX as u32 || gy > 65535 || gz > 65535 {
-        return Err(internal(format!(
-            "{name}: grid {gx}×{gy}×{gz} outside the device limits"
-        )));
+        return Err(internal(format!("{name}: grid {gx}×{gy}×{gz} outside the device limits")));
     }
     if shape.dyn_smem as usize > max_dyn_smem {
         return Err(internal(format!(
@@ -361,9 +286,7 @@ pub(crate) fn check_launch(
 /// Bytes of dynamic shared memory one block of `kernel` needs for `config`.
 pub(crate) fn dyn_smem_bytes(kernel: Kernel, config: &ModelConfig) -> usize {
     match kernel {
-        Kernel::HstuAttention => {
-            attention_smem_bytes(config.d_qk, config.d_v, config.num_time_buckets)
-        }
+        Kernel::HstuAttention => attention_smem_bytes(config.d_qk, config.d_v, config.num_time_buckets),
         Kernel::ScoreChunkTopk => 4 * config.d_model,
         _ => 0,
     }

@@ -198,17 +198,13 @@ impl CudaBackend {
     }
 
     /// Encodes a jagged batch, in groups of at most MAX_ROWS_PER_LAUNCH rows.
-    pub(crate) fn encode_users(
-        &self,
-        users: &[UserHistory<'_>],
-    ) -> Result<Vec<Vec<f32>>, BackendError> {
+    pub(crate) fn encode_users(&self, users: &[UserHistory<'_>]) -> Result<Vec<Vec<f32>>, BackendError> {
         // Validate everything first, as the CPU engine does.
         let windows = users
             .iter()
             .enumerate()
             .map(|(index, u)| {
-                kept_window(&self.model.config, u.events, u.query_time)
-                    .map_err(|source| BatchError { index, source })
+                kept_window(&self.model.config, u.events, u.query_time).map_err(|source| BatchError { index, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut ws = self.workspace();
@@ -217,19 +213,12 @@ impl CudaBackend {
         while start < users.len() {
             let mut rows = 0;
             let mut end = start;
-            while end < users.len()
-                && (end == start || rows + windows[end].len() <= MAX_ROWS_PER_LAUNCH)
-            {
+            while end < users.len() && (end == start || rows + windows[end].len() <= MAX_ROWS_PER_LAUNCH) {
                 rows += windows[end].len();
                 end += 1;
             }
-            let jobs: Vec<Job<'_>> = (start..end)
-                .map(|i| Job {
-                    events: &windows[i],
-                    query_time: users[i].query_time,
-                    first: 0,
-                })
-                .collect();
+            let jobs: Vec<Job<'_>> =
+                (start..end).map(|i| Job { events: &windows[i], query_time: users[i].query_time, first: 0 }).collect();
             out.extend(self.forward_jobs(&mut ws, &jobs, KvStore::Transient)?);
             start = end;
         }

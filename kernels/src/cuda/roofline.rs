@@ -25,9 +25,7 @@ impl CudaBackend {
         let stream = &cuda.stream;
         let ctx = &cuda.ctx;
         let sms = ctx
-            .attribute(
-                cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-            )
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(dev_err("SM count"))? as u32;
         let sink = alloc::<f32>(cuda, 1)?;
         let (threads, blocks, iters) = (256u32, sms * 8, 4096i32);
@@ -48,28 +46,18 @@ impl CudaBackend {
         let len = 64 << 20; // 256 MiB per buffer
         let src = stream.alloc_zeros::<f32>(len).map_err(dev_err("alloc"))?;
         let mut dst = stream.alloc_zeros::<f32>(len).map_err(dev_err("alloc"))?;
-        stream
-            .memcpy_dtod(&src, &mut dst)
-            .map_err(dev_err("copy"))?;
+        stream.memcpy_dtod(&src, &mut dst).map_err(dev_err("copy"))?;
         let copy_secs = self.time(|| {
             for _ in 0..5 {
-                stream
-                    .memcpy_dtod(&src, &mut dst)
-                    .map_err(dev_err("copy"))?;
+                stream.memcpy_dtod(&src, &mut dst).map_err(dev_err("copy"))?;
             }
             Ok(())
         })? / 5.0;
-        Ok(Roofs {
-            fma_tflops: flops / secs / 1e12,
-            copy_gbps: 2.0 * 4.0 * len as f64 / copy_secs / 1e9,
-        })
+        Ok(Roofs { fma_tflops: flops / secs / 1e12, copy_gbps: 2.0 * 4.0 * len as f64 / copy_secs / 1e9 })
     }
 
     /// Seconds `work` takes on the stream (device events around it).
-    pub fn time(
-        &self,
-        mut work: impl FnMut() -> Result<(), BackendError>,
-    ) -> Result<f64, BackendError> {
+    pub fn time(&self, mut work: impl FnMut() -> Result<(), BackendError>) -> Result<f64, BackendError> {
         let cuda = self.cuda_device()?;
         let stream = &cuda.stream;
         let ctx = &cuda.ctx;
@@ -89,9 +77,9 @@ impl CudaBackend {
     fn cuda_device(&self) -> Result<&CudaLauncher, BackendError> {
         match &self.engine {
             Engine::Cuda(c) => Ok(c),
-            Engine::Emu(_) => Err(BackendError::InvalidCall(
-                "device timing needs a GPU; this backend is cuda-emu".into(),
-            )),
+            Engine::Emu(_) => {
+                Err(BackendError::InvalidCall("device timing needs a GPU; this backend is cuda-emu".into()))
+            }
         }
     }
 }

@@ -90,13 +90,7 @@ pub(crate) enum Source {
 }
 
 /// Every source file.
-pub(crate) const SOURCES: [Source; 5] = [
-    Source::Rows,
-    Source::Gemm,
-    Source::Attention,
-    Source::Topk,
-    Source::Roofline,
-];
+pub(crate) const SOURCES: [Source; 5] = [Source::Rows, Source::Gemm, Source::Attention, Source::Topk, Source::Roofline];
 
 impl Source {
     /// The file name beside this module.
@@ -193,9 +187,7 @@ impl Kernel {
     /// The file that defines it.
     pub(crate) const fn source(self) -> Source {
         match self {
-            Kernel::EmbedRows | Kernel::ScatterKv | Kernel::L2normRows | Kernel::FillU32 => {
-                Source::Rows
-            }
+            Kernel::EmbedRows | Kernel::ScatterKv | Kernel::L2normRows | Kernel::FillU32 => Source::Rows,
             Kernel::LnGemmSilu | Kernel::GatedLnGemmResid => Source::Gemm,
             Kernel::HstuAttention => Source::Attention,
             Kernel::ScoreChunkTopk | Kernel::TopkMerge => Source::Topk,
@@ -227,13 +219,9 @@ impl Kernel {
                 ("rows", Ty::I32),
                 ("cache", Ty::Out(F32)),
             ],
-            Kernel::L2normRows => &[
-                ("x", Ty::In(F32)),
-                ("d", Ty::I32),
-                ("row", Ty::In(I32)),
-                ("users", Ty::I32),
-                ("out", Ty::Out(F32)),
-            ],
+            Kernel::L2normRows => {
+                &[("x", Ty::In(F32)), ("d", Ty::I32), ("row", Ty::In(I32)), ("users", Ty::I32), ("out", Ty::Out(F32))]
+            }
             Kernel::FillU32 => &[("dst", Ty::OutBits32), ("n", Ty::I64), ("value", Ty::U32)],
             Kernel::LnGemmSilu => &[
                 ("A", Ty::In(F32)),
@@ -301,12 +289,7 @@ impl Kernel {
                 ("out_score", Ty::Out(F32)),
                 ("out_id", Ty::Out(U32)),
             ],
-            Kernel::FmaPeak => &[
-                ("out", Ty::Out(F32)),
-                ("iters", Ty::I32),
-                ("a", Ty::F32),
-                ("b", Ty::F32),
-            ],
+            Kernel::FmaPeak => &[("out", Ty::Out(F32)), ("iters", Ty::I32), ("a", Ty::F32), ("b", Ty::F32)],
         }
     }
 

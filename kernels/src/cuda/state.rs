@@ -80,20 +80,10 @@ struct Prepared<'s> {
 impl CudaBackend {
     /// Encodes a user from scratch and keeps their keys/values on the device.
     /// Returns the state and the L2-normalised embedding.
-    pub fn new_state(
-        &self,
-        events: &[Event],
-        query_time: i64,
-    ) -> Result<(CudaEncoderState, Vec<f32>), BackendError> {
+    pub fn new_state(&self, events: &[Event], query_time: i64) -> Result<(CudaEncoderState, Vec<f32>), BackendError> {
         let window = kept_window(&self.model.config, events, query_time).map_err(input_error)?;
         let kv = alloc::<f32>(self.launcher(), self.state_len())?;
-        let mut state = CudaEncoderState {
-            events: window,
-            query_time,
-            kv,
-            owner: self.id,
-            stale: false,
-        };
+        let mut state = CudaEncoderState { events: window, query_time, kv, owner: self.id, stale: false };
         let embedding = self.run_state(&mut state, 0)?;
         Ok((state, embedding))
     }
@@ -122,21 +112,14 @@ impl CudaBackend {
         &self,
         requests: Vec<(&mut CudaEncoderState, &[Event], i64)>,
     ) -> Vec<Result<Vec<f32>, BackendError>> {
-        let mut results: Vec<Option<Result<Vec<f32>, BackendError>>> =
-            (0..requests.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Result<Vec<f32>, BackendError>>> = (0..requests.len()).map(|_| None).collect();
         let mut ready = Vec::new();
         for (index, (state, new_events, query_time)) in requests.into_iter().enumerate() {
             match self.prepare(state, new_events, query_time) {
                 Ok((window, first)) => {
                     let old_events = std::mem::replace(&mut state.events, window);
                     let old_query_time = std::mem::replace(&mut state.query_time, query_time);
-                    ready.push(Prepared {
-                        index,
-                        state,
-                        first,
-                        old_events,
-                        old_query_time,
-                    });
+                    ready.push(Prepared { index, state, first, old_events, old_query_time });
                 }
                 Err(e) => results[index] = Some(Err(e)),
             }
@@ -172,25 +155,17 @@ impl CudaBackend {
                         p.state.events = std::mem::take(&mut p.old_events);
                         p.state.query_time = p.old_query_time;
                         p.state.stale = true;
-                        results[p.index] = Some(Err(BackendError::Device {
-                            backend: self.name_static(),
-                            message: message.clone(),
-                        }));
+                        results[p.index] =
+                            Some(Err(BackendError::Device { backend: self.name_static(), message: message.clone() }));
                     }
                 }
             }
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(self.no_result())))
-            .collect()
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(self.no_result()))).collect()
     }
 
     fn no_result(&self) -> BackendError {
-        BackendError::Device {
-            backend: self.name_static(),
-            message: "an append returned no embedding".into(),
-        }
+        BackendError::Device { backend: self.name_static(), message: "an append returned no embedding".into() }
     }
 
     /// Validates an append and returns the new window and its first row to
@@ -205,14 +180,9 @@ impl CudaBackend {
         let mut new_sorted = new_events.to_vec();
         new_sorted.sort_by_key(|e| e.ts);
         let newest_kept = state.events.last().map_or(i64::MIN, |e| e.ts);
-        let last_ts = new_sorted
-            .last()
-            .map_or(newest_kept, |e| e.ts.max(newest_kept));
+        let last_ts = new_sorted.last().map_or(newest_kept, |e| e.ts.max(newest_kept));
         if query_time < last_ts {
-            return Err(input_error(InputError::QueryBeforeLastEvent {
-                query_time,
-                last_ts,
-            }));
+            return Err(input_error(InputError::QueryBeforeLastEvent { query_time, last_ts }));
         }
         let n_old = state.events.len();
         let in_order = new_sorted.first().is_none_or(|e| e.ts >= newest_kept);
@@ -267,24 +237,13 @@ impl CudaBackend {
         // Stage the cached rows 0..first of every user (layer by layer).
         for (u, p) in group.iter().enumerate() {
             for layer in 0..c.num_layers {
-                copy(
-                    l,
-                    &p.state.kv,
-                    layer * slot,
-                    buf,
-                    (layer * b + u) * slot,
-                    p.first * width,
-                )?;
+                copy(l, &p.state.kv, layer * slot, buf, (layer * b + u) * slot, p.first * width)?;
             }
         }
         let embeddings = {
             let jobs: Vec<Job<'_>> = group
                 .iter()
-                .map(|p| Job {
-                    events: &p.state.events,
-                    query_time: p.state.query_time,
-                    first: p.first,
-                })
+                .map(|p| Job { events: &p.state.events, query_time: p.state.query_time, first: p.first })
                 .collect();
             self.forward_jobs(ws, &jobs, KvStore::Slots(buf))?
         };
@@ -293,30 +252,15 @@ impl CudaBackend {
             let (first, n) = (p.first, p.state.events.len());
             for layer in 0..c.num_layers {
                 let at = first * width;
-                copy(
-                    l,
-                    buf,
-                    (layer * b + u) * slot + at,
-                    &mut p.state.kv,
-                    layer * slot + at,
-                    (n - first) * width,
-                )?;
+                copy(l, buf, (layer * b + u) * slot + at, &mut p.state.kv, layer * slot + at, (n - first) * width)?;
             }
             p.state.stale = false;
         }
         Ok(embeddings)
     }
 
-    fn run_state(
-        &self,
-        state: &mut CudaEncoderState,
-        first: usize,
-    ) -> Result<Vec<f32>, BackendError> {
-        let job = Job {
-            events: &state.events,
-            query_time: state.query_time,
-            first,
-        };
+    fn run_state(&self, state: &mut CudaEncoderState, first: usize) -> Result<Vec<f32>, BackendError> {
+        let job = Job { events: &state.events, query_time: state.query_time, first };
         let mut ws = self.workspace();
         let mut out = self.forward_jobs(&mut ws, &[job], KvStore::Slots(&state.kv))?;
         state.stale = false;

@@ -16,8 +16,7 @@ fn emu(d: usize, items: usize) -> CudaBackend {
     let mut c = ModelConfig::research(items, d, 1, 1, d, 8);
     c.d_v = d;
     let model = Model::random(c, 1).expect("valid model");
-    CudaBackend::emulated(Arc::new(model))
-        .expect("the emulator builds with the system C++ compiler")
+    CudaBackend::emulated(Arc::new(model)).expect("the emulator builds with the system C++ compiler")
 }
 
 #[test]
@@ -39,82 +38,21 @@ fn launches_that_do_not_match_the_signature_table_are_refused() {
     let i = alloc::<i32>(l, 16).unwrap();
     let s = Shape::cover(16, ROWS_THREADS);
     // Right: fill_u32 takes any 4-byte buffer.
-    check_launch(
-        Kernel::FillU32,
-        &s,
-        &[f.arg(), Arg::I64(16), Arg::U32(0)],
-        1 << 16,
-    )
-    .unwrap();
-    let wrong_count =
-        check_launch(Kernel::FillU32, &s, &[f.arg(), Arg::I64(16)], 1 << 16).unwrap_err();
-    assert!(
-        wrong_count.to_string().contains("takes 3 arguments"),
-        "{wrong_count}"
-    );
-    let wrong_scalar = check_launch(
-        Kernel::FillU32,
-        &s,
-        &[f.arg(), Arg::I32(16), Arg::U32(0)],
-        1 << 16,
-    )
-    .unwrap_err();
-    assert!(
-        wrong_scalar
-            .to_string()
-            .contains("argument 1 (n) is long long"),
-        "{wrong_scalar}"
-    );
-    let args = [
-        i.arg(),
-        Arg::I32(4),
-        i.arg(),
-        Arg::I32(1),
-        Arg::I32(4),
-        Arg::I32(4),
-        f.arg(),
-        Arg::I32(4),
-    ];
-    let wrong_elem = check_launch(
-        Kernel::LnGemmSilu,
-        &Shape::new((1, 1, 1), GEMM_THREADS),
-        &args,
-        1 << 16,
-    )
-    .unwrap_err();
-    assert!(
-        wrong_elem
-            .to_string()
-            .contains("argument 0 (A) is const float*"),
-        "{wrong_elem}"
-    );
-    let args = [
-        f.arg(),
-        Arg::I32(4),
-        f.arg(),
-        Arg::I32(1),
-        Arg::I32(4),
-        Arg::I32(4),
-        f.arg(),
-        Arg::I32(4),
-    ];
-    let wrong_block = check_launch(
-        Kernel::LnGemmSilu,
-        &Shape::new((1, 1, 1), 128),
-        &args,
-        1 << 16,
-    )
-    .unwrap_err();
-    assert!(
-        wrong_block.to_string().contains("written for 256 threads"),
-        "{wrong_block}"
-    );
+    check_launch(Kernel::FillU32, &s, &[f.arg(), Arg::I64(16), Arg::U32(0)], 1 << 16).unwrap();
+    let wrong_count = check_launch(Kernel::FillU32, &s, &[f.arg(), Arg::I64(16)], 1 << 16).unwrap_err();
+    assert!(wrong_count.to_string().contains("takes 3 arguments"), "{wrong_count}");
+    let wrong_scalar = check_launch(Kernel::FillU32, &s, &[f.arg(), Arg::I32(16), Arg::U32(0)], 1 << 16).unwrap_err();
+    assert!(wrong_scalar.to_string().contains("argument 1 (n) is long long"), "{wrong_scalar}");
+    let args = [i.arg(), Arg::I32(4), i.arg(), Arg::I32(1), Arg::I32(4), Arg::I32(4), f.arg(), Arg::I32(4)];
+    let wrong_elem =
+        check_launch(Kernel::LnGemmSilu, &Shape::new((1, 1, 1), GEMM_THREADS), &args, 1 << 16).unwrap_err();
+    assert!(wrong_elem.to_string().contains("argument 0 (A) is const float*"), "{wrong_elem}");
+    let args = [f.arg(), Arg::I32(4), f.arg(), Arg::I32(1), Arg::I32(4), Arg::I32(4), f.arg(), Arg::I32(4)];
+    let wrong_block = check_launch(Kernel::LnGemmSilu, &Shape::new((1, 1, 1), 128), &args, 1 << 16).unwrap_err();
+    assert!(wrong_block.to_string().contains("written for 256 threads"), "{wrong_block}");
     let mut big = Shape::new((1, 1, 1), GEMM_THREADS);
     big.dyn_smem = 1 << 20;
-    assert!(
-        check_launch(Kernel::LnGemmSilu, &big, &args, 1 << 16).is_err(),
-        "too much shared memory"
-    );
+    assert!(check_launch(Kernel::LnGemmSilu, &big, &args, 1 << 16).is_err(), "too much shared memory");
 }
 
 #[test]
@@ -123,35 +61,16 @@ fn kernels_trap_on_a_block_size_they_are_not_written_for() {
     let l = b.launcher();
     let f = upload_new(l, &[1.0f32; 64]).unwrap();
     let out = alloc::<f32>(l, 64).unwrap();
-    let args = [
-        f.arg(),
-        Arg::I32(8),
-        f.arg(),
-        Arg::I32(8),
-        Arg::I32(8),
-        Arg::I32(8),
-        out.arg(),
-        Arg::I32(8),
-    ];
+    let args = [f.arg(), Arg::I32(8), f.arg(), Arg::I32(8), Arg::I32(8), Arg::I32(8), out.arg(), Arg::I32(8)];
     // Past the signature check, straight to the emulated device.
-    let err = l
-        .launch_raw(Kernel::LnGemmSilu, &Shape::new((1, 1, 1), 128), &args)
-        .unwrap_err();
+    let err = l.launch_raw(Kernel::LnGemmSilu, &Shape::new((1, 1, 1), 128), &args).unwrap_err();
     assert!(err.to_string().contains("__trap()"), "{err}");
-    l.launch_raw(
-        Kernel::LnGemmSilu,
-        &Shape::new((1, 1, 1), GEMM_THREADS),
-        &args,
-    )
-    .unwrap();
+    l.launch_raw(Kernel::LnGemmSilu, &Shape::new((1, 1, 1), GEMM_THREADS), &args).unwrap();
 }
 
 /// The CPU's order of a candidate list.
 fn cpu_order(cands: &[(f32, u32)], k: usize) -> Vec<(u32, u32)> {
-    let mut v: Vec<Scored> = cands
-        .iter()
-        .map(|&(score, item)| Scored { item, score })
-        .collect();
+    let mut v: Vec<Scored> = cands.iter().map(|&(score, item)| Scored { item, score }).collect();
     v.sort_by(better);
     v.truncate(k);
     v.iter().map(|s| (s.score.to_bits(), s.item)).collect()
@@ -197,21 +116,8 @@ fn top_k_merge_orders_nan_signed_zero_and_ties_as_the_cpu_does() {
     let groups = count.div_ceil(TOPK_CHUNK as usize);
     let s_out = alloc::<f32>(l, 2 * groups * k).unwrap();
     let i_out = alloc::<u32>(l, 2 * groups * k).unwrap();
-    let args = [
-        s_in.arg(),
-        i_in.arg(),
-        Arg::I32(count as i32),
-        Arg::I32(k as i32),
-        s_out.arg(),
-        i_out.arg(),
-    ];
-    launch(
-        l,
-        Kernel::TopkMerge,
-        &Shape::new((groups as u32, 2, 1), TOPK_THREADS),
-        &args,
-    )
-    .unwrap();
+    let args = [s_in.arg(), i_in.arg(), Arg::I32(count as i32), Arg::I32(k as i32), s_out.arg(), i_out.arg()];
+    launch(l, Kernel::TopkMerge, &Shape::new((groups as u32, 2, 1), TOPK_THREADS), &args).unwrap();
     let got_s = download(l, &s_out, 0, 2 * groups * k).unwrap();
     let got_i = download(l, &i_out, 0, 2 * groups * k).unwrap();
     for u in 0..2 {
@@ -221,9 +127,7 @@ fn top_k_merge_orders_nan_signed_zero_and_ties_as_the_cpu_does() {
             let cands: Vec<(f32, u32)> = (lo..hi).map(|c| (scores[c], ids[c])).collect();
             let want = cpu_order(&cands, k);
             let at = (u * groups + g) * k;
-            let got: Vec<(u32, u32)> = (at..at + k)
-                .map(|t| (got_s[t].to_bits(), got_i[t]))
-                .collect();
+            let got: Vec<(u32, u32)> = (at..at + k).map(|t| (got_s[t].to_bits(), got_i[t])).collect();
             assert_eq!(got, want, "user {u} group {g}");
         }
     }
@@ -238,12 +142,7 @@ fn overrun_child() {
     let l = b.launcher();
     let buf = alloc::<u32>(l, 1000).unwrap();
     // Signature and shape are fine; only the length lies.
-    let _ = launch(
-        l,
-        Kernel::FillU32,
-        &Shape::cover(1001, ROWS_THREADS),
-        &[buf.arg(), Arg::I64(1001), Arg::U32(7)],
-    );
+    let _ = launch(l, Kernel::FillU32, &Shape::cover(1001, ROWS_THREADS), &[buf.arg(), Arg::I64(1001), Arg::U32(7)]);
     eprintln!("overrun_child: the write past the end did not fault");
 }
 
@@ -254,33 +153,16 @@ fn an_overrun_of_a_buffer_faults() {
     let b = emu(8, 10);
     let l = b.launcher();
     let buf = alloc::<u32>(l, 1000).unwrap();
-    launch(
-        l,
-        Kernel::FillU32,
-        &Shape::cover(1000, ROWS_THREADS),
-        &[buf.arg(), Arg::I64(1000), Arg::U32(7)],
-    )
-    .unwrap();
+    launch(l, Kernel::FillU32, &Shape::cover(1000, ROWS_THREADS), &[buf.arg(), Arg::I64(1000), Arg::U32(7)]).unwrap();
     assert!(download(l, &buf, 0, 1000).unwrap().iter().all(|&v| v == 7));
     // One past the end: the guard page faults.
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "cuda::tests::overrun_child",
-            "--test-threads=1",
-            "--nocapture",
-        ])
+        .args(["--ignored", "--exact", "cuda::tests::overrun_child", "--test-threads=1", "--nocapture"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.signal(),
-        Some(libc::SIGSEGV),
-        "status {:?}, stderr: {stderr}",
-        out.status
-    );
+    assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "status {:?}, stderr: {stderr}", out.status);
 }
 
 #[test]

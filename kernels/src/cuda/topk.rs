@@ -35,11 +35,7 @@ impl CudaBackend {
         }
         if k > MAX_DEVICE_K {
             // Beyond what the block sort can merge: the exact CPU path.
-            return Ok(embeddings
-                .iter()
-                .enumerate()
-                .map(|(i, e)| top_k(&self.model, e, k, excl_of(i)))
-                .collect());
+            return Ok(embeddings.iter().enumerate().map(|(i, e)| top_k(&self.model, e, k, excl_of(i))).collect());
         }
         let v = self.model.config.num_items;
         let chunks = v.div_ceil(CHUNK);
@@ -48,11 +44,7 @@ impl CudaBackend {
         let mut out = Vec::with_capacity(embeddings.len());
         for start in (0..embeddings.len()).step_by(batch) {
             let end = (start + batch).min(embeddings.len());
-            out.extend(self.top_k_group(
-                &embeddings[start..end],
-                k,
-                &(start..end).map(excl_of).collect::<Vec<_>>(),
-            )?);
+            out.extend(self.top_k_group(&embeddings[start..end], k, &(start..end).map(excl_of).collect::<Vec<_>>())?);
         }
         Ok(out)
     }
@@ -88,15 +80,8 @@ impl CudaBackend {
         let [s0, s1] = &mut ws.cand_score;
         let [i0, i1] = &mut ws.cand_id;
         let (mut score_a, mut id_a) = (&*s0.at_least(l, b * count)?, &*i0.at_least(l, b * count)?);
-        let groups_b = if chunks > 1 && count > k {
-            count.div_ceil(CHUNK) * k
-        } else {
-            k
-        };
-        let (mut score_b, mut id_b) = (
-            &*s1.at_least(l, b * groups_b)?,
-            &*i1.at_least(l, b * groups_b)?,
-        );
+        let groups_b = if chunks > 1 && count > k { count.div_ceil(CHUNK) * k } else { k };
+        let (mut score_b, mut id_b) = (&*s1.at_least(l, b * groups_b)?, &*i1.at_least(l, b * groups_b)?);
         self.poison(score_a, b * count)?;
         self.poison(id_a, b * count)?;
 
@@ -133,14 +118,7 @@ impl CudaBackend {
                 l,
                 Kernel::TopkMerge,
                 &Shape::new((groups as u32, b as u32, 1), TOPK_THREADS),
-                &[
-                    score_a.arg(),
-                    id_a.arg(),
-                    Arg::I32(count as i32),
-                    Arg::I32(k as i32),
-                    score_b.arg(),
-                    id_b.arg(),
-                ],
+                &[score_a.arg(), id_a.arg(), Arg::I32(count as i32), Arg::I32(k as i32), score_b.arg(), id_b.arg()],
             )?;
             std::mem::swap(&mut score_a, &mut score_b);
             std::mem::swap(&mut id_a, &mut id_b);

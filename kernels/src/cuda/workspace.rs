@@ -22,11 +22,7 @@ impl<T: DeviceType> Growable<T> {
     /// The buffer, holding at least `len` elements (contents unspecified).
     /// Under the emulator it holds exactly `len`, so that the guard page
     /// right after it catches a kernel that writes one element too far.
-    pub fn at_least(
-        &mut self,
-        l: &dyn Launcher,
-        len: usize,
-    ) -> Result<&mut DevBuf<T>, BackendError> {
+    pub fn at_least(&mut self, l: &dyn Launcher, len: usize) -> Result<&mut DevBuf<T>, BackendError> {
         let len = len.max(1);
         let exact = l.exact_buffers();
         let refit = match &self.buf {
@@ -37,11 +33,7 @@ impl<T: DeviceType> Growable<T> {
             // Drop first so the old and new buffer never coexist on the device.
             self.buf = None;
             // Round up so a slowly growing workload does not reallocate every call.
-            let cap = if exact {
-                len
-            } else {
-                len.next_power_of_two().max(1024)
-            };
+            let cap = if exact { len } else { len.next_power_of_two().max(1024) };
             self.buf = Some(alloc::<T>(l, cap)?);
         }
         match self.buf.as_mut() {
@@ -163,13 +155,7 @@ impl DeviceWeights {
             + self
                 .layers
                 .iter()
-                .map(|l| {
-                    l.uvqk.bytes()
-                        + l.o_w.bytes()
-                        + l.o_b.bytes()
-                        + l.pos_w.bytes()
-                        + l.ts_w.bytes()
-                })
+                .map(|l| l.uvqk.bytes() + l.o_w.bytes() + l.o_b.bytes() + l.pos_w.bytes() + l.ts_w.bytes())
                 .sum::<usize>()
     }
 }

@@ -82,8 +82,7 @@ pub fn encode(model: &Model, events: &[Event], query_time: i64) -> Vec<f64> {
                         qk += q(i, hd, f) * k(j, hd, f);
                     }
                     let rab = layer.pos_w[big_n - 1 + j - i] as f64
-                        + layer.ts_w[bucket(next_ts - ev[j].ts, c.num_time_buckets, c.time_bucket_div)]
-                            as f64;
+                        + layer.ts_w[bucket(next_ts - ev[j].ts, c.num_time_buckets, c.time_bucket_div)] as f64;
                     let a = silu(c.alpha as f64 * qk + rab) / big_n as f64;
                     for f in 0..dv {
                         o[hd * dv + f] += a * v(j, hd, f);

@@ -69,15 +69,11 @@ impl Plugin for Boost {
     fn columns(config: &Config) -> Result<Vec<String>, Error> {
         let mut columns: Vec<String> = Vec::new();
         for (i, rule) in config.rules.iter().enumerate() {
-            rule.when
-                .check()
-                .map_err(|e| Error(format!("rule {i}: {e}")))?;
+            rule.when.check().map_err(|e| Error(format!("rule {i}: {e}")))?;
             if let Action::Multiply(x) | Action::Add(x) = rule.action
                 && !x.is_finite()
             {
-                return Err(Error(format!(
-                    "rule {i}: the action's number must be finite"
-                )));
+                return Err(Error(format!("rule {i}: the action's number must be finite")));
             }
             if !columns.contains(&rule.when.attribute) {
                 columns.push(rule.when.attribute.clone());
@@ -90,10 +86,7 @@ impl Plugin for Boost {
         // matches[r][i]: rule r holds for candidate i.
         let mut matches = Vec::with_capacity(config.rules.len());
         for (r, rule) in config.rules.iter().enumerate() {
-            let holds = rule
-                .when
-                .evaluate(cands)
-                .map_err(|e| Error(format!("rule {r}: {e}")))?;
+            let holds = rule.when.evaluate(cands).map_err(|e| Error(format!("rule {r}: {e}")))?;
             matches.push(holds);
         }
         // Each rule's reason code, made once (not once per matching item).
@@ -122,21 +115,13 @@ impl Plugin for Boost {
         });
         ranking.sort_by_score();
         let buried = |i: u32| {
-            config
-                .rules
-                .iter()
-                .enumerate()
-                .any(|(r, rule)| rule.action == Action::Bury && matches[r][i as usize])
+            config.rules.iter().enumerate().any(|(r, rule)| rule.action == Action::Bury && matches[r][i as usize])
         };
         ranking.bury(|e| buried(e.index));
         for (r, rule) in config.rules.iter().enumerate() {
             if let Action::Pin(position) = rule.action {
-                let pinned: Vec<u32> = ranking
-                    .entries()
-                    .iter()
-                    .map(|e| e.index)
-                    .filter(|&i| matches[r][i as usize])
-                    .collect();
+                let pinned: Vec<u32> =
+                    ranking.entries().iter().map(|e| e.index).filter(|&i| matches[r][i as usize]).collect();
                 for (k, index) in pinned.into_iter().enumerate() {
                     if let Some(from) = ranking.entries().iter().position(|e| e.index == index) {
                         ranking.move_to(from, position + k);

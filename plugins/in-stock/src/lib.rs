@@ -80,8 +80,7 @@ mod tests {
 
     #[test]
     fn quantity_below_threshold_is_dropped() {
-        let c = Candidates::new(vec![1, 2, 3], vec![0.3, 0.2, 0.1])
-            .with_i64("stock", vec![Some(0), Some(5), Some(2)]);
+        let c = Candidates::new(vec![1, 2, 3], vec![0.3, 0.2, 0.1]).with_i64("stock", vec![Some(0), Some(5), Some(2)]);
         let config = Config { attribute: "stock".into(), min: 3.0, keep_missing: false };
         assert_eq!(InStock::run(&Context::new("t"), &config, &c).unwrap().order(), &[1]);
     }

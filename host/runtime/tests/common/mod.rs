@@ -94,8 +94,7 @@ pub fn random_batch(n: usize, seed: u64) -> CandidateBatch {
     let scores = (0..n).map(|_| rng.unit() as f32).collect();
     let in_stock = (0..n).map(|_| maybe(&mut rng).then(|| rng.below(4) != 0)).collect();
     let price = (0..n).map(|_| maybe(&mut rng).then(|| 5.0 + 100.0 * rng.unit())).collect();
-    let category =
-        (0..n).map(|_| maybe(&mut rng).then(|| CATEGORIES[rng.below(6) as usize].to_owned())).collect();
+    let category = (0..n).map(|_| maybe(&mut rng).then(|| CATEGORIES[rng.below(6) as usize].to_owned())).collect();
     let brand = (0..n).map(|_| maybe(&mut rng).then(|| BRANDS[rng.below(4) as usize].to_owned())).collect();
     CandidateBatch {
         ids,

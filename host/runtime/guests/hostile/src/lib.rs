@@ -81,9 +81,7 @@ impl Plugin for Hostile {
             "stdin_std" => {
                 let mut line = String::new();
                 while line.is_empty() {
-                    std::io::stdin()
-                        .read_line(&mut line)
-                        .map_err(|e| Error(e.to_string()))?;
+                    std::io::stdin().read_line(&mut line).map_err(|e| Error(e.to_string()))?;
                 }
                 Ok(Output::unchanged(cands))
             }
@@ -94,9 +92,7 @@ impl Plugin for Hostile {
             }
             "zeroes_huge" => {
                 let stderr = wasip2::cli::stderr::get_stderr();
-                stderr
-                    .write_zeroes(1 << 40)
-                    .map_err(|e| Error(format!("{e:?}")))?;
+                stderr.write_zeroes(1 << 40).map_err(|e| Error(format!("{e:?}")))?;
                 Ok(Output::unchanged(cands))
             }
             "poll_empty" => {
@@ -123,9 +119,7 @@ impl Plugin for Hostile {
             "oversized" => Ok(Output::from_order((0..n).chain(0..n).collect())),
             "out_of_range" => Ok(Output::from_order(vec![0, n + 7])),
             "duplicate" => Ok(Output::from_order(vec![0, 0])),
-            "nan" => {
-                Ok(Output::from_order((0..n).collect()).with_scores(vec![f32::NAN; n as usize]))
-            }
+            "nan" => Ok(Output::from_order((0..n).collect()).with_scores(vec![f32::NAN; n as usize])),
             "bad_scores_len" => Ok(Output::from_order((0..n).collect()).with_scores(vec![1.0])),
             "panic" => panic!("the hostile plugin panics on purpose"),
             "trap" => {
