@@ -113,7 +113,7 @@ pub fn plugin(command: PluginCommand) -> Result<()> {
 fn local_runtime() -> Result<Runtime> {
     let cache_dir = std::env::temp_dir().join("edgerec-plugin-cache");
     // The server's upload cap, so that a local check accepts exactly what an upload would.
-    let max_upload_bytes = crate::server::config::ServerConfig::default().max_plugin_bytes;
+    let max_upload_bytes = edgerec_server::config::ServerConfig::default().max_plugin_bytes;
     Runtime::new(RuntimeConfig { cache_dir: Some(cache_dir), max_upload_bytes, ..RuntimeConfig::default() })
         .context("starting the plugin runtime")
 }
@@ -137,7 +137,7 @@ pub fn check_file(file: &Path, config: Option<&Path>) -> Result<()> {
     let runtime = local_runtime()?;
     let plugin = compile(&runtime, file)?;
     println!("{}: a component of the edgerec:plugin@0.1.0 `plugin` world", file.display());
-    let cap = crate::server::config::ServerConfig::default().max_plugin_bytes;
+    let cap = edgerec_server::config::ServerConfig::default().max_plugin_bytes;
     println!("  size:          {} bytes (a server's default upload cap: {} MiB)", plugin.size(), cap >> 20);
     if plugin.size() > cap {
         println!(

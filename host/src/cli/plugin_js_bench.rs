@@ -169,7 +169,7 @@ fn measure(
 pub fn bench_js(file: &Path, candidates: usize, iterations: usize) -> Result<()> {
     let js_bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     // No disk cache: the compile column is Cranelift's real time.
-    let max_upload_bytes = crate::server::config::ServerConfig::default().max_plugin_bytes;
+    let max_upload_bytes = edgerec_server::config::ServerConfig::default().max_plugin_bytes;
     let runtime = Runtime::new(RuntimeConfig { max_upload_bytes, ..RuntimeConfig::default() }).context("runtime")?;
     let started = Instant::now();
     let rust = runtime.compile_named(Some("boost"), first_party::BOOST).context("compiling the Rust boost")?;
