@@ -184,9 +184,11 @@ impl AppState {
         }
     }
 
-    /// Marks a stored tenant that could not load: its routes answer 503 with `reason`.
-    pub fn insert_unavailable(&self, name: &str, reason: String) {
-        self.keys.write().unwrap_or_else(PoisonError::into_inner).retain(|_, owner| owner != name);
+    /// Marks a stored tenant that could not load: its routes answer 503 with
+    /// `reason` (its keys still identify it, so its clients learn why).
+    pub fn insert_unavailable(&self, record: &TenantRecord, reason: String) {
+        let name = record.name.as_str();
+        self.set_tenant_keys(name, &record.keys);
         self.tenants
             .write()
             .unwrap_or_else(PoisonError::into_inner)

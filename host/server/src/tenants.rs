@@ -97,7 +97,7 @@ pub fn load_all(app: &AppState) -> anyhow::Result<()> {
             }
             Err(reason) => {
                 tracing::error!(tenant = %name, %reason, "tenant unavailable: it could not be loaded; the others serve");
-                app.insert_unavailable(&name, reason);
+                app.insert_unavailable(&record, reason);
             }
         }
     }
