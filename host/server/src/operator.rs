@@ -274,14 +274,34 @@ pub struct PipelineHistory {
 pub async fn put_pipeline(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
-    ApiJson(request): ApiJson<PutPipeline>,
+    ApiJson(mut raw): ApiJson<serde_json::Value>,
 ) -> Result<Json<PipelineRecord>, ApiError> {
+    integral_limits(&mut raw);
+    let request: PutPipeline = serde_json::from_value(raw).map_err(|e| {
+        ApiError::new(
+            super::error::ErrorCode::MalformedJson,
+            format!("the body is not the pipeline this route expects: {e}; see /openapi.json for the shape"),
+        )
+    })?;
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
         tenants::activate(&app, &tenant, request.stages)
     })
     .await?;
     Ok(Json(record))
+}
+
+/// Writes `limits` numbers like `178.0` as the integers JSON Schema says they
+/// are, so that the runtime's integer fields accept them.
+fn integral_limits(raw: &mut serde_json::Value) {
+    let Some(stages) = raw.get_mut("stages").and_then(serde_json::Value::as_array_mut) else { return };
+    for limits in stages.iter_mut().filter_map(|s| s.get_mut("limits")).filter_map(serde_json::Value::as_object_mut) {
+        for value in limits.values_mut() {
+            if let Some(f) = value.as_f64().filter(|f| value.is_f64() && f.fract() == 0.0 && *f >= 0.0 && *f < 1.8e19) {
+                *value = serde_json::Value::from(f as u64);
+            }
+        }
+    }
 }
 
 /// The active pipeline and its history.

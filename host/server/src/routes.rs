@@ -98,6 +98,14 @@ pub fn with_config(openapi: &utoipa::openapi::OpenApi, app: &AppState) -> serde_
             {"type": "array", "maxItems": storefront::MAX_ATTRIBUTE_LIST_LEN, "items": text(storefront::MAX_ATTRIBUTE_LIST_STRING_LEN)},
         ]},
     });
+    // POST …/events needs each event's user_id (a recommend's events do not).
+    let mut posted = schemas["EventIn"].clone();
+    posted["properties"]["user_id"] = json!({"type": "string", "minLength": 1, "maxLength": storefront::MAX_ID_LEN});
+    if let Some(required) = posted["required"].as_array_mut() {
+        required.push("user_id".into());
+    }
+    schemas["PostedEvent"] = posted;
+    schemas["EventsRequest"]["properties"]["events"]["items"] = json!({"$ref": "#/components/schemas/PostedEvent"});
     let maxima = super::pipeline::stage_maxima(&app.config);
     let bounded = |min: u64, max: u64| json!({"type": "integer", "format": "int64", "minimum": min, "maximum": max});
     schemas["StageSpec"]["properties"]["limits"] = json!({

@@ -139,7 +139,7 @@ pub struct StageSpec {
     /// Plugin name (uploaded to this tenant).
     pub plugin: String,
     /// Plugin version; absent in a request = the latest.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::integral::optional")]
     pub version: Option<u32>,
     /// The stage's configuration, handed to the plugin.
     #[serde(default)]

@@ -47,6 +47,7 @@ pub const MAX_ITEMS: usize = 1000;
 pub struct RecommendRequest {
     /// The shopper; their stored events join the request's.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub user_id: Option<String>,
     /// Recent events not (yet) posted, external item ids (at most 1000).
     #[serde(default)]
@@ -300,7 +301,8 @@ pub struct UpsertResponse {
 
 /// The `Idempotency-Key` header, checked.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    // An empty header is no key (the document allows it; nothing to dedupe by).
+    let Some(value) = headers.get("idempotency-key").filter(|v| !v.is_empty()) else { return Ok(None) };
     let key = value.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?.to_string();
     check_id("Idempotency-Key", &key)?;
     Ok(Some(key))
@@ -359,6 +361,7 @@ pub async fn post_events(
 #[serde(deny_unknown_fields)]
 pub struct CatalogItem {
     /// External item id.
+    #[schema(min_length = 1, max_length = 256)]
     pub id: String,
     /// Attributes (the typed columns plugins read): numbers, booleans, strings, lists of strings.
     #[schema(value_type = Object)]
