@@ -27,8 +27,10 @@ pub enum ErrorCode {
     TenantUnavailable,
     /// An item neither the model nor the catalog knows (404).
     UnknownItem,
-    /// No plugin, plugin version or key of that name (404).
+    /// No plugin or plugin version of that name (404).
     UnknownPlugin,
+    /// The tenant has no API key of that id (404).
+    UnknownKey,
     /// No such route (404).
     UnknownRoute,
     /// The route does not take this method (405).
@@ -61,7 +63,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documents and tests.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::BadRequest,
         ErrorCode::MalformedJson,
         ErrorCode::PayloadTooLarge,
@@ -71,6 +73,7 @@ impl ErrorCode {
         ErrorCode::TenantUnavailable,
         ErrorCode::UnknownItem,
         ErrorCode::UnknownPlugin,
+        ErrorCode::UnknownKey,
         ErrorCode::UnknownRoute,
         ErrorCode::MethodNotAllowed,
         ErrorCode::InvalidPlugin,
@@ -99,6 +102,7 @@ impl ErrorCode {
             ErrorCode::TenantUnavailable => "tenant_unavailable",
             ErrorCode::UnknownItem => "unknown_item",
             ErrorCode::UnknownPlugin => "unknown_plugin",
+            ErrorCode::UnknownKey => "unknown_key",
             ErrorCode::UnknownRoute => "unknown_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::InvalidPlugin => "invalid_plugin",
@@ -130,6 +134,7 @@ impl ErrorCode {
             ErrorCode::UnknownTenant
             | ErrorCode::UnknownItem
             | ErrorCode::UnknownPlugin
+            | ErrorCode::UnknownKey
             | ErrorCode::UnknownRoute
             | ErrorCode::UnknownModel
             | ErrorCode::EmptyHistory => StatusCode::NOT_FOUND,

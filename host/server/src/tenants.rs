@@ -142,7 +142,7 @@ pub fn revoke_key(app: &AppState, tenant: &Tenant, id: &str) -> Result<(), ApiEr
     record.keys.retain(|k| k.id != id);
     if record.keys.len() == before {
         return Err(ApiError::new(
-            ErrorCode::UnknownPlugin,
+            ErrorCode::UnknownKey,
             format!("tenant {:?} has no key {id:?}; list its keys with GET …/keys", record.name),
         ));
     }
