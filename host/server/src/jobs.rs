@@ -76,8 +76,11 @@ where
     P: Send + 'static,
 {
     tokio::task::spawn_blocking(move || {
-        let _running = Running::enter(kind);
+        let running = Running::enter(kind);
         let result = span.in_scope(work);
+        // Leave the gauge before the permits let the next job in, or the
+        // two overlap in the count and the peak reads one over the bound.
+        drop(running);
         drop(permits);
         result
     })
