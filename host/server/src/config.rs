@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use edgerec_kernels::BackendChoice;
 use serde::Deserialize;
 
 /// Prefix of the environment variable that overrides a key (`EDGEREC_SERVE_LISTEN`).
@@ -61,6 +62,21 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "86400",
         "event timestamps more than this many seconds ahead of the server clock are refused with 400",
     ),
+    (
+        "backend",
+        "\"auto\"",
+        "engine that encodes and scores: `auto` (CUDA when it loads, else the CPU; the log says which and why), `cpu`, `cuda`, or `cuda-emu` (the CUDA kernels on the CPU emulator: tests only, slow); a tenant may override it",
+    ),
+    (
+        "max_batch",
+        "32",
+        "recommends of one tenant encoded and scored together in one backend call (1 = no batching: each request on its own)",
+    ),
+    (
+        "max_wait_us",
+        "0",
+        "how long a recommend may wait for others to batch with (0 = batch only what is already queued: no added latency)",
+    ),
 ];
 
 /// The resolved configuration of `edgerec serve`.
@@ -113,6 +129,19 @@ pub struct ServerConfig {
     pub tenant_max_in_flight: usize,
     /// Largest accepted lead of an event timestamp over the server clock, in seconds.
     pub max_future_skew_s: i64,
+    /// The engine tenants are served with unless their record names another.
+    #[serde(deserialize_with = "backend_choice")]
+    pub backend: BackendChoice,
+    /// Recommends of one tenant batched into one backend call (1 = off).
+    pub max_batch: usize,
+    /// Longest wait of a recommend for company in a batch, in µs.
+    pub max_wait_us: u64,
+}
+
+/// Reads a [`BackendChoice`] from its name (`auto`, `cpu`, `cuda`, `cuda-emu`).
+pub fn backend_choice<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BackendChoice, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map_err(serde::de::Error::custom)
 }
 
 impl Default for ServerConfig {
@@ -141,6 +170,9 @@ impl Default for ServerConfig {
             tenant_write_rate: 200,
             tenant_max_in_flight: 32,
             max_future_skew_s: 86_400,
+            backend: BackendChoice::Auto,
+            max_batch: 32,
+            max_wait_us: 0,
         }
     }
 }
@@ -187,6 +219,11 @@ impl ServerConfig {
         anyhow::ensure!(self.body_read_timeout_ms > 0, "body_read_timeout_ms must be positive");
         anyhow::ensure!(self.tenant_max_in_flight > 0, "tenant_max_in_flight must be at least 1");
         anyhow::ensure!(self.max_future_skew_s >= 0, "max_future_skew_s must not be negative");
+        anyhow::ensure!(self.max_batch > 0, "max_batch must be at least 1 (1 turns batching off)");
+        anyhow::ensure!(
+            self.max_wait_us <= 1_000_000,
+            "max_wait_us must be at most 1000000 (a second); a request should not wait longer for company"
+        );
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be \"text\" or \"json\", not {:?}",
@@ -298,6 +335,9 @@ mod tests {
         tenant_write_rate: u32,
         tenant_max_in_flight: usize,
         max_future_skew_s: i64,
+        backend: String,
+        max_batch: usize,
+        max_wait_us: u64,
     }
 
     impl From<&ServerConfig> for DefaultsView {
@@ -327,6 +367,9 @@ mod tests {
                 tenant_write_rate,
                 tenant_max_in_flight,
                 max_future_skew_s,
+                backend,
+                max_batch,
+                max_wait_us,
             } = c.clone();
             DefaultsView {
                 listen: listen.to_string(),
@@ -352,6 +395,9 @@ mod tests {
                 tenant_write_rate,
                 tenant_max_in_flight,
                 max_future_skew_s,
+                backend: backend.to_string(),
+                max_batch,
+                max_wait_us,
             }
         }
     }

@@ -64,8 +64,14 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
             (vec![record], Some(key))
         }
     };
-    let record =
-        TenantRecord { name: "demo".into(), model: "demo".into(), keys, created_at: now_unix(), legacy_api_key: None };
+    let record = TenantRecord {
+        name: "demo".into(),
+        model: "demo".into(),
+        backend: None,
+        keys,
+        created_at: now_unix(),
+        legacy_api_key: None,
+    };
     tenants::create(app, &operator, record).map_err(|e| fail("create", e))?;
     if let Some(key) = shown {
         println!("demo tenant API key (shown once, store it): {key}");

@@ -45,6 +45,8 @@ pub enum ErrorCode {
     EmptyHistory,
     /// No model directory at the given path (404).
     UnknownModel,
+    /// The backend asked for cannot run on this server (400).
+    BackendUnavailable,
     /// The request conflicts with the current state (409).
     Conflict,
     /// The server is at a concurrency limit (503, `Retry-After`).
@@ -63,7 +65,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documents and tests.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadRequest,
         ErrorCode::MalformedJson,
         ErrorCode::PayloadTooLarge,
@@ -81,6 +83,7 @@ impl ErrorCode {
         ErrorCode::InvalidModel,
         ErrorCode::EmptyHistory,
         ErrorCode::UnknownModel,
+        ErrorCode::BackendUnavailable,
         ErrorCode::Conflict,
         ErrorCode::Overloaded,
         ErrorCode::RateLimited,
@@ -110,6 +113,7 @@ impl ErrorCode {
             ErrorCode::InvalidModel => "invalid_model",
             ErrorCode::EmptyHistory => "empty_history",
             ErrorCode::UnknownModel => "unknown_model",
+            ErrorCode::BackendUnavailable => "backend_unavailable",
             ErrorCode::Conflict => "conflict",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::RateLimited => "rate_limited",
@@ -127,7 +131,8 @@ impl ErrorCode {
             | ErrorCode::MalformedJson
             | ErrorCode::InvalidPlugin
             | ErrorCode::InvalidPipeline
-            | ErrorCode::InvalidModel => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidModel
+            | ErrorCode::BackendUnavailable => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,

@@ -25,6 +25,10 @@ pub struct CreateTenant {
     pub name: String,
     /// `"demo"` (the bundled model) or a model directory on the server (config.json, model.safetensors, items.json).
     pub model: String,
+    /// The engine for this tenant, when not the server's `backend` setting.
+    #[serde(default)]
+    #[schema(pattern = "^(auto|cpu|cuda|cuda-emu)$")]
+    pub backend: Option<String>,
 }
 
 /// A tenant as the operator sees it.
@@ -38,6 +42,8 @@ pub struct TenantView {
     pub created_at: i64,
     /// Items the model knows.
     pub model_items: usize,
+    /// The backend serving it (`cpu`, `cuda`, `cuda-emu`; empty when unavailable).
+    pub backend: String,
     /// Active pipeline version (0 = none).
     pub pipeline_version: u32,
     /// The storefront API key (only in the answer to the creation).
@@ -61,6 +67,7 @@ fn view(tenant: &Tenant) -> TenantView {
         model: tenant.record.model.clone(),
         created_at: tenant.record.created_at,
         model_items: tenant.items.len(),
+        backend: tenant.backend.name().to_string(),
         pipeline_version: tenant.pipeline.load().version,
         api_key: None,
         unavailable: None,
@@ -89,6 +96,7 @@ pub async fn create_tenant(
     let record = TenantRecord {
         name: request.name.clone(),
         model: request.model,
+        backend: request.backend,
         keys: vec![key_record],
         created_at: now_unix(),
         legacy_api_key: None,
@@ -118,6 +126,7 @@ pub async fn list_tenants(State(app): State<Arc<AppState>>, operator: Operator) 
                 model: String::new(),
                 created_at: 0,
                 model_items: 0,
+                backend: String::new(),
                 pipeline_version: 0,
                 api_key: None,
                 unavailable: Some(reason),

@@ -76,7 +76,7 @@ pub fn with_config(openapi: &utoipa::openapi::OpenApi, app: &AppState) -> serde_
     let schemas = &mut doc["components"]["schemas"];
     schemas["RecommendRequest"]["properties"]["k"]["maximum"] = app.config.max_k.into();
     let latest = super::store::now_unix().saturating_add(app.config.max_future_skew_s);
-    schemas["EventIn"]["properties"]["ts"]["maximum"] = latest.into();
+    schemas["Event"]["properties"]["ts"]["maximum"] = latest.into();
     // Free-form maps, bounded as the handlers bound them (utoipa's derive
     // cannot say this about a `serde_json::Map`).
     let text = |max: usize| json!({"type": "string", "maxLength": max});
@@ -99,7 +99,7 @@ pub fn with_config(openapi: &utoipa::openapi::OpenApi, app: &AppState) -> serde_
         ]},
     });
     // POST …/events needs each event's user_id (a recommend's events do not).
-    let mut posted = schemas["EventIn"].clone();
+    let mut posted = schemas["Event"].clone();
     posted["properties"]["user_id"] = json!({"type": "string", "minLength": 1, "maxLength": storefront::MAX_ID_LEN});
     if let Some(required) = posted["required"].as_array_mut() {
         required.push("user_id".into());

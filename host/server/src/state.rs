@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
 use edgerec_kernels::item_map::ItemMap;
-use edgerec_kernels::{EncoderState, Model};
+use edgerec_kernels::{Backend, BackendState, Model};
 use tokio::sync::Semaphore;
 
 use super::auth::{KeyIndex, Operator};
@@ -19,8 +19,9 @@ use super::store::{Store, TenantRecord};
 
 /// One user's cached encoder state and the embedding of its last encode.
 pub struct CachedUser {
-    /// The state (kept window and per-layer keys/values).
-    pub state: EncoderState,
+    /// The state (kept window and per-layer keys/values), where the
+    /// tenant's backend keeps it (host or device memory).
+    pub state: BackendState,
     /// The embedding at `state.query_time()`.
     pub embedding: Vec<f32>,
 }
@@ -34,14 +35,19 @@ pub struct Tenant {
     pub record: TenantRecord,
     /// The tenant's model.
     pub model: Arc<Model>,
+    /// The engine that encodes and scores for this tenant.
+    pub backend: Arc<dyn Backend>,
+    /// Gathers this tenant's concurrent recommends into backend batches.
+    pub scheduler: super::scheduler::Scheduler,
     /// External ↔ model item ids.
     pub items: Arc<ItemMap>,
     /// The active pipeline; swapped atomically, each request keeps the `Arc` it loaded.
     pub pipeline: ArcSwap<ActivePipeline>,
     /// Serialises pipeline activations and key changes of this tenant.
     pub activation: Arc<tokio::sync::Mutex<()>>,
-    /// This tenant's encoder states: its own byte bound, so that one
-    /// tenant's users never evict another's.
+    /// This tenant's encoder states: its own byte bound (host and device
+    /// bytes together), so that one tenant's users never evict another's;
+    /// an evicted user is encoded from scratch on their next request.
     pub cache: UserCache,
 }
 
@@ -115,7 +121,8 @@ impl AppState {
         moka::sync::Cache::builder()
             .max_capacity(cache_bytes)
             .weigher(|_key: &String, value: &Arc<Mutex<CachedUser>>| {
-                let bytes = value.lock().map_or(0, |u| u.state.size_bytes() + u.embedding.len() * 4);
+                let bytes =
+                    value.lock().map_or(0, |u| u.state.host_bytes() + u.state.device_bytes() + u.embedding.len() * 4);
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .build()

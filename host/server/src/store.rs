@@ -13,9 +13,11 @@ use std::time::Instant;
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::event::Event;
+
 /// Tenants: name → JSON [`TenantRecord`].
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
-/// Events: (tenant, user, sequence) → JSON [`StoredEvent`].
+/// Events: (tenant, user, sequence) → JSON [`Event`], as the client sent it.
 const EVENTS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("events");
 /// Catalog: (tenant, external id) → JSON attributes object.
 const CATALOG: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("catalog");
@@ -43,6 +45,12 @@ pub enum StoreError {
     /// A stored record does not parse.
     #[error("store record: {0}")]
     Record(#[from] serde_json::Error),
+    /// An event to append names no user (the caller checks this first).
+    #[error("event for item {item:?} has no user_id")]
+    NoUser {
+        /// The event's item.
+        item: String,
+    },
 }
 
 macro_rules! from_redb {
@@ -61,6 +69,9 @@ pub struct TenantRecord {
     pub name: String,
     /// `"demo"` (the bundled model) or a model directory on the server.
     pub model: String,
+    /// The backend this tenant is served with, when not the server's `backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
     /// The storefront API keys that are valid, as hashes (never the keys).
     #[serde(default)]
     pub keys: Vec<ApiKeyRecord>,
@@ -81,28 +92,6 @@ pub struct ApiKeyRecord {
     pub sha256: String,
     /// Unix seconds.
     pub created_at: i64,
-}
-
-/// One event as stored (external item id, so it outlives model changes).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StoredEvent {
-    /// External item id.
-    pub item: String,
-    /// Unix seconds.
-    pub ts: i64,
-    /// view, cart, purchase, …
-    pub action: String,
-}
-
-/// An event to append: whose it is, the event, and the client's id for it.
-#[derive(Clone, Debug)]
-pub struct NewEvent {
-    /// The shopper.
-    pub user: String,
-    /// The event.
-    pub event: StoredEvent,
-    /// The client's id of the event (stored once per tenant), if any.
-    pub event_id: Option<String>,
 }
 
 /// What an append did.
@@ -290,7 +279,7 @@ impl Store {
     pub fn append_events(
         &self,
         tenant: &str,
-        events: &[NewEvent],
+        events: &[Event],
         batch_key: Option<&str>,
     ) -> Result<AppendOutcome, StoreError> {
         timed("append_events", || {
@@ -309,8 +298,10 @@ impl Store {
                 let mut table = txn.open_table(EVENTS)?;
                 let mut ids = txn.open_table(EVENT_IDS)?;
                 let mut outcome = AppendOutcome::default();
-                for new in events {
-                    if let Some(id) = &new.event_id {
+                for event in events {
+                    let user =
+                        event.user_id.as_deref().ok_or_else(|| StoreError::NoUser { item: event.item.clone() })?;
+                    if let Some(id) = &event.event_id {
                         if ids.get((tenant, id.as_str()))?.is_some() {
                             outcome.duplicates += 1;
                             continue;
@@ -318,7 +309,7 @@ impl Store {
                         ids.insert((tenant, id.as_str()), seq + 1)?;
                     }
                     seq += 1;
-                    table.insert((tenant, new.user.as_str(), seq), serde_json::to_vec(&new.event)?.as_slice())?;
+                    table.insert((tenant, user, seq), serde_json::to_vec(event)?.as_slice())?;
                     outcome.accepted += 1;
                 }
                 meta.insert("event_seq", seq.to_string().as_str())?;
@@ -333,7 +324,7 @@ impl Store {
     }
 
     /// The user's newest `limit` events by arrival, oldest first.
-    pub fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    pub fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
         timed("recent_events", || {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(EVENTS)?;
@@ -571,8 +562,8 @@ impl Store {
 mod tests {
     use super::*;
 
-    fn event(item: &str, ts: i64) -> StoredEvent {
-        StoredEvent { item: item.into(), ts, action: "view".into() }
+    fn event(item: &str, ts: i64) -> Event {
+        Event { user_id: None, event_id: None, item: item.into(), ts, action: "view".into() }
     }
 
     #[test]
@@ -585,14 +576,17 @@ mod tests {
             store.append_events("a", &[new("u1", event("w", 4))], None).unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.recent_events("a", "u1", 10).unwrap(), vec![event("x", 1), event("w", 4)]);
-        assert_eq!(store.recent_events("a", "u1", 1).unwrap(), vec![event("w", 4)]);
-        assert_eq!(store.recent_events("b", "u1", 10).unwrap(), vec![event("z", 3)]);
+        assert_eq!(
+            store.recent_events("a", "u1", 10).unwrap(),
+            vec![new("u1", event("x", 1)), new("u1", event("w", 4))]
+        );
+        assert_eq!(store.recent_events("a", "u1", 1).unwrap(), vec![new("u1", event("w", 4))]);
+        assert_eq!(store.recent_events("b", "u1", 10).unwrap(), vec![new("u1", event("z", 3))]);
         assert!(store.recent_events("a", "u3", 10).unwrap().is_empty());
     }
 
-    fn new(user: &str, event: StoredEvent) -> NewEvent {
-        NewEvent { user: user.into(), event, event_id: None }
+    fn new(user: &str, event: Event) -> Event {
+        Event { user_id: Some(user.into()), ..event }
     }
 
     #[test]
@@ -608,7 +602,7 @@ mod tests {
         assert!(!store.append_events("b", &batch, Some("batch-1")).unwrap().replayed);
         assert_eq!(store.recent_events("a", "u1", 10).unwrap().len(), 2);
 
-        let with_id = |id: &str, ts| NewEvent { event_id: Some(id.into()), ..new("u2", event("z", ts)) };
+        let with_id = |id: &str, ts| Event { event_id: Some(id.into()), ..new("u2", event("z", ts)) };
         let outcome = store.append_events("a", &[with_id("e1", 5), with_id("e2", 6)], None).unwrap();
         assert_eq!((outcome.accepted, outcome.duplicates), (2, 0));
         let outcome = store.append_events("a", &[with_id("e2", 6), with_id("e3", 7)], None).unwrap();

@@ -14,9 +14,11 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, integral};
 use super::jobs::{self, JobKind};
 use super::pipeline::{self, StageTrace};
 use super::quota::QuotaKind;
-use super::recommend::{self, EventIn};
+use super::recommend;
 use super::state::AppState;
-use super::store::{NewEvent, StoredEvent, now_unix};
+use super::store::now_unix;
+use crate::event::Event;
+use tracing::Instrument;
 
 /// Longest user, item or event id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 256;
@@ -52,7 +54,7 @@ pub struct RecommendRequest {
     /// Recent events not (yet) posted, external item ids (at most 1000).
     #[serde(default)]
     #[schema(max_items = 1000)]
-    pub events: Vec<EventIn>,
+    pub events: Vec<Event>,
     /// How many items to return (1..=max_k, default 10).
     #[serde(default = "default_k", deserialize_with = "integral::required")]
     #[schema(minimum = 1, maximum = 100, format = Int32)]
@@ -110,7 +112,7 @@ fn check_id(kind: &str, id: &str) -> Result<(), ApiError> {
 
 /// Checks one event's sizes and time: no timestamps before 1970 or further
 /// ahead of the server clock than `max_future_skew_s`.
-fn check_event(app: &AppState, event: &EventIn) -> Result<(), ApiError> {
+fn check_event(app: &AppState, event: &Event) -> Result<(), ApiError> {
     check_id("item", &event.item)?;
     if let Some(id) = &event.event_id {
         check_id("event_id", id)?;
@@ -229,15 +231,15 @@ pub async fn recommend(
     }
     // The version is pinned here: a swap during this request does not affect it.
     let active = tenant.pipeline.load_full();
-    let encode_slot = app.encode_slots.clone().acquire_owned().await.map_err(|_| ApiError::overloaded(1))?;
-    let (history, candidates) = {
-        let (app, tenant, user) = (app.clone(), tenant.clone(), user_id.clone());
+    let request = recommend::EncodeRequest { user: user_id.clone(), events, query_time };
+    let recommend::Encoded { history, candidates } = if app.config.max_batch > 1 {
+        tenant.scheduler.submit(tenant.clone(), request, Box::new(held.clone())).instrument(span.clone()).await?
+    } else {
+        let encode_slot = app.encode_slots.clone().acquire_owned().await.map_err(|_| ApiError::overloaded(1))?;
+        let (app, tenant) = (app.clone(), tenant.clone());
         jobs::run(JobKind::Encode, span.clone(), (encode_slot, held.clone()), move || {
-            let user = user.as_deref();
-            let history = recommend::build_history(&app, &tenant, user, &events, query_time)?;
-            let embedding = recommend::encode_user(&tenant, user, &history)?;
-            let candidates = recommend::score(&tenant, &embedding, &history, app.config.candidates);
-            Ok((history, candidates))
+            let mut results = recommend::encode_and_score(&app.store, &tenant, &[request], app.config.candidates);
+            results.pop().unwrap_or_else(|| Err(ApiError::internal("the encode job", "no result")))
         })
         .await?
     };
@@ -276,7 +278,7 @@ pub async fn recommend(
 pub struct EventsRequest {
     /// The events (at most 1000); each needs a `user_id`.
     #[schema(max_items = 1000)]
-    pub events: Vec<EventIn>,
+    pub events: Vec<Event>,
 }
 
 /// Answer of `POST …/events`.
@@ -325,24 +327,20 @@ pub async fn post_events(
     let quota = app.quotas.admit(&tenant.record.name, QuotaKind::Write)?;
     let batch_key = idempotency_key(&headers)?;
     check_count("events", request.events.len(), MAX_EVENTS)?;
-    let mut rows = Vec::with_capacity(request.events.len());
-    for event in request.events {
-        check_event(&app, &event)?;
+    let rows = request.events;
+    for event in &rows {
+        check_event(&app, event)?;
         let user = event
             .user_id
+            .as_deref()
             .ok_or_else(|| ApiError::bad_request(format!("event for item {:?} has no user_id", event.item)))?;
-        check_id("user_id", &user)?;
-        rows.push(NewEvent {
-            user,
-            event: StoredEvent { item: event.item, ts: event.ts, action: event.action },
-            event_id: event.event_id,
-        });
+        check_id("user_id", user)?;
     }
     let app2 = app.clone();
     let outcome = jobs::run(JobKind::Write, tracing::Span::current(), quota, move || {
         let name = &tenant.record.name;
         for row in &rows {
-            let item = &row.event.item;
+            let item = &row.item;
             if tenant.items.internal(item).is_none() && app2.store.item(name, item)?.is_none() {
                 return Err(ApiError::unknown_item(item));
             }

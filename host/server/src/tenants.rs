@@ -5,12 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use edgerec_kernels::Model;
 use edgerec_kernels::item_map::ItemMap;
+use edgerec_kernels::{Backend, BackendChoice, Model};
 
 use super::auth::{Operator, new_key_id, new_secret, secret_hash};
 use super::error::{ApiError, ErrorCode};
 use super::pipeline::{self, ActivePipeline};
+use super::scheduler::Scheduler;
 use super::state::{AppState, Tenant};
 use super::store::{ApiKeyRecord, PipelineRecord, StageSpec, TenantRecord, now_unix};
 
@@ -48,14 +49,53 @@ pub fn load_model(source: &str) -> Result<(Model, ItemMap), ApiError> {
     Ok((model, items))
 }
 
-fn register(app: &AppState, record: TenantRecord, model: Model, items: ItemMap, active: ActivePipeline) {
+/// The backend a tenant is served with: its record's choice, else the
+/// server's. Under `auto`, the log says which backend serves and, on the CPU,
+/// why CUDA was refused.
+pub fn open_backend(app: &AppState, record: &TenantRecord, model: &Arc<Model>) -> Result<Arc<dyn Backend>, ApiError> {
+    let choice = match &record.backend {
+        Some(name) => name.parse::<BackendChoice>().map_err(ApiError::bad_request)?,
+        None => app.config.backend,
+    };
+    let selected = edgerec_kernels::open_backend(choice, model.clone()).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BackendUnavailable,
+            format!("tenant {:?}: {e}; choose another backend (cpu always runs)", record.name),
+        )
+    })?;
+    match &selected.cuda_refused {
+        Some(why) => {
+            tracing::info!(tenant = %record.name, backend = selected.backend.name(), %why, "serving on the CPU: CUDA was refused")
+        }
+        None => tracing::info!(tenant = %record.name, backend = selected.backend.name(), "backend selected"),
+    }
+    Ok(Arc::from(selected.backend))
+}
+
+fn register(
+    app: &AppState,
+    record: TenantRecord,
+    model: Arc<Model>,
+    backend: Arc<dyn Backend>,
+    items: ItemMap,
+    active: ActivePipeline,
+) {
+    let config = &app.config;
     app.insert_tenant(Tenant {
         record,
-        model: Arc::new(model),
+        model,
+        backend,
+        scheduler: Scheduler::new(
+            app.store.clone(),
+            app.encode_slots.clone(),
+            config.max_batch,
+            config.max_wait_us,
+            config.candidates,
+        ),
         items: Arc::new(items),
         pipeline: ArcSwap::from_pointee(active),
         activation: Arc::default(),
-        cache: AppState::user_cache(app.config.cache_bytes),
+        cache: AppState::user_cache(config.cache_bytes),
     });
 }
 
@@ -69,13 +109,15 @@ pub fn issue_key() -> (String, ApiKeyRecord) {
 /// Creates a tenant (409 conflict when the name is taken).
 pub fn create(app: &AppState, _operator: &Operator, record: TenantRecord) -> Result<(), ApiError> {
     let (model, items) = load_model(&record.model)?;
+    let model = Arc::new(model);
+    let backend = open_backend(app, &record, &model)?;
     if !app.store.create_tenant(&record)? {
         return Err(ApiError::new(
             ErrorCode::Conflict,
             format!("a tenant named {:?} exists already; pick another name", record.name),
         ));
     }
-    register(app, record, model, items, ActivePipeline::empty());
+    register(app, record, model, backend, items, ActivePipeline::empty());
     Ok(())
 }
 
@@ -91,9 +133,9 @@ pub fn load_all(app: &AppState) -> anyhow::Result<()> {
             tracing::info!(tenant = %name, "stored API key replaced by its hash");
         }
         match load_one(app, &record) {
-            Ok((model, items, pipeline)) => {
+            Ok((model, backend, items, pipeline)) => {
                 tracing::info!(tenant = %name, pipeline_version = pipeline.version, "tenant loaded");
-                register(app, record, model, items, pipeline);
+                register(app, record, model, backend, items, pipeline);
             }
             Err(reason) => {
                 tracing::error!(tenant = %name, %reason, "tenant unavailable: it could not be loaded; the others serve");
@@ -104,8 +146,13 @@ pub fn load_all(app: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_one(app: &AppState, record: &TenantRecord) -> Result<(Model, ItemMap, ActivePipeline), String> {
+/// A stored tenant's parts, ready to register.
+type Loaded = (Arc<Model>, Arc<dyn Backend>, ItemMap, ActivePipeline);
+
+fn load_one(app: &AppState, record: &TenantRecord) -> Result<Loaded, String> {
     let (model, items) = load_model(&record.model).map_err(|e| e.message)?;
+    let model = Arc::new(model);
+    let backend = open_backend(app, record, &model).map_err(|e| e.message)?;
     let (active, versions) = app.store.pipelines(&record.name).map_err(|e| e.to_string())?;
     let pipeline = match active.and_then(|v| versions.into_iter().find(|p| p.version == v)) {
         Some(pipeline) => {
@@ -113,7 +160,7 @@ fn load_one(app: &AppState, record: &TenantRecord) -> Result<(Model, ItemMap, Ac
         }
         None => ActivePipeline::empty(),
     };
-    Ok((model, items, pipeline))
+    Ok((model, backend, items, pipeline))
 }
 
 /// The tenant's record as stored now (keys change after registration).

@@ -41,10 +41,15 @@ pub struct RecommendArgs {
 
 /// `--backend` values.
 #[derive(Clone, Copy, Debug, ValueEnum)]
-enum BackendArg {
+pub enum BackendArg {
+    /// CUDA when it loads, else the CPU (the log says why CUDA was refused).
     Auto,
+    /// The CPU engine.
     Cpu,
+    /// The CUDA kernels on a GPU; an error when none can run.
     Cuda,
+    /// The CUDA kernels on the CPU emulator (tests and checks; slow).
+    CudaEmu,
 }
 
 impl From<BackendArg> for BackendChoice {
@@ -53,6 +58,7 @@ impl From<BackendArg> for BackendChoice {
             BackendArg::Auto => BackendChoice::Auto,
             BackendArg::Cpu => BackendChoice::Cpu,
             BackendArg::Cuda => BackendChoice::Cuda,
+            BackendArg::CudaEmu => BackendChoice::CudaEmu,
         }
     }
 }

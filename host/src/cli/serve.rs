@@ -22,6 +22,9 @@ pub struct ServeArgs {
     /// Data directory (overrides `data_dir`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Engine that encodes and scores (overrides `backend`; a tenant may name its own).
+    #[arg(long, value_enum)]
+    pub backend: Option<super::engine::BackendArg>,
 }
 
 /// Runs the server until SIGTERM / Ctrl-C.
@@ -32,6 +35,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if let Some(backend) = args.backend {
+        config.backend = backend.into();
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
