@@ -29,7 +29,7 @@ enum Command {
     /// Run or check a plugin component locally (the partners' runner).
     #[command(subcommand)]
     Plugin(cli::plugin::PluginCommand),
-    /// Train an HSTU model on an event log (MovieLens or user,item,timestamp[,action] CSV).
+    /// Train an HSTU model on an event log (MovieLens, or a CSV of user,item,timestamp with an optional action column).
     Train(cli::train::TrainArgs),
     /// Continue a model on new events (new items get fresh rows; old ids stay).
     Finetune(cli::train::FinetuneArgs),

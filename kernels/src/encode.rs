@@ -32,7 +32,7 @@ pub struct BatchError {
 const GROUP_ROWS: usize = 256;
 
 /// Encodes one user: events in any order (sorted stably by time), longer
-/// histories keep their last L events. Returns the L2-normalised embedding [D].
+/// histories keep their last L events. Returns the L2-normalised embedding \[D\].
 pub fn encode(model: &Model, events: &[Event], query_time: i64) -> Result<Vec<f32>, InputError> {
     let window = kept_window(&model.config, events, query_time)?;
     let mut kv = empty_kv(model, window.len());

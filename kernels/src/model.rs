@@ -9,7 +9,7 @@
 //! | `pos_emb` | [N, D] |
 //! | `layers.{i}.uvqk` | [D, 2·H·(d_v+d_qk)] (input-by-output; blocks u, v, q, k) |
 //! | `layers.{i}.o_w` | [H·d_v, D] (input-by-output) |
-//! | `layers.{i}.o_b` | [D] |
+//! | `layers.{i}.o_b` | \[D\] |
 //! | `layers.{i}.pos_w` | [2N−1] |
 //! | `layers.{i}.ts_w` | [num_time_buckets+1] |
 
@@ -35,7 +35,7 @@ pub struct LayerWeights {
     pub uvqk: Vec<f32>,
     /// [H·d_v, D], input-by-output.
     pub o_w: Vec<f32>,
-    /// [D].
+    /// \[D\].
     pub o_b: Vec<f32>,
     /// [2N−1]: relative position bias, index `N-1 + j - i`.
     pub pos_w: Vec<f32>,
@@ -61,7 +61,7 @@ pub struct Model {
     pub config: ModelConfig,
     /// Weights.
     pub weights: Weights,
-    /// ‖E[c]‖₂ for every item row c in 0..=V (scoring divides by max(norm, 1e-6)).
+    /// ‖E\[c\]‖₂ for every item row c in 0..=V (scoring divides by max(norm, 1e-6)).
     pub item_norms: Vec<f32>,
 }
 

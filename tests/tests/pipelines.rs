@@ -66,7 +66,7 @@ fn hot_swap_under_load_rollback_explain_and_restart() {
     assert_ne!(answer_a, answer_b, "the two versions must answer differently");
     let brand = |id: &str| {
         let n: usize = id.trim_start_matches("sku-").parse().unwrap();
-        if (n - 1) % 2 == 0 { "acme" } else { "other" }
+        if (n - 1).is_multiple_of(2) { "acme" } else { "other" }
     };
     assert!(answer_a.iter().all(|id| brand(id) == "other"), "A buries acme: {answer_a:?}");
     assert!(answer_b.iter().all(|id| brand(id) == "acme"), "B buries other: {answer_b:?}");

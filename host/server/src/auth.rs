@@ -77,7 +77,7 @@ async fn tenant_param(parts: &mut Parts) -> Result<String, ApiError> {
 }
 
 /// Proof that the request carries the operator token. Only this module (and
-/// start-up code, through [`Operator::start_up`]) can make one.
+/// start-up code, through `Operator::start_up`) can make one.
 pub struct Operator(());
 
 impl Operator {

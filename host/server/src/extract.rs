@@ -99,7 +99,7 @@ pub mod integral {
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
             // ±2^63 is exactly representable; the range check keeps the cast exact.
-            if v.fract() == 0.0 && v >= -9.223_372_036_854_776e18 && v < 9.223_372_036_854_776e18 {
+            if v.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v) {
                 Ok(v as i64)
             } else {
                 Err(E::custom(format!("{v} is not an integer")))

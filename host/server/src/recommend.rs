@@ -277,7 +277,7 @@ fn encode_known(
         // Distinct users, so distinct locks: holding them all cannot deadlock.
         // The prefix is checked again under the lock: an unbatched request
         // of the same user may have moved the state since.
-        let mut guards: Vec<(usize, &Arc<Mutex<CachedUser>>, &History, MutexGuard<'_, CachedUser>)> = Vec::new();
+        let mut guards: Vec<Locked<'_>> = Vec::new();
         for (i, entry) in &appends {
             let guard = lock(entry);
             let Ok(history) = &histories[*i] else { continue };
@@ -334,6 +334,10 @@ fn encode_known(
         });
     }
 }
+
+/// A user of an append batch: request index, cache entry, new history, and
+/// the entry's lock, held until the batch's results are written back.
+type Locked<'a> = (usize, &'a Arc<Mutex<CachedUser>>, &'a History, MutexGuard<'a, CachedUser>);
 
 /// A poisoned entry is still a consistent state: a failed append leaves it unchanged.
 fn lock(entry: &Mutex<CachedUser>) -> MutexGuard<'_, CachedUser> {

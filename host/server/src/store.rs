@@ -39,9 +39,9 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// A store failure (disk, corruption, or a record that no longer parses).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// redb failed.
+    /// redb failed (boxed: redb's error is large, and every store call returns this).
     #[error("store: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     /// A stored record does not parse.
     #[error("store record: {0}")]
     Record(#[from] serde_json::Error),
@@ -56,9 +56,15 @@ pub enum StoreError {
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
-            fn from(e: $t) -> Self { StoreError::Db(e.into()) }
+            fn from(e: $t) -> Self { StoreError::Db(Box::new(e.into())) }
         }
     )*};
+}
+
+impl From<redb::Error> for StoreError {
+    fn from(e: redb::Error) -> Self {
+        StoreError::Db(Box::new(e))
+    }
 }
 from_redb!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 

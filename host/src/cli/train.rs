@@ -238,7 +238,7 @@ pub struct TrainArgs {
     /// Continue the run in OUT/checkpoint (same options; --epochs may be raised).
     #[arg(long)]
     resume: bool,
-    /// Draw this reference curve (JSON: {"curve": [{"epoch", "hr@10", "ndcg@10"}, ...]}) beside ours in curves.png.
+    /// Draw this reference curve (JSON: `{"curve": [{"epoch", "hr@10", "ndcg@10"}, ...]}`) beside ours in curves.png.
     #[arg(long, value_name = "CURVE.json")]
     compare: Option<PathBuf>,
     #[command(flatten)]

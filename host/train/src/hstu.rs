@@ -48,7 +48,7 @@ pub struct Batch {
     pub len: usize,
     /// [B, T] item ids, 0 = padding.
     pub items: Tensor,
-    /// [B·T·T] time-bucket index of (i, j): bucket(ts_next[i] − ts[j]).
+    /// \[B·T·T\] time-bucket index of (i, j): bucket(ts_next\[i\] − ts\[j\]).
     pub ts_buckets: Tensor,
     /// Flat indices b·T + t of the real rows (the loss selects and masks with them).
     pub real_rows: Vec<u32>,
@@ -251,7 +251,7 @@ impl HstuVars {
         Ok(x)
     }
 
-    /// Sampled-softmax loss: cosine(h, E[target]) / temperature against the
+    /// Sampled-softmax loss: cosine(h, E\[target\]) / temperature against the
     /// cosines to R negatives drawn for each sequence (shared by that
     /// sequence's positions), a negative equal to the row's target masked out.
     ///
@@ -270,7 +270,7 @@ impl HstuVars {
         let dev = Device::Cpu;
         let (b, t, d) = outputs.dims3()?;
         let m = targets.len();
-        if real_rows.len() != m || negatives.is_empty() || negatives.len() % b != 0 {
+        if real_rows.len() != m || negatives.is_empty() || !negatives.len().is_multiple_of(b) {
             return Err(TrainError::Invalid(format!(
                 "loss inputs disagree: {} rows, {m} targets, {} negatives for {b} sequences",
                 real_rows.len(),
@@ -403,7 +403,7 @@ fn softmax_row(logits: &mut [f32], positive: usize, skip: &dyn Fn(usize) -> bool
 }
 
 impl HstuVars {
-    /// Softmax cross-entropy of cosine(h, E[target]) / temperature against
+    /// Softmax cross-entropy of cosine(h, E\[target\]) / temperature against
     /// `contrast`, computed `chunk` rows at a time so that memory stays
     /// bounded (a [rows, R, D] gather of per-position negatives is ~650 MB
     /// for one ML-1M batch; the catalog logits [rows, V] ~400 MB): each

@@ -64,8 +64,8 @@ fn metrics_match_hand_computed_values() {
     assert!((m.hr_200 - 4.0 / n).abs() < 1e-12);
     // NDCG: 1/log2(2) = 1, 1/log2(4) = 0.5, 1/log2(21) = 0.227670..., 1/log2(101) = 0.150186...
     assert!((m.ndcg_10 - 1.5 / n).abs() < 1e-12);
-    assert!((m.ndcg_50 - (1.5 + 0.2276702486969530) / n).abs() < 1e-12);
-    assert!((m.ndcg_200 - (1.5 + 0.2276702486969530 + 0.15019048322368797) / n).abs() < 1e-12);
+    assert!((m.ndcg_50 - (1.5 + 0.227_670_248_696_953) / n).abs() < 1e-12);
+    assert!((m.ndcg_200 - (1.5 + 0.227_670_248_696_953 + 0.150_190_483_223_687_97) / n).abs() < 1e-12);
     assert!((m.mrr - (1.0 + 1.0 / 3.0 + 0.05 + 0.01 + 0.002) / n).abs() < 1e-12);
     assert_eq!(MetricsAccumulator::default().finish().hr_10, 0.0);
 }

@@ -58,9 +58,9 @@ fn trainer_forward_matches_the_engine_on_the_same_weights() {
     let mut row = 0;
     let mut worst = 0.0f32;
     for ((items, ts), next) in histories.iter().zip(&nexts) {
-        for i in 0..items.len() {
+        for (i, &query_time) in next.iter().enumerate().take(items.len()) {
             let events: Vec<Event> = (0..=i).map(|j| Event { item: items[j], ts: ts[j] }).collect();
-            let engine = encode(&model, &events, next[i]).unwrap();
+            let engine = encode(&model, &events, query_time).unwrap();
             let diff: f32 = engine.iter().zip(&out[row]).map(|(a, b)| (a - b).powi(2)).sum::<f32>().sqrt();
             let norm: f32 = engine.iter().map(|a| a * a).sum::<f32>().sqrt();
             worst = worst.max(diff / norm);

@@ -44,7 +44,7 @@ impl Plugin for ExcludeRecent {
         let excluded: HashSet<u64> = ctx
             .recent_events()
             .iter()
-            .filter(|e| e.ts >= since && config.actions.iter().any(|a| *a == e.action))
+            .filter(|e| e.ts >= since && config.actions.contains(&e.action))
             .map(|e| e.item)
             .collect();
         if excluded.is_empty() {
