@@ -128,14 +128,26 @@ pub mod __private {
 /// Use it once, at the top level of the plugin crate (crate type `cdylib`).
 /// It expands to nothing outside WebAssembly, so the crate's unit tests and
 /// native builds link without the component exports. In WebAssembly it also
-/// records the crate's package name in the custom section [`NAME_SECTION`].
+/// records the plugin's name in the custom section [`NAME_SECTION`]: the
+/// crate's package name, or the name given:
+///
+/// ```ignore
+/// export_plugin!(PriceRules);                        // named after the crate
+/// export_plugin!(PriceRules, name = "price-rules");  // named explicitly
+/// ```
+///
+/// A server refuses (409) an upload whose declared name differs from the
+/// name it is uploaded under, unless the operator asks to replace.
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        $crate::export_plugin!($plugin, name = env!("CARGO_PKG_NAME"));
+    };
+    ($plugin:ty, name = $name:expr) => {
         #[cfg(target_family = "wasm")]
         const _: () = {
-            // The exporting crate's package name, in the custom section `NAME_SECTION`.
-            const EDGEREC_PLUGIN_NAME: &str = env!("CARGO_PKG_NAME");
+            // The plugin's name, in the custom section `NAME_SECTION`.
+            const EDGEREC_PLUGIN_NAME: &str = $name;
             #[unsafe(link_section = "edgerec:plugin-name")]
             #[used]
             static EDGEREC_PLUGIN_NAME_SECTION: [u8; EDGEREC_PLUGIN_NAME.len()] =

@@ -78,6 +78,7 @@ fn auth_matrix_refuses_and_leaks_nothing() {
         ("GET", "/v1/tenants/alpha", None),
         ("PUT", "/v1/tenants/alpha/plugins/p", Some(json!("not wasm"))),
         ("GET", "/v1/tenants/alpha/plugins", None),
+        ("DELETE", "/v1/tenants/alpha/plugins/p/versions/1", None),
         ("PUT", "/v1/tenants/alpha/pipeline", Some(json!({"stages": []}))),
         ("GET", "/v1/tenants/alpha/pipeline", None),
         ("POST", "/v1/tenants/alpha/pipeline/rollback", None),

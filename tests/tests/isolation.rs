@@ -361,9 +361,11 @@ fn a_tenant_whose_plugin_waits_cannot_starve_another_tenant() {
     create_tenant(&server, "evil", &model);
     let (status, body) = server.request("PUT", "/v1/tenants/evil/plugins/dodge", Some(OPERATOR), Some(hostile.clone()));
     assert_eq!((status, code(&body)), (400, "invalid_plugin"), "{body}");
-    // A tenant named `sample` gets it past the check; its pipeline then sleeps in every call.
+    // A tenant named `sample` gets it past the check; its pipeline then sleeps
+    // in every call. (It declares another name: stored as `dodge` on request.)
     let key = create_tenant(&server, "sample", &model);
-    let (status, body) = server.request("PUT", "/v1/tenants/sample/plugins/dodge", Some(OPERATOR), Some(hostile));
+    let (status, body) =
+        server.request("PUT", "/v1/tenants/sample/plugins/dodge?replace=true", Some(OPERATOR), Some(hostile));
     assert_eq!(status, 201, "{body}");
     let stages = json!({"stages": [{"plugin": "dodge", "config": {"mode": "sleep"}, "on_error": "skip"}]});
     let (status, body) = server.json("PUT", "/v1/tenants/sample/pipeline", Some(OPERATOR), &stages);

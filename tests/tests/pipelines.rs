@@ -206,3 +206,58 @@ fn the_demo_tenant_answers_through_its_default_pipeline() {
     }
     assert!(per_category.values().all(|&n| n <= 2), "more than 2 per category: {per_category:?}");
 }
+
+#[test]
+fn plugin_names_are_protected_and_unused_versions_can_be_deleted() {
+    let scratch = Scratch::new();
+    let model = scratch.path("model");
+    write_model(&model, 40, 3);
+    let server = Server::start(&scratch.path("data"), &Options::default());
+    create_tenant(&server, "shop", &model);
+    let put = |path: &str, bytes: &[u8]| server.request("PUT", path, Some(OPERATOR), Some(bytes.to_vec()));
+    let boost = edgerec_runtime::first_party::BOOST;
+    let diversity = edgerec_runtime::first_party::DIVERSITY;
+
+    // A first-party name holds only the first-party component.
+    let (status, body) = put("/v1/tenants/shop/plugins/boost", diversity);
+    assert_eq!((status, code(&body)), (409, "conflict"), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("reserved")), "{body}");
+    let (status, body) = put("/v1/tenants/shop/plugins/boost?replace=true", diversity);
+    assert_eq!((status, code(&body)), (409, "conflict"), "replace does not open a reserved name: {body}");
+    assert_eq!(upload(&server, "shop", "boost", boost)["declared_name"], "boost");
+
+    // A component uploaded under another plugin's name: 409 unless replaced.
+    let (status, body) = put("/v1/tenants/shop/plugins/my-rules", boost);
+    assert_eq!((status, code(&body)), (409, "conflict"), "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("\"boost\"") && message.contains("replace=true"), "{body}");
+    let (status, body) = put("/v1/tenants/shop/plugins/my-rules?replace=true", boost);
+    assert_eq!((status, body["version"].as_u64()), (201, Some(1)), "{body}");
+
+    // Version 1 in a pipeline (active, then kept in the history) cannot go; version 2 can.
+    let (status, body) = put("/v1/tenants/shop/plugins/my-rules?replace=true", diversity);
+    assert_eq!((status, body["version"].as_u64()), (201, Some(2)), "{body}");
+    let pipeline = json!({"stages": [{"plugin": "my-rules", "version": 1, "config": {"rules": []}}]});
+    activate(&server, &pipeline);
+    activate(&server, &json!({"stages": []}));
+    let delete = |version: u32| {
+        server.request("DELETE", &format!("/v1/tenants/shop/plugins/my-rules/versions/{version}"), Some(OPERATOR), None)
+    };
+    let (status, body) = delete(1);
+    assert_eq!((status, code(&body)), (409, "conflict"), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("[1]")), "names the pipeline version: {body}");
+    assert_eq!(delete(2).0, 204);
+    let (status, body) = delete(2);
+    assert_eq!((status, code(&body)), (404, "unknown_plugin"), "{body}");
+    let (_, listed) = server.get("/v1/tenants/shop/plugins", Some(OPERATOR));
+    let versions: Vec<_> = listed["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap_or_default().to_string(), p["version"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(versions, [("boost".to_string(), 1), ("my-rules".to_string(), 1)]);
+    // The first version is still what a rollback to pipeline 1 runs.
+    let (status, body) = server.request("POST", "/v1/tenants/shop/pipeline/rollback", Some(OPERATOR), None);
+    assert_eq!(status, 200, "{body}");
+}

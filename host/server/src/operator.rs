@@ -9,11 +9,11 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Operator, OperatorTenant};
-use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ApiPath, body_error};
+use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::extract::{ApiJson, ApiPath, ApiQuery, body_error};
 use super::jobs::{self, JobKind};
 use super::state::{AppState, Tenant};
-use super::store::{PipelineRecord, PluginVersion, StageSpec, TenantRecord, now_unix};
+use super::store::{PipelineRecord, PluginDeletion, PluginVersion, StageSpec, TenantRecord, now_unix};
 use super::tenants;
 
 /// Body of `POST /v1/tenants`.
@@ -209,34 +209,130 @@ pub async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Query of `PUT …/plugins/{name}`.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadQuery {
+    /// Store the component under `{name}` even though it declares another
+    /// plugin name (or none, where earlier versions declared one).
+    #[serde(default)]
+    pub replace: bool,
+}
+
+/// Checks a component may be stored as plugin `name`: first-party names hold
+/// only the first-party components, and a component that declares a name
+/// (the SDK writes it) is uploaded under it unless the operator replaces.
+fn check_plugin_name(
+    app: &AppState,
+    tenant: &str,
+    name: &str,
+    bytes: &[u8],
+    declared: Option<&str>,
+    replace: bool,
+) -> Result<(), ApiError> {
+    let conflict = |message: String| ApiError::new(ErrorCode::Conflict, message);
+    if let Some((_, official)) = edgerec_runtime::first_party::all().into_iter().find(|(n, _)| *n == name) {
+        if official != bytes {
+            return Err(conflict(format!(
+                "plugin name {name:?} is reserved for the first-party component; upload yours under a name of its own"
+            )));
+        }
+        return Ok(());
+    }
+    if replace {
+        return Ok(());
+    }
+    match declared {
+        Some(declared) if declared != name => Err(conflict(format!(
+            "the component declares itself as plugin {declared:?} but is uploaded as {name:?}: upload it as {declared:?}, or add ?replace=true to store it as {name:?} anyway"
+        ))),
+        Some(_) => Ok(()),
+        None => {
+            let previous = app.store.plugins(tenant)?.into_iter().filter(|p| p.name == name).max_by_key(|p| p.version);
+            match previous.and_then(|p| p.declared_name.map(|d| (p.version, d))) {
+                Some((version, before)) => Err(conflict(format!(
+                    "plugin {name:?} version {version} declares the name {before:?} and this component declares none: is it the same plugin? Add ?replace=true to store it as {name:?} anyway"
+                ))),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
 /// Uploads a plugin component: compiled and checked before the answer; a
-/// new immutable version (the same bytes again give the same version).
+/// new immutable version (the same bytes again give the same version). A
+/// component that declares another plugin's name, or an upload under a
+/// first-party name that is not the first-party component, is a 409.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/plugins/{name}",
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component (binary)"),
     params(("tenant" = String, Path, description = "tenant name"),
-           ("name" = String, Path, description = "plugin name: 1..=64 of a-z, A-Z, 0-9, '-', '_'", pattern = "^[A-Za-z0-9_-]{1,64}$")),
+           ("name" = String, Path, description = "plugin name: 1..=64 of a-z, A-Z, 0-9, '-', '_'", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+           UploadQuery),
     responses((status = 201, body = PluginVersion), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_plugin(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiPath((_, name)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<UploadQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<PluginVersion>), ApiError> {
+    check_plugin_name_syntax(&name)?;
+    let bytes = body.map_err(body_error)?;
+    let app2 = app.clone();
+    let version = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
+        let tenant_name = &tenant.record.name;
+        let digest = app2.plugins.check(&bytes, tenant_name)?;
+        let declared = edgerec_runtime::declared_name(&bytes);
+        check_plugin_name(&app2, tenant_name, &name, &bytes, declared.as_deref(), query.replace)?;
+        Ok(app2.store.add_plugin(tenant_name, &name, &digest, &bytes, declared.as_deref())?)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(version)))
+}
+
+fn check_plugin_name_syntax(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
         return Err(ApiError::bad_request(format!(
             "plugin name {name:?} is invalid: use 1..=64 of a-z, A-Z, 0-9, '-', '_'"
         )));
     }
-    let bytes = body.map_err(body_error)?;
-    let app2 = app.clone();
-    let version = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
-        let digest = app2.plugins.check(&bytes, &tenant.record.name)?;
-        Ok(app2.store.add_plugin(&tenant.record.name, &name, &digest, &bytes)?)
+    Ok(())
+}
+
+/// Deletes a plugin version that no pipeline version uses (409 naming the
+/// pipeline versions that do: roll forward past them first).
+#[utoipa::path(delete, path = "/v1/tenants/{tenant}/plugins/{name}/versions/{version}",
+    params(("tenant" = String, Path, description = "tenant name"),
+           ("name" = String, Path, description = "plugin name", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+           ("version" = u32, Path, description = "plugin version", minimum = 1)),
+    responses((status = 204, description = "deleted"), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn delete_plugin_version(
+    State(app): State<Arc<AppState>>,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+    ApiPath((_, name, version)): ApiPath<(String, String, u32)>,
+) -> Result<StatusCode, ApiError> {
+    check_plugin_name_syntax(&name)?;
+    // Serialised with activations: a pipeline being built cannot pick the version being deleted.
+    let serial = tenant.activation.clone().lock_owned().await;
+    jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
+        match app.store.delete_plugin_version(&tenant.record.name, &name, version)? {
+            PluginDeletion::Deleted => Ok(StatusCode::NO_CONTENT),
+            PluginDeletion::NotFound => Err(ApiError::new(
+                ErrorCode::UnknownPlugin,
+                format!("plugin {name:?} has no version {version}; GET …/plugins lists the versions"),
+            )),
+            PluginDeletion::InUse(pipelines) => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "plugin {name:?} version {version} is used by pipeline versions {pipelines:?} (kept for rollback); it can be deleted when none uses it"
+                ),
+            )),
+        }
     })
-    .await?;
-    Ok((StatusCode::CREATED, Json(version)))
+    .await
 }
 
 /// Plugin versions of a tenant.

@@ -59,6 +59,7 @@ pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::Open
         .routes(routes!(operator::create_key, operator::list_keys))
         .routes(routes!(operator::revoke_key))
         .routes(routes!(operator::list_plugins))
+        .routes(routes!(operator::delete_plugin_version))
         .merge(uploads)
         .routes(routes!(operator::put_pipeline, operator::get_pipeline))
         .routes(routes!(operator::rollback))

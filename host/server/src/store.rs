@@ -125,6 +125,20 @@ pub struct PluginVersion {
     pub size: usize,
     /// Unix seconds.
     pub uploaded_at: i64,
+    /// The plugin name the component declares (its `edgerec:plugin-name` section), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_name: Option<String>,
+}
+
+/// What deleting a plugin version did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PluginDeletion {
+    /// The version is gone (and its component, when no other version kept it).
+    Deleted,
+    /// No such version.
+    NotFound,
+    /// These pipeline versions use it; nothing was deleted.
+    InUse(Vec<u32>),
 }
 
 /// One stage of a pipeline.
@@ -421,6 +435,7 @@ impl Store {
         name: &str,
         digest: &str,
         bytes: &[u8],
+        declared_name: Option<&str>,
     ) -> Result<PluginVersion, StoreError> {
         timed("add_plugin", || {
             let txn = self.db.begin_write()?;
@@ -441,6 +456,7 @@ impl Store {
                     digest: digest.to_string(),
                     size: bytes.len(),
                     uploaded_at: now_unix(),
+                    declared_name: declared_name.map(str::to_string),
                 };
                 plugins.insert((tenant, name, record.version), serde_json::to_vec(&record)?.as_slice())?;
                 txn.open_table(BLOBS)?.insert(digest, bytes)?;
@@ -464,6 +480,49 @@ impl Store {
             out.push(serde_json::from_slice(value.value())?);
         }
         Ok(out)
+    }
+
+    /// Deletes one plugin version unless a pipeline version (active or in
+    /// the history rollback walks) uses it; the component's bytes go too when
+    /// no version of any tenant shares them.
+    pub fn delete_plugin_version(&self, tenant: &str, name: &str, version: u32) -> Result<PluginDeletion, StoreError> {
+        timed("delete_plugin_version", || {
+            let txn = self.db.begin_write()?;
+            let outcome = {
+                let mut plugins = txn.open_table(PLUGINS)?;
+                let Some(record) = plugins.get((tenant, name, version))?.map(|v| v.value().to_vec()) else {
+                    return Ok(PluginDeletion::NotFound);
+                };
+                let record: PluginVersion = serde_json::from_slice(&record)?;
+                let pipelines = txn.open_table(PIPELINES)?;
+                let mut users = Vec::new();
+                for row in pipelines.range((tenant, 0u32)..=(tenant, u32::MAX))? {
+                    let (_, value) = row?;
+                    let pipeline: PipelineRecord = serde_json::from_slice(value.value())?;
+                    if pipeline.stages.iter().any(|s| s.plugin == name && s.version == Some(version)) {
+                        users.push(pipeline.version);
+                    }
+                }
+                if !users.is_empty() {
+                    return Ok(PluginDeletion::InUse(users));
+                }
+                plugins.remove((tenant, name, version))?;
+                let mut shared = false;
+                for row in plugins.iter()? {
+                    let (_, value) = row?;
+                    if serde_json::from_slice::<PluginVersion>(value.value())?.digest == record.digest {
+                        shared = true;
+                        break;
+                    }
+                }
+                if !shared {
+                    txn.open_table(BLOBS)?.remove(record.digest.as_str())?;
+                }
+                PluginDeletion::Deleted
+            };
+            txn.commit()?;
+            Ok(outcome)
+        })
     }
 
     /// Component bytes by digest.
@@ -635,9 +694,9 @@ mod tests {
     fn plugins_are_content_addressed_and_pipelines_roll_back() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let v1 = store.add_plugin("a", "boost", "d1", b"one").unwrap();
-        let again = store.add_plugin("a", "boost", "d1", b"one").unwrap();
-        let v2 = store.add_plugin("a", "boost", "d2", b"two").unwrap();
+        let v1 = store.add_plugin("a", "boost", "d1", b"one", None).unwrap();
+        let again = store.add_plugin("a", "boost", "d1", b"one", None).unwrap();
+        let v2 = store.add_plugin("a", "boost", "d2", b"two", None).unwrap();
         assert_eq!((v1.version, again.version, v2.version), (1, 1, 2));
         assert_eq!(store.blob("d2").unwrap().as_deref(), Some(&b"two"[..]));
         assert_eq!(store.plugins("a").unwrap().len(), 2);
@@ -650,5 +709,32 @@ mod tests {
         assert!(store.rollback("a").unwrap().is_none());
         let (active, all) = store.pipelines("a").unwrap();
         assert_eq!((active, all.len()), (Some(1), 2));
+    }
+
+    #[test]
+    fn a_plugin_version_is_deleted_only_when_no_pipeline_version_uses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.add_plugin("a", "boost", "d1", b"one", Some("boost")).unwrap();
+        store.add_plugin("a", "boost", "d2", b"two", Some("boost")).unwrap();
+        // Tenant b uploaded the same bytes: the blob is shared.
+        store.add_plugin("b", "mine", "d1", b"one", None).unwrap();
+        let stage = |version| StageSpec {
+            plugin: "boost".into(),
+            version: Some(version),
+            config: serde_json::json!({}),
+            on_error: OnErrorPolicy::Skip,
+            limits: None,
+        };
+        store.add_pipeline("a", vec![stage(1)]).unwrap();
+        store.add_pipeline("a", vec![stage(2)]).unwrap();
+        store.add_pipeline("a", vec![stage(1)]).unwrap();
+        assert_eq!(store.delete_plugin_version("a", "boost", 1).unwrap(), PluginDeletion::InUse(vec![1, 3]));
+        assert_eq!(store.delete_plugin_version("a", "boost", 9).unwrap(), PluginDeletion::NotFound);
+        assert_eq!(store.delete_plugin_version("b", "mine", 1).unwrap(), PluginDeletion::Deleted);
+        assert_eq!(store.blob("d1").unwrap().as_deref(), Some(&b"one"[..]), "tenant a's version still holds it");
+        assert_eq!(store.delete_plugin_version("b", "mine", 1).unwrap(), PluginDeletion::NotFound);
+        let names: Vec<_> = store.plugins("a").unwrap().into_iter().map(|p| (p.version, p.declared_name)).collect();
+        assert_eq!(names, [(1, Some("boost".to_string())), (2, Some("boost".to_string()))]);
     }
 }

@@ -111,6 +111,16 @@ pub fn build(args: BuildArgs) -> Result<()> {
     if !project.artifact.is_file() {
         bail!("the build succeeded but {} is missing", project.artifact.display());
     }
+    if lang == Lang::Js {
+        // The JS toolchain cannot write the plugin-name section the Rust SDK
+        // writes; add it, so a server can tell which plugin this is.
+        let bytes =
+            std::fs::read(&project.artifact).with_context(|| format!("reading {}", project.artifact.display()))?;
+        if edgerec_runtime::declared_name(&bytes).is_none() {
+            std::fs::write(&project.artifact, edgerec_runtime::with_declared_name(&bytes, &project.name))
+                .with_context(|| format!("writing {}", project.artifact.display()))?;
+        }
+    }
     let config = dir.join("config.json");
     super::plugin::check_file(&project.artifact, config.is_file().then_some(config.as_path()))?;
     let shown = project.artifact.strip_prefix(dir).unwrap_or(&project.artifact);

@@ -24,9 +24,14 @@ pub struct PushArgs {
     /// The tenant to upload to.
     #[arg(long)]
     tenant: String,
-    /// The plugin's name on the server (default: the project's package name, or the file's name).
+    /// The plugin's name on the server (default: the name the component declares, else the project's
+    /// package name or the file's name).
     #[arg(long)]
     name: Option<String>,
+    /// Store the component under --name even though it declares another plugin name (the server
+    /// refuses that with 409 otherwise).
+    #[arg(long, requires = "name")]
+    replace: bool,
     /// The operator token (printed by the server at start).
     #[arg(long, env = "EDGEREC_OPERATOR_TOKEN", hide_env_values = true)]
     token: String,
@@ -59,9 +64,9 @@ pub fn push(args: PushArgs) -> Result<()> {
         let stem = args.path.file_stem().map(|s| s.to_string_lossy().replace('_', "-")).unwrap_or_default();
         (args.path.clone(), stem)
     };
-    let name = args.name.clone().unwrap_or(default_name);
-    check_name(&name)?;
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let name = args.name.clone().or_else(|| edgerec_runtime::declared_name(&bytes)).unwrap_or(default_name);
+    check_name(&name)?;
     let config = match &args.config {
         Some(path) => {
             let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -81,7 +86,7 @@ async fn push_async(args: &PushArgs, name: &str, bytes: Vec<u8>, config: Option<
     let base = format!("{}/v1/tenants/{}", args.url.trim_end_matches('/'), args.tenant);
     let size = bytes.len();
     let answer = client
-        .put(format!("{base}/plugins/{name}"))
+        .put(format!("{base}/plugins/{name}{}", if args.replace { "?replace=true" } else { "" }))
         .bearer_auth(&args.token)
         .header("content-type", "application/wasm")
         .body(bytes)

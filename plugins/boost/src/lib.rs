@@ -133,7 +133,7 @@ impl Plugin for Boost {
     }
 }
 
-export_plugin!(Boost);
+export_plugin!(Boost, name = "boost");
 
 #[cfg(test)]
 mod tests;

@@ -99,7 +99,7 @@ fn mmr(ranking: Ranking, category: &StringColumn<'_>, top: usize, lambda: f32) -
     reordered
 }
 
-export_plugin!(Diversity);
+export_plugin!(Diversity, name = "diversity");
 
 #[cfg(test)]
 mod tests {

@@ -57,7 +57,7 @@ impl Plugin for ExcludeRecent {
     }
 }
 
-export_plugin!(ExcludeRecent);
+export_plugin!(ExcludeRecent, name = "exclude-recent");
 
 #[cfg(test)]
 mod tests {

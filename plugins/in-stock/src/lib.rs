@@ -62,7 +62,7 @@ impl Plugin for InStock {
     }
 }
 
-export_plugin!(InStock);
+export_plugin!(InStock, name = "in-stock");
 
 #[cfg(test)]
 mod tests {
