@@ -132,7 +132,7 @@ pub fn encode_and_score(
     requests: &[EncodeRequest],
     candidates: usize,
 ) -> Vec<Result<Encoded, ApiError>> {
-    let mut histories: Vec<Result<History, ApiError>> =
+    let histories: Vec<Result<History, ApiError>> =
         requests.iter().map(|r| build_history(store, tenant, r.user.as_deref(), &r.events, r.query_time)).collect();
     let _span = tracing::info_span!("encode", batch = requests.len()).entered();
     let start = Instant::now();
@@ -193,16 +193,17 @@ pub fn encode_and_score(
     }
     stage_done("score", start);
 
-    let mut out = Vec::with_capacity(requests.len());
-    for i in 0..requests.len() {
-        let history = std::mem::replace(&mut histories[i], Err(ApiError::internal("batch", "taken")));
-        out.push(match (history, embeddings[i].take(), lists[i].take()) {
+    histories
+        .into_iter()
+        .zip(embeddings)
+        .zip(lists)
+        .enumerate()
+        .map(|(i, ((history, embedding), list))| match (history, embedding, list) {
             (Err(e), _, _) | (_, Some(Err(e)), _) | (_, _, Some(Err(e))) => Err(e),
             (Ok(history), Some(Ok(_)), Some(Ok(candidates))) => Ok(Encoded { history, candidates }),
             _ => Err(ApiError::internal("the encode batch", format!("request {i} got no result"))),
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// Users without an id: one stacked `encode_batch`, nothing cached. An
