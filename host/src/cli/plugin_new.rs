@@ -189,7 +189,8 @@ pub fn project_files(name: &str, lang: Lang) -> Result<Vec<(String, String)>> {
 }
 
 /// `sdk/Cargo.toml` with every `workspace = true` replaced by the workspace's
-/// value, so the vendored copy builds outside this workspace.
+/// value, so the vendored copy builds outside this workspace. Its `[lints]`
+/// (this repository's policy) is left out.
 fn standalone_sdk_manifest(workspace: &toml::Table) -> Result<String> {
     let ws = workspace.get("workspace").and_then(toml::Value::as_table).context("no [workspace] table")?;
     let package = ws.get("package").and_then(toml::Value::as_table).context("no [workspace.package]")?;
@@ -201,8 +202,13 @@ fn standalone_sdk_manifest(workspace: &toml::Table) -> Result<String> {
         let trimmed = line.trim();
         if trimmed.starts_with('[') {
             section = trimmed.to_owned();
-            out.push_str(line);
-            out.push('\n');
+            if section != "[lints]" {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        if section == "[lints]" {
             continue;
         }
         let Some((key, value)) = trimmed.split_once('=') else {
