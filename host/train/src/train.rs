@@ -111,6 +111,13 @@ pub struct TrainOptions {
     pub eval_users: usize,
     /// Seed of initialisation, shuffling, negatives and dropout.
     pub seed: u64,
+    /// Stop each epoch after this many steps (0 = every batch): quick
+    /// experiments on the first steps' dynamics.
+    #[serde(default)]
+    pub max_steps_per_epoch: usize,
+    /// Print the mean training loss of every this many steps to stderr (0 = never).
+    #[serde(default)]
+    pub log_every: usize,
 }
 
 /// The presets of the public table.
@@ -145,6 +152,8 @@ impl Preset {
             eval_every: 1,
             eval_users: 0,
             seed: 42,
+            max_steps_per_epoch: 0,
+            log_every: 0,
         };
         match self {
             Preset::Ml1m => {}
@@ -397,7 +406,9 @@ pub fn train(
         order.shuffle(&mut rng);
         let epoch_start = Instant::now();
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
-        for chunk in order.chunks(opts.batch_size) {
+        let (mut window_sum, mut window_tokens) = (0.0, 0usize);
+        let max_steps = if opts.max_steps_per_epoch == 0 { usize::MAX } else { opts.max_steps_per_epoch };
+        for (step, chunk) in order.chunks(opts.batch_size).take(max_steps).enumerate() {
             let rows: Vec<Row<'_>> = chunk
                 .iter()
                 .filter_map(|&u| {
@@ -449,6 +460,14 @@ pub fn train(
             optimizer.step(&grads)?;
             loss_sum += value * targets.len() as f64;
             tokens += targets.len();
+            window_sum += value * targets.len() as f64;
+            window_tokens += targets.len();
+            if opts.log_every > 0 && (step + 1) % opts.log_every == 0 {
+                bar.suspend(|| {
+                    eprintln!("epoch {epoch} step {}: loss {:.4}", step + 1, window_sum / window_tokens.max(1) as f64)
+                });
+                (window_sum, window_tokens) = (0.0, 0);
+            }
             let rate = tokens as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("loss {:.4}, {:.0} tokens/s", loss_sum / tokens as f64, rate));
             bar.inc(1);
