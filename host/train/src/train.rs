@@ -437,14 +437,14 @@ pub fn train(
                 (LossKind::SampledSoftmax, NegativeSampling::PerPosition) => {
                     let negatives: Vec<u32> =
                         (0..targets.len() * opts.num_negatives).map(|_| rng.random_range(1..=num_items)).collect();
-                    let width = opts.num_negatives * vars.config.d_model;
                     let parts = vars.chunked_softmax_loss(
                         &outputs,
                         &batch.real_rows,
                         &targets,
                         Contrast::Sampled(&negatives),
                         opts.temperature,
-                        loss_chunk(width),
+                        // Sampled rows are visited one by one: no chunk to size.
+                        1,
                     )?;
                     (parts.value, parts.objective)
                 }
