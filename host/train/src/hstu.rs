@@ -408,8 +408,8 @@ pub struct LossParts {
 /// row. Returns the summed cross-entropy and its gradients (times `scale`)
 /// with respect to `users` and `catalog`. Each row touches only its R + 1
 /// items, so the work is m·(R+1)·D multiply-adds each way with nothing
-/// gathered into memory (the tensor version materialised [rows, R, D] several
-/// times and cost ~40 % of an ML-1M epoch).
+/// gathered into memory (the tensor version materialised [rows, R, D]
+/// several times per chunk).
 fn sampled_gradients(
     users: &[f32],
     catalog: &[f32],
