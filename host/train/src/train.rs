@@ -393,7 +393,8 @@ pub fn train(
         return Err(TrainError::Invalid("no user has 2 training events: nothing to learn from".into()));
     }
     let val_cases = eval_subset(&data.split.validation, opts.eval_users, opts.seed);
-    let steps_per_epoch = users.len().div_ceil(opts.batch_size);
+    let max_steps = if opts.max_steps_per_epoch == 0 { usize::MAX } else { opts.max_steps_per_epoch };
+    let steps_per_epoch = users.len().div_ceil(opts.batch_size).min(max_steps);
     // One bar per epoch (its ETA is the epoch's), drawn only on a terminal.
     let show = progress && std::io::stderr().is_terminal();
     let style = ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps, {msg}, ETA {eta}")
@@ -411,7 +412,6 @@ pub fn train(
         let epoch_start = Instant::now();
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
         let (mut window_sum, mut window_tokens) = (0.0, 0usize);
-        let max_steps = if opts.max_steps_per_epoch == 0 { usize::MAX } else { opts.max_steps_per_epoch };
         for (step, chunk) in order.chunks(opts.batch_size).take(max_steps).enumerate() {
             let rows: Vec<Row<'_>> = chunk
                 .iter()
