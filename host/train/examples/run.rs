@@ -9,7 +9,8 @@
 //! Keys: preset (ml-1m|ml-1m-large|ml-20m|books), d_model, layers, heads,
 //! head_dim, max_seq_len, epochs, batch_size, lr, negatives, dropout,
 //! patience, eval_users, seed, threads, loss (sampled-softmax|full-softmax),
-//! negative_sampling (per-position|per-sequence), train_on_validation, test_every_epoch. `edgerec train` is the supported CLI.
+//! negative_sampling (per-position|per-sequence), train_on_validation, test_every_epoch,
+//! max_steps (per epoch), log_every (steps). `edgerec train` is the supported CLI.
 
 use std::path::PathBuf;
 
@@ -56,6 +57,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     "patience" => o.patience = v.parse()?,
                     "eval_users" => o.eval_users = v.parse()?,
                     "seed" => o.seed = v.parse()?,
+                    "max_steps" => o.max_steps_per_epoch = v.parse()?,
+                    "log_every" => o.log_every = v.parse()?,
                     "loss" => o.loss = serde_json::from_value(serde_json::Value::String(v.clone()))?,
                     "negative_sampling" => {
                         o.negative_sampling = serde_json::from_value(serde_json::Value::String(v.clone()))?

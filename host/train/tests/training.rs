@@ -33,8 +33,10 @@ fn trainer_forward_matches_the_engine_on_the_same_weights() {
     // Two heads of odd width, a short L so that windows get truncated too.
     let config = ModelConfig::research(40, 12, 2, 2, 5, 16);
     let mut model = init_model(&config, &mut rng).unwrap();
-    // Trained-like rab tables: larger than the init so the bias matters.
+    // Trained-like rab tables and projections: larger than the init (u|v|q|k start
+    // at σ 0.02, where the attention is nearly zero) so that every term matters.
     for layer in &mut model.weights.layers {
+        layer.uvqk.iter_mut().for_each(|w| *w = rng.random_range(-0.5..0.5));
         layer.pos_w.iter_mut().for_each(|w| *w = rng.random_range(-1.0..1.0));
         layer.ts_w.iter_mut().for_each(|w| *w = rng.random_range(-1.0..1.0));
     }
@@ -69,6 +71,42 @@ fn trainer_forward_matches_the_engine_on_the_same_weights() {
     }
     assert_eq!(row, out.len());
     assert!(worst <= 1e-4, "trainer and engine differ by {worst} (relative L2)");
+}
+
+/// Mean and standard deviation of a slice, in f64.
+fn moments(x: &[f32]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt())
+}
+
+#[test]
+fn initialisation_follows_the_reference_trainer() {
+    // ML-1M's shape: D 50, 2 layers, 1 head of 50, L 200 (N 211), 3,883 items.
+    let config = ModelConfig::research(3883, 50, 2, 1, 50, 200);
+    let model = init_model(&config, &mut ChaCha8Rng::seed_from_u64(11)).unwrap();
+    let w = &model.weights;
+    let close = |what: &str, got: f64, want: f64, rel: f64| {
+        assert!((got - want).abs() <= rel * want, "{what}: std {got:.5}, reference {want:.5}");
+    };
+    // Item rows: truncated normal σ 0.02 cut at ±2σ (std 0.02·0.8796), padding row zero.
+    assert!(w.item_emb[..50].iter().all(|&v| v == 0.0), "the padding row is zero");
+    let items = &w.item_emb[50..];
+    close("item embeddings", moments(items).1, 0.02 * 0.8796, 0.02);
+    assert!(items.iter().all(|v| v.abs() < 0.04), "item embeddings are cut at 2σ");
+    // Positions: Xavier-normal over [N, D] (HSTU.reset_params overrides the preprocessor's init).
+    close("positions", moments(&w.pos_emb).1, (2.0f64 / (211.0 + 50.0)).sqrt(), 0.03);
+    for layer in &w.layers {
+        close("u|v|q|k", moments(&layer.uvqk).1, 0.02, 0.02);
+        // Xavier-uniform: bound √(6/(fan_in+fan_out)), std bound/√3.
+        let bound = (6.0f64 / 100.0).sqrt();
+        close("W_o", moments(&layer.o_w).1, bound / 3f64.sqrt(), 0.05);
+        assert!(layer.o_w.iter().all(|&v| (v as f64).abs() <= bound));
+        assert!(layer.o_b.iter().all(|&v| (v as f64).abs() <= 1.0 / 50f64.sqrt()));
+        close("rab positions", moments(&layer.pos_w).1, 0.02, 0.1);
+        assert!(moments(&layer.o_b).1 > 0.02, "the bias is drawn, not zero");
+    }
 }
 
 fn tiny_options() -> TrainOptions {
