@@ -184,15 +184,32 @@ pub(crate) struct EncodedColumn {
     pub missing: Vec<bool>,
 }
 
-/// Dense codes for distinct strings, first-seen order.
+/// Dense codes for distinct strings, first-seen order. Catalog attributes
+/// are mostly categorical with few values: up to `SMALL` distinct strings a
+/// linear scan finds the code (SipHash on every row of every string column
+/// was the host's largest item in the profile); past that, a hash map.
 #[derive(Default)]
 struct Dictionary<'a> {
     strings: Vec<String>,
+    seen: Vec<&'a str>,
     codes: HashMap<&'a str, u32>,
 }
 
+const SMALL: usize = 16;
+
 impl<'a> Dictionary<'a> {
     fn code(&mut self, s: &'a str) -> u32 {
+        if self.codes.is_empty() {
+            if let Some(at) = self.seen.iter().position(|&x| x == s) {
+                return at as u32;
+            }
+            self.seen.push(s);
+            self.strings.push(s.to_owned());
+            if self.seen.len() > SMALL {
+                self.codes = self.seen.iter().enumerate().map(|(i, &x)| (x, i as u32)).collect();
+            }
+            return (self.strings.len() - 1) as u32;
+        }
         *self.codes.entry(s).or_insert_with(|| {
             self.strings.push(s.to_owned());
             (self.strings.len() - 1) as u32

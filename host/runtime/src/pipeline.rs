@@ -105,7 +105,11 @@ impl Runtime {
         let wire_ctx = ctx.to_wire();
         let mut rows: Vec<u32> = (0..batch.len() as u32).collect();
         let mut scores = batch.scores.clone();
-        let mut reasons: Vec<Vec<String>> = vec![Vec::new(); batch.len()];
+        // Reason codes as (input row, code id), codes made once per distinct
+        // (stage, reason): a stage's reasons repeat ("acme" on every acme item)
+        // and most candidates are dropped later, so strings are only cloned
+        // for the candidates that leave the pipeline.
+        let mut reasons = ReasonLog::default();
         let mut traces = Vec::with_capacity(pipeline.stages.len());
         for (at, stage) in pipeline.stages.iter().enumerate() {
             let candidates = wire::Candidates {
@@ -138,10 +142,8 @@ impl Runtime {
                     };
                     rows = output.order.iter().map(|&j| rows[j as usize]).collect();
                     scores = new_scores;
-                    for (position, reason) in output.reasons.iter().flatten().enumerate() {
-                        if !reason.is_empty() {
-                            reasons[rows[position] as usize].push(format!("stage{at}:{reason}"));
-                        }
+                    if let Some(stage_reasons) = &output.reasons {
+                        reasons.record(at, &rows, stage_reasons);
                     }
                     traces.push(trace);
                 }
@@ -163,16 +165,61 @@ impl Runtime {
                 },
             }
         }
-        let candidates = rows
+        let mut candidates: Vec<FinalCandidate> = rows
             .iter()
             .zip(&scores)
             .map(|(&row, &score)| FinalCandidate {
                 index: row,
                 id: batch.ids[row as usize],
                 score,
-                reasons: std::mem::take(&mut reasons[row as usize]),
+                reasons: Vec::new(),
             })
             .collect();
+        reasons.attach(&rows, batch.len(), &mut candidates);
         Ok(PipelineOutcome { candidates, stages: traces })
+    }
+}
+
+/// The reason codes stages gave, in stage order, as (input row, code) pairs.
+#[derive(Default)]
+struct ReasonLog {
+    /// Distinct `"stage<i>:<code>"` strings.
+    codes: Vec<String>,
+    /// (input row, index into `codes`), in the order they were given.
+    given: Vec<(u32, u32)>,
+}
+
+impl ReasonLog {
+    /// Records one stage's reasons; `rows[position]` is the input row of the
+    /// stage's output position (`rows` already in the stage's output order).
+    fn record(&mut self, stage: usize, rows: &[u32], reasons: &[String]) {
+        let mut seen: HashMap<&str, u32> = HashMap::new();
+        for (&row, reason) in rows.iter().zip(reasons) {
+            if reason.is_empty() {
+                continue;
+            }
+            let code = *seen.entry(reason.as_str()).or_insert_with(|| {
+                self.codes.push(format!("stage{stage}:{reason}"));
+                (self.codes.len() - 1) as u32
+            });
+            self.given.push((row, code));
+        }
+    }
+
+    /// Gives each final candidate (`rows[i]` is candidate i's input row) its
+    /// reasons, in stage order.
+    fn attach(&self, rows: &[u32], batch_len: usize, candidates: &mut [FinalCandidate]) {
+        if self.given.is_empty() {
+            return;
+        }
+        let mut position = vec![u32::MAX; batch_len];
+        for (at, &row) in rows.iter().enumerate() {
+            position[row as usize] = at as u32;
+        }
+        for &(row, code) in &self.given {
+            if let Some(candidate) = candidates.get_mut(position[row as usize] as usize) {
+                candidate.reasons.push(self.codes[code as usize].clone());
+            }
+        }
     }
 }

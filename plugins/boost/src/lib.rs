@@ -37,16 +37,37 @@ pub struct Config {
 
 /// One rule: when the predicate holds for an item, apply the action.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RuleJson")]
 pub struct Rule {
     /// The reason code it leaves (default `rule<i>`).
-    #[serde(default)]
     pub name: Option<String>,
     /// Which items.
-    #[serde(flatten)]
     pub when: Predicate,
     /// What to do to them.
     pub action: Action,
+}
+
+/// A rule as written: the predicate's keys beside `name` and `action`. Read
+/// flat rather than with `#[serde(flatten)]`, which buffers every rule into
+/// an intermediate tree first (the config is parsed on every call) and lets
+/// unknown keys through.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleJson {
+    #[serde(default)]
+    name: Option<String>,
+    attribute: String,
+    op: Op,
+    #[serde(default)]
+    value: serde_json::Value,
+    action: Action,
+}
+
+impl From<RuleJson> for Rule {
+    fn from(rule: RuleJson) -> Self {
+        let when = Predicate { attribute: rule.attribute, op: rule.op, value: rule.value };
+        Rule { name: rule.name, when, action: rule.action }
+    }
 }
 
 /// What a rule does to the items it matches.

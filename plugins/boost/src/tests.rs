@@ -54,6 +54,11 @@ fn bad_configs_are_refused_at_setup() {
     let bad = config(r#"{"rules": [{"attribute": "brand", "op": "lt", "value": "a", "action": "bury"}]}"#);
     assert!(Boost::columns(&bad).is_err());
     assert!(edgerec_sdk::parse_config::<Config>(br#"{"rules": [{"attribute": "a", "op": "nope"}]}"#).is_err());
+    // A misspelt key is refused rather than ignored.
+    let typo = br#"{"rules": [{"attribute": "a", "op": "present", "acton": "bury"}]}"#;
+    assert!(edgerec_sdk::parse_config::<Config>(typo).is_err());
+    let unknown = br#"{"rules": [{"attribute": "a", "op": "present", "action": "bury", "weight": 2}]}"#;
+    assert!(edgerec_sdk::parse_config::<Config>(unknown).is_err());
     let good = config(
         r#"{"rules": [{"attribute": "brand", "op": "eq", "value": "a", "action": "bury"},
                       {"attribute": "brand", "op": "present", "action": {"add": 1}}]}"#,
