@@ -283,3 +283,29 @@ impl EncodedColumn {
 fn flags<T>(values: &[Option<T>]) -> Vec<bool> {
     values.iter().map(Option::is_none).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Codes are first-seen indices on both sides of the switch from the
+    /// linear scan to the hash map (after `SMALL` distinct strings).
+    #[test]
+    fn dictionary_codes_are_first_seen_order_across_the_switch_to_hashing() {
+        let values: Vec<String> = (0..3 * SMALL).map(|i| format!("v{}", (i * 7) % (2 * SMALL))).collect();
+        let mut dictionary = Dictionary::default();
+        let mut first_seen: Vec<&str> = Vec::new();
+        for value in &values {
+            let expected = match first_seen.iter().position(|s| s == value) {
+                Some(at) => at,
+                None => {
+                    first_seen.push(value);
+                    first_seen.len() - 1
+                }
+            };
+            assert_eq!(dictionary.code(value), expected as u32, "{value}");
+        }
+        assert_eq!(dictionary.strings, first_seen);
+        assert!(first_seen.len() > SMALL, "the test must cross the switch");
+    }
+}
