@@ -16,3 +16,19 @@ for line in sys.stdin:
 mkdir -p target/device
 cp "$bin" target/device/cuda_parity
 echo "built target/device/cuda_parity ($(du -h target/device/cuda_parity | cut -f1)); glibc needed: $(objdump -T target/device/cuda_parity 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sort -V | tail -1)"
+# The server-level path (kernels/cuda/check.sh step 3): the edgerec binary and
+# the end-to-end backends test, which compares a tenant served by the device
+# backend with a CPU tenant through a real server.
+cargo build --release -p edgerec-host 2>/dev/null
+e2e=$(cargo test --release -p edgerec-e2e --test backends --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "backends" and m.get("executable"):
+        print(m["executable"])')
+if [[ -n "$e2e" ]]; then
+    cp target/release/edgerec target/device/edgerec
+    cp "$e2e" target/device/backends
+    echo "built target/device/edgerec and target/device/backends (server-level check)"
+fi
+

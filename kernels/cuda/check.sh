@@ -8,7 +8,9 @@
 #    3,953 / 131,263 / 1,000,000 items); a test that
 #    SKIPs here (no device loaded) fails the check;
 # 2. the timing table (encode users/s and TFLOP/s vs the measured FMA peak;
-#    top-k GB/s vs the measured copy bandwidth).
+#    top-k GB/s vs the measured copy bandwidth);
+# 3. when target/device/backends is there: the server end to end, a tenant
+#    on `--backend cuda` answering what a CPU tenant answers.
 #
 # TEST_BINARY defaults to target/device/cuda_parity (made on a CPU machine by
 # kernels/cuda/build-for-device.sh and carried over); without it, the script
@@ -47,4 +49,11 @@ if grep -q 'SKIP ' "$log"; then echo "check: FAILED (tests skipped: no CUDA devi
 
 echo "== 2. timing table =="
 timeout 180 "$BIN" --ignored --exact cuda_timing_table --nocapture --test-threads=1 2>&1 | grep -v '^running\|^test result\|^$'
+if [[ -x target/device/backends && -x target/device/edgerec ]]; then
+    echo "== 3. the server on the device backend =="
+    EDGEREC_E2E_BIN=target/device/edgerec EDGEREC_E2E_DEVICE_BACKEND=cuda \
+        timeout 180 target/device/backends --test-threads=1 --nocapture
+else
+    echo "== 3. skipped: no target/device/backends (kernels/cuda/build-for-device.sh builds it) =="
+fi
 echo "check: OK in $(( $(date +%s) - START )) s"

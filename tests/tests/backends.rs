@@ -1,5 +1,5 @@
-//! The server runs the engine through its backends: the CUDA kernels on the
-//! CPU emulator (`cuda-emu`) answer what the CPU backend answers, and the
+//! The server runs the engine through its backends: the CUDA kernels (on the
+//! CPU emulator, `cuda-emu`, or on a GPU) answer what the CPU backend answers, and the
 //! batching scheduler answers concurrent recommends as it answers them one by
 //! one.
 
@@ -52,14 +52,20 @@ fn assert_same_answer(what: &str, expected: &[(String, f64)], got: &[(String, f6
     }
 }
 
+/// The backend under test beside the CPU: `cuda-emu` in every test run,
+/// `cuda` on a GPU machine (`kernels/cuda/check.sh` sets it).
+fn device_backend() -> String {
+    std::env::var("EDGEREC_E2E_DEVICE_BACKEND").unwrap_or_else(|_| "cuda-emu".into())
+}
+
 #[test]
-fn cuda_emu_serves_the_answers_of_the_cpu_backend() {
+fn the_cuda_kernels_serve_the_answers_of_the_cpu_backend() {
     let scratch = Scratch::new();
     let model = scratch.path("model");
     let ids = write_model(&model, 300, 21);
     let server = Server::start(&scratch.path("data"), &Options::default());
     let cpu = tenant_on(&server, "on-cpu", &model, "cpu");
-    let emu = tenant_on(&server, "on-emu", &model, "cuda-emu");
+    let emu = tenant_on(&server, "on-emu", &model, &device_backend());
     let history = |n: usize, offset: usize| -> Vec<Value> {
         (0..n).map(|i| json!({"item": ids[(i * 7 + offset) % ids.len()], "ts": 1_000 + 60 * i as i64})).collect()
     };
