@@ -288,14 +288,20 @@ impl Default for Scratch {
 
 /// Creates tenant `name` on a model directory; returns its API key.
 pub fn create_tenant(server: &Server, name: &str, model_dir: &Path) -> String {
-    let (status, body) = server.json(
-        "POST",
-        "/v1/tenants",
-        Some(OPERATOR),
-        &serde_json::json!({"name": name, "model": model_dir.to_str().expect("utf-8 path")}),
-    );
+    create_tenant_on(server, name, model_dir, None)["api_key"].as_str().expect("api_key").to_string()
+}
+
+/// Creates tenant `name` on a model directory, served by `backend` when
+/// given (else the server's); returns the creation answer (its `api_key`,
+/// the `backend` serving it, …).
+pub fn create_tenant_on(server: &Server, name: &str, model_dir: &Path, backend: Option<&str>) -> Value {
+    let mut request = serde_json::json!({"name": name, "model": model_dir.to_str().expect("utf-8 path")});
+    if let Some(backend) = backend {
+        request["backend"] = backend.into();
+    }
+    let (status, body) = server.json("POST", "/v1/tenants", Some(OPERATOR), &request);
     assert_eq!(status, 201, "create tenant {name}: {body}");
-    body["api_key"].as_str().expect("api_key").to_string()
+    body
 }
 
 /// The error code of an error body.

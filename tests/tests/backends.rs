@@ -6,7 +6,7 @@
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use edgerec_e2e::{OPERATOR, Options, Scratch, Server, write_model};
+use edgerec_e2e::{OPERATOR, Options, Scratch, Server, create_tenant_on, write_model};
 use serde_json::{Value, json};
 
 /// Scores of the CPU and the emulated CUDA kernels differ by float rounding
@@ -15,13 +15,7 @@ const SCORE_TOLERANCE: f64 = 1e-4;
 
 /// Creates tenant `name` on `model` served by `backend`; returns its key.
 fn tenant_on(server: &Server, name: &str, model: &std::path::Path, backend: &str) -> String {
-    let (status, body) = server.json(
-        "POST",
-        "/v1/tenants",
-        Some(OPERATOR),
-        &json!({"name": name, "model": model.to_str().expect("utf-8 path"), "backend": backend}),
-    );
-    assert_eq!(status, 201, "create tenant {name} on {backend}: {body}");
+    let body = create_tenant_on(server, name, model, Some(backend));
     assert_eq!(body["backend"], backend, "{body}");
     body["api_key"].as_str().expect("api_key").to_string()
 }

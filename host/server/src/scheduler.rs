@@ -27,6 +27,8 @@ use crate::store::Store;
 pub type Held = Box<dyn Send>;
 
 struct Queued {
+    // Each request carries its tenant (the same for the whole queue):
+    // the scheduler lives inside the `Tenant`, so it cannot hold it.
     tenant: Arc<Tenant>,
     request: EncodeRequest,
     held: Held,
