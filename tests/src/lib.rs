@@ -14,6 +14,8 @@ use edgerec_kernels::item_map::ItemMap;
 use edgerec_kernels::{Model, ModelConfig};
 use serde_json::Value;
 
+pub mod redis;
+
 /// The operator token every test server uses.
 pub const OPERATOR: &str = "eo_test_operator_token";
 /// The demo tenant's API key every test server uses.
@@ -57,11 +59,23 @@ pub struct Options {
     /// Let the server generate its operator token and demo key (the
     /// environment sets neither) instead of the fixed test secrets.
     pub generated_secrets: bool,
+    /// The store (`redis://…`) shared with other servers; `None` = the
+    /// server's own: its embedded store, or, when `EDGEREC_E2E_STORE=redis`,
+    /// a Redis of its own with its data beside the data directory (so that a
+    /// server restarted on the same directory finds its state in both modes).
+    pub store: Option<String>,
+}
+
+/// Whether `EDGEREC_E2E_STORE=redis` runs every server of the suite on Redis.
+pub fn suite_on_redis() -> bool {
+    std::env::var("EDGEREC_E2E_STORE").is_ok_and(|v| v == "redis")
 }
 
 /// A running `edgerec serve`; killed when dropped.
 pub struct Server {
     child: Child,
+    /// The server's own Redis (`EDGEREC_E2E_STORE=redis`), stopped with it.
+    _own_redis: Option<redis::RedisServer>,
     /// `http://127.0.0.1:<port>`.
     pub base: String,
     /// The data directory.
@@ -96,6 +110,18 @@ impl Server {
         } else {
             command.env("EDGEREC_OPERATOR_TOKEN", OPERATOR).env("EDGEREC_DEMO_API_KEY", DEMO_KEY);
         }
+        let mut own_redis = None;
+        match &options.store {
+            Some(store) => {
+                command.env("EDGEREC_SERVE_STORE", store);
+            }
+            None if suite_on_redis() => {
+                let redis = redis::RedisServer::start(&data_dir.with_extension("redis"));
+                command.env("EDGEREC_SERVE_STORE", redis.url());
+                own_redis = Some(redis);
+            }
+            None => {}
+        }
         for (key, value) in &options.env {
             command.env(key, value);
         }
@@ -122,7 +148,7 @@ impl Server {
         };
         let client =
             reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client");
-        let server = Server { child, base, data_dir: data_dir.to_path_buf(), client, stdout: lines };
+        let server = Server { child, _own_redis: own_redis, base, data_dir: data_dir.to_path_buf(), client, stdout: lines };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.get("/readyz", None).0 != 200 {
             assert!(Instant::now() < deadline, "/readyz never answered 200");

@@ -16,7 +16,12 @@ pub const ENV_PREFIX: &str = "EDGEREC_SERVE_";
 /// Every configuration key: name, default, meaning.
 pub const KEYS: &[(&str, &str, &str)] = &[
     ("listen", "\"127.0.0.1:8080\"", "address the HTTP API listens on"),
-    ("data_dir", "\"edgerec-data\"", "directory of the store (store.redb), created if absent"),
+    ("data_dir", "\"edgerec-data\"", "directory of the embedded store (store.redb) and the event outbox, created if absent"),
+    (
+        "store",
+        "\"\"",
+        "where tenants, events, catalogs, plugins and pipelines live: empty = the embedded store in data_dir (one host); `redis://HOST:PORT` or `redis+cluster://H1:P1,H2:P2,…` = shared by every host on it",
+    ),
     ("demo_tenant", "true", "create the `demo` tenant (bundled demo model, catalog, default pipeline) on first start"),
     ("max_body_bytes", "1048576", "largest JSON request body; larger bodies get 413 payload_too_large"),
     ("max_plugin_bytes", "16777216", "largest plugin component upload"),
@@ -85,8 +90,10 @@ pub const KEYS: &[(&str, &str, &str)] = &[
 pub struct ServerConfig {
     /// Address the HTTP API listens on.
     pub listen: SocketAddr,
-    /// Directory of the store.
+    /// Directory of the embedded store.
     pub data_dir: PathBuf,
+    /// The store: empty (embedded), `redis://…` or `redis+cluster://…`.
+    pub store: String,
     /// Whether the demo tenant is created on first start.
     pub demo_tenant: bool,
     /// Largest JSON body.
@@ -149,6 +156,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8080".parse().expect("valid literal"),
             data_dir: PathBuf::from("edgerec-data"),
+            store: String::new(),
             demo_tenant: true,
             max_body_bytes: 1 << 20,
             max_plugin_bytes: 16 << 20,
@@ -314,6 +322,7 @@ mod tests {
     struct DefaultsView {
         listen: String,
         data_dir: PathBuf,
+        store: String,
         demo_tenant: bool,
         max_body_bytes: usize,
         max_plugin_bytes: usize,
@@ -346,6 +355,7 @@ mod tests {
             let ServerConfig {
                 listen,
                 data_dir,
+                store,
                 demo_tenant,
                 max_body_bytes,
                 max_plugin_bytes,
@@ -374,6 +384,7 @@ mod tests {
             DefaultsView {
                 listen: listen.to_string(),
                 data_dir,
+                store,
                 demo_tenant,
                 max_body_bytes,
                 max_plugin_bytes,

@@ -57,6 +57,8 @@ pub enum ErrorCode {
     Timeout,
     /// Starting or shutting down (503).
     NotReady,
+    /// The shared store (Redis) cannot be reached and the request needs it (503, `Retry-After`).
+    StoreUnavailable,
     /// A pipeline stage with `on_error = fail` failed (502).
     PluginFailed,
     /// A fault on the server's side (500); the details are in the server's log.
@@ -65,7 +67,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documents and tests.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::BadRequest,
         ErrorCode::MalformedJson,
         ErrorCode::PayloadTooLarge,
@@ -89,6 +91,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Timeout,
         ErrorCode::NotReady,
+        ErrorCode::StoreUnavailable,
         ErrorCode::PluginFailed,
         ErrorCode::Internal,
     ];
@@ -119,6 +122,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Timeout => "timeout",
             ErrorCode::NotReady => "not_ready",
+            ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::PluginFailed => "plugin_failed",
             ErrorCode::Internal => "internal",
         }
@@ -146,7 +150,11 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::TenantUnavailable | ErrorCode::Overloaded | ErrorCode::Timeout | ErrorCode::NotReady => {
+            ErrorCode::TenantUnavailable
+            | ErrorCode::Overloaded
+            | ErrorCode::Timeout
+            | ErrorCode::NotReady
+            | ErrorCode::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::PluginFailed => StatusCode::BAD_GATEWAY,
@@ -292,6 +300,14 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(error: crate::store::StoreError) -> Self {
+        if error.is_unavailable() {
+            let mut api = ApiError::new(
+                ErrorCode::StoreUnavailable,
+                format!("{error}; this request needs it: retry when it is back (GET /readyz says)"),
+            );
+            api.retry_after_s = Some(1);
+            return api;
+        }
         ApiError::internal("the store", error)
     }
 }

@@ -10,6 +10,7 @@ mod demo;
 pub mod error;
 pub mod event;
 mod extract;
+mod follow;
 mod jobs;
 mod operator;
 pub mod pipeline;
@@ -62,26 +63,31 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 /// demo tenant. Everything `serve` does before it listens.
 pub fn open(config: ServerConfig, metrics: PrometheusHandle) -> anyhow::Result<Opened> {
     private_dir(&config.data_dir)?;
-    let store = Arc::new(
-        Store::open(&config.data_dir)
-            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?,
-    );
-    let store_file = config.data_dir.join("store.redb");
-    std::fs::set_permissions(&store_file, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot make {} private (mode 0600)", store_file.display()))?;
-    let (operator_hash, new_operator_token) = operator_token(&store)?;
+    let store = store::open(&config.store, &config.data_dir)?;
+    if store.kind() == "redb" {
+        let store_file = config.data_dir.join("store.redb");
+        std::fs::set_permissions(&store_file, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot make {} private (mode 0600)", store_file.display()))?;
+    }
+    // Read before the tenants load: following from here misses no change
+    // another host makes while this one loads.
+    let cursor = store.change_cursor()?;
+    let (operator_hash, new_operator_token) = operator_token(store.as_ref())?;
     let plugins = pipeline::PluginHost::new(&config, &config.data_dir)?;
     let app = Arc::new(AppState::new(config, store, operator_hash, plugins, metrics));
     tenants::load_all(&app)?;
     if app.config.demo_tenant {
         demo::ensure(&app)?;
     }
+    if app.store.is_shared() {
+        follow::start(app.clone(), cursor);
+    }
     Ok(Opened { app, new_operator_token })
 }
 
 /// The operator token's hash: from `EDGEREC_OPERATOR_TOKEN` (kept in memory
 /// only), else the stored hash, else a new token (returned to be shown once).
-fn operator_token(store: &Store) -> anyhow::Result<(String, Option<String>)> {
+fn operator_token(store: &dyn Store) -> anyhow::Result<(String, Option<String>)> {
     if let Ok(token) = std::env::var("EDGEREC_OPERATOR_TOKEN")
         && !token.is_empty()
     {
@@ -99,8 +105,10 @@ fn operator_token(store: &Store) -> anyhow::Result<(String, Option<String>)> {
     }
     let token = auth::new_secret("eo");
     let hash = auth::secret_hash(&token);
-    store.set_meta("operator_token_sha256", &hash)?;
-    Ok((hash, Some(token)))
+    // Hosts of one shared store starting together: one token wins, and only
+    // the host whose token it is shows it.
+    let stored = store.init_meta("operator_token_sha256", &hash)?;
+    Ok(if stored == hash { (hash, Some(token)) } else { (stored, None) })
 }
 
 /// Starts the server and runs until SIGTERM or Ctrl-C; then stops accepting,

@@ -139,11 +139,11 @@ impl PluginHost {
         Ok(hash)
     }
 
-    fn plugin(&self, app: &AppState, digest: &str) -> Result<Arc<CompiledPlugin>, ApiError> {
+    fn plugin(&self, app: &AppState, tenant: &str, digest: &str) -> Result<Arc<CompiledPlugin>, ApiError> {
         if let Some(plugin) = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(digest) {
             return Ok(plugin.clone());
         }
-        let bytes = app.store.blob(digest)?.ok_or_else(|| {
+        let bytes = app.store.blob(tenant, digest)?.ok_or_else(|| {
             ApiError::internal("loading a plugin", format!("component {digest} missing from the store"))
         })?;
         let plugin = self.runtime.compile(&bytes).map_err(invalid_plugin)?;
@@ -176,7 +176,7 @@ pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<Ac
                     spec.plugin, spec.version
                 ))
             })?;
-        let plugin = app.plugins.plugin(app, &version.digest)?;
+        let plugin = app.plugins.plugin(app, tenant, &version.digest)?;
         let config = match &spec.config {
             Value::Null => Vec::new(),
             other => serde_json::to_vec(other).map_err(|e| ApiError::internal("encoding a stage config", e))?,

@@ -35,7 +35,7 @@ pub struct History {
 /// Items known to the catalog but not the model are skipped (the model
 /// cannot encode them); items known to neither are a 404 unknown_item.
 pub fn build_history(
-    store: &Store,
+    store: &dyn Store,
     tenant: &Tenant,
     user: Option<&str>,
     request_events: &[ShopperEvent],
@@ -127,7 +127,7 @@ pub struct Encoded {
 /// `append_batch`, and every embedding in one `top_k_batch`. One result per
 /// request, in order; a bad request fails only itself.
 pub fn encode_and_score(
-    store: &Store,
+    store: &dyn Store,
     tenant: &Tenant,
     requests: &[EncodeRequest],
     candidates: usize,

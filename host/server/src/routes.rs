@@ -2,6 +2,7 @@
 //! OpenAPI document and the health endpoints.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -197,8 +198,13 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Val
     if app.is_ready() {
         let unavailable: serde_json::Map<String, serde_json::Value> =
             app.tenant_names().into_iter().filter_map(|(name, reason)| reason.map(|r| (name, r.into()))).collect();
-        let status = if unavailable.is_empty() { "ready" } else { "degraded" };
-        Ok(Json(serde_json::json!({"status": status, "unavailable_tenants": unavailable})))
+        let store_reachable = app.store_reachable.load(Ordering::Acquire);
+        let status = if unavailable.is_empty() && store_reachable { "ready" } else { "degraded" };
+        Ok(Json(serde_json::json!({
+            "status": status,
+            "unavailable_tenants": unavailable,
+            "store": {"kind": app.store.kind(), "reachable": store_reachable},
+        })))
     } else {
         Err(ApiError::new(ErrorCode::NotReady, "starting or shutting down; retry shortly"))
     }

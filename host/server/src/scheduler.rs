@@ -39,7 +39,7 @@ struct Queued {
 /// One tenant's queue and gatherer (started on the first request).
 pub struct Scheduler {
     queue: OnceLock<mpsc::UnboundedSender<Queued>>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     encode_slots: Arc<Semaphore>,
     max_batch: usize,
     max_wait: Duration,
@@ -49,7 +49,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler whose batches take one of `encode_slots` each.
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         encode_slots: Arc<Semaphore>,
         max_batch: usize,
         max_wait_us: u64,
@@ -100,7 +100,7 @@ fn take_queued(queue: &mut mpsc::UnboundedReceiver<Queued>, batch: &mut Vec<Queu
 
 async fn gather(
     mut queue: mpsc::UnboundedReceiver<Queued>,
-    store: Arc<Store>,
+    store: Arc<dyn Store>,
     encode_slots: Arc<Semaphore>,
     max_batch: usize,
     max_wait: Duration,
@@ -130,7 +130,7 @@ async fn gather(
             let tenant = batch[0].tenant.clone();
             let (requests, waiting): (Vec<EncodeRequest>, Vec<_>) =
                 batch.into_iter().map(|q| (q.request, (q.reply, q.held))).unzip();
-            let results = recommend::encode_and_score(&store, &tenant, &requests, candidates);
+            let results = recommend::encode_and_score(store.as_ref(), &tenant, &requests, candidates);
             for ((reply, held), result) in waiting.into_iter().zip(results) {
                 // The client may have gone; its work is done either way.
                 let _ = reply.send(result);

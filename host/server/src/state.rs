@@ -67,8 +67,8 @@ pub enum TenantSlot {
 pub struct AppState {
     /// The resolved configuration.
     pub config: ServerConfig,
-    /// The embedded store.
-    pub store: Arc<Store>,
+    /// The store (embedded, or shared with other hosts).
+    pub store: Arc<dyn Store>,
     /// SHA-256 (hex) of the operator token.
     pub operator_hash: String,
     /// Tenants by name.
@@ -89,13 +89,16 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// False until start-up finished and after shutdown began.
     pub ready: AtomicBool,
+    /// False while the shared store cannot be reached: answers are served
+    /// from this host's caches and say they are degraded.
+    pub store_reachable: AtomicBool,
 }
 
 impl AppState {
     /// The state before any tenant is loaded.
     pub fn new(
         config: ServerConfig,
-        store: Arc<Store>,
+        store: Arc<dyn Store>,
         operator_hash: String,
         plugins: super::pipeline::PluginHost,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -108,6 +111,7 @@ impl AppState {
             plugins,
             metrics,
             ready: AtomicBool::new(false),
+            store_reachable: AtomicBool::new(true),
             tenants: RwLock::default(),
             keys: RwLock::default(),
             operator_hash,

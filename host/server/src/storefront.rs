@@ -238,7 +238,7 @@ pub async fn recommend(
         let encode_slot = app.encode_slots.clone().acquire_owned().await.map_err(|_| ApiError::overloaded(1))?;
         let (app, tenant) = (app.clone(), tenant.clone());
         jobs::run(JobKind::Encode, span.clone(), (encode_slot, held.clone()), move || {
-            let mut results = recommend::encode_and_score(&app.store, &tenant, &[request], app.config.candidates);
+            let mut results = recommend::encode_and_score(app.store.as_ref(), &tenant, &[request], app.config.candidates);
             results.pop().unwrap_or_else(|| Err(ApiError::internal("the encode job", "no result")))
         })
         .await?
@@ -346,7 +346,9 @@ pub async fn post_events(
             }
         }
         let start = Instant::now();
-        let outcome = app2.store.append_events(name, &rows, batch_key.as_deref())?;
+        // Twice the model's window: what the recommend path reads back.
+        let keep = 2 * tenant.model.config.max_seq_len;
+        let outcome = app2.store.append_events(name, &rows, batch_key.as_deref(), keep)?;
         recommend::stage_done("store_events", start);
         Ok(outcome)
     })

@@ -163,6 +163,37 @@ fn load_one(app: &AppState, record: &TenantRecord) -> Result<Loaded, String> {
     Ok((model, backend, items, pipeline))
 }
 
+/// Brings a tenant in line with the store after another host changed it:
+/// loads it when it is new here (or could not load before), takes its keys,
+/// and builds and swaps the active pipeline when another version is active.
+/// Serialised with this host's own changes of the tenant (its activation lock).
+pub fn sync(app: &AppState, name: &str) -> Result<(), ApiError> {
+    let Some(record) = app.store.tenant(name)? else { return Ok(()) };
+    let Ok(tenant) = app.lookup_tenant(name) else {
+        match load_one(app, &record) {
+            Ok((model, backend, items, pipeline)) => {
+                tracing::info!(tenant = %name, pipeline_version = pipeline.version, "tenant loaded (changed on another host)");
+                register(app, record, model, backend, items, pipeline);
+            }
+            Err(reason) => app.insert_unavailable(&record, reason),
+        }
+        return Ok(());
+    };
+    let _serial = tenant.activation.blocking_lock();
+    app.set_tenant_keys(name, &record.keys);
+    let (active, versions) = app.store.pipelines(name)?;
+    let wanted = active.unwrap_or(0);
+    if tenant.pipeline.load().version != wanted {
+        let pipeline = match versions.iter().find(|p| p.version == wanted) {
+            Some(record) => pipeline::build(app, name, record)?,
+            None => ActivePipeline::empty(),
+        };
+        tenant.pipeline.store(Arc::new(pipeline));
+        tracing::info!(tenant = %name, version = wanted, "pipeline swapped (changed on another host)");
+    }
+    Ok(())
+}
+
 /// The tenant's record as stored now (keys change after registration).
 pub fn stored_record(app: &AppState, tenant: &Tenant) -> Result<TenantRecord, ApiError> {
     let name = &tenant.record.name;

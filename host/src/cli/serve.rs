@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// Data directory (overrides `data_dir`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// The store (overrides `store`): `redis://HOST:PORT` or
+    /// `redis+cluster://H1:P1,H2:P2,…` to share state with other hosts.
+    #[arg(long)]
+    pub store: Option<String>,
     /// Engine that encodes and scores (overrides `backend`; a tenant may name its own).
     #[arg(long, value_enum)]
     pub backend: Option<super::engine::BackendArg>,
@@ -35,6 +39,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     if let Some(dir) = args.data_dir {
         config.data_dir = dir;
+    }
+    if let Some(store) = args.store {
+        config.store = store;
     }
     if let Some(backend) = args.backend {
         config.backend = backend.into();

@@ -1,0 +1,836 @@
+//! The shared store: Redis (one server, or a Redis Cluster), for many hosts.
+//!
+//! Why the `redis` crate (redis-rs): it is the maintained Rust client, with
+//! async multiplexed connections (the commands of every request thread are
+//! pipelined on one socket), a connection manager that reconnects after Redis
+//! restarts, Redis Cluster with slot routing and redirections, Lua scripts
+//! (`EVALSHA` with reload) and streams, all behind one API.
+//!
+//! Key layout (every tenant key hash-tagged `{tenant}` and every per-user key
+//! `{tenant:user}`, so that a cluster keeps a tenant's control plane and each
+//! user's events on one shard and the scripts below stay single-slot):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `er:tenants` | set | tenant names |
+//! | `er:{T}:tenant` | string | JSON [`TenantRecord`] (key hashes only) |
+//! | `er:{T}:catalog`, `er:{T}:catalog-ids` | hash, sorted set | item → attributes; ids for paging |
+//! | `er:{T}:plugins` | hash | `name/version` → JSON [`PluginVersion`] |
+//! | `er:{T}:blob:DIGEST` | string | component bytes (content-addressed) |
+//! | `er:{T}:pipelines`, `er:{T}:pipeline-seq` | hash, counter | version → stages |
+//! | `er:{T}:activations` | list | activated versions, the last active |
+//! | `er:{T}:batch:KEY` | string | a stored batch's answer (7 days) |
+//! | `er:{T:U}:events` | list | the user's newest events, as sent |
+//! | `er:{T:U}:event-ids` | sorted set | the user's recent `event_id`s |
+//! | `er:meta:NAME` | string | operator token hash |
+//! | `er:changes` | stream | control-plane changes (tenant, kind) |
+//!
+//! Durability is Redis's: an event batch is acknowledged after Redis
+//! answered its write, so it survives `kill -9` of Redis when Redis runs with
+//! `appendonly yes` and `appendfsync always` (the README says why this and
+//! not `WAIT`); at connect the store warns when it does not.
+//!
+//! The [`Store`] interface is synchronous (handlers call it from tokio's
+//! blocking pool); this store runs the async client on a small runtime of
+//! its own and waits for each answer, bounded by a timeout so that a Redis
+//! that has gone away fails a call quickly ([`StoreError::Unavailable`])
+//! instead of holding a thread.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AppendOutcome, Change, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError, TenantRecord,
+    now_unix, timed,
+};
+use crate::event::Event;
+
+/// How long a command may take before the call fails as `Unavailable`.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// An event batch's answer is kept this long for retries with its `Idempotency-Key`.
+const BATCH_KEY_TTL_S: u64 = 7 * 24 * 3600;
+/// Per user, the newest `event_id`s kept for de-duplication: this many, or
+/// four times the kept events when that is more.
+const EVENT_ID_WINDOW: usize = 4096;
+/// The change stream keeps about this many entries (a host that was away
+/// longer resynchronises from the full state anyway).
+const CHANGES_KEPT: usize = 100_000;
+/// The change stream.
+const CHANGES: &str = "er:changes";
+/// The set of tenant names.
+const TENANTS: &str = "er:tenants";
+
+/// One connection to Redis or to a Redis Cluster, multiplexed and
+/// reconnecting; cheap to clone.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The Redis store (see the module documentation for its key layout).
+pub struct RedisStore {
+    /// Drives the client's connections; shut down without blocking on drop.
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    /// Every command but the change stream's.
+    conn: Conn,
+    /// `XREAD BLOCK` only: a blocking read would stall the multiplexed connection.
+    follow_conn: Conn,
+    scripts: Scripts,
+    /// What the operator gave (`redis://…`), for messages.
+    address: String,
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which tokio forbids inside another runtime.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The Lua scripts: each a read-modify-write that must be atomic, on one slot.
+struct Scripts {
+    append: Script,
+    add_plugin: Script,
+    delete_plugin: Script,
+    add_pipeline: Script,
+    activate: Script,
+    rollback: Script,
+}
+
+impl Scripts {
+    fn new() -> Scripts {
+        Scripts {
+            // KEYS: events, event ids. ARGV: keep, now_ms, id window, then (event_id or "", event JSON) pairs.
+            append: Script::new(
+                r"
+local accepted, duplicates = 0, 0
+for i = 4, #ARGV, 2 do
+  local fresh = true
+  if ARGV[i] ~= '' then fresh = redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[i]) == 1 end
+  if fresh then
+    redis.call('RPUSH', KEYS[1], ARGV[i + 1])
+    accepted = accepted + 1
+  else
+    duplicates = duplicates + 1
+  end
+end
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+local window = tonumber(ARGV[3])
+if redis.call('ZCARD', KEYS[2]) > window then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -window - 1) end
+return {accepted, duplicates}
+",
+            ),
+            // KEYS: plugins hash, blob. ARGV: name, digest, record JSON (version 0), bytes.
+            add_plugin: Script::new(
+                r"
+local prefix = ARGV[1] .. '/'
+local latest = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if string.sub(all[i], 1, #prefix) == prefix then
+    local record = cjson.decode(all[i + 1])
+    if record.digest == ARGV[2] then return all[i + 1] end
+    local version = tonumber(string.sub(all[i], #prefix + 1))
+    if version > latest then latest = version end
+  end
+end
+local record = cjson.decode(ARGV[3])
+record.version = latest + 1
+local json = cjson.encode(record)
+redis.call('HSET', KEYS[1], prefix .. record.version, json)
+redis.call('SET', KEYS[2], ARGV[4])
+return json
+",
+            ),
+            // KEYS: plugins hash, pipelines hash. ARGV: name, version, blob key prefix.
+            delete_plugin: Script::new(
+                r"
+local field = ARGV[1] .. '/' .. ARGV[2]
+local record = redis.call('HGET', KEYS[1], field)
+if not record then return {'not-found'} end
+local users = {'in-use'}
+local pipelines = redis.call('HGETALL', KEYS[2])
+for i = 1, #pipelines, 2 do
+  for _, stage in ipairs(cjson.decode(pipelines[i + 1]).stages) do
+    if stage.plugin == ARGV[1] and stage.version == tonumber(ARGV[2]) then
+      table.insert(users, pipelines[i])
+      break
+    end
+  end
+end
+if #users > 1 then return users end
+redis.call('HDEL', KEYS[1], field)
+local digest = cjson.decode(record).digest
+for _, other in ipairs(redis.call('HVALS', KEYS[1])) do
+  if cjson.decode(other).digest == digest then return {'deleted'} end
+end
+redis.call('DEL', ARGV[3] .. digest)
+return {'deleted'}
+",
+            ),
+            // KEYS: counter, pipelines hash, activations. ARGV: stages JSON.
+            add_pipeline: Script::new(
+                r"
+local version = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], version, ARGV[1])
+redis.call('RPUSH', KEYS[3], version)
+return version
+",
+            ),
+            // KEYS: pipelines hash, activations. ARGV: version.
+            activate: Script::new(
+                r"
+local body = redis.call('HGET', KEYS[1], ARGV[1])
+if not body then return false end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+return body
+",
+            ),
+            // KEYS: pipelines hash, activations.
+            rollback: Script::new(
+                r"
+if redis.call('LLEN', KEYS[2]) < 2 then return false end
+redis.call('RPOP', KEYS[2])
+local version = redis.call('LINDEX', KEYS[2], -1)
+return {version, redis.call('HGET', KEYS[1], version)}
+",
+            ),
+        }
+    }
+}
+
+/// A pipeline version as stored (its number is the hash field).
+#[derive(Serialize, Deserialize)]
+struct PipelineBody {
+    stages: Vec<StageSpec>,
+    created_at: i64,
+}
+
+impl PipelineBody {
+    fn record(self, version: u32) -> PipelineRecord {
+        PipelineRecord { version, stages: self.stages, created_at: self.created_at }
+    }
+}
+
+fn tenant_key(tenant: &str, what: &str) -> String {
+    format!("er:{{{tenant}}}:{what}")
+}
+
+/// Tenant names hold no `:` (a-z, 0-9, `-`, `_`), so `{tenant:user}` names one user unambiguously.
+fn user_key(tenant: &str, user: &str, what: &str) -> String {
+    format!("er:{{{tenant}:{user}}}:{what}")
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RedisStore {
+    /// Every key this store may write for `tenant` starts with one of these
+    /// (the tests check that no tenant's data lands outside its own prefixes).
+    pub fn tenant_prefixes(tenant: &str) -> [String; 2] {
+        [format!("er:{{{tenant}}}:"), format!("er:{{{tenant}:")]
+    }
+
+    /// Connects to `redis://HOST:PORT` (or `rediss://`, with a password in
+    /// the URL if needed) or to a cluster, `redis+cluster://H1:P1,H2:P2,…`.
+    pub fn connect(address: &str) -> anyhow::Result<RedisStore> {
+        use anyhow::Context;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("edgerec-redis")
+            .enable_all()
+            .build()
+            .context("cannot start the Redis client's runtime")?;
+        let handle = runtime.handle().clone();
+        let spec = address.to_string();
+        let (conn, follow_conn) = runtime
+            .block_on(async move { tokio::time::timeout(CONNECT_TIMEOUT * 3, connect_pair(&spec)).await })
+            .map_err(|_| anyhow::anyhow!("no answer within {:?}", CONNECT_TIMEOUT * 3))
+            .and_then(|r| r)
+            .with_context(|| {
+                format!("cannot reach Redis at {address}; start it (redis-server) or fix --store / EDGEREC_SERVE_STORE")
+            })?;
+        let store =
+            RedisStore { runtime: Some(runtime), handle, conn, follow_conn, scripts: Scripts::new(), address: address.to_string() };
+        store.warn_unless_durable();
+        Ok(store)
+    }
+
+    /// Runs `work` on the client's runtime and waits for it, at most
+    /// [`COMMAND_TIMEOUT`].
+    fn block<T, F>(&self, op: &'static str, work: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        timed(op, || {
+            let future = work(self.conn.clone());
+            let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+            self.handle.spawn(async move {
+                let result = match tokio::time::timeout(COMMAND_TIMEOUT, future).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Unavailable(format!("no answer within {COMMAND_TIMEOUT:?}"))),
+                };
+                let _ = sender.send(result);
+            });
+            receiver.recv().map_err(|_| StoreError::Unavailable("the Redis client stopped".into()))?
+        })
+    }
+
+    /// Runs one of [`Scripts`] with these keys and arguments.
+    fn run_script<T>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: Vec<String>,
+        args: Vec<Vec<u8>>,
+    ) -> Result<T, StoreError>
+    where
+        T: redis::FromRedisValue + Send + 'static,
+    {
+        let script = script.clone();
+        self.block(op, move |mut conn| async move {
+            let mut call = script.prepare_invoke();
+            for key in &keys {
+                call.key(key);
+            }
+            for arg in &args {
+                call.arg(arg.as_slice());
+            }
+            Ok(call.invoke_async(&mut conn).await?)
+        })
+    }
+
+    /// Logs a warning when Redis would lose acknowledged writes on a crash.
+    fn warn_unless_durable(&self) {
+        let Conn::Single(_) = self.conn else { return };
+        let config = self.block("config", |mut conn| async move {
+            let values: Vec<String> =
+                redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut conn).await?;
+            Ok(values)
+        });
+        let Ok(values) = config else { return };
+        let get = |name: &str| values.chunks(2).find(|kv| kv[0] == name).map(|kv| kv[1].clone());
+        if get("appendonly").as_deref() != Some("yes") || get("appendfsync").as_deref() != Some("always") {
+            tracing::warn!(
+                store = %self.address,
+                appendonly = ?get("appendonly"),
+                appendfsync = ?get("appendfsync"),
+                "Redis may lose acknowledged events on a crash: run it with `appendonly yes` and `appendfsync always`"
+            );
+        }
+    }
+
+    fn publish(&self, tenant: &str, kind: &'static str) -> Result<(), StoreError> {
+        let tenant = tenant.to_string();
+        self.block("publish", move |mut conn| async move {
+            let _: String = redis::cmd("XADD")
+                .arg(CHANGES)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(CHANGES_KEPT)
+                .arg("*")
+                .arg("tenant")
+                .arg(tenant)
+                .arg("kind")
+                .arg(kind)
+                .arg("at")
+                .arg(unix_ms())
+                .query_async(&mut conn)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+async fn connect_pair(address: &str) -> anyhow::Result<(Conn, Conn)> {
+    if let Some(nodes) = address.strip_prefix("redis+cluster://") {
+        let nodes: Vec<String> = nodes.split(',').filter(|n| !n.is_empty()).map(|n| format!("redis://{n}")).collect();
+        anyhow::ensure!(!nodes.is_empty(), "redis+cluster:// names no node; give redis+cluster://HOST:PORT,HOST:PORT");
+        let client = |response: Duration| {
+            redis::cluster::ClusterClient::builder(nodes.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(response)
+                .retries(2)
+                .build()
+        };
+        let conn = client(COMMAND_TIMEOUT)?.get_async_connection().await?;
+        let follow = client(FOLLOW_RESPONSE_TIMEOUT)?.get_async_connection().await?;
+        return Ok((Conn::Cluster(conn), Conn::Cluster(follow)));
+    }
+    let client = redis::Client::open(address)?;
+    let config = |response: Duration| {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(response))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500))
+    };
+    let conn = ConnectionManager::new_with_config(client.clone(), config(COMMAND_TIMEOUT)).await?;
+    let follow = ConnectionManager::new_with_config(client, config(FOLLOW_RESPONSE_TIMEOUT)).await?;
+    Ok((Conn::Single(conn), Conn::Single(follow)))
+}
+
+/// The follower's reads block up to their `wait`; its connection must wait longer.
+const FOLLOW_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Store for RedisStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let key = format!("er:meta:{key}");
+        self.block("meta", |mut conn| async move { Ok(conn.get(key).await?) })
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (format!("er:meta:{key}"), value.to_string());
+        self.block("set_meta", |mut conn| async move {
+            let () = conn.set(key, value).await?;
+            Ok(())
+        })
+    }
+
+    fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
+        let (key, value) = (format!("er:meta:{key}"), value.to_string());
+        self.block("init_meta", |mut conn| async move {
+            let before: Option<String> =
+                redis::cmd("SET").arg(&key).arg(&value).arg("NX").arg("GET").query_async(&mut conn).await?;
+            Ok(before.unwrap_or(value))
+        })
+    }
+
+    fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
+        let key = format!("er:meta:{key}");
+        self.block("remove_meta", |mut conn| async move {
+            let () = conn.del(key).await?;
+            Ok(())
+        })
+    }
+
+    fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.block("tenants", |mut conn| async move {
+            let mut names: Vec<String> = conn.smembers(TENANTS).await?;
+            names.sort();
+            let mut out = Vec::with_capacity(names.len());
+            for name in names {
+                // A name whose record is missing was being created when its writer stopped.
+                let record: Option<Vec<u8>> = conn.get(tenant_key(&name, "tenant")).await?;
+                if let Some(record) = record {
+                    out.push(serde_json::from_slice(&record)?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let key = tenant_key(name, "tenant");
+        self.block("tenant", |mut conn| async move {
+            let record: Option<Vec<u8>> = conn.get(key).await?;
+            Ok(match record {
+                Some(record) => Some(serde_json::from_slice(&record)?),
+                None => None,
+            })
+        })
+    }
+
+    fn create_tenant(&self, record: &TenantRecord) -> Result<bool, StoreError> {
+        let json = serde_json::to_vec(record)?;
+        let name = record.name.clone();
+        let created = self.block("create_tenant", move |mut conn| async move {
+            // Listed first: a name without a record is skipped by `tenants`,
+            // a record without its name would be invisible.
+            let _: () = conn.sadd(TENANTS, &name).await?;
+            let created: bool = redis::cmd("SET")
+                .arg(tenant_key(&name, "tenant"))
+                .arg(json)
+                .arg("NX")
+                .query_async::<Option<String>>(&mut conn)
+                .await?
+                .is_some();
+            Ok(created)
+        })?;
+        if created {
+            self.publish(&record.name, "tenant")?;
+        }
+        Ok(created)
+    }
+
+    fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_vec(record)?;
+        let key = tenant_key(&record.name, "tenant");
+        self.block("put_tenant", |mut conn| async move {
+            let () = conn.set(key, json).await?;
+            Ok(())
+        })?;
+        self.publish(&record.name, "keys")
+    }
+
+    fn append_events(
+        &self,
+        tenant: &str,
+        events: &[Event],
+        batch_key: Option<&str>,
+        keep: usize,
+    ) -> Result<AppendOutcome, StoreError> {
+        // Per user, one script call (atomic on the user's shard); the batch's
+        // answer is stored after every user's part. A keyed batch retried
+        // after a partial failure is still stored once: its events without
+        // an `event_id` are de-duplicated under one derived from the key.
+        let mut by_user: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            let user = event.user_id.as_deref().ok_or_else(|| StoreError::NoUser { item: event.item.clone() })?;
+            let id = match (&event.event_id, batch_key) {
+                (Some(id), _) => id.clone(),
+                (None, Some(key)) => format!("\u{1}batch:{key}#{index}"),
+                (None, None) => String::new(),
+            };
+            let json = serde_json::to_vec(event)?;
+            match by_user.iter_mut().find(|(u, _)| u == user) {
+                Some((_, rows)) => rows.push((id, json)),
+                None => by_user.push((user.to_string(), vec![(id, json)])),
+            }
+        }
+        let batch = batch_key.map(|key| tenant_key(tenant, &format!("batch:{key}")));
+        let tenant = tenant.to_string();
+        let keep = keep.max(1);
+        let window = EVENT_ID_WINDOW.max(4 * keep);
+        let script = self.scripts.append.clone();
+        self.block("append_events", move |mut conn| async move {
+            if let Some(batch) = &batch {
+                let first: Option<Vec<u8>> = conn.get(batch).await?;
+                if let Some(first) = first {
+                    let mut outcome: AppendOutcome = serde_json::from_slice(&first)?;
+                    outcome.replayed = true;
+                    return Ok(outcome);
+                }
+            }
+            let mut outcome = AppendOutcome::default();
+            let now = unix_ms();
+            for (user, rows) in by_user {
+                let mut call = script.key(user_key(&tenant, &user, "events"));
+                call.key(user_key(&tenant, &user, "event-ids")).arg(keep).arg(now).arg(window);
+                for (id, json) in rows {
+                    call.arg(id).arg(json);
+                }
+                let (accepted, duplicates): (usize, usize) = call.invoke_async(&mut conn).await?;
+                outcome.accepted += accepted;
+                outcome.duplicates += duplicates;
+            }
+            if let Some(batch) = batch {
+                let _: () = conn.set_ex(batch, serde_json::to_vec(&outcome)?, BATCH_KEY_TTL_S).await?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = user_key(tenant, user, "events");
+        self.block("recent_events", move |mut conn| async move {
+            let rows: Vec<Vec<u8>> = conn.lrange(key, -(limit as isize), -1).await?;
+            rows.iter().map(|row| Ok(serde_json::from_slice(row)?)).collect()
+        })
+    }
+
+    fn upsert_items(&self, tenant: &str, items: &[(String, serde_json::Value)]) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let (catalog, ids) = (tenant_key(tenant, "catalog"), tenant_key(tenant, "catalog-ids"));
+        for (id, attributes) in items {
+            pipe.hset(&catalog, id, serde_json::to_vec(attributes)?).ignore();
+            pipe.zadd(&ids, id, 0).ignore();
+        }
+        self.block("upsert_items", move |mut conn| async move {
+            let () = pipe.query_async(&mut conn).await?;
+            Ok(())
+        })
+    }
+
+    fn item(&self, tenant: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let (key, id) = (tenant_key(tenant, "catalog"), id.to_string());
+        self.block("item", |mut conn| async move {
+            let value: Option<Vec<u8>> = conn.hget(key, id).await?;
+            Ok(match value {
+                Some(value) => Some(serde_json::from_slice(&value)?),
+                None => None,
+            })
+        })
+    }
+
+    fn items_many(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Option<serde_json::Value>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = tenant_key(tenant, "catalog");
+        let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+        self.block("items_many", |mut conn| async move {
+            let values: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(key).arg(ids).query_async(&mut conn).await?;
+            values
+                .into_iter()
+                .map(|v| match v {
+                    Some(v) => Ok(Some(serde_json::from_slice(&v)?)),
+                    None => Ok(None),
+                })
+                .collect()
+        })
+    }
+
+    fn items_page(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let (catalog, ids) = (tenant_key(tenant, "catalog"), tenant_key(tenant, "catalog-ids"));
+        let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
+        self.block("items_page", move |mut conn| async move {
+            let page: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&ids)
+                .arg(start)
+                .arg("+")
+                .arg("BYLEX")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn)
+                .await?;
+            if page.is_empty() {
+                return Ok(Vec::new());
+            }
+            let values: Vec<Option<Vec<u8>>> =
+                redis::cmd("HMGET").arg(&catalog).arg(&page).query_async(&mut conn).await?;
+            let mut out = Vec::with_capacity(page.len());
+            for (id, value) in page.into_iter().zip(values) {
+                if let Some(value) = value {
+                    out.push((id, serde_json::from_slice(&value)?));
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn add_plugin(
+        &self,
+        tenant: &str,
+        name: &str,
+        digest: &str,
+        bytes: &[u8],
+        declared_name: Option<&str>,
+    ) -> Result<PluginVersion, StoreError> {
+        let draft = PluginVersion {
+            name: name.to_string(),
+            version: 0,
+            digest: digest.to_string(),
+            size: bytes.len(),
+            uploaded_at: now_unix(),
+            declared_name: declared_name.map(str::to_string),
+        };
+        let stored: Vec<u8> = self.run_script(
+            "add_plugin",
+            &self.scripts.add_plugin,
+            vec![tenant_key(tenant, "plugins"), tenant_key(tenant, &format!("blob:{digest}"))],
+            vec![name.into(), digest.into(), serde_json::to_vec(&draft)?, bytes.to_vec()],
+        )?;
+        let stored: PluginVersion = serde_json::from_slice(&stored)?;
+        self.publish(tenant, "plugin")?;
+        Ok(stored)
+    }
+
+    fn plugins(&self, tenant: &str) -> Result<Vec<PluginVersion>, StoreError> {
+        let key = tenant_key(tenant, "plugins");
+        let mut all: Vec<PluginVersion> = self.block("plugins", |mut conn| async move {
+            let values: Vec<Vec<u8>> = conn.hvals(key).await?;
+            values.iter().map(|v| Ok(serde_json::from_slice(v)?)).collect()
+        })?;
+        all.sort_by(|a, b| (&a.name, a.version).cmp(&(&b.name, b.version)));
+        Ok(all)
+    }
+
+    fn delete_plugin_version(&self, tenant: &str, name: &str, version: u32) -> Result<PluginDeletion, StoreError> {
+        let answer: Vec<String> = self.run_script(
+            "delete_plugin_version",
+            &self.scripts.delete_plugin,
+            vec![tenant_key(tenant, "plugins"), tenant_key(tenant, "pipelines")],
+            vec![name.into(), version.to_string().into(), tenant_key(tenant, "blob:").into()],
+        )?;
+        let outcome = match answer.first().map(String::as_str) {
+            Some("deleted") => PluginDeletion::Deleted,
+            Some("in-use") => {
+                let mut users: Vec<u32> = answer[1..].iter().filter_map(|v| v.parse().ok()).collect();
+                users.sort_unstable();
+                PluginDeletion::InUse(users)
+            }
+            _ => PluginDeletion::NotFound,
+        };
+        if outcome == PluginDeletion::Deleted {
+            self.publish(tenant, "plugin")?;
+        }
+        Ok(outcome)
+    }
+
+    fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = tenant_key(tenant, &format!("blob:{digest}"));
+        self.block("blob", |mut conn| async move { Ok(conn.get(key).await?) })
+    }
+
+    fn add_pipeline(&self, tenant: &str, stages: Vec<StageSpec>) -> Result<PipelineRecord, StoreError> {
+        let body = PipelineBody { stages, created_at: now_unix() };
+        let version: u32 = self.run_script(
+            "add_pipeline",
+            &self.scripts.add_pipeline,
+            vec![tenant_key(tenant, "pipeline-seq"), tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations")],
+            vec![serde_json::to_vec(&body)?],
+        )?;
+        self.publish(tenant, "pipeline")?;
+        Ok(body.record(version))
+    }
+
+    fn activate_pipeline(&self, tenant: &str, version: u32) -> Result<Option<PipelineRecord>, StoreError> {
+        let body: Option<Vec<u8>> = self.run_script(
+            "activate_pipeline",
+            &self.scripts.activate,
+            vec![tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations")],
+            vec![version.to_string().into()],
+        )?;
+        let Some(body) = body else { return Ok(None) };
+        let record = serde_json::from_slice::<PipelineBody>(&body)?.record(version);
+        self.publish(tenant, "pipeline")?;
+        Ok(Some(record))
+    }
+
+    fn rollback_target(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
+        let (pipelines, activations) = (tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations"));
+        self.block("rollback_target", |mut conn| async move {
+            let previous: Option<u32> = conn.lindex(&activations, -2).await?;
+            let Some(version) = previous else { return Ok(None) };
+            let body: Option<Vec<u8>> = conn.hget(&pipelines, version).await?;
+            Ok(match body {
+                Some(body) => Some(serde_json::from_slice::<PipelineBody>(&body)?.record(version)),
+                None => None,
+            })
+        })
+    }
+
+    fn rollback(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
+        let answer: Option<(u32, Option<Vec<u8>>)> = self.run_script(
+            "rollback",
+            &self.scripts.rollback,
+            vec![tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations")],
+            Vec::new(),
+        )?;
+        let Some((version, Some(body))) = answer else { return Ok(None) };
+        let record = serde_json::from_slice::<PipelineBody>(&body)?.record(version);
+        self.publish(tenant, "pipeline")?;
+        Ok(Some(record))
+    }
+
+    fn pipelines(&self, tenant: &str) -> Result<(Option<u32>, Vec<PipelineRecord>), StoreError> {
+        let (pipelines, activations) = (tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations"));
+        self.block("pipelines", |mut conn| async move {
+            let active: Option<u32> = conn.lindex(&activations, -1).await?;
+            let all: Vec<(u32, Vec<u8>)> = conn.hgetall(&pipelines).await?;
+            let mut records = Vec::with_capacity(all.len());
+            for (version, body) in all {
+                records.push(serde_json::from_slice::<PipelineBody>(&body)?.record(version));
+            }
+            records.sort_by_key(|r| r.version);
+            Ok((active, records))
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn change_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.block("change_cursor", |mut conn| async move {
+            let newest: redis::streams::StreamRangeReply = conn.xrevrange_count(CHANGES, "+", "-", 1).await?;
+            Ok(Some(newest.ids.first().map_or_else(|| "0-0".to_string(), |entry| entry.id.clone())))
+        })
+    }
+
+    fn follow(&self, after: Option<&str>, wait: Duration) -> Result<Vec<Change>, StoreError> {
+        let after = after.unwrap_or("0-0").to_string();
+        let mut conn = self.follow_conn.clone();
+        let wait_ms = wait.as_millis().max(1) as u64;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let read = async {
+                let options = redis::streams::StreamReadOptions::default().block(wait_ms as usize).count(256);
+                let reply: Option<redis::streams::StreamReadReply> =
+                    conn.xread_options(&[CHANGES], &[&after], &options).await?;
+                let mut changes = Vec::new();
+                for key in reply.map(|r| r.keys).unwrap_or_default() {
+                    for entry in key.ids {
+                        let text = |field: &str| entry.get::<String>(field).unwrap_or_default();
+                        changes.push(Change {
+                            id: entry.id.clone(),
+                            tenant: text("tenant"),
+                            kind: text("kind"),
+                            at_ms: text("at").parse().unwrap_or(0),
+                        });
+                    }
+                }
+                Ok::<_, StoreError>(changes)
+            };
+            let limit = Duration::from_millis(wait_ms) + COMMAND_TIMEOUT;
+            let result = match tokio::time::timeout(limit, read).await {
+                Ok(result) => result,
+                Err(_) => Err(StoreError::Unavailable(format!("the change stream did not answer within {limit:?}"))),
+            };
+            let _ = sender.send(result);
+        });
+        receiver.recv().map_err(|_| StoreError::Unavailable("the Redis client stopped".into()))?
+    }
+}
