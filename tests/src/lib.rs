@@ -278,6 +278,27 @@ impl Drop for Server {
     }
 }
 
+/// Every byte the store of a server on `data_dir` holds on disk: its redb
+/// file, or, on Redis (`EDGEREC_E2E_STORE=redis`), its Redis's files.
+pub fn stored_bytes(data_dir: &Path) -> Vec<u8> {
+    fn walk(path: &Path, out: &mut Vec<u8>) {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(path).expect("read_dir").flatten() {
+                walk(&entry.path(), out);
+            }
+        } else {
+            out.extend(std::fs::read(path).expect("read a store file"));
+        }
+    }
+    let mut out = Vec::new();
+    if suite_on_redis() {
+        walk(&data_dir.with_extension("redis"), &mut out);
+    } else {
+        out = std::fs::read(data_dir.join("store.redb")).expect("store file");
+    }
+    out
+}
+
 /// Writes a small random model whose items are `sku-1..=sku-<num_items>`
 /// into `dir`; returns the external ids in model order.
 pub fn write_model(dir: &Path, num_items: usize, seed: u64) -> Vec<String> {

@@ -29,6 +29,8 @@ pub enum ErrorCode {
     UnknownItem,
     /// No plugin or plugin version of that name (404).
     UnknownPlugin,
+    /// The tenant has no pipeline version of that number (404).
+    UnknownPipelineVersion,
     /// The tenant has no API key of that id (404).
     UnknownKey,
     /// No such route (404).
@@ -67,7 +69,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documents and tests.
-    pub const ALL: [ErrorCode; 26] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::BadRequest,
         ErrorCode::MalformedJson,
         ErrorCode::PayloadTooLarge,
@@ -77,6 +79,7 @@ impl ErrorCode {
         ErrorCode::TenantUnavailable,
         ErrorCode::UnknownItem,
         ErrorCode::UnknownPlugin,
+        ErrorCode::UnknownPipelineVersion,
         ErrorCode::UnknownKey,
         ErrorCode::UnknownRoute,
         ErrorCode::MethodNotAllowed,
@@ -108,6 +111,7 @@ impl ErrorCode {
             ErrorCode::TenantUnavailable => "tenant_unavailable",
             ErrorCode::UnknownItem => "unknown_item",
             ErrorCode::UnknownPlugin => "unknown_plugin",
+            ErrorCode::UnknownPipelineVersion => "unknown_pipeline_version",
             ErrorCode::UnknownKey => "unknown_key",
             ErrorCode::UnknownRoute => "unknown_route",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -144,6 +148,7 @@ impl ErrorCode {
             | ErrorCode::UnknownItem
             | ErrorCode::UnknownPlugin
             | ErrorCode::UnknownKey
+            | ErrorCode::UnknownPipelineVersion
             | ErrorCode::UnknownRoute
             | ErrorCode::UnknownModel
             | ErrorCode::EmptyHistory => StatusCode::NOT_FOUND,

@@ -13,6 +13,7 @@ mod extract;
 mod follow;
 mod jobs;
 mod operator;
+pub mod outbox;
 pub mod pipeline;
 pub mod quota;
 pub mod recommend;
@@ -74,13 +75,17 @@ pub fn open(config: ServerConfig, metrics: PrometheusHandle) -> anyhow::Result<O
     let cursor = store.change_cursor()?;
     let (operator_hash, new_operator_token) = operator_token(store.as_ref())?;
     let plugins = pipeline::PluginHost::new(&config, &config.data_dir)?;
-    let app = Arc::new(AppState::new(config, store, operator_hash, plugins, metrics));
+    let outbox = if store.is_shared() { Some(outbox::Outbox::open(&config.data_dir)?) } else { None };
+    let mut app = AppState::new(config, store, operator_hash, plugins, metrics);
+    app.outbox = outbox;
+    let app = Arc::new(app);
     tenants::load_all(&app)?;
     if app.config.demo_tenant {
         demo::ensure(&app)?;
     }
     if app.store.is_shared() {
         follow::start(app.clone(), cursor);
+        outbox::start_forwarder(app.clone());
     }
     Ok(Opened { app, new_operator_token })
 }

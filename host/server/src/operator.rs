@@ -422,6 +422,27 @@ pub async fn get_pipeline(
     Ok(Json(PipelineHistory { active: tenant.pipeline.load().version, versions }))
 }
 
+/// Activates a stored pipeline version again (rolling forward or back to
+/// any version, not only the previous one); rollback then returns to the
+/// version active before this call.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/pipeline/versions/{version}/activate",
+    params(("tenant" = String, Path, description = "tenant name"),
+           ("version" = u32, Path, description = "pipeline version", minimum = 1)),
+    responses((status = 200, body = PipelineRecord), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn activate_pipeline_version(
+    State(app): State<Arc<AppState>>,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+    ApiPath((_, version)): ApiPath<(String, u32)>,
+) -> Result<Json<PipelineRecord>, ApiError> {
+    let serial = tenant.activation.clone().lock_owned().await;
+    let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
+        tenants::activate_version(&app, &tenant, version)
+    })
+    .await?;
+    Ok(Json(record))
+}
+
 /// Returns to the previously active pipeline version.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/pipeline/rollback",
     params(("tenant" = String, Path, description = "tenant name")),

@@ -97,6 +97,9 @@ pub struct Outcome {
     pub reasons: Vec<Vec<String>>,
     /// Per-stage trace.
     pub trace: Vec<StageTrace>,
+    /// The shared store could not be reached: the stages saw the attributes
+    /// this host last read (none for items it never read).
+    pub degraded: bool,
 }
 
 /// The plugin runtime plus compiled components by content hash, so that
@@ -237,7 +240,7 @@ pub fn run(
 ) -> Result<Outcome, ApiError> {
     if active.pipeline.stages.is_empty() {
         let reasons = vec![Vec::new(); candidates.len()];
-        return Ok(Outcome { version: active.version, items: candidates, reasons, trace: Vec::new() });
+        return Ok(Outcome { version: active.version, items: candidates, reasons, trace: Vec::new(), degraded: false });
     }
     let span = tracing::info_span!("plugins", pipeline_version = active.version, stages = active.specs.len());
     let _entered = span.enter();
@@ -245,10 +248,24 @@ pub fn run(
     let external = |id: u64| tenant.items.external(id as u32).unwrap_or("").to_string();
     let required = active.pipeline.required_columns();
     let mut columns = Vec::with_capacity(required.len());
+    let mut degraded = false;
     if !required.is_empty() {
         let ids: Vec<String> = candidates.iter().map(|c| external(c.item as u64)).collect();
         let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let attributes = app.store.items_many(&tenant.record.name, &refs)?;
+        let attributes = match app.store.items_many(&tenant.record.name, &refs) {
+            Ok(attributes) => {
+                for (id, value) in ids.iter().zip(&attributes) {
+                    tenant.attributes.insert(id.clone(), value.clone());
+                }
+                attributes
+            }
+            // The edge keeps answering while the core is away, on what it last read.
+            Err(error) if error.is_unavailable() => {
+                degraded = true;
+                ids.iter().map(|id| tenant.attributes.get(id).flatten()).collect()
+            }
+            Err(error) => return Err(error.into()),
+        };
         for name in &required {
             let values: Vec<Option<&Value>> =
                 attributes.iter().map(|a| a.as_ref().and_then(|a| a.get(name)).filter(|v| !v.is_null())).collect();
@@ -339,7 +356,7 @@ pub fn run(
     };
     let items = outcome.candidates.iter().map(|c| Scored { item: c.id as u32, score: c.score }).collect();
     let reasons = outcome.candidates.into_iter().map(|c| c.reasons).collect();
-    Ok(Outcome { version: active.version, items, reasons, trace })
+    Ok(Outcome { version: active.version, items, reasons, trace, degraded })
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ pub struct History {
     pub actions: Vec<String>,
     /// The query time used.
     pub query_time: i64,
+    /// The shared store could not be reached: the history is the request's
+    /// own events only (and stored events of items only the catalog knows
+    /// were skipped).
+    pub degraded: bool,
 }
 
 /// Merges stored and request events, maps external ids, keeps the last L.
@@ -44,10 +48,19 @@ pub fn build_history(
     let _span = tracing::info_span!("history").entered();
     let start = Instant::now();
     let max_len = tenant.model.config.max_seq_len;
+    let mut degraded = false;
     let mut merged: Vec<ShopperEvent> = match user {
         // Twice L by arrival: events arrive roughly in time order, and the
         // sort below then keeps the newest L by timestamp.
-        Some(user) => store.recent_events(&tenant.record.name, user, 2 * max_len)?,
+        Some(user) => match store.recent_events(&tenant.record.name, user, 2 * max_len) {
+            Ok(events) => events,
+            // The edge keeps answering while the core is away.
+            Err(error) if error.is_unavailable() => {
+                degraded = true;
+                Vec::new()
+            }
+            Err(error) => return Err(error.into()),
+        },
         None => Vec::new(),
     };
     merged.extend(request_events.iter().cloned());
@@ -60,11 +73,13 @@ pub fn build_history(
                 events.push(Event { item, ts: e.ts });
                 actions.push(e.action.clone());
             }
-            None => {
-                if store.item(&tenant.record.name, &e.item)?.is_none() {
-                    return Err(ApiError::unknown_item(&e.item));
-                }
-            }
+            None => match store.item(&tenant.record.name, &e.item) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(ApiError::unknown_item(&e.item)),
+                // Unknown to the model either way: skipped, as a catalog item would be.
+                Err(error) if error.is_unavailable() => degraded = true,
+                Err(error) => return Err(error.into()),
+            },
         }
     }
     let skip = events.len().saturating_sub(max_len);
@@ -80,7 +95,7 @@ pub fn build_history(
         (None, None) => super::store::now_unix(),
     };
     stage_done("history", start);
-    Ok(History { events, actions, query_time })
+    Ok(History { events, actions, query_time, degraded })
 }
 
 fn input_error(error: InputError) -> ApiError {

@@ -64,6 +64,7 @@ pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::Open
         .merge(uploads)
         .routes(routes!(operator::put_pipeline, operator::get_pipeline))
         .routes(routes!(operator::rollback))
+        .routes(routes!(operator::activate_pipeline_version))
         .routes(routes!(storefront::recommend))
         .routes(routes!(storefront::post_events))
         .routes(routes!(storefront::upsert_items, storefront::list_items))
@@ -203,7 +204,11 @@ async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Val
         Ok(Json(serde_json::json!({
             "status": status,
             "unavailable_tenants": unavailable,
-            "store": {"kind": app.store.kind(), "reachable": store_reachable},
+            "store": {
+                "kind": app.store.kind(),
+                "reachable": store_reachable,
+                "queued_event_batches": app.outbox.as_ref().map_or(0, |o| o.depth()),
+            },
         })))
     } else {
         Err(ApiError::new(ErrorCode::NotReady, "starting or shutting down; retry shortly"))

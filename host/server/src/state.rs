@@ -49,7 +49,17 @@ pub struct Tenant {
     /// bytes together), so that one tenant's users never evict another's;
     /// an evicted user is encoded from scratch on their next request.
     pub cache: UserCache,
+    /// Catalog attributes of the candidates this host last read (item →
+    /// attributes, `None`: not in the catalog): what the pipeline sees while
+    /// the shared store is unreachable. Never read otherwise.
+    pub attributes: AttributeCache,
 }
+
+/// A tenant's last-read catalog attributes, bounded by item count.
+pub type AttributeCache = moka::sync::Cache<String, Option<serde_json::Value>>;
+
+/// Items whose attributes one tenant keeps for degraded answers.
+pub const ATTRIBUTE_CACHE_ITEMS: u64 = 100_000;
 
 /// A tenant as the server holds it: serving, or refused with the reason it
 /// could not load (its routes answer 503 `tenant_unavailable`; `/readyz` lists it).
@@ -92,6 +102,9 @@ pub struct AppState {
     /// False while the shared store cannot be reached: answers are served
     /// from this host's caches and say they are degraded.
     pub store_reachable: AtomicBool,
+    /// Event batches acknowledged while the shared store was unreachable
+    /// (shared stores only).
+    pub outbox: Option<super::outbox::Outbox>,
 }
 
 impl AppState {
@@ -112,6 +125,7 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             store_reachable: AtomicBool::new(true),
+            outbox: None,
             tenants: RwLock::default(),
             keys: RwLock::default(),
             operator_hash,

@@ -16,7 +16,7 @@ use super::pipeline::{self, StageTrace};
 use super::quota::QuotaKind;
 use super::recommend;
 use super::state::AppState;
-use super::store::now_unix;
+use super::store::{AppendOutcome, now_unix};
 use crate::event::Event;
 use tracing::Instrument;
 
@@ -99,6 +99,10 @@ pub struct RecommendResponse {
     /// With `explain`: what each stage did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace: Option<Vec<StageTrace>>,
+    /// Present (true) when the shared store could not be reached: the answer
+    /// used the request's own events and this host's cached catalog attributes.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
 }
 
 /// Lengths are counted in characters, as JSON Schema's `maxLength` counts them.
@@ -243,6 +247,7 @@ pub async fn recommend(
         })
         .await?
     };
+    let history_degraded = history.degraded;
     let plugin_slot = app.plugin_slots.clone().acquire_owned().await.map_err(|_| ApiError::overloaded(1))?;
     let info = pipeline::RequestInfo {
         tenant: tenant.record.name.clone(),
@@ -269,7 +274,16 @@ pub async fn recommend(
         })
         .take(k)
         .collect();
-    Ok(Json(RecommendResponse { items, pipeline_version: outcome.version, trace: explain.then_some(outcome.trace) }))
+    let degraded = history_degraded || outcome.degraded;
+    if degraded {
+        metrics::counter!("edgerec_degraded_answers_total", "tenant" => tenant.record.name.clone()).increment(1);
+    }
+    Ok(Json(RecommendResponse {
+        items,
+        pipeline_version: outcome.version,
+        trace: explain.then_some(outcome.trace),
+        degraded,
+    }))
 }
 
 /// Body of `POST …/events`.
@@ -292,6 +306,12 @@ pub struct EventsResponse {
     /// The batch's `Idempotency-Key` was seen before: nothing was written again.
     #[serde(default)]
     pub replayed: bool,
+    /// Present (true) when the shared store could not be reached: the batch
+    /// is kept durably on this host and forwarded, in order and once, when
+    /// the store returns (`accepted` counts it whole; duplicates among its
+    /// events are dropped then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
 }
 
 /// Answer of `PUT …/catalog/items`.
@@ -337,23 +357,56 @@ pub async fn post_events(
         check_id("user_id", user)?;
     }
     let app2 = app.clone();
-    let outcome = jobs::run(JobKind::Write, tracing::Span::current(), quota, move || {
+    let answer = jobs::run(JobKind::Write, tracing::Span::current(), quota, move || {
         let name = &tenant.record.name;
         for row in &rows {
             let item = &row.item;
-            if tenant.items.internal(item).is_none() && app2.store.item(name, item)?.is_none() {
-                return Err(ApiError::unknown_item(item));
+            if tenant.items.internal(item).is_some() {
+                continue;
+            }
+            match app2.store.item(name, item) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(ApiError::unknown_item(item)),
+                // Store away: an item this host read from the catalog before is known.
+                Err(error) if error.is_unavailable() && matches!(tenant.attributes.get(item), Some(Some(_))) => {}
+                Err(error) => return Err(error.into()),
             }
         }
         let start = Instant::now();
         // Twice the model's window: what the recommend path reads back.
         let keep = 2 * tenant.model.config.max_seq_len;
-        let outcome = app2.store.append_events(name, &rows, batch_key.as_deref(), keep)?;
+        let Some(outbox) = app2.outbox.as_ref() else {
+            let outcome = app2.store.append_events(name, &rows, batch_key.as_deref(), keep)?;
+            recommend::stage_done("store_events", start);
+            return Ok(EventsResponse::from((outcome, false)));
+        };
+        // On a shared store every batch travels under a key, so that one cut
+        // off mid-write and then queued is still stored once.
+        let batch_key = batch_key.unwrap_or_else(|| format!("edge-{}", crate::auth::new_key_id()));
+        // While batches wait, new ones queue behind them: forwarded in order.
+        if outbox.depth() == 0 {
+            match app2.store.append_events(name, &rows, Some(&batch_key), keep) {
+                Ok(outcome) => {
+                    recommend::stage_done("store_events", start);
+                    return Ok(EventsResponse::from((outcome, false)));
+                }
+                Err(error) if error.is_unavailable() => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        outbox.push(name, &rows, &batch_key, keep)?;
         recommend::stage_done("store_events", start);
-        Ok(outcome)
+        let outcome = AppendOutcome { accepted: rows.len(), duplicates: 0, replayed: false };
+        Ok(EventsResponse::from((outcome, true)))
     })
     .await?;
-    Ok(Json(EventsResponse { accepted: outcome.accepted, duplicates: outcome.duplicates, replayed: outcome.replayed }))
+    Ok(Json(answer))
+}
+
+impl From<(AppendOutcome, bool)> for EventsResponse {
+    fn from((outcome, queued): (AppendOutcome, bool)) -> Self {
+        EventsResponse { accepted: outcome.accepted, duplicates: outcome.duplicates, replayed: outcome.replayed, queued }
+    }
 }
 
 /// One catalog item.

@@ -96,6 +96,7 @@ fn register(
         pipeline: ArcSwap::from_pointee(active),
         activation: Arc::default(),
         cache: AppState::user_cache(config.cache_bytes),
+        attributes: moka::sync::Cache::new(super::state::ATTRIBUTE_CACHE_ITEMS),
     });
 }
 
@@ -263,6 +264,27 @@ pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> 
     tenant.pipeline.store(Arc::new(active));
     metrics::counter!("edgerec_pipeline_activations_total", "tenant" => name.clone()).increment(1);
     tracing::info!(tenant = %name, version = record.version, "pipeline activated");
+    Ok(record)
+}
+
+/// Activates a stored pipeline version (404 unknown_pipeline_version when
+/// there is none of that number).
+pub fn activate_version(app: &AppState, tenant: &Tenant, version: u32) -> Result<PipelineRecord, ApiError> {
+    let name = &tenant.record.name;
+    let (_, versions) = app.store.pipelines(name)?;
+    let unknown = || {
+        ApiError::new(
+            ErrorCode::UnknownPipelineVersion,
+            format!("tenant {name:?} has no pipeline version {version}; GET …/pipeline lists the versions"),
+        )
+    };
+    let target = versions.into_iter().find(|p| p.version == version).ok_or_else(unknown)?;
+    // Built before the pointer moves: a version that no longer builds changes nothing.
+    let active = pipeline::build(app, name, &target)?;
+    let record = app.store.activate_pipeline(name, version)?.ok_or_else(unknown)?;
+    tenant.pipeline.store(Arc::new(active));
+    metrics::counter!("edgerec_pipeline_activations_total", "tenant" => name.clone()).increment(1);
+    tracing::info!(tenant = %name, version, "pipeline version activated");
     Ok(record)
 }
 

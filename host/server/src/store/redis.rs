@@ -283,8 +283,16 @@ impl RedisStore {
             .context("cannot start the Redis client's runtime")?;
         let handle = runtime.handle().clone();
         let spec = address.to_string();
-        let (conn, follow_conn) = runtime
-            .block_on(async move { tokio::time::timeout(CONNECT_TIMEOUT * 3, connect_pair(&spec)).await })
+        // Spawned and waited for, not `block_on`: `serve` opens the store
+        // from inside its own runtime, where blocking on another is refused.
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        handle.spawn(async move {
+            let connected = tokio::time::timeout(CONNECT_TIMEOUT * 3, connect_pair(&spec)).await;
+            let _ = sender.send(connected);
+        });
+        let (conn, follow_conn) = receiver
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the Redis client's runtime stopped"))?
             .map_err(|_| anyhow::anyhow!("no answer within {:?}", CONNECT_TIMEOUT * 3))
             .and_then(|r| r)
             .with_context(|| {
