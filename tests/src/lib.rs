@@ -148,7 +148,8 @@ impl Server {
         };
         let client =
             reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client");
-        let server = Server { child, _own_redis: own_redis, base, data_dir: data_dir.to_path_buf(), client, stdout: lines };
+        let server =
+            Server { child, _own_redis: own_redis, base, data_dir: data_dir.to_path_buf(), client, stdout: lines };
         let deadline = Instant::now() + Duration::from_secs(60);
         while server.get("/readyz", None).0 != 200 {
             assert!(Instant::now() < deadline, "/readyz never answered 200");

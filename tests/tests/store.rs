@@ -8,9 +8,7 @@ use std::sync::Arc;
 
 use edgerec_e2e::redis::RedisServer;
 use edgerec_server::event::Event;
-use edgerec_server::store::{
-    AppendOutcome, OnErrorPolicy, PluginDeletion, RedbStore, RedisStore, StageSpec, Store,
-};
+use edgerec_server::store::{AppendOutcome, OnErrorPolicy, PluginDeletion, RedbStore, RedisStore, StageSpec, Store};
 
 /// Opens the store under test (again).
 type Open = dyn Fn() -> Arc<dyn Store>;
@@ -49,7 +47,6 @@ mod both_stores {
     );
 }
 
-
 fn event(item: &str, ts: i64) -> Event {
     Event { user_id: None, event_id: None, item: item.into(), ts, action: "view".into() }
 }
@@ -62,10 +59,7 @@ fn events_are_per_tenant_and_user_and_survive_reopen(open: &Open) {
         store.append_events("a", &[new("u1", event("w", 4))], None, KEEP).unwrap();
     }
     let store = open();
-    assert_eq!(
-        store.recent_events("a", "u1", 10).unwrap(),
-        vec![new("u1", event("x", 1)), new("u1", event("w", 4))]
-    );
+    assert_eq!(store.recent_events("a", "u1", 10).unwrap(), vec![new("u1", event("x", 1)), new("u1", event("w", 4))]);
     assert_eq!(store.recent_events("a", "u1", 1).unwrap(), vec![new("u1", event("w", 4))]);
     assert_eq!(store.recent_events("b", "u1", 10).unwrap(), vec![new("u1", event("z", 3))]);
     assert!(store.recent_events("a", "u3", 10).unwrap().is_empty());
@@ -204,7 +198,8 @@ fn redis_keys_of_a_tenant_stay_under_its_own_prefix() {
     let redis = RedisServer::start(dir.path());
     let store = RedisStore::connect(&redis.url()).unwrap();
     for tenant in ["shop", "shop-2"] {
-        let record = serde_json::from_value(serde_json::json!({"name": tenant, "model": "demo", "created_at": 0})).unwrap();
+        let record =
+            serde_json::from_value(serde_json::json!({"name": tenant, "model": "demo", "created_at": 0})).unwrap();
         assert!(store.create_tenant(&record).unwrap());
         store.append_events(tenant, &[new("u1", event("x", 1))], Some("k1"), KEEP).unwrap();
         store.upsert_items(tenant, &[("i1".into(), serde_json::json!({"n": 1}))]).unwrap();

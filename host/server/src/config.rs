@@ -16,7 +16,11 @@ pub const ENV_PREFIX: &str = "EDGEREC_SERVE_";
 /// Every configuration key: name, default, meaning.
 pub const KEYS: &[(&str, &str, &str)] = &[
     ("listen", "\"127.0.0.1:8080\"", "address the HTTP API listens on"),
-    ("data_dir", "\"edgerec-data\"", "directory of the embedded store (store.redb) and the event outbox, created if absent"),
+    (
+        "data_dir",
+        "\"edgerec-data\"",
+        "directory of the embedded store (store.redb) and the event outbox, created if absent",
+    ),
     (
         "store",
         "\"\"",

@@ -159,9 +159,7 @@ impl ErrorCode {
             | ErrorCode::Overloaded
             | ErrorCode::Timeout
             | ErrorCode::NotReady
-            | ErrorCode::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ErrorCode::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::PluginFailed => StatusCode::BAD_GATEWAY,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -26,6 +26,8 @@ use crate::store::StoreError;
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 /// Pause between forwarding attempts while the store is unreachable.
 const RETRY: Duration = Duration::from_millis(250);
+/// Batches forwarded between two commits of the outbox.
+const FORWARD_AT_ONCE: usize = 256;
 /// Pause while there is nothing to forward.
 const IDLE: Duration = Duration::from_millis(50);
 
@@ -76,20 +78,29 @@ impl Outbox {
         Ok(())
     }
 
-    fn front(&self) -> Result<Option<(u64, Queued)>, StoreError> {
+    /// The oldest `limit` batches, oldest first.
+    fn front(&self, limit: usize) -> Result<Vec<(u64, Queued)>, StoreError> {
         let txn = self.db.begin_read()?;
         let queue = txn.open_table(QUEUE)?;
-        Ok(match queue.first()? {
-            Some((seq, value)) => Some((seq.value(), serde_json::from_slice(value.value())?)),
-            None => None,
-        })
+        let mut out = Vec::new();
+        for row in queue.iter()?.take(limit) {
+            let (seq, value) = row?;
+            out.push((seq.value(), serde_json::from_slice(value.value())?));
+        }
+        Ok(out)
     }
 
-    fn remove(&self, seq: u64) -> Result<(), StoreError> {
+    /// Removes forwarded batches, in one commit.
+    fn remove(&self, forwarded: &[u64]) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
-        txn.open_table(QUEUE)?.remove(seq)?;
+        {
+            let mut queue = txn.open_table(QUEUE)?;
+            for seq in forwarded {
+                queue.remove(*seq)?;
+            }
+        }
         txn.commit()?;
-        self.depth.fetch_sub(1, Ordering::AcqRel);
+        self.depth.fetch_sub(forwarded.len(), Ordering::AcqRel);
         metrics::gauge!("edgerec_outbox_batches").set(self.depth() as f64);
         Ok(())
     }
@@ -106,7 +117,7 @@ pub fn start_forwarder(app: Arc<AppState>) {
 fn forward(app: &AppState) {
     let Some(outbox) = app.outbox.as_ref() else { return };
     loop {
-        let front = match outbox.front() {
+        let front = match outbox.front(FORWARD_AT_ONCE) {
             Ok(front) => front,
             Err(error) => {
                 tracing::error!(%error, "cannot read the outbox");
@@ -114,29 +125,44 @@ fn forward(app: &AppState) {
                 continue;
             }
         };
-        let Some((seq, batch)) = front else {
+        if front.is_empty() {
             std::thread::sleep(IDLE);
             continue;
-        };
-        match app.store.append_events(&batch.tenant, &batch.events, Some(&batch.batch_key), batch.keep) {
-            Ok(outcome) => {
-                tracing::info!(
-                    tenant = %batch.tenant, accepted = outcome.accepted, duplicates = outcome.duplicates,
-                    replayed = outcome.replayed, "queued event batch forwarded"
-                );
-                if let Err(error) = outbox.remove(seq) {
-                    // Sent again later as a replay of the same key: stored once.
-                    tracing::error!(%error, "cannot remove a forwarded batch from the outbox");
-                    std::thread::sleep(RETRY);
+        }
+        let mut forwarded = Vec::with_capacity(front.len());
+        let mut pause = None;
+        for (seq, batch) in front {
+            match app.store.append_events(&batch.tenant, &batch.events, Some(&batch.batch_key), batch.keep) {
+                Ok(outcome) => {
+                    tracing::debug!(
+                        tenant = %batch.tenant, accepted = outcome.accepted, duplicates = outcome.duplicates,
+                        replayed = outcome.replayed, "queued event batch forwarded"
+                    );
+                    forwarded.push(seq);
+                }
+                Err(error) if error.is_unavailable() => {
+                    pause = Some(RETRY);
+                    break;
+                }
+                Err(error) => {
+                    // Acknowledged events are never dropped: the operator sees
+                    // this, fixes the store, and the batch goes through.
+                    tracing::error!(%error, tenant = %batch.tenant, "the store refused a queued event batch; retrying in 5 s");
+                    pause = Some(Duration::from_secs(5));
+                    break;
                 }
             }
-            Err(error) if error.is_unavailable() => std::thread::sleep(RETRY),
-            Err(error) => {
-                // Acknowledged events are never dropped: the operator sees
-                // this, fixes the store, and the batch goes through.
-                tracing::error!(%error, tenant = %batch.tenant, "the store refused a queued event batch; retrying in 5 s");
-                std::thread::sleep(Duration::from_secs(5));
+        }
+        if !forwarded.is_empty() {
+            tracing::info!(batches = forwarded.len(), "queued event batches forwarded");
+            // On failure they are sent again later as replays of their keys: stored once.
+            if let Err(error) = outbox.remove(&forwarded) {
+                tracing::error!(%error, "cannot remove forwarded batches from the outbox");
+                pause = Some(RETRY);
             }
+        }
+        if let Some(pause) = pause {
+            std::thread::sleep(pause);
         }
     }
 }

@@ -242,7 +242,8 @@ pub async fn recommend(
         let encode_slot = app.encode_slots.clone().acquire_owned().await.map_err(|_| ApiError::overloaded(1))?;
         let (app, tenant) = (app.clone(), tenant.clone());
         jobs::run(JobKind::Encode, span.clone(), (encode_slot, held.clone()), move || {
-            let mut results = recommend::encode_and_score(app.store.as_ref(), &tenant, &[request], app.config.candidates);
+            let mut results =
+                recommend::encode_and_score(app.store.as_ref(), &tenant, &[request], app.config.candidates);
             results.pop().unwrap_or_else(|| Err(ApiError::internal("the encode job", "no result")))
         })
         .await?
@@ -405,7 +406,12 @@ pub async fn post_events(
 
 impl From<(AppendOutcome, bool)> for EventsResponse {
     fn from((outcome, queued): (AppendOutcome, bool)) -> Self {
-        EventsResponse { accepted: outcome.accepted, duplicates: outcome.duplicates, replayed: outcome.replayed, queued }
+        EventsResponse {
+            accepted: outcome.accepted,
+            duplicates: outcome.duplicates,
+            replayed: outcome.replayed,
+            queued,
+        }
     }
 }
 

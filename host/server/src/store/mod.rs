@@ -76,7 +76,13 @@ impl From<::redb::Error> for StoreError {
         StoreError::Db(Box::new(e))
     }
 }
-from_redb!(::redb::DatabaseError, ::redb::TransactionError, ::redb::TableError, ::redb::StorageError, ::redb::CommitError);
+from_redb!(
+    ::redb::DatabaseError,
+    ::redb::TransactionError,
+    ::redb::TableError,
+    ::redb::StorageError,
+    ::redb::CommitError
+);
 
 /// A tenant as stored.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -196,7 +202,6 @@ pub struct PipelineRecord {
     /// Unix seconds.
     pub created_at: i64,
 }
-
 
 /// One change of a tenant's control-plane state, as the change stream carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -321,8 +326,8 @@ pub trait Store: Send + Sync {
 pub fn open(spec: &str, data_dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     use anyhow::Context;
     if spec.is_empty() || spec == "redb" {
-        let store = RedbStore::open(data_dir)
-            .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
+        let store =
+            RedbStore::open(data_dir).with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
         return Ok(std::sync::Arc::new(store));
     }
     if spec.starts_with("redis://") || spec.starts_with("rediss://") || spec.starts_with("redis+cluster://") {

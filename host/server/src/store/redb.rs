@@ -12,8 +12,8 @@ use std::path::Path;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
-    AppendOutcome, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError, TenantRecord,
-    now_unix, timed,
+    AppendOutcome, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError, TenantRecord, now_unix,
+    timed,
 };
 use crate::event::Event;
 
@@ -61,7 +61,6 @@ impl RedbStore {
         txn.commit()?;
         Ok(RedbStore { db })
     }
-
 }
 
 impl Store for RedbStore {

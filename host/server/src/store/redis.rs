@@ -115,7 +115,14 @@ pub struct RedisStore {
     scripts: Scripts,
     /// What the operator gave (`redis://…`), for messages.
     address: String,
+    /// Until when calls fail at once after Redis was found unreachable: the
+    /// edge answers degraded in microseconds instead of each request waiting
+    /// for the client's reconnect attempts. One call after it probes again.
+    away_until: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long calls fail fast after Redis was found unreachable.
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
@@ -298,8 +305,15 @@ impl RedisStore {
             .with_context(|| {
                 format!("cannot reach Redis at {address}; start it (redis-server) or fix --store / EDGEREC_SERVE_STORE")
             })?;
-        let store =
-            RedisStore { runtime: Some(runtime), handle, conn, follow_conn, scripts: Scripts::new(), address: address.to_string() };
+        let store = RedisStore {
+            runtime: Some(runtime),
+            handle,
+            conn,
+            follow_conn,
+            scripts: Scripts::new(),
+            address: address.to_string(),
+            away_until: std::sync::Mutex::default(),
+        };
         store.warn_unless_durable();
         Ok(store)
     }
@@ -311,7 +325,11 @@ impl RedisStore {
         T: Send + 'static,
         F: Future<Output = Result<T, StoreError>> + Send + 'static,
     {
-        timed(op, || {
+        let away_until = *self.away_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if away_until.is_some_and(|until| std::time::Instant::now() < until) {
+            return Err(StoreError::Unavailable(format!("{} did not answer moments ago", self.address)));
+        }
+        let result = timed(op, || {
             let future = work(self.conn.clone());
             let (sender, receiver) = std::sync::mpsc::sync_channel(1);
             self.handle.spawn(async move {
@@ -322,7 +340,13 @@ impl RedisStore {
                 let _ = sender.send(result);
             });
             receiver.recv().map_err(|_| StoreError::Unavailable("the Redis client stopped".into()))?
-        })
+        });
+        let mut until = self.away_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *until = match &result {
+            Err(error) if error.is_unavailable() => Some(std::time::Instant::now() + PROBE_EVERY),
+            _ => None,
+        };
+        result
     }
 
     /// Runs one of [`Scripts`] with these keys and arguments.
@@ -353,8 +377,7 @@ impl RedisStore {
     fn warn_unless_durable(&self) {
         let Conn::Single(_) = self.conn else { return };
         let config = self.block("config", |mut conn| async move {
-            let values: Vec<String> =
-                redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut conn).await?;
+            let values: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut conn).await?;
             Ok(values)
         });
         let Ok(values) = config else { return };
@@ -737,7 +760,11 @@ impl Store for RedisStore {
         let version: u32 = self.run_script(
             "add_pipeline",
             &self.scripts.add_pipeline,
-            vec![tenant_key(tenant, "pipeline-seq"), tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations")],
+            vec![
+                tenant_key(tenant, "pipeline-seq"),
+                tenant_key(tenant, "pipelines"),
+                tenant_key(tenant, "activations"),
+            ],
             vec![serde_json::to_vec(&body)?],
         )?;
         self.publish(tenant, "pipeline")?;
