@@ -8,6 +8,9 @@
 #
 # EDGEREC_SERVE_* variables in the environment configure the server, e.g.
 # EDGEREC_SERVE_MAX_BATCH=1 (batching off) or EDGEREC_SERVE_BACKEND=cpu.
+# EDGEREC_BENCH_STORE=redis serves from a fresh redis-server started here
+# (loopback, append-only file fsync'd on every write) instead of the
+# embedded store.
 # BIN is a release build (`cargo build --release -p edgerec-host`): a debug
 # build measures the debug build.
 set -euo pipefail
@@ -15,8 +18,19 @@ bin=$(realpath "${1:?usage: host/bench/http.sh BIN demo|ml-1m [bench args...]}")
 mode=${2:-demo}
 shift 2 || shift $#
 work=$(mktemp -d)
-trap 'kill "$server" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$server" $redis 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 export EDGEREC_OPERATOR_TOKEN=bench-operator EDGEREC_DEMO_API_KEY=bench-demo-key
+server=
+redis=
+if [ "${EDGEREC_BENCH_STORE:-}" = redis ]; then
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    mkdir -p "$work/redis"
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly yes --appendfsync always \
+        --dir "$work/redis" > /dev/null &
+    redis=$!
+    until redis-cli -p "$port" ping > /dev/null 2>&1; do sleep 0.05; done
+    export EDGEREC_SERVE_STORE="redis://127.0.0.1:$port"
+fi
 "$bin" serve --listen 127.0.0.1:0 --data-dir "$work/data" > "$work/stdout" 2> "$work/stderr" &
 server=$!
 base=

@@ -72,7 +72,15 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
         created_at: now_unix(),
         legacy_api_key: None,
     };
-    tenants::create(app, &operator, record).map_err(|e| fail("create", e))?;
+    match tenants::create(app, &operator, record) {
+        Ok(()) => {}
+        // Another host on the same shared store created it first: serve theirs.
+        Err(e) if e.code == super::error::ErrorCode::Conflict => {
+            tenants::sync(app, "demo").map_err(|e| fail("load", e))?;
+            return Ok(());
+        }
+        Err(e) => return Err(fail("create", e)),
+    }
     if let Some(key) = shown {
         println!("demo tenant API key (shown once, store it): {key}");
     }

@@ -258,6 +258,10 @@ impl PipelineBody {
     }
 }
 
+/// One event as the append script takes it: its de-duplication id (empty:
+/// none) and its JSON.
+type IdAndEvent = (String, Vec<u8>);
+
 fn tenant_key(tenant: &str, what: &str) -> String {
     format!("er:{{{tenant}}}:{what}")
 }
@@ -550,7 +554,7 @@ impl Store for RedisStore {
         // answer is stored after every user's part. A keyed batch retried
         // after a partial failure is still stored once: its events without
         // an `event_id` are de-duplicated under one derived from the key.
-        let mut by_user: Vec<(String, Vec<(String, Vec<u8>)>)> = Vec::new();
+        let mut by_user: Vec<(String, Vec<IdAndEvent>)> = Vec::new();
         for (index, event) in events.iter().enumerate() {
             let user = event.user_id.as_deref().ok_or_else(|| StoreError::NoUser { item: event.item.clone() })?;
             let id = match (&event.event_id, batch_key) {
