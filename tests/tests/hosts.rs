@@ -216,6 +216,46 @@ fn three_hosts_on_one_redis_serve_one_truth() {
 }
 
 #[test]
+fn a_model_uploaded_on_one_host_and_activated_on_another_is_served_everywhere() {
+    let scratch = Scratch::new();
+    let redis = RedisServer::start(&scratch.path("redis"));
+    let hosts: Vec<Server> =
+        ["a", "b", "c"].iter().map(|n| Server::start(&scratch.path(n), &on(&redis.url()))).collect();
+    let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
+    let key = shop(a, &scratch.path("model"));
+    let before = items(&recommend(a, &key, &fixed_request()));
+    let second = scratch.path("second");
+    write_model(&second, 80, 12);
+    let mut bundle = tar::Builder::new(Vec::new());
+    for name in ["config.json", "model.safetensors", "items.json"] {
+        bundle.append_path_with_name(second.join(name), name).expect("append");
+    }
+    let bundle = bundle.into_inner().expect("tar");
+    wait_until("the tenant reaches B", || b.get("/v1/tenants/shop", Some(OPERATOR)).0 == 200);
+    let (status, body) = b.request("PUT", "/v1/tenants/shop/models/v2", Some(OPERATOR), Some(bundle));
+    assert_eq!(status, 201, "{body}");
+    wait_until("the tenant reaches C", || c.get("/v1/tenants/shop", Some(OPERATOR)).0 == 200);
+    let (status, body) = c.request("POST", "/v1/tenants/shop/models/v2/activate", Some(OPERATOR), None);
+    assert_eq!(status, 200, "{body}");
+    for host in &hosts {
+        wait_until("the model activation reaches every host", || {
+            host.get("/v1/tenants/shop", Some(OPERATOR)).1["model_version"] == "v2"
+        });
+    }
+    let after: Vec<Vec<String>> = hosts.iter().map(|h| items(&recommend(h, &key, &fixed_request()))).collect();
+    assert_ne!(after[0], before, "the new model answers differently");
+    assert!(after.iter().all(|a| *a == after[0]), "every host serves the same model: {after:?}");
+    let (status, _) = a.request("POST", "/v1/tenants/shop/models/rollback", Some(OPERATOR), None);
+    assert_eq!(status, 200);
+    for host in &hosts {
+        wait_until("the model rollback reaches every host", || {
+            host.get("/v1/tenants/shop", Some(OPERATOR)).1.get("model_version").is_none()
+        });
+        assert_eq!(items(&recommend(host, &key, &fixed_request())), before);
+    }
+}
+
+#[test]
 fn a_killed_host_catches_up_before_it_reports_ready() {
     let scratch = Scratch::new();
     let redis = RedisServer::start(&scratch.path("redis"));

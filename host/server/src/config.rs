@@ -29,6 +29,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("demo_tenant", "true", "create the `demo` tenant (bundled demo model, catalog, default pipeline) on first start"),
     ("max_body_bytes", "1048576", "largest JSON request body; larger bodies get 413 payload_too_large"),
     ("max_plugin_bytes", "16777216", "largest plugin component upload"),
+    ("max_model_bytes", "268435456", "largest model bundle upload (PUT …/models/{version})"),
     ("request_timeout_ms", "5000", "a request still running after this gets 503 timeout"),
     ("max_in_flight", "64", "recommend requests admitted at once; more get a fast 503 overloaded with Retry-After"),
     ("encode_concurrency", "0", "encodes running at once (0 = number of CPU cores)"),
@@ -104,6 +105,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Largest plugin upload.
     pub max_plugin_bytes: usize,
+    /// Largest model bundle upload.
+    pub max_model_bytes: usize,
     /// Per-request deadline.
     pub request_timeout_ms: u64,
     /// Recommend requests admitted at once.
@@ -164,6 +167,7 @@ impl Default for ServerConfig {
             demo_tenant: true,
             max_body_bytes: 1 << 20,
             max_plugin_bytes: 16 << 20,
+            max_model_bytes: 256 << 20,
             request_timeout_ms: 5000,
             max_in_flight: 64,
             encode_concurrency: 0,
@@ -330,6 +334,7 @@ mod tests {
         demo_tenant: bool,
         max_body_bytes: usize,
         max_plugin_bytes: usize,
+        max_model_bytes: usize,
         request_timeout_ms: u64,
         max_in_flight: usize,
         encode_concurrency: usize,
@@ -363,6 +368,7 @@ mod tests {
                 demo_tenant,
                 max_body_bytes,
                 max_plugin_bytes,
+                max_model_bytes,
                 request_timeout_ms,
                 max_in_flight,
                 encode_concurrency,
@@ -392,6 +398,7 @@ mod tests {
                 demo_tenant,
                 max_body_bytes,
                 max_plugin_bytes,
+                max_model_bytes,
                 request_timeout_ms,
                 max_in_flight,
                 encode_concurrency,

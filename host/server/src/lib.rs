@@ -12,6 +12,8 @@ pub mod event;
 mod extract;
 mod follow;
 mod jobs;
+mod model_routes;
+mod models;
 mod operator;
 pub mod outbox;
 pub mod pipeline;

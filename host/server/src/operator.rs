@@ -46,6 +46,9 @@ pub struct TenantView {
     pub backend: String,
     /// Active pipeline version (0 = none).
     pub pipeline_version: u32,
+    /// The uploaded model version serving (absent: the base model `model`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
     /// The storefront API key (only in the answer to the creation).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<String>,
@@ -69,6 +72,7 @@ fn view(tenant: &Tenant) -> TenantView {
         model_items: tenant.items.len(),
         backend: tenant.backend.name().to_string(),
         pipeline_version: tenant.pipeline.load().version,
+        model_version: tenant.model_version.clone(),
         api_key: None,
         unavailable: None,
     }
@@ -128,6 +132,7 @@ pub async fn list_tenants(State(app): State<Arc<AppState>>, operator: Operator) 
                 model_items: 0,
                 backend: String::new(),
                 pipeline_version: 0,
+                model_version: None,
                 api_key: None,
                 unavailable: Some(reason),
             }),

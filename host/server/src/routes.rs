@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use super::auth::Operator;
 use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 use super::state::AppState;
-use super::{operator, storefront};
+use super::{model_routes, operator, storefront};
 
 /// The document's frame: title, tags, the error schema and the bearer
 /// scheme. Its paths come from the router itself (see [`api`]).
@@ -51,6 +51,9 @@ pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::Open
     let uploads = OpenApiRouter::new()
         .routes(routes!(operator::put_plugin))
         .layer(DefaultBodyLimit::max(app.config.max_plugin_bytes));
+    let model_uploads = OpenApiRouter::new()
+        .routes(routes!(model_routes::put_model))
+        .layer(DefaultBodyLimit::max(app.config.max_model_bytes));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
@@ -62,6 +65,10 @@ pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::Open
         .routes(routes!(operator::list_plugins))
         .routes(routes!(operator::delete_plugin_version))
         .merge(uploads)
+        .merge(model_uploads)
+        .routes(routes!(model_routes::list_models))
+        .routes(routes!(model_routes::activate_model))
+        .routes(routes!(model_routes::rollback_model))
         .routes(routes!(operator::put_pipeline, operator::get_pipeline))
         .routes(routes!(operator::rollback))
         .routes(routes!(operator::activate_pipeline_version))

@@ -35,14 +35,17 @@ pub struct Tenant {
     pub record: TenantRecord,
     /// The tenant's model.
     pub model: Arc<Model>,
+    /// The uploaded model version it is (`None`: the record's base model).
+    pub model_version: Option<String>,
     /// The engine that encodes and scores for this tenant.
     pub backend: Arc<dyn Backend>,
     /// Gathers this tenant's concurrent recommends into backend batches.
     pub scheduler: super::scheduler::Scheduler,
     /// External ↔ model item ids.
     pub items: Arc<ItemMap>,
-    /// The active pipeline; swapped atomically, each request keeps the `Arc` it loaded.
-    pub pipeline: ArcSwap<ActivePipeline>,
+    /// The active pipeline; swapped atomically, each request keeps the `Arc`
+    /// it loaded. Shared with the tenant a model swap replaces.
+    pub pipeline: Arc<ArcSwap<ActivePipeline>>,
     /// Serialises pipeline activations and key changes of this tenant.
     pub activation: Arc<tokio::sync::Mutex<()>>,
     /// This tenant's encoder states: its own byte bound (host and device

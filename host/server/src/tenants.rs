@@ -13,7 +13,7 @@ use super::error::{ApiError, ErrorCode};
 use super::pipeline::{self, ActivePipeline};
 use super::scheduler::Scheduler;
 use super::state::{AppState, Tenant};
-use super::store::{ApiKeyRecord, PipelineRecord, StageSpec, TenantRecord, now_unix};
+use super::store::{ApiKeyRecord, ModelVersion, PipelineRecord, StageSpec, TenantRecord, now_unix};
 
 /// Loads a tenant's model: `"demo"` is the bundled demo, anything else a model directory.
 pub fn load_model(source: &str) -> Result<(Model, ItemMap), ApiError> {
@@ -72,19 +72,30 @@ pub fn open_backend(app: &AppState, record: &TenantRecord, model: &Arc<Model>) -
     Ok(Arc::from(selected.backend))
 }
 
-fn register(
-    app: &AppState,
-    record: TenantRecord,
+/// A tenant's engine: its model (the base model or an uploaded version),
+/// the backend serving it and the item map, with the pipeline to start with.
+struct Loaded {
     model: Arc<Model>,
     backend: Arc<dyn Backend>,
     items: ItemMap,
-    active: ActivePipeline,
-) {
+    model_version: Option<String>,
+    pipeline: ActivePipeline,
+}
+
+/// Registers a tenant; with `shared`, the pipeline and activation lock of
+/// the tenant it replaces (a model swap), so that an activation racing the
+/// swap lands in the pipeline the new one serves.
+fn register(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option<&Tenant>) {
     let config = &app.config;
+    let (pipeline, activation) = match shared {
+        Some(old) => (old.pipeline.clone(), old.activation.clone()),
+        None => (Arc::new(ArcSwap::from_pointee(loaded.pipeline)), Arc::default()),
+    };
     app.insert_tenant(Tenant {
         record,
-        model,
-        backend,
+        model: loaded.model,
+        backend: loaded.backend,
+        model_version: loaded.model_version,
         scheduler: Scheduler::new(
             app.store.clone(),
             app.encode_slots.clone(),
@@ -92,11 +103,16 @@ fn register(
             config.max_wait_us,
             config.candidates,
         ),
-        items: Arc::new(items),
-        pipeline: ArcSwap::from_pointee(active),
-        activation: Arc::default(),
+        items: Arc::new(loaded.items),
+        pipeline,
+        activation,
+        // A new model starts with an empty cache: no encoder state of the old
+        // model is ever used with the new one.
         cache: AppState::user_cache(config.cache_bytes),
-        attributes: moka::sync::Cache::new(super::state::ATTRIBUTE_CACHE_ITEMS),
+        attributes: match shared {
+            Some(old) => old.attributes.clone(),
+            None => moka::sync::Cache::new(super::state::ATTRIBUTE_CACHE_ITEMS),
+        },
     });
 }
 
@@ -118,7 +134,8 @@ pub fn create(app: &AppState, _operator: &Operator, record: TenantRecord) -> Res
             format!("a tenant named {:?} exists already; pick another name", record.name),
         ));
     }
-    register(app, record, model, backend, items, ActivePipeline::empty());
+    let loaded = Loaded { model, backend, items, model_version: None, pipeline: ActivePipeline::empty() };
+    register(app, record, loaded, None);
     Ok(())
 }
 
@@ -134,9 +151,12 @@ pub fn load_all(app: &AppState) -> anyhow::Result<()> {
             tracing::info!(tenant = %name, "stored API key replaced by its hash");
         }
         match load_one(app, &record) {
-            Ok((model, backend, items, pipeline)) => {
-                tracing::info!(tenant = %name, pipeline_version = pipeline.version, "tenant loaded");
-                register(app, record, model, backend, items, pipeline);
+            Ok(loaded) => {
+                tracing::info!(
+                    tenant = %name, pipeline_version = loaded.pipeline.version,
+                    model_version = loaded.model_version.as_deref().unwrap_or("base"), "tenant loaded"
+                );
+                register(app, record, loaded, None);
             }
             Err(reason) => {
                 tracing::error!(tenant = %name, %reason, "tenant unavailable: it could not be loaded; the others serve");
@@ -147,12 +167,8 @@ pub fn load_all(app: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A stored tenant's parts, ready to register.
-type Loaded = (Arc<Model>, Arc<dyn Backend>, ItemMap, ActivePipeline);
-
 fn load_one(app: &AppState, record: &TenantRecord) -> Result<Loaded, String> {
-    let (model, items) = load_model(&record.model).map_err(|e| e.message)?;
-    let model = Arc::new(model);
+    let (model, items, model_version) = load_active_model(app, record).map_err(|e| e.message)?;
     let backend = open_backend(app, record, &model).map_err(|e| e.message)?;
     let (active, versions) = app.store.pipelines(&record.name).map_err(|e| e.to_string())?;
     let pipeline = match active.and_then(|v| versions.into_iter().find(|p| p.version == v)) {
@@ -161,7 +177,79 @@ fn load_one(app: &AppState, record: &TenantRecord) -> Result<Loaded, String> {
         }
         None => ActivePipeline::empty(),
     };
-    Ok((model, backend, items, pipeline))
+    Ok(Loaded { model, backend, items, model_version, pipeline })
+}
+
+/// The tenant's active model: the stored version activated last, else its base model.
+fn load_active_model(app: &AppState, record: &TenantRecord) -> Result<(Arc<Model>, ItemMap, Option<String>), ApiError> {
+    let (active, versions) = app.store.models(&record.name)?;
+    let (model, items) = match &active {
+        Some(name) => {
+            let version = versions.iter().find(|v| &v.version == name).ok_or_else(|| {
+                ApiError::internal(
+                    "loading the active model",
+                    format!("model version {name:?} is active but not stored"),
+                )
+            })?;
+            super::models::load_version(app, &record.name, version)?
+        }
+        None => load_model(&record.model)?,
+    };
+    Ok((Arc::new(model), items, active))
+}
+
+/// Serves the tenant's active model as stored now (after an activation or
+/// rollback here or on another host): the new model, backend and item map
+/// replace the old ones in one swap of the tenant; requests in flight finish
+/// on the model they started with. Callers hold the tenant's activation lock.
+pub fn swap_model(app: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
+    let name = &tenant.record.name;
+    let record = stored_record(app, tenant)?;
+    let (model, items, model_version) = load_active_model(app, &record)?;
+    if model_version == tenant.model_version {
+        return Ok(());
+    }
+    let backend = open_backend(app, &record, &model)?;
+    let loaded = Loaded { model, backend, items, model_version, pipeline: ActivePipeline::empty() };
+    tracing::info!(tenant = %name, model_version = loaded.model_version.as_deref().unwrap_or("base"), "model swapped");
+    metrics::counter!("edgerec_model_activations_total", "tenant" => name.clone()).increment(1);
+    register(app, record, loaded, Some(tenant));
+    Ok(())
+}
+
+/// Activates a stored model version: loaded and checked before the active
+/// pointer moves, then swapped in (404 unknown_model when there is none).
+pub fn activate_model(app: &AppState, tenant: &Tenant, version: &str) -> Result<ModelVersion, ApiError> {
+    let name = &tenant.record.name;
+    let unknown = || {
+        ApiError::new(
+            ErrorCode::UnknownModel,
+            format!("tenant {name:?} has no model version {version:?}; upload it with PUT …/models/{version}"),
+        )
+    };
+    let (_, versions) = app.store.models(name)?;
+    let target = versions.into_iter().find(|v| v.version == version).ok_or_else(unknown)?;
+    let (model, items) = super::models::load_version(app, name, &target)?;
+    let model = Arc::new(model);
+    let record = stored_record(app, tenant)?;
+    let backend = open_backend(app, &record, &model)?;
+    app.store.activate_model(name, version)?.ok_or_else(unknown)?;
+    let loaded =
+        Loaded { model, backend, items, model_version: Some(version.to_string()), pipeline: ActivePipeline::empty() };
+    register(app, record, loaded, Some(tenant));
+    metrics::counter!("edgerec_model_activations_total", "tenant" => name.clone()).increment(1);
+    tracing::info!(tenant = %name, model_version = version, "model version activated");
+    Ok(target)
+}
+
+/// Returns to the model active before the last activation (the base model
+/// after the first); 409 when no model version was activated.
+pub fn rollback_model(app: &AppState, tenant: &Tenant) -> Result<Option<String>, ApiError> {
+    let active = app.store.rollback_model(&tenant.record.name)?.ok_or_else(|| {
+        ApiError::new(ErrorCode::Conflict, "no model version was activated: there is nothing to roll back")
+    })?;
+    swap_model(app, tenant)?;
+    Ok(active)
 }
 
 /// Brings a tenant in line with the store after another host changed it:
@@ -172,9 +260,9 @@ pub fn sync(app: &AppState, name: &str) -> Result<(), ApiError> {
     let Some(record) = app.store.tenant(name)? else { return Ok(()) };
     let Ok(tenant) = app.lookup_tenant(name) else {
         match load_one(app, &record) {
-            Ok((model, backend, items, pipeline)) => {
-                tracing::info!(tenant = %name, pipeline_version = pipeline.version, "tenant loaded (changed on another host)");
-                register(app, record, model, backend, items, pipeline);
+            Ok(loaded) => {
+                tracing::info!(tenant = %name, pipeline_version = loaded.pipeline.version, "tenant loaded (changed on another host)");
+                register(app, record, loaded, None);
             }
             Err(reason) => app.insert_unavailable(&record, reason),
         }
@@ -182,6 +270,9 @@ pub fn sync(app: &AppState, name: &str) -> Result<(), ApiError> {
     };
     let _serial = tenant.activation.blocking_lock();
     app.set_tenant_keys(name, &record.keys);
+    if app.store.models(name)?.0 != tenant.model_version {
+        swap_model(app, &tenant)?;
+    }
     let (active, versions) = app.store.pipelines(name)?;
     let wanted = active.unwrap_or(0);
     if tenant.pipeline.load().version != wanted {

@@ -203,6 +203,30 @@ pub struct PipelineRecord {
     pub created_at: i64,
 }
 
+/// One uploaded model version of a tenant (the bundle is stored by digest).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ModelVersion {
+    /// The version's name, given at upload (`PUT …/models/{version}`).
+    pub version: String,
+    /// sha256 of the bundle (hex).
+    pub digest: String,
+    /// Bundle size in bytes.
+    pub size: usize,
+    /// Unix seconds.
+    pub uploaded_at: i64,
+}
+
+/// What storing a model version did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelAdd {
+    /// Stored now.
+    Added(ModelVersion),
+    /// The same bundle was stored under this version before: nothing changed.
+    Unchanged(ModelVersion),
+    /// Another bundle holds this version (versions are immutable).
+    Taken(ModelVersion),
+}
+
 /// One change of a tenant's control-plane state, as the change stream carries it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
@@ -300,6 +324,18 @@ pub trait Store: Send + Sync {
     fn rollback(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError>;
     /// The active pipeline (if any) and every version, oldest first.
     fn pipelines(&self, tenant: &str) -> Result<(Option<u32>, Vec<PipelineRecord>), StoreError>;
+
+    /// Stores a model bundle as `version` (immutable: another bundle under
+    /// a stored version is refused).
+    fn add_model(&self, tenant: &str, version: &str, digest: &str, bytes: &[u8]) -> Result<ModelAdd, StoreError>;
+    /// The active model version (`None`: the tenant's base model) and every
+    /// stored version, oldest first.
+    fn models(&self, tenant: &str) -> Result<(Option<String>, Vec<ModelVersion>), StoreError>;
+    /// Activates a stored model version; `None` when there is no such version.
+    fn activate_model(&self, tenant: &str, version: &str) -> Result<Option<ModelVersion>, StoreError>;
+    /// Returns to the model active before the last activation: `None` when
+    /// nothing was activated, `Some(None)` for the base model.
+    fn rollback_model(&self, tenant: &str) -> Result<Option<Option<String>>, StoreError>;
 
     /// Whether other hosts may change this store (then the server follows
     /// [`Store::follow`]).

@@ -12,8 +12,8 @@ use std::path::Path;
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::{
-    AppendOutcome, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError, TenantRecord, now_unix,
-    timed,
+    AppendOutcome, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError,
+    TenantRecord, now_unix, timed,
 };
 use crate::event::Event;
 
@@ -35,6 +35,10 @@ const ACTIVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("activati
 const BATCH_KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("batch_keys");
 /// Client event ids already stored: (tenant, event_id) → sequence number.
 const EVENT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("event_ids");
+/// Model versions: (tenant, version) → JSON [`ModelVersion`] (bundles in [`BLOBS`]).
+const MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("models");
+/// Model activation log per tenant: JSON list of versions, the last active.
+const MODEL_ACTIVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("model_activations");
 /// Secrets and counters: name → text.
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
@@ -58,6 +62,8 @@ impl RedbStore {
         txn.open_table(META)?;
         txn.open_table(BATCH_KEYS)?;
         txn.open_table(EVENT_IDS)?;
+        txn.open_table(MODELS)?;
+        txn.open_table(MODEL_ACTIVATIONS)?;
         txn.commit()?;
         Ok(RedbStore { db })
     }
@@ -506,5 +512,93 @@ impl Store for RedbStore {
             all.push(serde_json::from_slice(value.value())?);
         }
         Ok((active, all))
+    }
+
+    fn add_model(&self, tenant: &str, version: &str, digest: &str, bytes: &[u8]) -> Result<ModelAdd, StoreError> {
+        timed("add_model", || {
+            let txn = self.db.begin_write()?;
+            let outcome = {
+                let mut models = txn.open_table(MODELS)?;
+                let existing = models.get((tenant, version))?.map(|v| v.value().to_vec());
+                if let Some(existing) = existing {
+                    let existing: ModelVersion = serde_json::from_slice(&existing)?;
+                    return Ok(if existing.digest == digest {
+                        ModelAdd::Unchanged(existing)
+                    } else {
+                        ModelAdd::Taken(existing)
+                    });
+                }
+                let record = ModelVersion {
+                    version: version.to_string(),
+                    digest: digest.to_string(),
+                    size: bytes.len(),
+                    uploaded_at: now_unix(),
+                };
+                models.insert((tenant, version), serde_json::to_vec(&record)?.as_slice())?;
+                txn.open_table(BLOBS)?.insert(digest, bytes)?;
+                ModelAdd::Added(record)
+            };
+            txn.commit()?;
+            Ok(outcome)
+        })
+    }
+
+    fn models(&self, tenant: &str) -> Result<(Option<String>, Vec<ModelVersion>), StoreError> {
+        let txn = self.db.begin_read()?;
+        let log: Vec<String> = match txn.open_table(MODEL_ACTIVATIONS)?.get(tenant)? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => Vec::new(),
+        };
+        let table = txn.open_table(MODELS)?;
+        let mut all: Vec<ModelVersion> = Vec::new();
+        for row in table.range((tenant, "")..)? {
+            let (key, value) = row?;
+            if key.value().0 != tenant {
+                break;
+            }
+            all.push(serde_json::from_slice(value.value())?);
+        }
+        all.sort_by(|a, b| (a.uploaded_at, &a.version).cmp(&(b.uploaded_at, &b.version)));
+        Ok((log.last().cloned(), all))
+    }
+
+    fn activate_model(&self, tenant: &str, version: &str) -> Result<Option<ModelVersion>, StoreError> {
+        timed("activate_model", || {
+            let txn = self.db.begin_write()?;
+            let record = {
+                let Some(record) = txn.open_table(MODELS)?.get((tenant, version))?.map(|v| v.value().to_vec()) else {
+                    return Ok(None);
+                };
+                let record: ModelVersion = serde_json::from_slice(&record)?;
+                let mut activations = txn.open_table(MODEL_ACTIVATIONS)?;
+                let mut log: Vec<String> = match activations.get(tenant)? {
+                    Some(v) => serde_json::from_slice(v.value())?,
+                    None => Vec::new(),
+                };
+                log.push(version.to_string());
+                activations.insert(tenant, serde_json::to_vec(&log)?.as_slice())?;
+                record
+            };
+            txn.commit()?;
+            Ok(Some(record))
+        })
+    }
+
+    fn rollback_model(&self, tenant: &str) -> Result<Option<Option<String>>, StoreError> {
+        let txn = self.db.begin_write()?;
+        let active = {
+            let mut activations = txn.open_table(MODEL_ACTIVATIONS)?;
+            let mut log: Vec<String> = match activations.get(tenant)? {
+                Some(v) => serde_json::from_slice(v.value())?,
+                None => Vec::new(),
+            };
+            if log.pop().is_none() {
+                return Ok(None);
+            }
+            activations.insert(tenant, serde_json::to_vec(&log)?.as_slice())?;
+            log.last().cloned()
+        };
+        txn.commit()?;
+        Ok(Some(active))
     }
 }

@@ -19,6 +19,8 @@
 //! | `er:{T}:blob:DIGEST` | string | component bytes (content-addressed) |
 //! | `er:{T}:pipelines`, `er:{T}:pipeline-seq` | hash, counter | version → stages |
 //! | `er:{T}:activations` | list | activated versions, the last active |
+//! | `er:{T}:models` | hash | model version → JSON [`ModelVersion`] (bundle in `blob:`) |
+//! | `er:{T}:model-activations` | list | activated model versions, the last active |
 //! | `er:{T}:batch:KEY` | string | a stored batch's answer (7 days) |
 //! | `er:{T:U}:events` | list | the user's newest events, as sent |
 //! | `er:{T:U}:event-ids` | sorted set | the user's recent `event_id`s |
@@ -45,8 +47,8 @@ use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppendOutcome, Change, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError, TenantRecord,
-    now_unix, timed,
+    AppendOutcome, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store,
+    StoreError, TenantRecord, now_unix, timed,
 };
 use crate::event::Event;
 
@@ -141,6 +143,7 @@ struct Scripts {
     add_pipeline: Script,
     activate: Script,
     rollback: Script,
+    model_rollback: Script,
 }
 
 impl Scripts {
@@ -230,6 +233,14 @@ local body = redis.call('HGET', KEYS[1], ARGV[1])
 if not body then return false end
 redis.call('RPUSH', KEYS[2], ARGV[1])
 return body
+",
+            ),
+            // KEYS: model activations. Returns false (nothing to undo) or the
+            // version now active ('' = the base model).
+            model_rollback: Script::new(
+                r"
+if not redis.call('RPOP', KEYS[1]) then return false end
+return redis.call('LINDEX', KEYS[1], -1) or ''
 ",
             ),
             // KEYS: pipelines hash, activations.
@@ -826,6 +837,69 @@ impl Store for RedisStore {
             records.sort_by_key(|r| r.version);
             Ok((active, records))
         })
+    }
+
+    fn add_model(&self, tenant: &str, version: &str, digest: &str, bytes: &[u8]) -> Result<ModelAdd, StoreError> {
+        let record = ModelVersion {
+            version: version.to_string(),
+            digest: digest.to_string(),
+            size: bytes.len(),
+            uploaded_at: now_unix(),
+        };
+        let (models, blob) = (tenant_key(tenant, "models"), tenant_key(tenant, &format!("blob:{digest}")));
+        let (json, bytes, field) = (serde_json::to_vec(&record)?, bytes.to_vec(), version.to_string());
+        let outcome = self.block("add_model", move |mut conn| async move {
+            // The bundle first: a version is never listed without its bytes.
+            let () = conn.set(&blob, bytes).await?;
+            let added: bool = conn.hset_nx(&models, &field, json).await?;
+            if added {
+                return Ok(ModelAdd::Added(record));
+            }
+            let existing: Vec<u8> = conn.hget(&models, &field).await?;
+            let existing: ModelVersion = serde_json::from_slice(&existing)?;
+            Ok(if existing.digest == record.digest { ModelAdd::Unchanged(existing) } else { ModelAdd::Taken(existing) })
+        })?;
+        if matches!(outcome, ModelAdd::Added(_)) {
+            self.publish(tenant, "model")?;
+        }
+        Ok(outcome)
+    }
+
+    fn models(&self, tenant: &str) -> Result<(Option<String>, Vec<ModelVersion>), StoreError> {
+        let (models, log) = (tenant_key(tenant, "models"), tenant_key(tenant, "model-activations"));
+        self.block("models", |mut conn| async move {
+            let active: Option<String> = conn.lindex(&log, -1).await?;
+            let values: Vec<Vec<u8>> = conn.hvals(&models).await?;
+            let mut all: Vec<ModelVersion> =
+                values.iter().map(|v| serde_json::from_slice(v)).collect::<Result<_, _>>()?;
+            all.sort_by(|a, b| (a.uploaded_at, &a.version).cmp(&(b.uploaded_at, &b.version)));
+            Ok((active, all))
+        })
+    }
+
+    fn activate_model(&self, tenant: &str, version: &str) -> Result<Option<ModelVersion>, StoreError> {
+        let record: Option<Vec<u8>> = self.run_script(
+            "activate_model",
+            &self.scripts.activate,
+            vec![tenant_key(tenant, "models"), tenant_key(tenant, "model-activations")],
+            vec![version.into()],
+        )?;
+        let Some(record) = record else { return Ok(None) };
+        let record: ModelVersion = serde_json::from_slice(&record)?;
+        self.publish(tenant, "model")?;
+        Ok(Some(record))
+    }
+
+    fn rollback_model(&self, tenant: &str) -> Result<Option<Option<String>>, StoreError> {
+        let active: Option<String> = self.run_script(
+            "rollback_model",
+            &self.scripts.model_rollback,
+            vec![tenant_key(tenant, "model-activations")],
+            Vec::new(),
+        )?;
+        let Some(active) = active else { return Ok(None) };
+        self.publish(tenant, "model")?;
+        Ok(Some(Some(active).filter(|v| !v.is_empty())))
     }
 
     fn is_shared(&self) -> bool {

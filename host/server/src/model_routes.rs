@@ -1,0 +1,141 @@
+//! Operator routes of model versions: upload a bundle, list, activate a
+//! version (hot swap), roll back. Thin: the work is in [`crate::models`]
+//! (bundles) and [`crate::tenants`] (swaps).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::auth::OperatorTenant;
+use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::extract::{ApiPath, body_error};
+use super::jobs::{self, JobKind};
+use super::state::AppState;
+use super::store::{ModelAdd, ModelVersion};
+use super::tenants;
+
+/// A tenant's model versions.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelHistory {
+    /// The version this host serves (absent: the tenant's base model).
+    pub active: Option<String>,
+    /// Every uploaded version, oldest first.
+    pub versions: Vec<ModelVersion>,
+}
+
+/// The model serving after a rollback.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ModelRollback {
+    /// The version now active (absent: the tenant's base model).
+    pub active: Option<String>,
+}
+
+fn check_version_name(version: &str) -> Result<(), ApiError> {
+    let valid = !version.is_empty()
+        && version.len() <= 64
+        && version.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        // `…/models/rollback` is the rollback route.
+        && version != "rollback";
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "model version {version:?} is invalid: use 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// Uploads a model bundle (a tar of `config.json`, `model.safetensors`,
+/// `items.json`) as an immutable version: unpacked, loaded and checked
+/// before the answer; the same bundle again is the same version, another
+/// bundle under a stored version is a 409. Activate it with `…/activate`.
+#[utoipa::path(put, path = "/v1/tenants/{tenant}/models/{version}",
+    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "the bundle: a tar of config.json, model.safetensors and items.json"),
+    params(("tenant" = String, Path, description = "tenant name"),
+           ("version" = String, Path, description = "model version: 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    responses((status = 201, body = ModelVersion), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn put_model(
+    State(app): State<Arc<AppState>>,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+    ApiPath((_, version)): ApiPath<(String, String)>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<ModelVersion>), ApiError> {
+    check_version_name(&version)?;
+    let bytes = body.map_err(body_error)?;
+    let stored = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
+        let name = &tenant.record.name;
+        let digest = format!("{:x}", Sha256::digest(&bytes));
+        let dir = super::models::unpack_cached(&app, &digest, &bytes)?;
+        let source = dir.to_str().ok_or_else(|| ApiError::internal("checking a model bundle", "non-UTF-8 path"))?;
+        tenants::load_model(source)?;
+        match app.store.add_model(name, &version, &digest, &bytes)? {
+            ModelAdd::Added(stored) | ModelAdd::Unchanged(stored) => Ok(stored),
+            ModelAdd::Taken(existing) => Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "model version {version:?} holds another bundle (sha256 {}, uploaded at {}); versions are immutable: upload this one under a new version",
+                    existing.digest, existing.uploaded_at
+                ),
+            )),
+        }
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// The model version this host serves and every uploaded version.
+#[utoipa::path(get, path = "/v1/tenants/{tenant}/models",
+    params(("tenant" = String, Path, description = "tenant name")),
+    responses((status = 200, body = ModelHistory), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn list_models(
+    State(app): State<Arc<AppState>>,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+) -> Result<Json<ModelHistory>, ApiError> {
+    let (_, versions) = app.store.models(&tenant.record.name)?;
+    Ok(Json(ModelHistory { active: tenant.model_version.clone(), versions }))
+}
+
+/// Activates an uploaded model version: loaded before the switch, then
+/// swapped in without dropping a request (requests in flight finish on the
+/// model they started with; the new model starts with an empty encoder cache).
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/models/{version}/activate",
+    params(("tenant" = String, Path, description = "tenant name"),
+           ("version" = String, Path, description = "model version", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    responses((status = 200, body = ModelVersion), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn activate_model(
+    State(app): State<Arc<AppState>>,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+    ApiPath((_, version)): ApiPath<(String, String)>,
+) -> Result<Json<ModelVersion>, ApiError> {
+    check_version_name(&version)?;
+    let serial = tenant.activation.clone().lock_owned().await;
+    let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
+        tenants::activate_model(&app, &tenant, &version)
+    })
+    .await?;
+    Ok(Json(record))
+}
+
+/// Returns to the model active before the last activation (the base model
+/// after the first); 409 when none was activated.
+#[utoipa::path(post, path = "/v1/tenants/{tenant}/models/rollback",
+    params(("tenant" = String, Path, description = "tenant name")),
+    responses((status = 200, body = ModelRollback), (status = "4XX", body = ErrorBody)),
+    security(("bearer" = [])), tag = "operator")]
+pub async fn rollback_model(
+    State(app): State<Arc<AppState>>,
+    OperatorTenant { tenant, .. }: OperatorTenant,
+) -> Result<Json<ModelRollback>, ApiError> {
+    let serial = tenant.activation.clone().lock_owned().await;
+    let active =
+        jobs::run(JobKind::Write, tracing::Span::current(), serial, move || tenants::rollback_model(&app, &tenant))
+            .await?;
+    Ok(Json(ModelRollback { active }))
+}
