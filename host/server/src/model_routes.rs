@@ -72,7 +72,11 @@ pub async fn put_model(
         let digest = format!("{:x}", Sha256::digest(&bytes));
         let dir = super::models::unpack_cached(&app, &digest, &bytes)?;
         let source = dir.to_str().ok_or_else(|| ApiError::internal("checking a model bundle", "non-UTF-8 path"))?;
-        tenants::load_model(source)?;
+        if let Err(error) = tenants::load_model(source) {
+            // A bundle that does not load never will: keep no copy of it.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(error);
+        }
         match app.store.add_model(name, &version, &digest, &bytes)? {
             ModelAdd::Added(stored) | ModelAdd::Unchanged(stored) => Ok(stored),
             ModelAdd::Taken(existing) => Err(ApiError::new(
