@@ -70,6 +70,8 @@ pub enum ModelCommand {
     Random(RandomArgs),
     /// Import a checkpoint of another trainer (the reference's research HSTU).
     Import(super::import::ImportArgs),
+    /// Upload a model directory to a server as a model version (and activate it).
+    Push(super::model_push::ModelPushArgs),
 }
 
 /// Named model shapes of the public benchmark table.
@@ -260,6 +262,7 @@ pub fn model(command: ModelCommand) -> anyhow::Result<()> {
     match command {
         ModelCommand::Random(args) => random_model(args),
         ModelCommand::Import(args) => super::import::import(args),
+        ModelCommand::Push(args) => super::model_push::push(args),
     }
 }
 

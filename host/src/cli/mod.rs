@@ -2,6 +2,7 @@
 
 pub mod engine;
 pub mod import;
+pub mod model_push;
 pub mod plugin;
 pub mod plugin_build;
 pub mod plugin_js_bench;
