@@ -396,7 +396,12 @@ impl RedisStore {
             Ok(values)
         });
         let Ok(values) = config else { return };
-        let get = |name: &str| values.chunks(2).find(|kv| kv[0] == name).map(|kv| kv[1].clone());
+        let get = |name: &str| {
+            values.chunks(2).find_map(|pair| match pair {
+                [key, value] if key == name => Some(value.clone()),
+                _ => None,
+            })
+        };
         if get("appendonly").as_deref() != Some("yes") || get("appendfsync").as_deref() != Some("always") {
             tracing::warn!(
                 store = %self.address,
