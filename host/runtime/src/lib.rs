@@ -46,7 +46,9 @@ mod wasi;
 pub use batch::{CandidateBatch, Column, ColumnValues, Event, RequestContext};
 pub use config::{LimitMaxima, Limits, LimitsError, LimitsSpec, RuntimeConfig};
 pub use error::{InputError, OutputProblem, PipelineError, PluginError, StageFailure};
-pub use name::{NAME_SECTION, declared_name, with_declared_name};
+pub use name::{
+    LANGUAGE_SECTION, NAME_SECTION, declared_language, declared_name, with_declared_language, with_declared_name,
+};
 pub use pipeline::{OnError, Pipeline, Stage};
 pub use runtime::{CompiledPlugin, Runtime};
 pub use trace::{CallReport, FinalCandidate, LogLine, PipelineOutcome, StageOutput, StageStatus, StageTrace};

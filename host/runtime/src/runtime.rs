@@ -28,6 +28,7 @@ pub struct CompiledPlugin {
     from_cache: bool,
     compile_time: Duration,
     declared_columns: Vec<String>,
+    language: Option<String>,
     pre: PluginPre<CallState>,
 }
 
@@ -61,6 +62,12 @@ impl CompiledPlugin {
     /// it needs a config. A stage's own list comes from [`Runtime::stage`].
     pub fn declared_columns(&self) -> &[String] {
         &self.declared_columns
+    }
+
+    /// The language it declares (`js`; `None`: Rust or other native wasm),
+    /// which picks its default limits ([`Limits::for_language`]).
+    pub fn language(&self) -> Option<&str> {
+        self.language.as_deref()
     }
 }
 
@@ -199,9 +206,10 @@ impl Runtime {
             from_cache,
             compile_time,
             declared_columns: Vec::new(),
+            language: crate::declared_language(bytes),
             pre,
         };
-        let limits = setup_limits(&Limits::default());
+        let limits = setup_limits(&Limits::for_language(plugin.language()));
         let (columns, _) = self.columns(&plugin, b"", &limits);
         match columns {
             Ok(Ok(columns)) => plugin.declared_columns = columns,

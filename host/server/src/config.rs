@@ -44,7 +44,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "plugin_deadline_us",
         "5000",
-        "wall-clock deadline of one plugin stage call (instantiation included) for stages that set no `limits`; past it the stage fails with deadline_exceeded and its on_error applies",
+        "wall-clock deadline of one plugin stage call (instantiation included) for stages that set no `limits` (JavaScript plugins: at least 50000, with 750 M fuel); past it the stage fails with deadline_exceeded and its on_error applies",
     ),
     ("max_k", "100", "largest `k` a recommend may ask for (at most `candidates`)"),
     ("otlp_endpoint", "\"\"", "OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty = no export"),

@@ -155,9 +155,16 @@ impl PluginHost {
     }
 }
 
-/// The limits of a stage that sets none: the runtime's, with the server's deadline.
-pub fn stage_defaults(config: &crate::config::ServerConfig) -> Limits {
-    Limits { deadline_us: config.plugin_deadline_us, ..Limits::default() }
+/// The limits of a stage that sets none: the runtime's for the plugin's
+/// language, with the server's deadline (for JavaScript at least the
+/// language's own: an interpreter needs it).
+pub fn stage_defaults(config: &crate::config::ServerConfig, language: Option<&str>) -> Limits {
+    let defaults = Limits::for_language(language);
+    let deadline_us = match language {
+        None => config.plugin_deadline_us,
+        Some(_) => config.plugin_deadline_us.max(defaults.deadline_us),
+    };
+    Limits { deadline_us, ..defaults }
 }
 
 /// The most a stage may ask for (the OpenAPI document declares the same).
@@ -188,7 +195,7 @@ pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<Ac
             OnErrorPolicy::Fail => OnError::Fail,
             OnErrorPolicy::Skip => OnError::Skip,
         };
-        let defaults = stage_defaults(&app.config);
+        let defaults = stage_defaults(&app.config, plugin.language());
         let maxima = stage_maxima(&app.config);
         let limits = match &spec.limits {
             Some(given) => given.resolve(&defaults, &maxima),
@@ -378,5 +385,17 @@ mod tests {
         assert_eq!(lists.values, ColumnValues::StringList(vec![Some(vec!["a".into(), "b".into()]), None]));
         let strings = column("s", &[Some(&s), Some(&a)]);
         assert_eq!(strings.values, ColumnValues::String(vec![Some("x".into()), None]));
+    }
+
+    #[test]
+    fn a_javascript_stage_gets_the_interpreter_defaults_and_a_native_one_the_servers() {
+        let config = crate::config::ServerConfig { plugin_deadline_us: 2_000, ..Default::default() };
+        let native = stage_defaults(&config, None);
+        assert_eq!((native.deadline_us, native.fuel), (2_000, Limits::default().fuel));
+        let js = stage_defaults(&config, Some("js"));
+        assert_eq!((js.deadline_us, js.fuel), (50_000, 750_000_000));
+        let generous = crate::config::ServerConfig { plugin_deadline_us: 80_000, ..Default::default() };
+        assert_eq!(stage_defaults(&generous, Some("js")).deadline_us, 80_000);
+        assert!(js.check(&stage_maxima(&config)).is_ok(), "the JS defaults are within the maxima");
     }
 }

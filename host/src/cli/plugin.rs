@@ -151,7 +151,7 @@ pub fn check_file(file: &Path, config: Option<&Path>) -> Result<()> {
     println!("  columns read with the default config: {:?}", plugin.declared_columns());
     if let Some(path) = config {
         let config = read_optional(Some(path))?;
-        let (columns, _) = runtime.columns(&plugin, &config, &Limits::default());
+        let (columns, _) = runtime.columns(&plugin, &config, &Limits::for_language(plugin.language()));
         match columns {
             Ok(Ok(columns)) => println!("  columns read with {}: {columns:?}", path.display()),
             Ok(Err(message)) => bail!("the plugin refuses the config {}: {message}", path.display()),
@@ -165,13 +165,14 @@ fn run(args: RunArgs) -> Result<()> {
     let request: RequestFile = serde_json::from_slice(&read_optional(Some(&args.input))?)
         .with_context(|| format!("{} is not a request file (see `edgerec plugin run --help`)", args.input.display()))?;
     let config = read_optional(args.config.as_deref())?;
+    let runtime = local_runtime()?;
+    let plugin = compile(&runtime, &args.file)?;
+    // A server gives a stage without `limits` its language's defaults.
     let limits: Limits = match &args.limits {
         Some(path) => serde_json::from_slice(&read_optional(Some(path))?)
             .with_context(|| format!("{} is not a limits file", path.display()))?,
-        None => Limits::default(),
+        None => Limits::for_language(plugin.language()),
     };
-    let runtime = local_runtime()?;
-    let plugin = compile(&runtime, &args.file)?;
     let (result, report) = runtime.call(&plugin, &request.context, &config, &request.candidates, &limits);
     if args.json {
         let output = match &result {

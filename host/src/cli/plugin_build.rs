@@ -112,12 +112,20 @@ pub fn build(args: BuildArgs) -> Result<()> {
         bail!("the build succeeded but {} is missing", project.artifact.display());
     }
     if lang == Lang::Js {
-        // The JS toolchain cannot write the plugin-name section the Rust SDK
-        // writes; add it, so a server can tell which plugin this is.
+        // The JS toolchain cannot write custom sections: the plugin name (so a
+        // server can tell which plugin this is) and the language (which gives
+        // a JS stage its own default limits) are added here.
         let bytes =
             std::fs::read(&project.artifact).with_context(|| format!("reading {}", project.artifact.display()))?;
+        let mut marked = bytes.clone();
         if edgerec_runtime::declared_name(&bytes).is_none() {
-            std::fs::write(&project.artifact, edgerec_runtime::with_declared_name(&bytes, &project.name))
+            marked = edgerec_runtime::with_declared_name(&marked, &project.name);
+        }
+        if edgerec_runtime::declared_language(&bytes).is_none() {
+            marked = edgerec_runtime::with_declared_language(&marked, "js");
+        }
+        if marked != bytes {
+            std::fs::write(&project.artifact, marked)
                 .with_context(|| format!("writing {}", project.artifact.display()))?;
         }
     }
