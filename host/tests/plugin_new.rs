@@ -124,6 +124,7 @@ fn the_guides_limits_table_matches_the_defaults() {
             .to_owned()
     };
     let limits = edgerec_runtime::Limits::default();
+    let js = edgerec_runtime::Limits::for_language(Some("js"));
     let runtime = edgerec_runtime::RuntimeConfig::default();
     let help = Command::new(env!("CARGO_BIN_EXE_edgerec")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
@@ -140,6 +141,8 @@ fn the_guides_limits_table_matches_the_defaults() {
         ("output", format!("reasons ≤ {} KiB", limits.max_reason_bytes >> 10)),
         ("log", format!("{} lines, {} KiB", limits.max_log_lines, limits.max_log_bytes >> 10)),
         ("upload size", format!("{} MiB", key("max_plugin_bytes") >> 20)),
+        ("wall-clock deadline", format!("JavaScript: {} ms", js.deadline_us / 1000)),
+        ("fuel", format!("JavaScript: {} M", js.fuel / 1_000_000)),
     ];
     for (label, stated) in checks {
         let line = row(label);
