@@ -109,6 +109,17 @@ fn three_hosts_on_one_redis_serve_one_truth() {
         });
     }
 
+    // A key issued through A opens B; revoked through C, B refuses it.
+    let (status, issued) = a.request("POST", "/v1/tenants/shop/keys", Some(OPERATOR), None);
+    assert_eq!(status, 201, "{issued}");
+    let rotated = issued["api_key"].as_str().expect("api_key").to_string();
+    let opens = |host: &Server, key: &str| host.get("/v1/tenants/shop/catalog/items?limit=1", Some(key)).0 == 200;
+    wait_until("a key issued on A opens B", || opens(b, &rotated));
+    let path = format!("/v1/tenants/shop/keys/{}", issued["id"].as_str().expect("id"));
+    assert_eq!(c.request("DELETE", &path, Some(OPERATOR), None).0, 204);
+    wait_until("a key revoked on C stops opening B", || !opens(b, &rotated));
+    assert!(opens(b, &key), "the tenant's first key still opens B");
+
     // Events posted to A change the next answer on B (and C agrees).
     let ask = json!({"user_id": "u1", "k": 10, "query_time": 10_000});
     let post = |events: Value| {
