@@ -54,7 +54,7 @@ fn check_version_name(version: &str) -> Result<(), ApiError> {
 /// before the answer; the same bundle again is the same version, another
 /// bundle under a stored version is a 409. Activate it with `…/activate`.
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/models/{version}",
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "the bundle: a tar of config.json, model.safetensors and items.json"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the bundle: a tar of config.json, model.safetensors and items.json"),
     params(("tenant" = String, Path, description = "tenant name"),
            ("version" = String, Path, description = "model version: 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'", pattern = "^[A-Za-z0-9._-]{1,64}$")),
     responses((status = 201, body = ModelVersion), (status = "4XX", body = ErrorBody)),

@@ -1,5 +1,7 @@
 //! Tenant life cycle: creation (model loaded, stored, registered), loading
-//! every tenant at start, pipeline activation and rollback (store, then swap).
+//! every tenant at start, pipeline and model activation and rollback (built
+//! or loaded, stored, then swapped), and bringing a tenant in line with a
+//! shared store another host changed ([`sync`]).
 
 use std::path::Path;
 use std::sync::Arc;
