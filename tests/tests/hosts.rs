@@ -19,6 +19,11 @@ use serde_json::{Value, json};
 /// and the figures are printed, not asserted.
 const PATIENCE: Duration = Duration::from_secs(15);
 
+/// Hosts `a`, `b` and `c` on one Redis.
+fn three_hosts(scratch: &Scratch, redis: &RedisServer) -> Vec<Server> {
+    ["a", "b", "c"].iter().map(|n| Server::start(&scratch.path(n), &on(&redis.url()))).collect()
+}
+
 fn on(store: &str) -> Options {
     Options { store: Some(store.to_string()), ..Default::default() }
 }
@@ -97,8 +102,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn three_hosts_on_one_redis_serve_one_truth() {
     let scratch = Scratch::new();
     let redis = RedisServer::start(&scratch.path("redis"));
-    let hosts: Vec<Server> =
-        ["a", "b", "c"].iter().map(|n| Server::start(&scratch.path(n), &on(&redis.url()))).collect();
+    let hosts = three_hosts(&scratch, &redis);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
 
     // A tenant created through A (its key, its catalog) is known to B and C.
@@ -230,8 +234,7 @@ fn three_hosts_on_one_redis_serve_one_truth() {
 fn a_model_uploaded_on_one_host_and_activated_on_another_is_served_everywhere() {
     let scratch = Scratch::new();
     let redis = RedisServer::start(&scratch.path("redis"));
-    let hosts: Vec<Server> =
-        ["a", "b", "c"].iter().map(|n| Server::start(&scratch.path(n), &on(&redis.url()))).collect();
+    let hosts = three_hosts(&scratch, &redis);
     let (a, b, c) = (&hosts[0], &hosts[1], &hosts[2]);
     let key = shop(a, &scratch.path("model"));
     let before = items(&recommend(a, &key, &fixed_request()));

@@ -74,14 +74,12 @@ impl Store for RedbStore {
         "redb"
     }
 
-    /// A meta value (secrets).
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(META)?;
         Ok(table.get(key)?.map(|v| v.value().to_string()))
     }
 
-    /// Sets a meta value.
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.open_table(META)?.insert(key, value)?;
@@ -89,7 +87,6 @@ impl Store for RedbStore {
         Ok(())
     }
 
-    /// Removes a meta value.
     fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let txn = self.db.begin_write()?;
         let stored = {
@@ -114,7 +111,6 @@ impl Store for RedbStore {
         Ok(())
     }
 
-    /// Every tenant.
     fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TENANTS)?;
@@ -126,7 +122,6 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    /// One tenant's record.
     fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(TENANTS)?;
@@ -136,7 +131,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// Inserts a tenant; false when the name is taken.
     fn create_tenant(&self, record: &TenantRecord) -> Result<bool, StoreError> {
         timed("create_tenant", || {
             let txn = self.db.begin_write()?;
@@ -152,7 +146,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// Replaces a tenant's record (keys added or revoked, legacy keys hashed).
     fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
         let txn = self.db.begin_write()?;
         txn.open_table(TENANTS)?.insert(record.name.as_str(), serde_json::to_vec(record)?.as_slice())?;
@@ -160,10 +153,6 @@ impl Store for RedbStore {
         Ok(())
     }
 
-    /// Appends a batch of events in one durable transaction, exactly once:
-    /// a batch whose `batch_key` was stored before writes nothing and
-    /// returns the first answer (`replayed`), and an event whose `event_id`
-    /// was stored before is skipped (counted in `duplicates`).
     fn append_events(
         &self,
         tenant: &str,
@@ -212,7 +201,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// The user's newest `limit` events by arrival, oldest first.
     fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
         timed("recent_events", || {
             let txn = self.db.begin_read()?;
@@ -227,7 +215,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// Upserts catalog items in one transaction.
     fn upsert_items(&self, tenant: &str, items: &[(String, serde_json::Value)]) -> Result<(), StoreError> {
         timed("upsert_items", || {
             let txn = self.db.begin_write()?;
@@ -242,7 +229,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// One catalog item's attributes.
     fn item(&self, tenant: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(CATALOG)?;
@@ -252,7 +238,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// Attributes of several items in one read (missing items are `None`).
     fn items_many(&self, tenant: &str, ids: &[&str]) -> Result<Vec<Option<serde_json::Value>>, StoreError> {
         timed("items_many", || {
             let txn = self.db.begin_read()?;
@@ -268,7 +253,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// Up to `limit` items with ids after `after`, in id order.
     fn items_page(
         &self,
         tenant: &str,
@@ -296,8 +280,6 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    /// Stores a plugin component; an identical component of the same name
-    /// returns its existing version (versions are content-addressed).
     fn add_plugin(
         &self,
         tenant: &str,
@@ -336,7 +318,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// Every plugin version of a tenant, by name then version.
     fn plugins(&self, tenant: &str) -> Result<Vec<PluginVersion>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PLUGINS)?;
@@ -351,9 +332,6 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    /// Deletes one plugin version unless a pipeline version (active or in
-    /// the history rollback walks) uses it; the component's bytes go too when
-    /// no version of any tenant shares them.
     fn delete_plugin_version(&self, tenant: &str, name: &str, version: u32) -> Result<PluginDeletion, StoreError> {
         timed("delete_plugin_version", || {
             let txn = self.db.begin_write()?;
@@ -394,14 +372,12 @@ impl Store for RedbStore {
         })
     }
 
-    /// Component bytes by digest.
     fn blob(&self, _tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(BLOBS)?;
         Ok(table.get(digest)?.map(|v| v.value().to_vec()))
     }
 
-    /// Stores a new pipeline version and activates it, in one transaction.
     fn add_pipeline(&self, tenant: &str, stages: Vec<StageSpec>) -> Result<PipelineRecord, StoreError> {
         timed("add_pipeline", || {
             let txn = self.db.begin_write()?;
@@ -451,8 +427,6 @@ impl Store for RedbStore {
         })
     }
 
-    /// The version a rollback would return to, without changing anything
-    /// (so that it can be built before the rollback is committed).
     fn rollback_target(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let activations = txn.open_table(ACTIVATIONS)?;
@@ -471,7 +445,6 @@ impl Store for RedbStore {
         Ok(record)
     }
 
-    /// Returns to the previously active version; `None` when there is none.
     fn rollback(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
         let txn = self.db.begin_write()?;
         let record = {
@@ -497,7 +470,6 @@ impl Store for RedbStore {
         Ok(Some(record))
     }
 
-    /// The active pipeline (if any) and every version, oldest first.
     fn pipelines(&self, tenant: &str) -> Result<(Option<u32>, Vec<PipelineRecord>), StoreError> {
         let txn = self.db.begin_read()?;
         let activations = txn.open_table(ACTIVATIONS)?;
