@@ -203,6 +203,20 @@ impl AppState {
         self.tenants.write().unwrap_or_else(PoisonError::into_inner).insert(name, TenantSlot::Ready(Arc::new(tenant)));
     }
 
+    /// Registers a tenant unless one of that name is serving already;
+    /// whether it did. Check and insert are one step: a tenant registered by
+    /// its creator meanwhile is never replaced by an older copy.
+    pub fn insert_tenant_unless_ready(&self, tenant: Tenant) -> bool {
+        let name = tenant.record.name.clone();
+        let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        if matches!(tenants.get(&name), Some(TenantSlot::Ready(_))) {
+            return false;
+        }
+        self.set_tenant_keys(&name, &tenant.record.keys);
+        tenants.insert(name, TenantSlot::Ready(Arc::new(tenant)));
+        true
+    }
+
     /// Replaces the keys that open a tenant's storefront routes.
     pub fn set_tenant_keys(&self, name: &str, records: &[crate::store::ApiKeyRecord]) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);

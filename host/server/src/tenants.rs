@@ -88,12 +88,16 @@ struct Loaded {
 /// the tenant it replaces (a model swap), so that an activation racing the
 /// swap lands in the pipeline the new one serves.
 fn register(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option<&Tenant>) {
+    app.insert_tenant(assemble(app, record, loaded, shared));
+}
+
+fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option<&Tenant>) -> Tenant {
     let config = &app.config;
     let (pipeline, activation) = match shared {
         Some(old) => (old.pipeline.clone(), old.activation.clone()),
         None => (Arc::new(ArcSwap::from_pointee(loaded.pipeline)), Arc::default()),
     };
-    app.insert_tenant(Tenant {
+    Tenant {
         record,
         model: loaded.model,
         backend: loaded.backend,
@@ -115,7 +119,7 @@ fn register(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
             Some(old) => old.attributes.clone(),
             None => moka::sync::Cache::new(super::state::ATTRIBUTE_CACHE_ITEMS),
         },
-    });
+    }
 }
 
 /// A new storefront key: the key itself (shown once) and its stored record.
@@ -259,18 +263,24 @@ pub fn rollback_model(app: &AppState, tenant: &Tenant) -> Result<Option<String>,
 /// and builds and swaps the active pipeline when another version is active.
 /// Serialised with this host's own changes of the tenant (its activation lock).
 pub fn sync(app: &AppState, name: &str) -> Result<(), ApiError> {
-    let Some(record) = app.store.tenant(name)? else { return Ok(()) };
     let Ok(tenant) = app.lookup_tenant(name) else {
+        let Some(record) = app.store.tenant(name)? else { return Ok(()) };
         match load_one(app, &record) {
+            // Unless this host registered it meanwhile (it created the tenant
+            // itself): that registration is newer than the record read above.
             Ok(loaded) => {
-                tracing::info!(tenant = %name, pipeline_version = loaded.pipeline.version, "tenant loaded (changed on another host)");
-                register(app, record, loaded, None);
+                if app.insert_tenant_unless_ready(assemble(app, record, loaded, None)) {
+                    tracing::info!(tenant = %name, "tenant loaded (changed on another host)");
+                }
             }
             Err(reason) => app.insert_unavailable(&record, reason),
         }
         return Ok(());
     };
+    // Read under the lock: a record read before a local key change and
+    // applied after it would take the new key away again.
     let _serial = tenant.activation.blocking_lock();
+    let Some(record) = app.store.tenant(name)? else { return Ok(()) };
     app.set_tenant_keys(name, &record.keys);
     if app.store.models(name)?.0 != tenant.model_version {
         swap_model(app, &tenant)?;
