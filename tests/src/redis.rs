@@ -29,15 +29,32 @@ pub fn free_port() -> u16 {
 impl RedisServer {
     /// Starts Redis with its data in `dir` (created if absent; an AOF there is loaded).
     pub fn start(dir: &Path) -> RedisServer {
-        Self::spawn(dir, free_port(), false)
+        Self::spawn_on_a_free_port(dir, false)
     }
 
     /// Starts a Redis Cluster node (not yet joined) with its data in `dir`.
     pub fn start_cluster_node(dir: &Path) -> RedisServer {
-        Self::spawn(dir, free_port(), true)
+        Self::spawn_on_a_free_port(dir, true)
+    }
+
+    /// A port found free may be taken by another test's process before
+    /// Redis binds it: then Redis exits at once, and another port is tried.
+    fn spawn_on_a_free_port(dir: &Path, cluster: bool) -> RedisServer {
+        for _ in 0..5 {
+            if let Some(server) = Self::try_spawn(dir, free_port(), cluster) {
+                return server;
+            }
+        }
+        panic!("redis-server could not bind a free loopback port in 5 tries (see {}/redis.log)", dir.display());
     }
 
     fn spawn(dir: &Path, port: u16, cluster: bool) -> RedisServer {
+        Self::try_spawn(dir, port, cluster)
+            .unwrap_or_else(|| panic!("redis-server could not listen on port {port} (see {}/redis.log)", dir.display()))
+    }
+
+    /// Starts Redis on `port` and waits for its PING; `None` when it exited (the port was taken).
+    fn try_spawn(dir: &Path, port: u16, cluster: bool) -> Option<RedisServer> {
         std::fs::create_dir_all(dir).expect("redis data directory");
         let mut command = Command::new("redis-server");
         command
@@ -56,13 +73,19 @@ impl RedisServer {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{MISSING}"),
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
-        let server = RedisServer { child, port, dir: dir.to_path_buf(), cluster };
+        let mut server = RedisServer { child, port, dir: dir.to_path_buf(), cluster };
         let deadline = Instant::now() + Duration::from_secs(20);
         while server.command(&["PING"]).as_deref() != Some("+PONG") {
+            if server.child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "redis-server on port {port} did not answer PING within 20 s");
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
+        // The PONG may have come from another test's Redis on a port ours
+        // failed to bind: ours has exited by now if so.
+        std::thread::sleep(Duration::from_millis(50));
+        server.child.try_wait().ok().flatten().is_none().then_some(server)
     }
 
     /// `redis://127.0.0.1:PORT`.
