@@ -12,6 +12,7 @@
 
 mod redb;
 mod redis;
+mod redis_scripts;
 
 use std::time::{Duration, Instant};
 
