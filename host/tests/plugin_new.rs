@@ -53,6 +53,11 @@ fn a_new_rust_plugin_builds_checks_and_runs_outside_the_workspace() {
         let text = std::fs::read_to_string(project.join(manifest)).unwrap();
         assert!(!text.contains("workspace = true") && !text.contains(".workspace"), "{manifest} inherits: {text}");
     }
+    // The project builds with the workspace's wasm settings (2 MiB initial memory).
+    assert_eq!(
+        std::fs::read_to_string(project.join(".cargo/config.toml")).unwrap(),
+        std::fs::read_to_string(workspace.join(".cargo/config.toml")).unwrap()
+    );
     // A second `new` into the same place refuses instead of overwriting.
     let again = edgerec(&["plugin", "new", "demo-rule"], tmp.path());
     assert!(!again.status.success() && text(&again).contains("not empty"), "{}", text(&again));

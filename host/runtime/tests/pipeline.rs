@@ -101,6 +101,12 @@ fn three_stage_pipeline_matches_the_native_reference_on_random_batches() {
         assert_eq!(a.removed.len(), 500 - expected.len());
         assert_eq!(a.moved, 0, "a filter moves nothing");
         assert!(b.moved > 0 && c.input_len == expected.len());
+        // The guests start with 2 MiB of linear memory (.cargo/config.toml)
+        // and 500 candidates fit in it: no stage grows its memory, which in
+        // the instance pool would cost an mprotect to grow and one to reset.
+        for t in &outcome.stages {
+            assert_eq!(t.report.peak_memory_bytes, 2 << 20, "stage {} grew its memory", t.stage);
+        }
         let acme_reason = outcome.candidates.iter().any(|c| c.reasons.iter().any(|r| r == "stage1:acme"));
         assert!(acme_reason, "boost's reason codes reach the final candidates");
     }

@@ -34,7 +34,7 @@ const SDK_MANIFEST: &str = include_str!("../../../sdk/Cargo.toml");
 const WORKSPACE_MANIFEST: &str = include_str!("../../../Cargo.toml");
 const WORKSPACE_LOCK: &str = include_str!("../../../Cargo.lock");
 
-const RUST_TEMPLATE: [File; 7] = [
+const RUST_TEMPLATE: [File; 8] = [
     ("Cargo.toml", include_str!("../../templates/rust/Cargo.toml.tmpl")),
     ("rust-toolchain.toml", include_str!("../../templates/rust/rust-toolchain.toml.tmpl")),
     ("src/lib.rs", include_str!("../../templates/rust/src/lib.rs.tmpl")),
@@ -42,6 +42,8 @@ const RUST_TEMPLATE: [File; 7] = [
     ("request.json", include_str!("../../templates/rust/request.json")),
     ("README.md", include_str!("../../templates/rust/README.md.tmpl")),
     (".gitignore", include_str!("../../templates/rust/gitignore")),
+    // The workspace's own: the first-party plugins are built with it too.
+    (".cargo/config.toml", include_str!("../../../.cargo/config.toml")),
 ];
 
 /// The JS helper package (`sdk/js`): its manifest pins the npm tools.
