@@ -106,13 +106,14 @@ pub struct PipelineOutcome {
 /// How many kept entries changed relative position: `order` (ascending input
 /// indices = unchanged) minus its longest increasing subsequence.
 pub(crate) fn moved_count(order: &[u32]) -> usize {
-    // Patience sorting, O(n log n).
-    let mut tails: Vec<u32> = Vec::new();
+    // Patience sorting, O(n log n); an entry that extends the longest run
+    // (every entry of a pure filter's order) skips the binary search.
+    let mut tails: Vec<u32> = Vec::with_capacity(order.len());
     for &x in order {
-        match tails.binary_search(&x) {
-            Ok(_) => {}
-            Err(at) if at == tails.len() => tails.push(x),
-            Err(at) => tails[at] = x,
+        if tails.last().is_none_or(|&last| last < x) {
+            tails.push(x);
+        } else if let Err(at) = tails.binary_search(&x) {
+            tails[at] = x;
         }
     }
     order.len() - tails.len()
