@@ -58,8 +58,9 @@ pub struct Tenant {
     pub attributes: AttributeCache,
 }
 
-/// A tenant's last-read catalog attributes, bounded by item count.
-pub type AttributeCache = moka::sync::Cache<String, Option<serde_json::Value>>;
+/// A tenant's last-read catalog attributes, bounded by item count. Shared
+/// (`Arc`) so that checking an entry against a fresh read clones nothing.
+pub type AttributeCache = moka::sync::Cache<String, Arc<Option<serde_json::Value>>>;
 
 /// Items whose attributes one tenant keeps for degraded answers.
 pub const ATTRIBUTE_CACHE_ITEMS: u64 = 100_000;

@@ -369,7 +369,9 @@ pub async fn post_events(
                 Ok(Some(_)) => {}
                 Ok(None) => return Err(ApiError::unknown_item(item)),
                 // Store away: an item this host read from the catalog before is known.
-                Err(error) if error.is_unavailable() && matches!(tenant.attributes.get(item), Some(Some(_))) => {}
+                Err(error)
+                    if error.is_unavailable() && tenant.attributes.get(item).is_some_and(|cached| cached.is_some()) => {
+                }
                 Err(error) => return Err(error.into()),
             }
         }
