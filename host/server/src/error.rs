@@ -47,7 +47,9 @@ pub enum ErrorCode {
     EmptyHistory,
     /// No model directory at the given path (404).
     UnknownModel,
-    /// The backend asked for cannot run on this server (400).
+    /// The backend asked for cannot run on this server, e.g. `cuda` on a host
+    /// without a GPU or driver (409: the request is valid; this host's state
+    /// refuses it, and another host, or `cpu`, would take it).
     BackendUnavailable,
     /// The request conflicts with the current state (409).
     Conflict,
@@ -139,8 +141,7 @@ impl ErrorCode {
             | ErrorCode::MalformedJson
             | ErrorCode::InvalidPlugin
             | ErrorCode::InvalidPipeline
-            | ErrorCode::InvalidModel
-            | ErrorCode::BackendUnavailable => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidModel => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
@@ -153,7 +154,7 @@ impl ErrorCode {
             | ErrorCode::UnknownModel
             | ErrorCode::EmptyHistory => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::Conflict => StatusCode::CONFLICT,
+            ErrorCode::Conflict | ErrorCode::BackendUnavailable => StatusCode::CONFLICT,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::TenantUnavailable
             | ErrorCode::Overloaded

@@ -88,3 +88,22 @@ async fn errors_are_json_with_a_documented_code() {
         assert!(codes.contains(code), "{method} {path}: code {code} is not in the document's ErrorCode list");
     }
 }
+
+/// A valid request for a backend this host cannot run (`cuda` without a GPU
+/// or driver) is not bad input: 409 `backend_unavailable`, naming the way
+/// out; on a host where CUDA opens, the tenant is created.
+#[tokio::test]
+async fn a_backend_this_host_cannot_run_is_a_conflict_not_bad_input() {
+    let app = app();
+    let body = Body::from(r#"{"name": "gpu-shop", "model": "demo", "backend": "cuda"}"#);
+    let (status, answer) = send(&app, &Method::POST, "/v1/tenants", Some(&app.operator), body).await;
+    match status {
+        StatusCode::CREATED => assert_eq!(answer["backend"], "cuda", "{answer}"),
+        StatusCode::CONFLICT => {
+            assert_eq!(answer["error"]["code"], "backend_unavailable", "{answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("cpu always runs"), "{message}");
+        }
+        other => panic!("POST /v1/tenants with backend cuda answered {other}: {answer}"),
+    }
+}
