@@ -4,11 +4,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod alloc;
 mod cli;
-
-/// See host/Cargo.toml: glibc malloc was a third of the server's time under load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// edgerec — HSTU recommendations at the edge, with sandboxed per-tenant plugins.
 #[derive(Parser)]
@@ -65,8 +62,14 @@ fn main() -> ExitCode {
         Command::Bench(BenchCommand::Kernels(args)) => cli::engine::bench(args),
         Command::Bench(BenchCommand::Plugins(args)) => cli::plugin::bench_plugins(args),
         Command::Plugin(command) => cli::plugin::plugin(command),
-        Command::Train(args) => cli::train::train(args),
-        Command::Finetune(args) => cli::train::finetune(args),
+        Command::Train(args) => {
+            alloc::keep_freed_memory();
+            cli::train::train(args)
+        }
+        Command::Finetune(args) => {
+            alloc::keep_freed_memory();
+            cli::train::finetune(args)
+        }
         Command::Eval(args) => cli::train::eval(args),
         Command::Demo(command) => cli::train::demo(command),
         Command::Bench(BenchCommand::Http(args)) => cli::serve::bench_http(args),

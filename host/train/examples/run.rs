@@ -16,7 +16,23 @@ use std::path::PathBuf;
 
 use edgerec_train::train::Preset;
 
+// The allocator and setting of `edgerec train` (host/src/alloc.rs explains them),
+// so that epoch times measured here are the CLI's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn keep_freed_memory() {
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: mimalloc's option setters may be called at any time.
+    unsafe {
+        if matches!(libmimalloc_sys::mi_option_get(PURGE_DELAY), 10 | 1000) {
+            libmimalloc_sys::mi_option_set(PURGE_DELAY, -1);
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: run generate OUT SEED | run train DATA OUT [key=value ...] | run eval MODEL DATA";
     match args.first().map(String::as_str) {
