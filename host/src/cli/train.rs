@@ -42,7 +42,7 @@ impl FormatArg {
 /// Presets of the public benchmark table.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum PresetArg {
-    /// D 50, 2 layers, 1 head of 50, L 200, 128 negatives, dropout 0.2.
+    /// D 50, 2 layers, 1 head of 50, L 200, 512 negatives, dropout 0.2.
     #[value(name = "ml-1m")]
     Ml1m,
     /// D 50, 8 layers, 2 heads of 25, L 200.
@@ -118,7 +118,7 @@ pub struct HyperArgs {
     /// Where the sampled softmax draws its negatives (reference: per position).
     #[arg(long, value_enum)]
     negative_sampling: Option<SamplingArg>,
-    /// Uniform negatives R of the sampled softmax (reference: 128, Books 512).
+    /// Uniform negatives R of the sampled softmax [default: 512; the reference: 128, Books 512].
     #[arg(long)]
     negatives: Option<usize>,
     /// Also train on each user's validation event, as the reference does (all but the last event);
