@@ -1,6 +1,6 @@
 //! Readers: MovieLens `ratings.dat` (`::`), ML-100K `u.data` (tab),
 //! ml-latest `ratings.csv`, and a generic event log
-//! (`user,item,timestamp[,action]`) as CSV or Parquet (`parquet_log`).
+//! (`user,item,timestamp[,action]`) as CSV or Parquet ([`parquet_log`]).
 //! `.xz` files are decompressed in memory.
 //! Bad rows are counted and kept as examples, never silently dropped.
 
@@ -8,6 +8,8 @@ use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use crate::error::TrainError;
+
+pub mod parquet_log;
 
 /// What a shopper did with an item (MovieLens ratings are `View`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -146,7 +148,7 @@ pub fn read_events(path: &Path, format: Format) -> Result<EventLog, TrainError> 
         Format::MovieLensDat => Ok(parse_separated(&bytes, "::")),
         Format::MovieLens100k => Ok(parse_separated(&bytes, "\t")),
         Format::MovieLensCsv | Format::EventsCsv => parse_csv(path, &bytes, format),
-        Format::EventsParquet => crate::parquet_log::parse_parquet(path, bytes),
+        Format::EventsParquet => parquet_log::parse_parquet(path, bytes),
     }
 }
 

@@ -12,7 +12,6 @@ pub mod hstu;
 pub mod import;
 pub mod metrics;
 pub mod optim;
-pub mod parquet_log;
 pub mod plot;
 pub mod report;
 pub mod split;

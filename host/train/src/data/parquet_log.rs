@@ -10,7 +10,7 @@ use std::path::Path;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 
-use crate::data::{EventLog, LogEvent, parse_row};
+use super::{EventLog, LogEvent, parse_row};
 use crate::error::TrainError;
 
 /// Accepted names of the user column (case-insensitive).
