@@ -299,7 +299,7 @@ fn a_tenant_that_cannot_load_is_unavailable_and_the_others_serve() {
     server.terminate();
     std::fs::remove_dir_all(&model).expect("remove the model directory");
     let server = Server::start(&data, &Options { demo: true, ..Default::default() });
-    let (status, ready) = server.get("/readyz", None);
+    let (status, ready) = server.get("/readyz", Some(OPERATOR));
     assert_eq!(status, 200, "{ready}");
     assert_eq!(ready["status"], "degraded", "{ready}");
     assert!(ready["unavailable_tenants"]["fragile"].as_str().is_some_and(|r| !r.is_empty()), "{ready}");

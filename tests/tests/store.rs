@@ -13,7 +13,7 @@ use edgerec_server::store::{AppendOutcome, OnErrorPolicy, PluginDeletion, RedbSt
 /// Opens the store under test (again).
 type Open = dyn Fn() -> Arc<dyn Store>;
 
-/// Each user's kept events (the Redis store trims to it; redb keeps all).
+/// Each user's kept events (both stores trim to it).
 const KEEP: usize = 100;
 
 /// Runs `check` on a fresh redb store and on a fresh Redis.
@@ -44,6 +44,9 @@ mod both_stores {
         a_plugin_version_is_deleted_only_when_no_pipeline_version_uses_it,
         pipelines_activate_by_version_and_roll_back_through_the_log,
         a_generated_secret_is_kept_by_the_first_writer,
+        event_ids_are_per_user,
+        each_user_keeps_their_newest_events_and_a_window_of_ids,
+        a_refused_model_version_leaves_no_bytes_behind,
     );
 }
 
@@ -173,21 +176,101 @@ fn a_generated_secret_is_kept_by_the_first_writer(open: &Open) {
     assert_eq!(store.meta("token").unwrap(), None);
 }
 
-/// Redis keeps each user's newest `keep` events, and an `event_id` sent
-/// again later is still recognised.
-#[test]
-fn redis_keeps_what_the_model_can_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let redis = RedisServer::start(dir.path());
-    let store = RedisStore::connect(&redis.url()).unwrap();
+/// Two users' events under the same `event_id` are two events; the same
+/// user's again is a duplicate (on redb, ids were once tenant-wide: bob's
+/// `e-1` was dropped as alice's).
+fn event_ids_are_per_user(open: &Open) {
+    let store = open();
+    let with_id = |user: &str, id: &str, ts| Event { event_id: Some(id.into()), ..new(user, event("x", ts)) };
+    let outcome = store.append_events("a", &[with_id("alice", "e-1", 1)], None, KEEP).unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (1, 0));
+    let outcome = store.append_events("a", &[with_id("bob", "e-1", 2)], None, KEEP).unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (1, 0), "bob's e-1 is not alice's");
+    let outcome =
+        store.append_events("a", &[with_id("alice", "e-1", 1), with_id("bob", "e-1", 2)], None, KEEP).unwrap();
+    assert_eq!((outcome.accepted, outcome.duplicates), (0, 2));
+    drop(store);
+    let store = open();
+    assert_eq!(store.append_events("a", &[with_id("bob", "e-1", 2)], None, KEEP).unwrap().duplicates, 1);
+    assert_eq!(store.recent_events("a", "alice", 10).unwrap().len(), 1);
+    assert_eq!(store.recent_events("a", "bob", 10).unwrap().len(), 1);
+}
+
+/// Each user keeps their newest `keep` events (what the model can use) and
+/// recognises the ids of a window of their newest events; what is older is
+/// deleted, on both stores.
+fn each_user_keeps_their_newest_events_and_a_window_of_ids(open: &Open) {
+    let store = open();
+    let keep = 8;
+    let with_id = |id: String, ts| Event { event_id: Some(id), ..new("u", event("x", ts)) };
     for ts in 0..30 {
-        let event = Event { event_id: Some(format!("e{ts}")), ..new("u", event("x", ts)) };
-        store.append_events("a", &[event], None, 8).unwrap();
+        store.append_events("a", &[with_id(format!("e{ts}"), ts)], None, keep).unwrap();
     }
+    store.append_events("a", &[new("other", event("y", 1))], None, keep).unwrap();
     let kept: Vec<i64> = store.recent_events("a", "u", 100).unwrap().iter().map(|e| e.ts).collect();
     assert_eq!(kept, (22..30).collect::<Vec<_>>());
-    let again = Event { event_id: Some("e3".into()), ..new("u", event("x", 3)) };
-    assert_eq!(store.append_events("a", &[again], None, 8).unwrap().duplicates, 1);
+    assert_eq!(store.recent_events("a", "other", 100).unwrap().len(), 1, "another user keeps their own");
+    // An id sent again after its event was trimmed is still recognised.
+    assert_eq!(store.append_events("a", &[with_id("e3".into(), 3)], None, keep).unwrap().duplicates, 1);
+    // Past the id window the oldest ids are forgotten, and the user still keeps `keep` events.
+    let window = edgerec_server::store::event_id_window(keep);
+    let flood: Vec<Event> = (0..window as i64).map(|i| with_id(format!("f{i}"), 100 + i)).collect();
+    assert_eq!(store.append_events("a", &flood, None, keep).unwrap().accepted, window);
+    assert_eq!(store.recent_events("a", "u", 100).unwrap().len(), keep);
+    let again = store.append_events("a", &[with_id("e3".into(), 3)], None, keep).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (1, 0), "e3 left the window");
+    drop(store);
+    let store = open();
+    let newest = format!("f{}", window - 1);
+    assert_eq!(store.append_events("a", &[with_id(newest, 1)], None, keep).unwrap().duplicates, 1);
+}
+
+/// A model version is immutable: another bundle under it is refused, and
+/// its bytes are not kept (a refused 256 MB upload must not cost 256 MB).
+fn a_refused_model_version_leaves_no_bytes_behind(open: &Open) {
+    use edgerec_server::store::ModelAdd;
+    let store = open();
+    assert!(matches!(store.add_model("a", "v1", "d1", b"first").unwrap(), ModelAdd::Added(_)));
+    assert!(matches!(store.add_model("a", "v1", "d1", b"first").unwrap(), ModelAdd::Unchanged(_)));
+    assert!(matches!(store.add_model("a", "v1", "d2", b"second").unwrap(), ModelAdd::Taken(v) if v.digest == "d1"));
+    assert_eq!(store.blob("a", "d2").unwrap(), None, "the refused bundle's bytes were kept");
+    assert_eq!(store.blob("a", "d1").unwrap().as_deref(), Some(&b"first"[..]));
+    // The same bundle under a new version shares the stored bytes.
+    assert!(matches!(store.add_model("a", "v2", "d1", b"first").unwrap(), ModelAdd::Added(_)));
+    assert!(matches!(store.add_model("a", "v2", "d3", b"third").unwrap(), ModelAdd::Taken(_)));
+    assert_eq!(store.blob("a", "d1").unwrap().as_deref(), Some(&b"first"[..]));
+    assert_eq!(store.blob("a", "d3").unwrap(), None);
+}
+
+/// On Redis a user's keys expire after their last event: 90 days unless
+/// configured, never when turned off.
+#[test]
+fn redis_user_keys_expire_after_the_last_event() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let ttl_of = |user: &str, what: &str| -> i64 {
+        redis.cli(&["TTL", &format!("er:{{a:{user}}}:{what}")]).trim().parse().unwrap()
+    };
+    let with_id = |user: &str| Event { event_id: Some("e1".into()), ..new(user, event("x", 1)) };
+    let default = RedisStore::connect(&redis.url()).unwrap();
+    default.append_events("a", &[with_id("u1")], None, KEEP).unwrap();
+    let ninety_days = edgerec_server::store::DEFAULT_USER_TTL.as_secs() as i64;
+    assert_eq!(ninety_days, 90 * 24 * 3600);
+    for what in ["events", "event-ids"] {
+        let ttl = ttl_of("u1", what);
+        assert!((ninety_days - 60..=ninety_days).contains(&ttl), "{what}: TTL {ttl}");
+    }
+    let never = RedisStore::connect(&redis.url()).unwrap().with_user_ttl(None);
+    never.append_events("a", &[with_id("u2")], None, KEEP).unwrap();
+    assert_eq!(ttl_of("u2", "events"), -1, "no TTL when turned off");
+    let short = RedisStore::connect(&redis.url()).unwrap().with_user_ttl(Some(Duration::from_secs(1)));
+    short.append_events("a", &[with_id("u3")], None, KEEP).unwrap();
+    assert_eq!(short.recent_events("a", "u3", 10).unwrap().len(), 1);
+    std::thread::sleep(Duration::from_millis(2100));
+    assert!(short.recent_events("a", "u3", 10).unwrap().is_empty(), "u3's events outlived their TTL");
+    // Expired with its events, the id is free again: the user starts afresh.
+    assert_eq!(short.append_events("a", &[with_id("u3")], None, KEEP).unwrap().accepted, 1);
 }
 
 /// Every key a tenant's data is written under carries that tenant's hash tag

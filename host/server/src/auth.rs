@@ -98,6 +98,19 @@ impl FromRequestParts<Arc<AppState>> for Operator {
     }
 }
 
+/// The operator's proof when the request carries the operator token, for
+/// routes that answer everyone but tell the operator more (`/readyz`). Never
+/// refuses: no token, a tenant's key or a wrong token are all `None`.
+pub struct MaybeOperator(pub Option<Operator>);
+
+impl FromRequestParts<Arc<AppState>> for MaybeOperator {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        Ok(MaybeOperator(matches!(caller(parts, app), Ok(Caller::Operator)).then_some(Operator(()))))
+    }
+}
+
 /// The tenant named by the path, for a caller holding that tenant's API key
 /// or the operator token. Another tenant's key gets 403 without learning
 /// whether the named tenant exists.

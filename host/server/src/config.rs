@@ -87,6 +87,22 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "0",
         "how long a recommend may wait for others to batch with (0 = batch only what is already queued: no added latency)",
     ),
+    // Connection lifetimes and retention (issue 21).
+    (
+        "first_request_timeout_ms",
+        "5000",
+        "a new connection must deliver its first request (HTTP/1 or HTTP/2, the bytes that tell which included) within this, or it is closed and its place in max_connections freed",
+    ),
+    (
+        "idle_timeout_ms",
+        "60000",
+        "a connection with no request in flight for this long is closed (HTTP/2 gets a GOAWAY; an HTTP/1 connection already waits at most header_read_timeout_ms for its next request)",
+    ),
+    (
+        "user_ttl_days",
+        "90",
+        "Redis store: a user's events and event ids expire this many days after their last event (0 = never); both stores keep each user's newest 2 × max_seq_len events regardless",
+    ),
 ];
 
 /// The resolved configuration of `edgerec serve`.
@@ -150,6 +166,12 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// Longest wait of a recommend for company in a batch, in µs.
     pub max_wait_us: u64,
+    /// Deadline of a new connection's first request, in ms.
+    pub first_request_timeout_ms: u64,
+    /// Longest time a connection stays open with no request in flight, in ms.
+    pub idle_timeout_ms: u64,
+    /// Days a user's keys live on Redis after their last event (0 = for ever).
+    pub user_ttl_days: u64,
 }
 
 /// Reads a [`BackendChoice`] from its name (`auto`, `cpu`, `cuda`, `cuda-emu`).
@@ -189,6 +211,9 @@ impl Default for ServerConfig {
             backend: BackendChoice::Auto,
             max_batch: 32,
             max_wait_us: 0,
+            first_request_timeout_ms: 5_000,
+            idle_timeout_ms: 60_000,
+            user_ttl_days: 90,
         }
     }
 }
@@ -240,12 +265,23 @@ impl ServerConfig {
             self.max_wait_us <= 1_000_000,
             "max_wait_us must be at most 1000000 (a second); a request should not wait longer for company"
         );
+        anyhow::ensure!(self.first_request_timeout_ms > 0, "first_request_timeout_ms must be positive");
+        anyhow::ensure!(self.idle_timeout_ms > 0, "idle_timeout_ms must be positive");
+        anyhow::ensure!(
+            self.user_ttl_days <= 36_500,
+            "user_ttl_days must be at most 36500 (100 years); 0 keeps users for ever"
+        );
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be \"text\" or \"json\", not {:?}",
             self.log_format
         );
         Ok(())
+    }
+
+    /// How long a user's keys live on Redis after their last event (`None`: for ever).
+    pub fn user_ttl(&self) -> Option<std::time::Duration> {
+        (self.user_ttl_days > 0).then(|| std::time::Duration::from_secs(self.user_ttl_days * 24 * 3600))
     }
 
     /// Effective encode concurrency.
@@ -356,6 +392,9 @@ mod tests {
         backend: String,
         max_batch: usize,
         max_wait_us: u64,
+        first_request_timeout_ms: u64,
+        idle_timeout_ms: u64,
+        user_ttl_days: u64,
     }
 
     impl From<&ServerConfig> for DefaultsView {
@@ -390,6 +429,9 @@ mod tests {
                 backend,
                 max_batch,
                 max_wait_us,
+                first_request_timeout_ms,
+                idle_timeout_ms,
+                user_ttl_days,
             } = c.clone();
             DefaultsView {
                 listen: listen.to_string(),
@@ -420,6 +462,9 @@ mod tests {
                 backend: backend.to_string(),
                 max_batch,
                 max_wait_us,
+                first_request_timeout_ms,
+                idle_timeout_ms,
+                user_ttl_days,
             }
         }
     }

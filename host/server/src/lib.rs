@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod bench;
 pub mod config;
+mod connection;
 mod demo;
 pub mod error;
 pub mod event;
@@ -66,7 +67,7 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 /// demo tenant. Everything `serve` does before it listens.
 pub fn open(config: ServerConfig, metrics: PrometheusHandle) -> anyhow::Result<Opened> {
     private_dir(&config.data_dir)?;
-    let store = store::open(&config.store, &config.data_dir)?;
+    let store = store::open(&config.store, &config.data_dir, config.user_ttl())?;
     if store.kind() == "redb" {
         let store_file = config.data_dir.join("store.redb");
         std::fs::set_permissions(&store_file, std::fs::Permissions::from_mode(0o600))
@@ -135,15 +136,24 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let router = routes::router(app.clone());
 
     // hyper's own connection builder rather than `axum::serve`: it bounds
-    // how long a client may take to send its headers (slowloris), and the
-    // accept loop below bounds the connections held open at once.
+    // how long a client may take to send its headers (slowloris); the accept
+    // loop below bounds the connections held open at once, and each
+    // connection's watchdog (`connection::run`) closes those that deliver no
+    // request in time or sit idle, so that their places return.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(app.config.header_read_timeout_ms));
+    let deadlines = connection::Deadlines {
+        first_request: Duration::from_millis(app.config.first_request_timeout_ms),
+        idle: Duration::from_millis(app.config.idle_timeout_ms),
+    };
     let connections = Arc::new(Semaphore::new(app.config.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Turns true at shutdown: every connection finishes its requests and closes.
+    let (stopping, _) = tokio::sync::watch::channel(false);
+    // Each connection task holds a sender; `recv` answers `None` once all are gone.
+    let (open_connections, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -163,18 +173,21 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             },
             () = &mut shutdown => break,
         };
-        let service = TowerToHyperService::new(router.clone());
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let connection = graceful.watch(connection);
+        let (service, activity) = connection::Tracked::new(router.clone());
+        let service = TowerToHyperService::new(service);
+        let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let (stopping, open) = (stopping.subscribe(), open_connections.clone());
         tokio::spawn(async move {
-            let _ = connection.await;
-            drop(permit);
+            connection::run(served, activity, deadlines, stopping).await;
+            drop((permit, open));
         });
     }
     app.ready.store(false, Ordering::Release);
     tracing::info!("shutting down: no new connections, finishing requests in flight");
+    stopping.send_replace(true);
+    drop(open_connections);
     let grace = Duration::from_millis(app.config.request_timeout_ms.saturating_mul(2));
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, all_closed.recv()).await.is_err() {
         tracing::warn!("connections still open after the grace period; closing them");
     }
     telemetry.shutdown();

@@ -70,22 +70,39 @@ pub async fn put_model(
     let stored = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
         let name = &tenant.record.name;
         let digest = format!("{:x}", Sha256::digest(&bytes));
-        let dir = super::models::unpack_cached(&app, &digest, &bytes)?;
-        let source = dir.to_str().ok_or_else(|| ApiError::internal("checking a model bundle", "non-UTF-8 path"))?;
-        if let Err(error) = tenants::load_model(source) {
-            // A bundle that does not load never will: keep no copy of it.
-            let _ = std::fs::remove_dir_all(&dir);
-            return Err(error);
-        }
-        match app.store.add_model(name, &version, &digest, &bytes)? {
-            ModelAdd::Added(stored) | ModelAdd::Unchanged(stored) => Ok(stored),
-            ModelAdd::Taken(existing) => Err(ApiError::new(
+        let taken = |existing: &ModelVersion| {
+            ApiError::new(
                 ErrorCode::Conflict,
                 format!(
                     "model version {version:?} holds another bundle (sha256 {}, uploaded at {}); versions are immutable: upload this one under a new version",
                     existing.digest, existing.uploaded_at
                 ),
-            )),
+            )
+        };
+        // A version that is taken is refused before the bundle costs a
+        // directory or a load.
+        let (_, stored) = app.store.models(name)?;
+        if let Some(existing) = stored.iter().find(|v| v.version == version && v.digest != digest) {
+            return Err(taken(existing));
+        }
+        let unpacked = super::models::unpack_cached(&app, &digest, &bytes)?;
+        let dir = &unpacked.dir;
+        let source = dir.to_str().ok_or_else(|| ApiError::internal("checking a model bundle", "non-UTF-8 path"))?;
+        if let Err(error) = tenants::load_model(source) {
+            // A bundle that does not load never will: keep no copy of it.
+            let _ = std::fs::remove_dir_all(dir);
+            return Err(error);
+        }
+        match app.store.add_model(name, &version, &digest, &bytes)? {
+            ModelAdd::Added(stored) | ModelAdd::Unchanged(stored) => Ok(stored),
+            ModelAdd::Taken(existing) => {
+                // Another upload took the version meanwhile: keep no copy of
+                // this bundle unless it was cached before (another version's).
+                if unpacked.made_now {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                Err(taken(&existing))
+            }
         }
     })
     .await?;

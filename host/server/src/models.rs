@@ -71,13 +71,22 @@ fn bundle_dir(app: &AppState, digest: &str) -> PathBuf {
     app.config.data_dir.join("models").join(digest)
 }
 
+/// A bundle unpacked in this host's cache.
+pub struct Unpacked {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Whether this call unpacked it (it was not cached before): a caller
+    /// whose upload is refused removes only what it made.
+    pub made_now: bool,
+}
+
 /// Unpacks `bytes` (the bundle `digest`) into this host's cache unless it
-/// is there already; returns its directory. Written beside and renamed into
-/// place, so a directory that exists is complete.
-pub fn unpack_cached(app: &AppState, digest: &str, bytes: &[u8]) -> Result<PathBuf, ApiError> {
+/// is there already. Written beside and renamed into place, so a directory
+/// that exists is complete.
+pub fn unpack_cached(app: &AppState, digest: &str, bytes: &[u8]) -> Result<Unpacked, ApiError> {
     let dir = bundle_dir(app, digest);
     if dir.is_dir() {
-        return Ok(dir);
+        return Ok(Unpacked { dir, made_now: false });
     }
     let staging = dir.with_extension(format!("partial-{}", super::auth::new_key_id()));
     let unpacked = unpack(bytes, &staging).and_then(|()| {
@@ -87,7 +96,7 @@ pub fn unpack_cached(app: &AppState, digest: &str, bytes: &[u8]) -> Result<PathB
         })
     });
     let _ = std::fs::remove_dir_all(&staging);
-    unpacked.map(|()| dir)
+    unpacked.map(|()| Unpacked { dir, made_now: true })
 }
 
 /// Loads a stored model version, from this host's cache or the store.
@@ -102,7 +111,7 @@ pub fn load_version(app: &AppState, tenant: &str, version: &ModelVersion) -> Res
                 format!("the bundle of model version {:?} is missing from the store", version.version),
             )
         })?;
-        unpack_cached(app, &version.digest, &bytes)?
+        unpack_cached(app, &version.digest, &bytes)?.dir
     };
     let source = dir.to_str().ok_or_else(|| ApiError::internal("loading a model version", "a non-UTF-8 data_dir"))?;
     super::tenants::load_model(source)

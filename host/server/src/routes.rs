@@ -17,7 +17,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::Operator;
+use super::auth::{MaybeOperator, Operator};
 use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 use super::state::AppState;
 use super::{model_routes, operator, storefront};
@@ -198,28 +198,61 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Readiness: tenants loaded and not shutting down. Tenants that could not
-/// be loaded are listed with the reason (`status` is then `degraded`): the
-/// others serve.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready (or degraded: some tenants unavailable)"), (status = 503, body = ErrorBody)), tag = "health")]
-async fn readyz(State(app): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
-    if app.is_ready() {
-        let unavailable: serde_json::Map<String, serde_json::Value> =
-            app.tenant_names().into_iter().filter_map(|(name, reason)| reason.map(|r| (name, r.into()))).collect();
-        let store_reachable = app.store_reachable.load(Ordering::Acquire);
-        let status = if unavailable.is_empty() && store_reachable { "ready" } else { "degraded" };
-        Ok(Json(serde_json::json!({
-            "status": status,
-            "unavailable_tenants": unavailable,
-            "store": {
-                "kind": app.store.kind(),
-                "reachable": store_reachable,
-                "queued_event_batches": app.outbox.as_ref().map_or(0, |o| o.depth()),
-            },
-        })))
-    } else {
-        Err(ApiError::new(ErrorCode::NotReady, "starting or shutting down; retry shortly"))
+/// Answer of `/readyz`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Readiness {
+    /// `ready`, or `degraded`: some tenants could not be loaded (the others
+    /// serve), or the shared store is unreachable.
+    pub status: &'static str,
+    /// How many tenants could not be loaded.
+    pub unavailable_tenant_count: usize,
+    /// With the operator token only: each tenant that could not be loaded,
+    /// and why (names and server paths are not for strangers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable_tenants: Option<std::collections::BTreeMap<String, String>>,
+    /// The store.
+    pub store: StoreReadiness,
+}
+
+/// The store as `/readyz` reports it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StoreReadiness {
+    /// `redb` (embedded) or `redis` (shared).
+    pub kind: &'static str,
+    /// False while the shared store cannot be reached (answers are degraded).
+    pub reachable: bool,
+    /// Event batches acknowledged while the store was unreachable, waiting to be forwarded.
+    pub queued_event_batches: usize,
+}
+
+/// Readiness: tenants loaded and not shutting down. `status` is `degraded`
+/// while some tenants could not be loaded (the others serve) or the shared
+/// store is unreachable; anyone learns how many tenants, the operator token
+/// (optional here) also which and why.
+#[utoipa::path(get, path = "/readyz",
+    responses((status = 200, body = Readiness, description = "ready (or degraded: some tenants unavailable, or the store unreachable)"), (status = 503, body = ErrorBody)),
+    security((), ("bearer" = [])), tag = "health")]
+async fn readyz(
+    State(app): State<Arc<AppState>>,
+    MaybeOperator(operator): MaybeOperator,
+) -> Result<Json<Readiness>, ApiError> {
+    if !app.is_ready() {
+        return Err(ApiError::new(ErrorCode::NotReady, "starting or shutting down; retry shortly"));
     }
+    let unavailable: std::collections::BTreeMap<String, String> =
+        app.tenant_names().into_iter().filter_map(|(name, reason)| reason.map(|r| (name, r))).collect();
+    let store_reachable = app.store_reachable.load(Ordering::Acquire);
+    let status = if unavailable.is_empty() && store_reachable { "ready" } else { "degraded" };
+    Ok(Json(Readiness {
+        status,
+        unavailable_tenant_count: unavailable.len(),
+        unavailable_tenants: operator.map(|_| unavailable),
+        store: StoreReadiness {
+            kind: app.store.kind(),
+            reachable: store_reachable,
+            queued_event_batches: app.outbox.as_ref().map_or(0, |o| o.depth()),
+        },
+    }))
 }
 
 /// Prometheus text (operator token: the labels name tenants).

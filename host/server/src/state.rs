@@ -66,7 +66,7 @@ pub type AttributeCache = moka::sync::Cache<String, Arc<Option<serde_json::Value
 pub const ATTRIBUTE_CACHE_ITEMS: u64 = 100_000;
 
 /// A tenant as the server holds it: serving, or refused with the reason it
-/// could not load (its routes answer 503 `tenant_unavailable`; `/readyz` lists it).
+/// could not load (its routes answer 503 `tenant_unavailable`; `/readyz` counts it, and names it to the operator).
 pub enum TenantSlot {
     /// Loaded and serving.
     Ready(Arc<Tenant>),

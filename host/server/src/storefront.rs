@@ -322,6 +322,23 @@ pub struct UpsertResponse {
     pub accepted: usize,
 }
 
+/// Keys the server makes for batches sent without one start with this: a
+/// control character, which no `Idempotency-Key` header can carry (header
+/// values are visible ASCII, and [`idempotency_key`] takes only those), so
+/// no client key can ever name a batch the server keyed.
+const SERVER_KEY_PREFIX: &str = "\u{1}edge:";
+
+/// A key for a batch sent without one: 128 random bits (hex) in the
+/// server's own namespace. Two batches drawing the same key would store the
+/// second as a replay of the first, so the draw must never repeat: at a
+/// billion keys alive the chance of any repeat is about 10^-21.
+fn server_batch_key() -> String {
+    use rand::Rng;
+    let bits: [u8; 16] = rand::rng().random();
+    let hex: String = bits.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{SERVER_KEY_PREFIX}{hex}")
+}
+
 /// The `Idempotency-Key` header, checked.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     // An empty header is no key (the document allows it; nothing to dedupe by).
@@ -385,7 +402,7 @@ pub async fn post_events(
         };
         // On a shared store every batch travels under a key, so that one cut
         // off mid-write and then queued is still stored once.
-        let batch_key = batch_key.unwrap_or_else(|| format!("edge-{}", crate::auth::new_key_id()));
+        let batch_key = batch_key.unwrap_or_else(server_batch_key);
         // While batches wait, new ones queue behind them: forwarded in order.
         if outbox.depth() == 0 {
             match app2.store.append_events(name, &rows, Some(&batch_key), keep) {
@@ -527,4 +544,30 @@ pub async fn list_items(
         .map(|(id, value)| CatalogItem { id, attributes: value.as_object().cloned().unwrap_or_default() })
         .collect();
     Ok(Json(ItemsPage { items, next }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn server_batch_keys_are_128_random_bits_no_client_can_send() {
+        let keys: std::collections::HashSet<String> = (0..10_000).map(|_| server_batch_key()).collect();
+        assert_eq!(keys.len(), 10_000, "a key repeated");
+        for key in keys.iter().take(100) {
+            let bits = key.strip_prefix(SERVER_KEY_PREFIX).expect("the server's prefix");
+            assert_eq!(bits.len(), 32, "{key:?}");
+            assert!(bits.bytes().all(|b| b.is_ascii_hexdigit()), "{key:?}");
+            // A client cannot send it: not a header value, and no header
+            // value the server accepts starts with the prefix.
+            assert!(HeaderValue::from_str(key).is_err(), "{key:?} is a valid header value");
+        }
+        for sent in ["edge-k0000abcd", "\tedge:", "x"] {
+            let mut headers = HeaderMap::new();
+            headers.insert("idempotency-key", HeaderValue::from_str(sent).unwrap());
+            let key = idempotency_key(&headers).unwrap().unwrap();
+            assert!(!key.starts_with(SERVER_KEY_PREFIX), "{key:?}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::Event;
 
 pub use self::redb::RedbStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{DEFAULT_USER_TTL, RedisStore};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -268,9 +268,11 @@ pub trait Store: Send + Sync {
 
     /// Appends a batch of events durably, exactly once: a batch whose
     /// `batch_key` was stored before writes nothing and returns the first
-    /// answer (`replayed`), and an event whose `event_id` was stored before
-    /// is skipped (counted in `duplicates`). A store may keep only each
-    /// user's newest `keep` events (what the model can use).
+    /// answer (`replayed`), and an event whose `event_id` the same user's
+    /// events were stored under before is skipped (counted in `duplicates`;
+    /// ids are per user: two users' `e-1` are two events). Each user keeps
+    /// their newest `keep` events (what the model can use) and the ids of
+    /// their newest [`event_id_window`]`(keep)`; older ones are deleted.
     fn append_events(
         &self,
         tenant: &str,
@@ -360,7 +362,13 @@ pub trait Store: Send + Sync {
 /// Opens the store a `--store` value names: empty for the embedded store in
 /// `data_dir`, `redis://HOST:PORT` for one Redis, `redis+cluster://H1:P1,H2:P2,…`
 /// for a Redis Cluster.
-pub fn open(spec: &str, data_dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<dyn Store>> {
+/// On Redis, a user's keys expire `user_ttl` after their last event (`None`:
+/// never).
+pub fn open(
+    spec: &str,
+    data_dir: &std::path::Path,
+    user_ttl: Option<Duration>,
+) -> anyhow::Result<std::sync::Arc<dyn Store>> {
     use anyhow::Context;
     if spec.is_empty() || spec == "redb" {
         let store =
@@ -368,12 +376,19 @@ pub fn open(spec: &str, data_dir: &std::path::Path) -> anyhow::Result<std::sync:
         return Ok(std::sync::Arc::new(store));
     }
     if spec.starts_with("redis://") || spec.starts_with("rediss://") || spec.starts_with("redis+cluster://") {
-        let store = RedisStore::connect(spec)?;
+        let store = RedisStore::connect(spec)?.with_user_ttl(user_ttl);
         return Ok(std::sync::Arc::new(store));
     }
     anyhow::bail!(
         "store {spec:?} is not understood: give nothing (the embedded store in data_dir), redis://HOST:PORT, or redis+cluster://HOST1:PORT1,HOST2:PORT2,…"
     )
+}
+
+/// Per user, the newest `event_id`s kept for de-duplication: 4096, or four
+/// times the kept events when that is more (a retry arrives long after its
+/// events were trimmed from what the model reads).
+pub fn event_id_window(keep: usize) -> usize {
+    4096.max(keep.saturating_mul(4))
 }
 
 /// Seconds since the epoch.

@@ -7,13 +7,15 @@
 //!
 //! Every call blocks on disk: the HTTP layer calls it from the blocking pool.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::Path;
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use super::{
     AppendOutcome, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError,
-    TenantRecord, now_unix, timed,
+    TenantRecord, event_id_window, now_unix, timed,
 };
 use crate::event::Event;
 
@@ -33,8 +35,19 @@ const PIPELINES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("pip
 const ACTIVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("activations");
 /// Event batches already stored: (tenant, Idempotency-Key) → JSON [`AppendOutcome`].
 const BATCH_KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("batch_keys");
-/// Client event ids already stored: (tenant, event_id) → sequence number.
-const EVENT_IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("event_ids");
+/// The tenant-wide event ids of stores written before ids were per user:
+/// rebuilt per user from [`EVENTS`] at open, then dropped.
+const LEGACY_EVENT_IDS: &str = "event_ids";
+/// Client event ids a user's events were stored under: (tenant, user,
+/// event_id) → sequence number. Per user, as on Redis: two shoppers' `e-1`
+/// are two events.
+const USER_EVENT_IDS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("user_event_ids");
+/// The same ids in arrival order, (tenant, user, sequence) → event_id, so
+/// that the oldest beyond the window are found without a scan.
+const USER_EVENT_ID_ORDER: TableDefinition<(&str, &str, u64), &str> = TableDefinition::new("user_event_id_order");
+/// Per user, (tenant, user) → (events kept, event ids kept): what is over the
+/// bounds is trimmed from the front without counting the user's rows.
+const USER_COUNTS: TableDefinition<(&str, &str), (u64, u64)> = TableDefinition::new("user_counts");
 /// Model versions: (tenant, version) → JSON [`ModelVersion`] (bundles in [`BLOBS`]).
 const MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("models");
 /// Model activation log per tenant: JSON list of versions, the last active.
@@ -61,12 +74,58 @@ impl RedbStore {
         txn.open_table(ACTIVATIONS)?;
         txn.open_table(META)?;
         txn.open_table(BATCH_KEYS)?;
-        txn.open_table(EVENT_IDS)?;
         txn.open_table(MODELS)?;
         txn.open_table(MODEL_ACTIVATIONS)?;
+        let per_user = txn.list_tables()?.any(|table| table.name() == USER_COUNTS.name());
+        if !per_user {
+            index_events_per_user(&txn)?;
+        }
         txn.commit()?;
         Ok(RedbStore { db })
     }
+}
+
+/// Builds the per-user id index and counts from the stored events (a store
+/// written before they existed: its ids were tenant-wide), then drops the
+/// tenant-wide ids. Runs once; each user is trimmed to the bounds at their
+/// next append.
+fn index_events_per_user(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let events = txn.open_table(EVENTS)?;
+    let mut ids = txn.open_table(USER_EVENT_IDS)?;
+    let mut order = txn.open_table(USER_EVENT_ID_ORDER)?;
+    let mut counts = txn.open_table(USER_COUNTS)?;
+    let mut tally: HashMap<(String, String), (u64, u64)> = HashMap::new();
+    for row in events.iter()? {
+        let (key, value) = row?;
+        let (tenant, user, seq) = key.value();
+        let event: Event = serde_json::from_slice(value.value())?;
+        let count = tally.entry((tenant.to_string(), user.to_string())).or_default();
+        count.0 += 1;
+        if let Some(id) = &event.event_id
+            && ids.insert((tenant, user, id.as_str()), seq)?.is_none()
+        {
+            order.insert((tenant, user, seq), id.as_str())?;
+            count.1 += 1;
+        }
+    }
+    for ((tenant, user), count) in &tally {
+        counts.insert((tenant.as_str(), user.as_str()), *count)?;
+    }
+    if txn.list_tables()?.any(|table| table.name() == LEGACY_EVENT_IDS) {
+        txn.delete_table(TableDefinition::<(&str, &str), u64>::new(LEGACY_EVENT_IDS))?;
+    }
+    Ok(())
+}
+
+/// The sequence numbers of a user's `count` oldest events.
+fn oldest_seqs(
+    events: &redb::Table<(&str, &str, u64), &[u8]>,
+    tenant: &str,
+    user: &str,
+    count: u64,
+) -> Result<Vec<u64>, StoreError> {
+    let range = events.range((tenant, user, 0u64)..=(tenant, user, u64::MAX))?;
+    Ok(range.take(count as usize).map(|row| row.map(|(k, _)| k.value().2)).collect::<Result<_, _>>()?)
 }
 
 impl Store for RedbStore {
@@ -158,8 +217,10 @@ impl Store for RedbStore {
         tenant: &str,
         events: &[Event],
         batch_key: Option<&str>,
-        _keep: usize,
+        keep: usize,
     ) -> Result<AppendOutcome, StoreError> {
+        let keep = keep.max(1) as u64;
+        let window = event_id_window(keep as usize) as u64;
         timed("append_events", || {
             let txn = self.db.begin_write()?;
             let outcome = {
@@ -174,23 +235,58 @@ impl Store for RedbStore {
                 let mut meta = txn.open_table(META)?;
                 let mut seq: u64 = meta.get("event_seq")?.and_then(|v| v.value().parse().ok()).unwrap_or(0);
                 let mut table = txn.open_table(EVENTS)?;
-                let mut ids = txn.open_table(EVENT_IDS)?;
+                let mut ids = txn.open_table(USER_EVENT_IDS)?;
+                let mut order = txn.open_table(USER_EVENT_ID_ORDER)?;
+                let mut counts = txn.open_table(USER_COUNTS)?;
+                // (events, ids) per user of this batch, from the stored counts.
+                let mut touched: HashMap<&str, (u64, u64)> = HashMap::new();
                 let mut outcome = AppendOutcome::default();
                 for event in events {
                     let user =
                         event.user_id.as_deref().ok_or_else(|| StoreError::NoUser { item: event.item.clone() })?;
+                    let count = match touched.entry(user) {
+                        Entry::Occupied(entry) => entry.into_mut(),
+                        Entry::Vacant(entry) => entry.insert(counts.get((tenant, user))?.map_or((0, 0), |v| v.value())),
+                    };
                     if let Some(id) = &event.event_id {
-                        if ids.get((tenant, id.as_str()))?.is_some() {
+                        if ids.get((tenant, user, id.as_str()))?.is_some() {
                             outcome.duplicates += 1;
                             continue;
                         }
-                        ids.insert((tenant, id.as_str()), seq + 1)?;
+                        ids.insert((tenant, user, id.as_str()), seq + 1)?;
+                        order.insert((tenant, user, seq + 1), id.as_str())?;
+                        count.1 += 1;
                     }
                     seq += 1;
                     table.insert((tenant, user, seq), serde_json::to_vec(event)?.as_slice())?;
+                    count.0 += 1;
                     outcome.accepted += 1;
                 }
                 meta.insert("event_seq", seq.to_string().as_str())?;
+                // Each user keeps what the model can use, and recognises the
+                // ids of a window of their newest events, as on Redis.
+                for (user, (mut kept, mut kept_ids)) in touched {
+                    if kept > keep {
+                        let stale = oldest_seqs(&table, tenant, user, kept - keep)?;
+                        for seq in stale {
+                            table.remove((tenant, user, seq))?;
+                        }
+                        kept = keep;
+                    }
+                    if kept_ids > window {
+                        let stale: Vec<(u64, String)> = order
+                            .range((tenant, user, 0u64)..=(tenant, user, u64::MAX))?
+                            .take((kept_ids - window) as usize)
+                            .map(|row| row.map(|(k, v)| (k.value().2, v.value().to_string())))
+                            .collect::<Result<_, _>>()?;
+                        for (seq, id) in stale {
+                            order.remove((tenant, user, seq))?;
+                            ids.remove((tenant, user, id.as_str()))?;
+                        }
+                        kept_ids = window;
+                    }
+                    counts.insert((tenant, user), (kept, kept_ids))?;
+                }
                 if let Some(key) = batch_key {
                     batches.insert((tenant, key), serde_json::to_vec(&outcome)?.as_slice())?;
                 }

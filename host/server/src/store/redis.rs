@@ -22,8 +22,8 @@
 //! | `er:{T}:models` | hash | model version → JSON [`ModelVersion`] (bundle in `blob:`) |
 //! | `er:{T}:model-activations` | list | activated model versions, the last active |
 //! | `er:{T}:batch:KEY` | string | a stored batch's answer (7 days) |
-//! | `er:{T:U}:events` | list | the user's newest events, as sent |
-//! | `er:{T:U}:event-ids` | sorted set | the user's recent `event_id`s |
+//! | `er:{T:U}:events` | list | the user's newest events, as sent (expires [`RedisStore::with_user_ttl`] after the last) |
+//! | `er:{T:U}:event-ids` | sorted set | the user's recent `event_id`s (expires with the events) |
 //! | `er:meta:NAME` | string | operator token hash |
 //! | `er:changes` | stream | control-plane changes (tenant, kind) |
 //!
@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AppendOutcome, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store,
-    StoreError, TenantRecord, now_unix, timed,
+    StoreError, TenantRecord, event_id_window, now_unix, timed,
 };
 use crate::event::Event;
 
@@ -60,9 +60,6 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// An event batch's answer is kept this long for retries with its `Idempotency-Key`.
 const BATCH_KEY_TTL_S: u64 = 7 * 24 * 3600;
-/// Per user, the newest `event_id`s kept for de-duplication: this many, or
-/// four times the kept events when that is more.
-const EVENT_ID_WINDOW: usize = 4096;
 /// The change stream keeps about this many entries (a host that was away
 /// longer resynchronises from the full state anyway).
 const CHANGES_KEPT: usize = 100_000;
@@ -123,7 +120,12 @@ pub struct RedisStore {
     /// edge answers degraded in microseconds instead of each request waiting
     /// for the client's reconnect attempts. One call after it probes again.
     away_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Seconds a user's keys live after their last event (0: for ever).
+    user_ttl_s: u64,
 }
+
+/// How long a user's keys live after their last event unless configured.
+pub const DEFAULT_USER_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 
 /// How long calls fail fast after Redis was found unreachable.
 const PROBE_EVERY: Duration = Duration::from_millis(250);
@@ -209,9 +211,18 @@ impl RedisStore {
             scripts: Scripts::new(),
             address: address.to_string(),
             away_until: std::sync::Mutex::default(),
+            user_ttl_s: DEFAULT_USER_TTL.as_secs(),
         };
         store.warn_unless_durable();
         Ok(store)
+    }
+
+    /// Makes a user's events and event ids expire `ttl` after their last
+    /// event (`None`: never; [`DEFAULT_USER_TTL`] unless set). A shopper who
+    /// does not return stops costing memory; one who does starts afresh.
+    pub fn with_user_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.user_ttl_s = ttl.map_or(0, |ttl| ttl.as_secs().max(1));
+        self
     }
 
     /// Runs `work` on the client's runtime and waits for it, at most
@@ -468,7 +479,8 @@ impl Store for RedisStore {
         let batch = batch_key.map(|key| tenant_key(tenant, &format!("batch:{key}")));
         let tenant = tenant.to_string();
         let keep = keep.max(1);
-        let window = EVENT_ID_WINDOW.max(4 * keep);
+        let window = event_id_window(keep);
+        let ttl = self.user_ttl_s;
         let script = self.scripts.append.clone();
         self.block("append_events", move |mut conn| async move {
             if let Some(batch) = &batch {
@@ -483,7 +495,7 @@ impl Store for RedisStore {
             let now = unix_ms();
             for (user, rows) in by_user {
                 let mut call = script.key(user_key(&tenant, &user, "events"));
-                call.key(user_key(&tenant, &user, "event-ids")).arg(keep).arg(now).arg(window);
+                call.key(user_key(&tenant, &user, "event-ids")).arg(keep).arg(now).arg(window).arg(ttl);
                 for (id, json) in rows {
                     call.arg(id).arg(json);
                 }
@@ -733,18 +745,43 @@ impl Store for RedisStore {
             uploaded_at: now_unix(),
         };
         let (models, blob) = (tenant_key(tenant, "models"), tenant_key(tenant, &format!("blob:{digest}")));
-        let (json, bytes, field) = (serde_json::to_vec(&record)?, bytes.to_vec(), version.to_string());
-        let outcome = self.block("add_model", move |mut conn| async move {
+        let (json, field) = (serde_json::to_vec(&record)?, version.to_string());
+        let stored_as = |existing: Vec<u8>, digest: &str| -> Result<ModelAdd, StoreError> {
+            let existing: ModelVersion = serde_json::from_slice(&existing)?;
+            Ok(if existing.digest == digest { ModelAdd::Unchanged(existing) } else { ModelAdd::Taken(existing) })
+        };
+        // A version already stored costs nothing: no bytes are written.
+        let (key, name) = (models.clone(), field.clone());
+        let existing: Option<Vec<u8>> =
+            self.block("add_model", |mut conn| async move { Ok(conn.hget(key, name).await?) })?;
+        if let Some(existing) = existing {
+            return stored_as(existing, digest);
+        }
+        let (models_key, blob_key, bytes) = (models.clone(), blob.clone(), bytes.to_vec());
+        let added = self.block("add_model", move |mut conn| async move {
             // The bundle first: a version is never listed without its bytes.
             let () = conn.set(&blob, bytes).await?;
             let added: bool = conn.hset_nx(&models, &field, json).await?;
             if added {
-                return Ok(ModelAdd::Added(record));
+                return Ok(None);
             }
             let existing: Vec<u8> = conn.hget(&models, &field).await?;
-            let existing: ModelVersion = serde_json::from_slice(&existing)?;
-            Ok(if existing.digest == record.digest { ModelAdd::Unchanged(existing) } else { ModelAdd::Taken(existing) })
+            Ok(Some(existing))
         })?;
+        let outcome = match added {
+            None => ModelAdd::Added(record),
+            Some(existing) => {
+                // Another upload took the version meanwhile: leave no bytes
+                // behind that no version lists.
+                let _: i64 = self.run_script(
+                    "add_model",
+                    &self.scripts.drop_unlisted_blob,
+                    vec![models_key, blob_key],
+                    vec![digest.into()],
+                )?;
+                stored_as(existing, digest)?
+            }
+        };
         if matches!(outcome, ModelAdd::Added(_)) {
             self.publish(tenant, "model")?;
         }

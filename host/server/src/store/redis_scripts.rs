@@ -12,16 +12,18 @@ pub(super) struct Scripts {
     pub(super) activate: Script,
     pub(super) rollback: Script,
     pub(super) model_rollback: Script,
+    pub(super) drop_unlisted_blob: Script,
 }
 
 impl Scripts {
     pub(super) fn new() -> Scripts {
         Scripts {
-            // KEYS: events, event ids. ARGV: keep, now_ms, id window, then (event_id or "", event JSON) pairs.
+            // KEYS: events, event ids. ARGV: keep, now_ms, id window, TTL in
+            // seconds (0: none), then (event_id or "", event JSON) pairs.
             append: Script::new(
                 r"
 local accepted, duplicates = 0, 0
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local fresh = true
   if ARGV[i] ~= '' then fresh = redis.call('ZADD', KEYS[2], 'NX', ARGV[2], ARGV[i]) == 1 end
   if fresh then
@@ -34,6 +36,11 @@ end
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 local window = tonumber(ARGV[3])
 if redis.call('ZCARD', KEYS[2]) > window then redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -window - 1) end
+local ttl = tonumber(ARGV[4])
+if ttl > 0 then
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+end
 return {accepted, duplicates}
 ",
             ),
@@ -109,6 +116,17 @@ return body
                 r"
 if not redis.call('RPOP', KEYS[1]) then return false end
 return redis.call('LINDEX', KEYS[1], -1) or ''
+",
+            ),
+            // KEYS: models hash, blob. ARGV: digest. Deletes the blob unless
+            // a stored model version lists it.
+            drop_unlisted_blob: Script::new(
+                r"
+for _, record in ipairs(redis.call('HVALS', KEYS[1])) do
+  if cjson.decode(record).digest == ARGV[1] then return 0 end
+end
+redis.call('DEL', KEYS[2])
+return 1
 ",
             ),
             // KEYS: pipelines hash, activations.
