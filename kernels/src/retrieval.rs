@@ -14,6 +14,8 @@ mod bound;
 mod scan;
 mod select;
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use rayon::prelude::*;
 
 use crate::model::Model;
@@ -30,6 +32,8 @@ pub type RowMask = fixedbitset::FixedBitSet;
 /// its scheduling and its selection buffers, few enough that every core gets
 /// several tasks on a catalog of 10⁵ rows.
 const BLOCKS_PER_TASK: usize = 512;
+/// Blocks between two reads of the thresholds other tasks shared.
+const SHARE_EVERY: usize = 16;
 /// Queries that share one pass over a block's lines in the kernel.
 const QUERIES_PER_PASS: usize = 4;
 
@@ -349,6 +353,9 @@ impl QuantizedTable {
         }
         let path = scan_path();
         let blocks = self.scales.len() / BLOCK_ROWS;
+        // Each lane's best threshold so far across all tasks: a task that
+        // starts late begins where the others got to instead of at −∞.
+        let shared: Vec<SharedThreshold> = lanes.iter().map(|_| SharedThreshold::new()).collect();
         let parts: Vec<Vec<Selection>> = (0..blocks.div_ceil(BLOCKS_PER_TASK))
             .into_par_iter()
             .map(|task| {
@@ -360,15 +367,26 @@ impl QuantizedTable {
                     if live == 0 {
                         continue;
                     }
+                    if b % SHARE_EVERY == 0 {
+                        for (sel, shared) in sels.iter_mut().zip(&shared) {
+                            sel.raise(shared.get());
+                        }
+                    }
                     let lines = &self.lines[b * self.groups..(b + 1) * self.groups];
                     let scales: &[f32; BLOCK_ROWS] =
                         self.scales[b * BLOCK_ROWS..(b + 1) * BLOCK_ROWS].try_into().expect("16 scales per block");
-                    for (chunk, sel) in lanes.chunks(QUERIES_PER_PASS).zip(sels.chunks_mut(QUERIES_PER_PASS)) {
-                        match chunk.len() {
+                    let chunks = lanes.chunks(QUERIES_PER_PASS).zip(sels.chunks_mut(QUERIES_PER_PASS));
+                    for (c, (chunk, sel)) in chunks.enumerate() {
+                        let raised = match chunk.len() {
                             4 => pass::<4>(path, lines, scales, b, live, chunk, sel),
                             3 => pass::<3>(path, lines, scales, b, live, chunk, sel),
                             2 => pass::<2>(path, lines, scales, b, live, chunk, sel),
                             _ => pass::<1>(path, lines, scales, b, live, chunk, sel),
+                        };
+                        if raised {
+                            for (i, sel) in sel.iter().enumerate() {
+                                shared[c * QUERIES_PER_PASS + i].raise(sel.threshold());
+                            }
                         }
                     }
                 }
@@ -413,6 +431,28 @@ struct Lane<'a> {
     excluded: &'a [u32],
 }
 
+/// A lane's threshold shared by the tasks of a scan (f32 bits; only rises).
+/// Any task's threshold is valid for all: it is the k-th best approximation
+/// among some rows minus 2W, at most the k-th best among all rows minus 2W.
+struct SharedThreshold(AtomicU32);
+
+impl SharedThreshold {
+    fn new() -> Self {
+        SharedThreshold(AtomicU32::new(f32::NEG_INFINITY.to_bits()))
+    }
+
+    #[inline]
+    fn get(&self) -> f32 {
+        f32::from_bits(self.0.load(Ordering::Relaxed))
+    }
+
+    fn raise(&self, threshold: f32) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+            (threshold > f32::from_bits(old)).then_some(threshold.to_bits())
+        });
+    }
+}
+
 /// The 16 bits of block `b` in `mask` (0 past its end).
 #[inline]
 fn mask_bits(mask: &RowMask, b: usize) -> u16 {
@@ -429,7 +469,8 @@ fn mask_bits(mask: &RowMask, b: usize) -> u16 {
 }
 
 /// One block for up to four lanes: the kernel, then the rows that reached
-/// their lane's threshold (present, allowed, not excluded) into its selection.
+/// their lane's threshold (present, allowed, not excluded) into its
+/// selection. True when a lane's threshold rose.
 #[inline]
 fn pass<const Q: usize>(
     path: ScanPath,
@@ -439,7 +480,8 @@ fn pass<const Q: usize>(
     live: u16,
     lanes: &[Lane<'_>],
     sels: &mut [Selection],
-) {
+) -> bool {
+    let mut raised = false;
     let queries: [&QueryCodes; Q] = std::array::from_fn(|i| lanes[i].codes);
     let thresholds: [f32; Q] = std::array::from_fn(|i| sels[i].threshold());
     let mut out = [[0.0f32; BLOCK_ROWS]; Q];
@@ -452,10 +494,11 @@ fn pass<const Q: usize>(
             let row = (block * BLOCK_ROWS + r) as u32;
             // The threshold may have risen since the kernel compared.
             if out[i][r] >= sels[i].threshold() && lanes[i].excluded.binary_search(&row).is_err() {
-                sels[i].push(out[i][r], row);
+                raised |= sels[i].push(out[i][r], row);
             }
         }
     }
+    raised
 }
 
 /// The best `k` of `scored` by [`better`], ordered.

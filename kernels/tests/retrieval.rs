@@ -203,12 +203,13 @@ fn rows_outside_the_bound_are_re_ranked_exactly() {
 #[test]
 fn a_batch_equals_one_by_one_and_the_f32_scan() {
     let d = 50;
-    let model = model_with_items(clustered(d, 300, 20, 9), d);
+    // 20,000 rows: several parallel tasks, which share their thresholds.
+    let model = model_with_items(clustered(d, 1000, 20, 9), d);
     let table = QuantizedTable::from_model(&model);
     let mut rng = ChaCha8Rng::seed_from_u64(10);
     let queries: Vec<Vec<f32>> = (0..16).map(|_| random_vec(&mut rng, d)).collect();
     let excludes: Vec<Vec<u32>> =
-        (0..16).map(|i| (0..i * 3).map(|_| rng.random_range(1..=6000u32)).collect()).collect();
+        (0..16).map(|i| (0..i * 3).map(|_| rng.random_range(1..=20_000u32)).collect()).collect();
     let q_refs: Vec<&[f32]> = queries.iter().map(Vec::as_slice).collect();
     let e_refs: Vec<&[u32]> = excludes.iter().map(Vec::as_slice).collect();
     let batch = table.top_k(&model.weights.item_emb, &q_refs, 10, &e_refs, None).expect("valid call");

@@ -133,16 +133,35 @@ fn block_masks_vnni<const Q: usize>(
     out: &mut [[f32; BLOCK_ROWS]; Q],
 ) -> [u16; Q] {
     use std::arch::x86_64::*;
-    let mut acc = [_mm512_setzero_si512(); Q];
-    for (g, line) in lines.iter().enumerate() {
+    // Two accumulators per query (even and odd lines): a chain of one
+    // `vpdpbusd` per line would wait on its latency when Q is small.
+    let mut even = [_mm512_setzero_si512(); Q];
+    let mut odd = [_mm512_setzero_si512(); Q];
+    let mut pairs = lines.chunks_exact(2);
+    let mut g = 0;
+    for pair in &mut pairs {
         // SAFETY: a Line is 64 bytes, 64-byte aligned.
-        let v = unsafe { _mm512_load_si512(line.0.as_ptr().cast()) };
+        let (v0, v1) =
+            unsafe { (_mm512_load_si512(pair[0].0.as_ptr().cast()), _mm512_load_si512(pair[1].0.as_ptr().cast())) };
         for i in 0..Q {
-            // SAFETY: g < lines.len() ≤ packed.len() (asserted by the caller).
-            let code = unsafe { *queries[i].packed.get_unchecked(g) };
-            acc[i] = _mm512_dpbusd_epi32(acc[i], v, _mm512_set1_epi32(code));
+            // SAFETY: g + 1 < lines.len() ≤ packed.len() (asserted by the caller).
+            let (c0, c1) = unsafe { (*queries[i].packed.get_unchecked(g), *queries[i].packed.get_unchecked(g + 1)) };
+            even[i] = _mm512_dpbusd_epi32(even[i], v0, _mm512_set1_epi32(c0));
+            odd[i] = _mm512_dpbusd_epi32(odd[i], v1, _mm512_set1_epi32(c1));
+        }
+        g += 2;
+    }
+    if let [last] = pairs.remainder() {
+        // SAFETY: as above.
+        let v = unsafe { _mm512_load_si512(last.0.as_ptr().cast()) };
+        for i in 0..Q {
+            // SAFETY: g < lines.len() ≤ packed.len().
+            let c = unsafe { *queries[i].packed.get_unchecked(g) };
+            even[i] = _mm512_dpbusd_epi32(even[i], v, _mm512_set1_epi32(c));
         }
     }
+    // Integer sums: the same value whatever the split.
+    let acc: [__m512i; Q] = std::array::from_fn(|i| _mm512_add_epi32(even[i], odd[i]));
     // SAFETY: 16 f32 in a [f32; 16].
     let s = unsafe { _mm512_loadu_ps(scales.as_ptr()) };
     let mut masks = [0u16; Q];

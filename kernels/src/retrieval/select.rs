@@ -40,13 +40,26 @@ impl Selection {
         self.threshold
     }
 
-    /// Keeps a row whose approximation reached [`Selection::threshold`].
+    /// Raises the threshold to `threshold` when that is higher: another part
+    /// of the same scan proved every row below it unnecessary.
     #[inline]
-    pub fn push(&mut self, approx: f32, row: u32) {
+    pub fn raise(&mut self, threshold: f32) {
+        if threshold > self.threshold {
+            self.threshold = threshold;
+        }
+    }
+
+    /// Keeps a row whose approximation reached [`Selection::threshold`];
+    /// true when that raised the threshold (worth sharing).
+    #[inline]
+    pub fn push(&mut self, approx: f32, row: u32) -> bool {
         self.candidates.push(Candidate { approx, row });
         if self.candidates.len() >= self.capacity {
+            let before = self.threshold;
             self.prune();
+            return self.threshold > before;
         }
+        false
     }
 
     /// Raises the threshold to the k-th best approximation kept minus 2W and
