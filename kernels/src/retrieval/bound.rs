@@ -117,6 +117,9 @@ pub(crate) struct QueryCodes {
     /// Four codes per i32 (dimensions 4g..4g+4, little-endian bytes,
     /// padding 0), the layout of one group of a table block.
     pub packed: Vec<i32>,
+    /// The same four codes per group as i16, repeated for 4 rows: the
+    /// operand of the AVX2 kernel's `vpmaddwd`.
+    pub repeated: Vec<[i16; 16]>,
     /// `128 · Σ codes`: the table stores `code + 128` as u8, so the integer
     /// dot product the kernels form exceeds the true one by this.
     pub correction: i32,
@@ -162,10 +165,16 @@ pub(crate) fn quantize_query(q: &[f32], groups: usize, table: &TableBound) -> Op
         + gamma(3) * coded_norm * table.coded_norm
         + underflow)
         * (1.0 + F64_SLACK);
-    let packed =
+    let packed: Vec<i32> =
         codes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8])).collect();
+    let repeated = repeat_codes(&packed);
     let correction = 128 * codes.iter().map(|&c| i32::from(c)).sum::<i32>();
-    Some(QueryCodes { packed, correction, scale, twice_bound: 2.0 * bound })
+    Some(QueryCodes { packed, repeated, correction, scale, twice_bound: 2.0 * bound })
+}
+
+/// Each group's four codes (packed s8) as i16, four times over.
+pub(crate) fn repeat_codes(packed: &[i32]) -> Vec<[i16; 16]> {
+    packed.iter().map(|p| std::array::from_fn(|i| i16::from(p.to_le_bytes()[i % 4] as i8))).collect()
 }
 
 /// The largest f32 ≤ `kth − twice_bound` (computed in f64, rounded, then

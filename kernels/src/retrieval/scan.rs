@@ -22,12 +22,16 @@ pub(crate) struct Line(pub [u8; 64]);
 /// A line whose 16 rows all have code 0 in its 4 dimensions.
 pub(crate) const ZERO_LINE: Line = Line([128; 64]);
 
+/// Environment variable that keeps the scan on the AVX2 kernel when set to
+/// `1` even where AVX-512 VNNI is present (side-by-side measurements).
+pub const AVX2_ENV: &str = "EDGEREC_RETRIEVAL_AVX2";
+
 /// Which kernel runs the scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ScanPath {
     /// AVX-512F + AVX-512 VNNI: one `vpdpbusd` per line and query.
     Avx512Vnni,
-    /// The portable loops compiled with AVX2 enabled (the compiler vectorises them).
+    /// AVX2: lines widened to i16 and multiplied by `vpmaddwd`.
     Avx2,
     /// Plain loops.
     Portable,
@@ -41,7 +45,8 @@ pub(crate) fn scan_path() -> ScanPath {
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni") {
+        let at_most_avx2 = std::env::var_os(AVX2_ENV).is_some_and(|v| v == "1");
+        if !at_most_avx2 && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vnni") {
             return ScanPath::Avx512Vnni;
         }
         if std::is_x86_feature_detected!("avx2") {
@@ -66,7 +71,10 @@ pub(crate) fn block_masks<const Q: usize>(
     out: &mut [[f32; BLOCK_ROWS]; Q],
 ) -> [u16; Q] {
     for q in &queries {
-        assert!(q.packed.len() >= lines.len(), "query codes shorter than the table's groups");
+        assert!(
+            q.packed.len() >= lines.len() && q.repeated.len() >= lines.len(),
+            "query codes shorter than the table's groups"
+        );
     }
     match path {
         #[cfg(target_arch = "x86_64")]
@@ -80,6 +88,10 @@ pub(crate) fn block_masks<const Q: usize>(
     }
 }
 
+/// The AVX2 kernel: each line's 64 bytes widened to four vectors of 16 i16
+/// (4 rows × 4 dimensions), `vpmaddwd` by the query's codes repeated (i16,
+/// products summed in pairs: exact, |sum| ≤ 2·255·127), pairs of partial
+/// sums added at the end.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn block_masks_avx2<const Q: usize>(
@@ -89,7 +101,41 @@ fn block_masks_avx2<const Q: usize>(
     thresholds: [f32; Q],
     out: &mut [[f32; BLOCK_ROWS]; Q],
 ) -> [u16; Q] {
-    block_masks_portable(lines, scales, queries, thresholds, out)
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_si256(); 4]; Q];
+    for (g, line) in lines.iter().enumerate() {
+        // SAFETY: 4 × 16 bytes inside the 64-byte line.
+        let wide: [__m256i; 4] = std::array::from_fn(|j| unsafe {
+            _mm256_cvtepu8_epi16(_mm_loadu_si128(line.0.as_ptr().add(16 * j).cast()))
+        });
+        for i in 0..Q {
+            // SAFETY: g < lines.len() ≤ packed.len() = repeated.len() (asserted by the caller).
+            let codes = unsafe { _mm256_loadu_si256(queries[i].repeated.get_unchecked(g).as_ptr().cast()) };
+            for j in 0..4 {
+                acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_madd_epi16(wide[j], codes));
+            }
+        }
+    }
+    let mut masks = [0u16; Q];
+    for i in 0..Q {
+        let ts = _mm256_set1_ps(queries[i].scale);
+        let correction = _mm256_set1_epi32(queries[i].correction);
+        let threshold = _mm256_set1_ps(thresholds[i]);
+        for half in 0..2 {
+            // acc[i][2h] holds rows 8h..8h+4, acc[i][2h+1] rows 8h+4..8h+8,
+            // each as (dims 0–1, dims 2–3) pairs; hadd + permute restore row order.
+            let sums = _mm256_hadd_epi32(acc[i][2 * half], acc[i][2 * half + 1]);
+            let dot = _mm256_sub_epi32(_mm256_permute4x64_epi64::<0b11_01_10_00>(sums), correction);
+            // SAFETY: 8 f32 inside the [f32; 16].
+            let s = unsafe { _mm256_loadu_ps(scales.as_ptr().add(8 * half)) };
+            let approx = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(ts, s));
+            // SAFETY: 8 f32 into the [f32; 16].
+            unsafe { _mm256_storeu_ps(out[i].as_mut_ptr().add(8 * half), approx) };
+            let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(approx, threshold)) as u16;
+            masks[i] |= m << (8 * half);
+        }
+    }
+    masks
 }
 
 #[inline(always)]
@@ -183,7 +229,8 @@ mod tests {
     fn random_query(seed: u32, groups: usize) -> QueryCodes {
         let packed: Vec<i32> = (0..groups as u32).map(|g| (g.wrapping_mul(2_654_435_761) ^ seed) as i32).collect();
         let correction = 128 * packed.iter().flat_map(|p| p.to_le_bytes()).map(|b| i32::from(b as i8)).sum::<i32>();
-        QueryCodes { packed, correction, scale: 0.003 + seed as f32 * 1e-4, twice_bound: 0.0 }
+        let repeated = super::super::bound::repeat_codes(&packed);
+        QueryCodes { packed, repeated, correction, scale: 0.003 + seed as f32 * 1e-4, twice_bound: 0.0 }
     }
 
     /// Every path the CPU supports gives bit-identical approximations and masks.
