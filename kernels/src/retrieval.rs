@@ -32,6 +32,9 @@ pub type RowMask = fixedbitset::FixedBitSet;
 /// its scheduling and its selection buffers, few enough that every core gets
 /// several tasks on a catalog of 10⁵ rows.
 const BLOCKS_PER_TASK: usize = 512;
+/// Blocks in a run that the scan skips when none of its rows is live
+/// (a multiple of [`SHARE_EVERY`] and a divisor of [`BLOCKS_PER_TASK`]).
+const SKIP_SPAN: usize = 16;
 /// Blocks between two reads of the thresholds other tasks shared.
 const SHARE_EVERY: usize = 16;
 /// Queries that share one pass over a block's lines in the kernel.
@@ -340,6 +343,12 @@ impl QuantizedTable {
         Ok(results)
     }
 
+    /// Rows of block `b` that the scan may return under `allow`.
+    #[inline]
+    fn live_bits(&self, b: usize, allow: Option<&RowMask>) -> u16 {
+        mask_bits(&self.scanned, b) & allow.map_or(u16::MAX, |m| mask_bits(m, b))
+    }
+
     fn exact(&self, rows: &[f32], query: &[f32], row: u32) -> Scored {
         let r = row as usize;
         Scored { item: row, score: cosine(query, &rows[r * self.dim..(r + 1) * self.dim], self.norms[r]) }
@@ -362,12 +371,19 @@ impl QuantizedTable {
                 let first = task * BLOCKS_PER_TASK;
                 let end = (first + BLOCKS_PER_TASK).min(blocks);
                 let mut sels: Vec<Selection> = lanes.iter().map(|l| Selection::new(k, l.codes.twice_bound)).collect();
-                for b in first..end {
-                    let live = mask_bits(&self.scanned, b) & allow.map_or(u16::MAX, |m| mask_bits(m, b));
-                    if live == 0 {
+                let mut b = first;
+                while b < end {
+                    // Skip only whole runs of blocks with no live row: skipping
+                    // single blocks of a scattered mask breaks the hardware
+                    // prefetcher's stream (measured: 3.5× slower at 10 % allowed).
+                    if b.is_multiple_of(SKIP_SPAN)
+                        && (b..(b + SKIP_SPAN).min(end)).all(|s| self.live_bits(s, allow) == 0)
+                    {
+                        b += SKIP_SPAN;
                         continue;
                     }
-                    if b % SHARE_EVERY == 0 {
+                    let live = self.live_bits(b, allow);
+                    if b.is_multiple_of(SHARE_EVERY) {
                         for (sel, shared) in sels.iter_mut().zip(&shared) {
                             sel.raise(shared.get());
                         }
@@ -389,6 +405,7 @@ impl QuantizedTable {
                             }
                         }
                     }
+                    b += 1;
                 }
                 sels
             })
