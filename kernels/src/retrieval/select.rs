@@ -31,7 +31,14 @@ pub(crate) struct Selection {
 impl Selection {
     /// An empty selection for the best `k` (k ≥ 1) under a bound of `twice_bound / 2`.
     pub fn new(k: usize, twice_bound: f64) -> Self {
-        Selection { k, twice_bound, threshold: f32::NEG_INFINITY, capacity: (2 * k).max(64), candidates: Vec::new() }
+        Selection {
+            k,
+            twice_bound,
+            threshold: f32::NEG_INFINITY,
+            // Saturating: k may be anything a caller passes.
+            capacity: k.saturating_mul(2).max(64),
+            candidates: Vec::new(),
+        }
     }
 
     /// Rows with an approximation below this can be skipped.
@@ -110,6 +117,15 @@ mod tests {
         // k-th best is 0.997; everything ≥ 0.747 must be kept, nothing < 0.746 may be.
         assert!(rows.iter().all(|&r| r >= 746));
         assert!((747..1000).all(|r| rows.binary_search(&r).is_ok()));
+    }
+
+    #[test]
+    fn a_huge_k_keeps_everything() {
+        let mut sel = Selection::new(usize::MAX, 0.0);
+        for row in 0..100u32 {
+            sel.push(row as f32, row);
+        }
+        assert_eq!(Selection::merge([sel]).len(), 100);
     }
 
     #[test]
