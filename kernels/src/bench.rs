@@ -20,6 +20,7 @@ use crate::encode::{EncoderState, encode, encode_batch};
 use crate::error::ModelError;
 use crate::history::{Event, UserHistory};
 use crate::model::{Model, Weights};
+use crate::retrieval::{QuantizedTable, RowMask};
 use crate::score::top_k;
 
 /// Threads of the pool that batch encode and scoring run on.
@@ -280,5 +281,159 @@ pub fn bench_scoring(name: &str, model: &Model, budget: Duration) -> Result<Vec<
         top_k_flops(1_000_000, c.d_model) / secs / 1e9,
         threads,
     );
+    rows.extend(bench_retrieval(name, model, &wide, 16, budget));
     Ok(rows)
+}
+
+/// Seconds of CPU time (user + system, all threads) this process has used.
+fn process_cpu_secs() -> f64 {
+    // SAFETY: getrusage writes one rusage struct into the zeroed one given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// [`median_secs`] of `f`, and the process's CPU seconds per call over the
+/// same runs: on a shared machine the CPU time is the steadier figure of
+/// compute-bound work (the wall time waits for the cores others hold).
+pub fn median_and_cpu_secs(budget: Duration, mut f: impl FnMut()) -> (f64, f64) {
+    let mut calls = 0usize;
+    let cpu = process_cpu_secs();
+    let wall = median_secs(budget, || {
+        f();
+        calls += 1;
+    });
+    (wall, (process_cpu_secs() - cpu) / calls as f64)
+}
+
+/// GB/s of `threads()` threads reading `buf` once (a wrapping sum of its
+/// words): the read floor that a scan of `bytes` cannot beat is `bytes / this`.
+pub fn read_gbps(buf: &[f32], budget: Duration) -> f64 {
+    let words: &[u32] = bytemuck::cast_slice(buf);
+    let secs = median_secs(budget, || {
+        let sum = words
+            .par_chunks(1 << 16)
+            .map(|c| c.iter().fold(0u32, |a, &w| a.wrapping_add(w)))
+            .reduce(|| 0, u32::wrapping_add);
+        std::hint::black_box(sum);
+    });
+    std::mem::size_of_val(words) as f64 / secs / 1e9
+}
+
+/// The exact-retrieval figures: top-10 over `wide`'s catalog for one query
+/// and for a batch of `batch` queries in one pass, each beside the f32 scan
+/// measured in this run and the read floor of the bytes each reads; whether
+/// the answers are identical to the f32 scan's; a filtered scan (90 % of the
+/// rows masked); and the table's build time and size.
+pub fn bench_retrieval(name: &str, model: &Model, wide: &Model, batch: usize, budget: Duration) -> Vec<Row> {
+    let c = &wide.config;
+    let (v, d) = (c.num_items, c.d_model);
+    let threads = rayon::current_num_threads();
+    let mut rows = Vec::new();
+    let mut push = |what: String, value: String, gflops: f64| {
+        rows.push(Row { shape: name.to_string(), what, value, gflops, threads })
+    };
+    let users: Vec<(Vec<f32>, Vec<u32>)> = (0..batch.max(1))
+        .map(|u| {
+            let (events, q) = random_history(model.config.num_items, model.config.max_seq_len, 900 + u as u64);
+            (encode(model, &events, q).expect("valid history"), events.iter().map(|e| e.item).collect())
+        })
+        .collect();
+    let queries: Vec<&[f32]> = users.iter().map(|(e, _)| e.as_slice()).collect();
+    let excludes: Vec<&[u32]> = users.iter().map(|(_, x)| x.as_slice()).collect();
+
+    let start = Instant::now();
+    let table = QuantizedTable::from_model(wide);
+    let build = start.elapsed().as_secs_f64();
+    let gbps = read_gbps(&wide.weights.item_emb, budget);
+    let f32_bytes = (v * d + v) * 4;
+    let q_bytes = table.scan_bytes();
+    let floor = |bytes: usize| bytes as f64 / gbps / 1e9;
+    push(
+        format!("read floor, {threads} threads ({:.0} MB f32 table)", wide.weights.item_emb.len() as f64 * 4e-6),
+        format!("{gbps:.1} GB/s"),
+        0.0,
+    );
+    push(
+        format!("quantised table build, {v} × {d}"),
+        format!(
+            "{:.0} ms, {:.1} MB ({:.1} B/item; f32 {:.1} MB)",
+            build * 1e3,
+            table.size_bytes() as f64 * 1e-6,
+            table.size_bytes() as f64 / v as f64,
+            f32_bytes as f64 * 1e-6
+        ),
+        0.0,
+    );
+
+    let items = &wide.weights.item_emb;
+    let f32_one = median_secs(budget, || {
+        std::hint::black_box(top_k(wide, queries[0], 10, excludes[0]));
+    });
+    let (q_one, q_one_cpu) = median_and_cpu_secs(budget, || {
+        std::hint::black_box(table.top_k(items, &queries[..1], 10, &excludes[..1], None).expect("valid call"));
+    });
+    let same_one = table.top_k(items, &queries[..1], 10, &excludes[..1], None).expect("valid call")[0]
+        == top_k(wide, queries[0], 10, excludes[0]);
+    push(
+        format!("top-10 over {v} items, 1 query, quantised exact"),
+        format!(
+            "{:.3} ms, CPU {:.3} ms (f32 scan {:.3} ms: {:.2}×; read floor {:.3} ms quantised / {:.3} ms f32; identical to f32: {})",
+            q_one * 1e3,
+            q_one_cpu * 1e3,
+            f32_one * 1e3,
+            f32_one / q_one,
+            floor(q_bytes) * 1e3,
+            floor(f32_bytes) * 1e3,
+            if same_one { "yes" } else { "NO" }
+        ),
+        top_k_flops(v, d) / q_one / 1e9,
+    );
+
+    let n = queries.len();
+    let (q_batch, q_batch_cpu) = median_and_cpu_secs(budget, || {
+        std::hint::black_box(table.top_k(items, &queries, 10, &excludes, None).expect("valid call"));
+    });
+    // The f32 scan of every query (one pass per query, in parallel across
+    // queries as CpuBackend::top_k_batch does); timed once, it takes a while.
+    let start = Instant::now();
+    let f32_all: Vec<_> = queries.par_iter().zip(&excludes).map(|(q, x)| top_k(wide, q, 10, x)).collect();
+    let f32_batch = start.elapsed().as_secs_f64();
+    let same_batch = table.top_k(items, &queries, 10, &excludes, None).expect("valid call") == f32_all;
+    push(
+        format!("top-10 over {v} items, {n} queries in one pass, quantised exact"),
+        format!(
+            "{:.3} ms = {:.2}× one query; CPU {:.3} ms = {:.2}× one query's (f32 scans {:.1} ms: {:.1}×; identical to f32: {})",
+            q_batch * 1e3,
+            q_batch / q_one,
+            q_batch_cpu * 1e3,
+            q_batch_cpu / q_one_cpu,
+            f32_batch * 1e3,
+            f32_batch / q_batch,
+            if same_batch { "yes" } else { "NO" }
+        ),
+        n as f64 * top_k_flops(v, d) / q_batch / 1e9,
+    );
+
+    // 90 % of the rows masked out (a seeded 10 % kept).
+    let mut allow = RowMask::with_capacity(v + 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for item in 1..=v {
+        if rng.random_bool(0.1) {
+            allow.insert(item);
+        }
+    }
+    let q_masked = median_secs(budget, || {
+        std::hint::black_box(table.top_k(items, &queries[..1], 10, &excludes[..1], Some(&allow)).expect("valid call"));
+    });
+    push(
+        format!("top-10 over {v} items, 1 query, 90 % masked, quantised exact"),
+        format!("{:.3} ms", q_masked * 1e3),
+        top_k_flops(v, d) / q_masked / 1e9,
+    );
+    rows
 }

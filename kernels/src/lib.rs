@@ -17,6 +17,7 @@ pub mod history;
 pub mod item_map;
 mod microkernel;
 pub mod model;
+pub mod retrieval;
 pub mod score;
 
 pub use backend::{
@@ -29,4 +30,5 @@ pub use error::{InputError, ModelError};
 pub use history::{Event, UserHistory, kept_items, kept_window};
 pub use microkernel::{PORTABLE_ENV, set_portable, simd_in_use};
 pub use model::{LayerWeights, Model, Weights};
+pub use retrieval::{QuantizedTable, RetrievalError, RowMask};
 pub use score::{Scored, top_k};

@@ -212,8 +212,7 @@ impl Model {
             }
         }
         let d = config.d_model;
-        let item_norms =
-            weights.item_emb.chunks_exact(d).map(|row| row.iter().map(|x| x * x).sum::<f32>().sqrt()).collect();
+        let item_norms = weights.item_emb.chunks_exact(d).map(crate::score::item_norm).collect();
         Ok(Model { config, weights, item_norms })
     }
 

@@ -18,7 +18,7 @@ pub struct Scored {
 }
 
 /// Floor of an item's norm in the cosine, as in the reference.
-const NORM_FLOOR: f32 = 1e-6;
+pub(crate) const NORM_FLOOR: f32 = 1e-6;
 /// Items scored per parallel task: large enough that a task outweighs its
 /// scheduling, small enough that a 1M catalog spreads over every core.
 const ITEMS_PER_TASK: usize = 16 * 1024;
@@ -66,9 +66,23 @@ fn score_chunk_avx2(user: &[f32], rows: &[f32], norms: &[f32], out: &mut [f32]) 
 
 #[inline(always)]
 fn score_chunk_body(user: &[f32], rows: &[f32], norms: &[f32], out: &mut [f32]) {
-    for ((s, row), norm) in out.iter_mut().zip(rows.chunks_exact(user.len())).zip(norms) {
-        *s = dot(user, row) / norm.max(NORM_FLOOR);
+    for ((s, row), &norm) in out.iter_mut().zip(rows.chunks_exact(user.len())).zip(norms) {
+        *s = cosine(user, row, norm);
     }
+}
+
+/// The f32 cosine every exact path computes: `dot(user, row) / max(norm, 1e-6)`
+/// with `norm` from [`item_norm`]. One function, so that the quantised
+/// retrieval's re-rank (`crate::retrieval`) gives bit-identical scores.
+#[inline(always)]
+pub(crate) fn cosine(user: &[f32], row: &[f32], norm: f32) -> f32 {
+    dot(user, row) / norm.max(NORM_FLOOR)
+}
+
+/// ‖row‖₂ in f32 as scoring uses it (sum of squares in row order, then the
+/// square root): the model's `item_norms` and the quantised table both call this.
+pub(crate) fn item_norm(row: &[f32]) -> f32 {
+    row.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
 /// Cosine top-k over items 1..=V, best first, ties by smaller id, `exclude`
