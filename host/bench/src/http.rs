@@ -166,7 +166,8 @@ pub async fn run(s: BenchSettings) -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(256).build()?;
     let ids = item_ids(&client, &s).await?;
     let mut rng = rand::rng();
-    let now = super::store::now_unix();
+    // The events' timestamps end at the wall clock's now (unix seconds), as a storefront's would.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let bodies: Arc<Vec<serde_json::Value>> = Arc::new(
         (0..512)
             .map(|u| {

@@ -165,11 +165,12 @@ fn measure(
     Ok((cost, output))
 }
 
-/// Runs the comparison and prints its table.
-pub fn bench_js(file: &Path, candidates: usize, iterations: usize) -> Result<()> {
+/// Runs the comparison and prints its table. `max_upload_bytes` is the
+/// server's upload cap (the CLI passes its default), so that the JS
+/// component is accepted exactly when an upload would be.
+pub fn bench_js(file: &Path, candidates: usize, iterations: usize, max_upload_bytes: usize) -> Result<()> {
     let js_bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     // No disk cache: the compile column is Cranelift's real time.
-    let max_upload_bytes = edgerec_server::config::ServerConfig::default().max_plugin_bytes;
     let runtime = Runtime::new(RuntimeConfig { max_upload_bytes, ..RuntimeConfig::default() }).context("runtime")?;
     let started = Instant::now();
     let rust = runtime.compile_named(Some("boost"), first_party::BOOST).context("compiling the Rust boost")?;

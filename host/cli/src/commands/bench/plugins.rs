@@ -25,7 +25,8 @@ pub struct BenchPluginsArgs {
 /// Runs `edgerec bench plugins` and prints its table.
 pub fn bench_plugins(args: BenchPluginsArgs) -> Result<()> {
     if let Some(file) = &args.js {
-        return edgerec_bench::plugins_js::bench_js(file, args.candidates, args.iterations);
+        let max_upload_bytes = edgerec_server::config::ServerConfig::default().max_plugin_bytes;
+        return edgerec_bench::plugins_js::bench_js(file, args.candidates, args.iterations, max_upload_bytes);
     }
     let options = edgerec_bench::BenchOptions { candidates: args.candidates, iterations: args.iterations };
     let report = edgerec_bench::run_plugin_bench(options).context("the plugin benchmark failed")?;
