@@ -1,6 +1,7 @@
-//! Builds the first-party plugins and the hostile test plugin to
-//! wasm32-wasip2 components (as wasmtime's test-programs do) and copies them
-//! into OUT_DIR for `first_party.rs` to embed.
+//! Builds the first-party plugins to wasm32-wasip2 components (as
+//! wasmtime's test-programs do) and copies them into OUT_DIR for
+//! `first_party.rs` to embed. The hostile test guest is built the same way
+//! by edgerec-test-programs, so production builds do not carry it.
 //!
 //! The nested cargo uses its own target directory (`<target>/wasm-guests`):
 //! sharing the outer build's directory would deadlock on its lock. It builds
@@ -12,19 +13,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// (package, library file stem, name in OUT_DIR)
-const GUESTS: [(&str, &str, &str); 5] = [
+const GUESTS: [(&str, &str, &str); 4] = [
     ("edgerec-plugin-in-stock", "edgerec_plugin_in_stock", "in_stock"),
     ("edgerec-plugin-boost", "edgerec_plugin_boost", "boost"),
     ("edgerec-plugin-diversity", "edgerec_plugin_diversity", "diversity"),
     ("edgerec-plugin-exclude-recent", "edgerec_plugin_exclude_recent", "exclude_recent"),
-    ("edgerec-hostile-plugin", "edgerec_hostile_plugin", "hostile"),
 ];
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.join("../..");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for watched in ["sdk/src", "sdk/wit", "sdk/Cargo.toml", "plugins", "host/runtime/guests"] {
+    for watched in ["sdk/src", "sdk/wit", "sdk/Cargo.toml", "plugins"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
     let target_dir = guest_target_dir(&out_dir);

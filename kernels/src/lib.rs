@@ -7,7 +7,6 @@
 //! reference forward in `tests/`.
 
 pub mod backend;
-pub mod bench;
 pub mod config;
 pub mod cuda;
 pub mod encode;

@@ -359,7 +359,7 @@ fn a_tenant_whose_plugin_waits_cannot_starve_another_tenant() {
         ..Default::default()
     };
     let server = Server::start(&scratch.path("data"), &options);
-    let hostile = edgerec_runtime::first_party::HOSTILE.to_vec();
+    let hostile = edgerec_test_programs::HOSTILE.to_vec();
     // The upload check runs under the uploader's own name: the plugin that
     // behaves only for tenant `sample` is refused for `evil`.
     create_tenant(&server, "evil", &model);

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 pub struct Limits {
     /// Wall-clock deadline, enforced by epoch interruption (granularity: the
     /// runtime's epoch tick). Default 5 ms: a storefront's whole budget is a
-    /// few ms, a first-party stage over 500 candidates takes ~0.1 ms.
+    /// few ms, and a first-party stage over 500 candidates takes a small
+    /// fraction of that (`edgerec bench plugins` prints each stage's time).
     pub deadline_us: u64,
     /// Instruction budget (wasmtime fuel, ~1 unit per wasm instruction); what
-    /// was used is reported with every call. Default 20 M: ~50× what a
-    /// first-party stage uses on 500 candidates, and it stops a runaway loop
+    /// was used is reported with every call. Default 20 M: tens of times what
+    /// a first-party stage uses on 500 candidates (`edgerec bench plugins`
+    /// prints it), and it stops a runaway loop
     /// deterministically even on a slow or loaded machine.
     pub fuel: u64,
     /// Linear memory cap per instance. Default 32 MiB: a Rust guest starts at
@@ -48,12 +50,12 @@ impl Limits {
     /// The defaults for a plugin written in `language` (what it declares in
     /// its `edgerec:plugin-language` section; `None` for Rust and other
     /// native wasm). JavaScript runs in an interpreter (QuickJS) inside the
-    /// component: `boost` in TypeScript took 44× the time and 39× the fuel of
-    /// the Rust `boost` on 500 candidates (12.3 ms median, 22 ms p99, 75 M
-    /// fuel; `edgerec bench plugins --js`), past the native defaults. So a JS
-    /// stage that sets no limits gets 50 ms (~2× that p99) and 750 M fuel
-    /// (~10× its use, the native defaults' ratio); memory is the same (it
-    /// used 1.7 MiB).
+    /// component and costs tens of times the time and fuel of the same rule
+    /// in Rust, past the native defaults (`edgerec bench plugins --js`
+    /// measures it; docs/perf/plugins-js.md holds the figures). So a JS stage
+    /// that sets no limits gets a deadline about twice the measured p99 of
+    /// `boost` in TypeScript at 500 candidates and ten times its fuel (the
+    /// native defaults' ratio); memory is the same.
     pub fn for_language(language: Option<&str>) -> Limits {
         match language {
             Some("js") => Limits { deadline_us: 50_000, fuel: 750_000_000, ..Limits::default() },

@@ -15,8 +15,3 @@ pub const EXCLUDE_RECENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/excl
 pub fn all() -> [(&'static str, &'static [u8]); 4] {
     [("in-stock", IN_STOCK), ("boost", BOOST), ("diversity", DIVERSITY), ("exclude-recent", EXCLUDE_RECENT)]
 }
-
-/// The deliberately misbehaving test plugin (`host/runtime/guests/hostile`),
-/// exposed for tests and the local runner's self-checks; never install it.
-#[doc(hidden)]
-pub const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile.wasm"));

@@ -138,7 +138,7 @@ fn one_slot_runtime() -> Runtime {
 /// Runs hostile `mode` on `rt` with a 50 ms deadline, then checks the slot is free
 /// again (a good plugin runs at once). Returns the failure.
 fn misbehave_on(rt: &Runtime, mode: &str) -> StageFailure {
-    let hostile = rt.compile(first_party::HOSTILE).unwrap();
+    let hostile = rt.compile(edgerec_test_programs::HOSTILE).unwrap();
     let good = rt.compile(first_party::IN_STOCK).unwrap();
     // Fuel high enough that only the deadline (or the block itself) stops it.
     let limits = Limits { deadline_us: 50_000, fuel: u64::MAX / 4, ..relaxed() };
@@ -206,12 +206,12 @@ fn the_upload_check_runs_under_the_uploading_tenants_own_context() {
         recent_events: vec![edgerec_runtime::Event { item: 1, action: "view".into(), ts: 1_700_000_000 }],
         ..RequestContext::new("shop")
     };
-    match rt.compile_for(Some("dodger"), first_party::HOSTILE, &shop) {
+    match rt.compile_for(Some("dodger"), edgerec_test_programs::HOSTILE, &shop) {
         Err(PluginError::SampleFailed { failure: StageFailure::Blocked { .. } }) => {}
         other => panic!("expected the sample run under `shop` to catch the sleep, got {other:?}"),
     }
     // Under its own name the tenant's requests are stopped too, not just the check.
-    let dodger = rt.compile_named(Some("dodger"), first_party::HOSTILE).expect("passes under `sample`");
+    let dodger = rt.compile_named(Some("dodger"), edgerec_test_programs::HOSTILE).expect("passes under `sample`");
     let (result, _) = rt.call(&dodger, &shop, b"", &random_batch(5, 1), &relaxed());
     assert!(matches!(result, Err(StageFailure::Blocked { .. })), "{result:?}");
 }

@@ -186,7 +186,7 @@ fn a_full_pool_makes_calls_wait_a_bounded_time_then_report_busy() {
     let config =
         RuntimeConfig { cache_dir: Some(cache_dir()), pool_instances: 1, pool_wait_ms: 5, ..RuntimeConfig::default() };
     let rt = Arc::new(Runtime::new(config).unwrap());
-    let hog = rt.compile(edgerec_runtime::first_party::HOSTILE).unwrap();
+    let hog = rt.compile(edgerec_test_programs::HOSTILE).unwrap();
     let good = rt.compile(edgerec_runtime::first_party::IN_STOCK).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
@@ -228,7 +228,7 @@ fn a_tenant_saturating_its_instance_cap_does_not_make_another_tenants_stages_ski
     let spin_limits = edgerec_runtime::Limits { deadline_us: 100_000, fuel: u64::MAX / 4, ..Default::default() };
     let spin = rt
         .stage(
-            rt.compile(edgerec_runtime::first_party::HOSTILE).unwrap(),
+            rt.compile(edgerec_test_programs::HOSTILE).unwrap(),
             br#"{"mode": "loop"}"#.to_vec(),
             OnError::Skip,
             spin_limits,

@@ -4,7 +4,6 @@
 //! same state with [`open`] and drive [`routes::router`] in-process.
 
 pub mod auth;
-pub mod bench;
 pub mod config;
 mod connection;
 mod demo;

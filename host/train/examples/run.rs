@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use edgerec_train::train::Preset;
 
-// The allocator and setting of `edgerec train` (host/src/alloc.rs explains them),
+// The allocator and setting of `edgerec train` (host/cli/src/alloc.rs explains them),
 // so that epoch times measured here are the CLI's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

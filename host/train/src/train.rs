@@ -144,9 +144,8 @@ impl Preset {
             loss: LossKind::SampledSoftmax,
             // The reference's own sampling (per position), with 4× its 128
             // negatives: on ML-1M users 1–2999 R 128 fell behind the reference
-            // trainer's curve from epoch 25 on, R 512 stays above it
-            // (host/train/README.md); the per-sequence draw learned slower
-            // (test HR@10 0.071 vs 0.104 at epoch 3).
+            // trainer's curve from epoch 25 on, R 512 stays above it, and the
+            // per-sequence draw learned slower (docs/perf/training.md).
             negative_sampling: NegativeSampling::PerPosition,
             num_negatives: 512,
             train_on_validation: false,

@@ -51,7 +51,7 @@ pub fn exclude_recent() -> Arc<CompiledPlugin> {
 /// See [`in_stock`].
 pub fn hostile() -> Arc<CompiledPlugin> {
     static CELL: OnceLock<Arc<CompiledPlugin>> = OnceLock::new();
-    compiled(&CELL, "hostile", first_party::HOSTILE)
+    compiled(&CELL, "hostile", edgerec_test_programs::HOSTILE)
 }
 
 /// Limits with a deadline generous enough for a loaded CI machine (the tests

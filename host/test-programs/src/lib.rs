@@ -1,0 +1,12 @@
+//! Deliberately misbehaving plugins for edgerec's tests, kept out of the
+//! production runtime: `edgerec-runtime` embeds the first-party plugins only,
+//! and test code that needs a plugin which loops, floods, panics or escapes
+//! its sandbox depends on this crate instead.
+//!
+//! - [`HOSTILE`]: `guests/hostile`, a Rust plugin whose config picks its
+//!   misbehaviour (`{"mode": …}`, see its source).
+//! - `js/hostile.ts`: its JavaScript counterpart, built with jco by
+//!   `host/cli/tests/plugin_js.rs` (it needs the npm tools, so it is not built here).
+
+/// The hostile Rust plugin as a wasm32-wasip2 component; never install it.
+pub const HOSTILE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/hostile.wasm"));
