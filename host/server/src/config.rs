@@ -64,7 +64,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "tenant_write_rate",
         "200",
-        "event batches and catalog pages per second one tenant may send (0 = unlimited); beyond it 429",
+        "event batches and catalog requests (writes and reads) per second one tenant may send (0 = unlimited); beyond it 429",
     ),
     ("tenant_max_in_flight", "32", "requests of one tenant in flight at once; beyond it 429 rate_limited"),
     (
@@ -86,6 +86,32 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "max_wait_us",
         "0",
         "how long a recommend may wait for others to batch with (0 = batch only what is already queued: no added latency)",
+    ),
+    // Bytes are the unit of every bound (issue 21): what one tenant may make the host read, hold or compile.
+    (
+        "max_item_bytes",
+        "65536",
+        "largest catalog item (its attributes as JSON); a larger one gets 413 payload_too_large",
+    ),
+    (
+        "max_page_bytes",
+        "1048576",
+        "largest catalog listing page (attributes as JSON); a page ends early, with `next`, when the next item would pass it (a page holds at least one item)",
+    ),
+    (
+        "attribute_cache_bytes",
+        "16777216",
+        "memory bound of EACH tenant's cache of catalog attributes (what degraded answers use while the shared store is away)",
+    ),
+    (
+        "tenant_plugin_concurrency",
+        "0",
+        "plugin pipelines one tenant may run at once (0 = half of plugin_concurrency, at least 1); its other recommends wait within the request deadline",
+    ),
+    (
+        "upload_concurrency",
+        "2",
+        "plugin and model uploads checked (compiled, unpacked, loaded) at once; more get 503 overloaded with Retry-After",
     ),
 ];
 
@@ -150,6 +176,16 @@ pub struct ServerConfig {
     pub max_batch: usize,
     /// Longest wait of a recommend for company in a batch, in µs.
     pub max_wait_us: u64,
+    /// Largest catalog item (attributes as JSON), in bytes.
+    pub max_item_bytes: usize,
+    /// Largest catalog listing page (attributes as JSON), in bytes.
+    pub max_page_bytes: usize,
+    /// Attribute-cache bound of each tenant, in bytes.
+    pub attribute_cache_bytes: u64,
+    /// Plugin pipelines of one tenant at once (0 = half of `plugin_concurrency`).
+    pub tenant_plugin_concurrency: usize,
+    /// Uploads checked at once.
+    pub upload_concurrency: usize,
 }
 
 /// Reads a [`BackendChoice`] from its name (`auto`, `cpu`, `cuda`, `cuda-emu`).
@@ -189,6 +225,11 @@ impl Default for ServerConfig {
             backend: BackendChoice::Auto,
             max_batch: 32,
             max_wait_us: 0,
+            max_item_bytes: 64 << 10,
+            max_page_bytes: 1 << 20,
+            attribute_cache_bytes: 16 << 20,
+            tenant_plugin_concurrency: 0,
+            upload_concurrency: 2,
         }
     }
 }
@@ -240,6 +281,9 @@ impl ServerConfig {
             self.max_wait_us <= 1_000_000,
             "max_wait_us must be at most 1000000 (a second); a request should not wait longer for company"
         );
+        anyhow::ensure!(self.max_item_bytes > 0, "max_item_bytes must be at least 1");
+        anyhow::ensure!(self.max_page_bytes > 0, "max_page_bytes must be at least 1");
+        anyhow::ensure!(self.upload_concurrency > 0, "upload_concurrency must be at least 1");
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be \"text\" or \"json\", not {:?}",
@@ -256,6 +300,17 @@ impl ServerConfig {
     /// Effective plugin concurrency.
     pub fn plugin_permits(&self) -> usize {
         effective(self.plugin_concurrency)
+    }
+
+    /// Plugin pipelines one tenant may run at once: as configured (at most
+    /// the server's), else half the server's, so that one tenant's
+    /// recommends always leave plugin slots to the others.
+    pub fn tenant_plugin_permits(&self) -> usize {
+        let all = self.plugin_permits();
+        match self.tenant_plugin_concurrency {
+            0 => all.div_ceil(2).min(all.saturating_sub(1)).max(1),
+            n => n.min(all),
+        }
     }
 }
 
@@ -325,6 +380,16 @@ mod tests {
         assert!(ServerConfig::load(Some(&path), Vec::new()).is_err());
     }
 
+    #[test]
+    fn a_tenants_plugin_share_leaves_slots_to_the_others() {
+        let share = |plugin_concurrency, tenant_plugin_concurrency| {
+            ServerConfig { plugin_concurrency, tenant_plugin_concurrency, ..ServerConfig::default() }
+                .tenant_plugin_permits()
+        };
+        assert_eq!([share(1, 0), share(2, 0), share(3, 0), share(16, 0)], [1, 1, 2, 8]);
+        assert_eq!([share(8, 3), share(4, 9)], [3, 4], "as configured, at most the server's");
+    }
+
     /// The config's fields as a serialisable view (the config itself only deserialises).
     #[derive(serde::Serialize)]
     struct DefaultsView {
@@ -356,6 +421,11 @@ mod tests {
         backend: String,
         max_batch: usize,
         max_wait_us: u64,
+        max_item_bytes: usize,
+        max_page_bytes: usize,
+        attribute_cache_bytes: u64,
+        tenant_plugin_concurrency: usize,
+        upload_concurrency: usize,
     }
 
     impl From<&ServerConfig> for DefaultsView {
@@ -390,6 +460,11 @@ mod tests {
                 backend,
                 max_batch,
                 max_wait_us,
+                max_item_bytes,
+                max_page_bytes,
+                attribute_cache_bytes,
+                tenant_plugin_concurrency,
+                upload_concurrency,
             } = c.clone();
             DefaultsView {
                 listen: listen.to_string(),
@@ -420,6 +495,11 @@ mod tests {
                 backend: backend.to_string(),
                 max_batch,
                 max_wait_us,
+                max_item_bytes,
+                max_page_bytes,
+                attribute_cache_bytes,
+                tenant_plugin_concurrency,
+                upload_concurrency,
             }
         }
     }
