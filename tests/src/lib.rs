@@ -176,9 +176,21 @@ impl Server {
 
     /// A JSON POST; returns the status, the `Retry-After` header and the body.
     pub fn post_with_retry_after(&self, path: &str, token: &str, body: &Value) -> (u16, Option<String>, Value) {
+        self.json_with_retry_after("POST", path, token, body)
+    }
+
+    /// A JSON request; returns the status, the `Retry-After` header and the body.
+    pub fn json_with_retry_after(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> (u16, Option<String>, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let response = self
             .client
-            .post(format!("{}{path}", self.base))
+            .request(method, format!("{}{path}", self.base))
             .bearer_auth(token)
             .json(body)
             .send()
@@ -244,6 +256,25 @@ impl Server {
         let headers = response.headers().clone();
         let bytes = response.bytes().expect("body");
         (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// The server's process id (for `/proc/<pid>/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory now and at its peak, in bytes
+    /// (`VmRSS`, `VmHWM` of `/proc/<pid>/status`).
+    pub fn rss(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
     }
 
     /// Whether the process is still running.

@@ -244,6 +244,9 @@ pub struct RuntimeConfig {
     /// Write `/tmp/perf-<pid>.map` so that `perf` names the plugins' compiled
     /// functions (profiling only). Default off.
     pub perf_map: bool,
+    /// Caps on an upload's structure, checked before it is compiled
+    /// ([`crate::StructureCaps`] gives each default and why).
+    pub structure_caps: crate::StructureCaps,
 }
 
 impl Default for RuntimeConfig {
@@ -260,6 +263,7 @@ impl Default for RuntimeConfig {
             keep_resident_bytes: 2 << 20,
             fuel_metering: true,
             perf_map: false,
+            structure_caps: crate::StructureCaps::default(),
         }
     }
 }

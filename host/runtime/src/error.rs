@@ -30,6 +30,19 @@ pub enum PluginError {
         /// wasmtime's reason.
         message: String,
     },
+    /// A component whose structure passes a cap ([`crate::StructureCaps`]),
+    /// refused before it is compiled.
+    #[error(
+        "the component has {count} {what}, over the cap of {max}: plugins built with edgerec-sdk stay far below it; strip what the plugin does not need, or split it"
+    )]
+    TooComplex {
+        /// What was counted.
+        what: String,
+        /// How many it holds (counting stopped at the first over the cap).
+        count: u32,
+        /// The cap.
+        max: u32,
+    },
     /// A component, but not of the `edgerec:plugin/plugin` world.
     #[error(
         "the component does not implement the edgerec:plugin@0.1.0 `plugin` world ({message}): build it with edgerec-sdk"

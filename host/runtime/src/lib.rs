@@ -39,6 +39,7 @@ mod pipeline;
 mod runtime;
 mod slots;
 mod state;
+mod structure;
 mod trace;
 mod validate;
 mod wasi;
@@ -51,6 +52,7 @@ pub use name::{
 };
 pub use pipeline::{OnError, Pipeline, Stage};
 pub use runtime::{CompiledPlugin, Runtime};
+pub use structure::{Structure, StructureCaps, check_structure};
 pub use trace::{CallReport, FinalCandidate, LogLine, PipelineOutcome, StageOutput, StageStatus, StageTrace};
 
 /// The wasmtime version this runtime embeds (part of the compiled-artifact cache key).

@@ -179,6 +179,9 @@ impl Runtime {
         sample_ctx: &RequestContext,
     ) -> Result<Arc<CompiledPlugin>, PluginError> {
         check_header(bytes, self.config.max_upload_bytes)?;
+        // Before the compiler (and before the cache, whose artifacts were
+        // checked when written): a hostile shape costs one read of the file.
+        crate::structure::check_structure(bytes, &self.config.structure_caps)?;
         let hash = hex(&Sha256::digest(bytes));
         let started = Instant::now();
         let cached = self.cache.as_ref().and_then(|cache| cache.load(&self.engine, &hash));

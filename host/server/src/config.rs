@@ -64,7 +64,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     (
         "tenant_write_rate",
         "200",
-        "event batches and catalog pages per second one tenant may send (0 = unlimited); beyond it 429",
+        "event batches and catalog requests (writes and reads) per second one tenant may send (0 = unlimited); beyond it 429",
     ),
     ("tenant_max_in_flight", "32", "requests of one tenant in flight at once; beyond it 429 rate_limited"),
     (
@@ -102,6 +102,32 @@ pub const KEYS: &[(&str, &str, &str)] = &[
         "user_ttl_days",
         "90",
         "Redis store: a user's events and event ids expire this many days after their last event (0 = never); both stores keep each user's newest 2 × max_seq_len events regardless",
+    ),
+    // Bytes are the unit of every bound (issue 21): what one tenant may make the host read, hold or compile.
+    (
+        "max_item_bytes",
+        "65536",
+        "largest catalog item (its attributes as JSON); a larger one gets 413 payload_too_large",
+    ),
+    (
+        "max_page_bytes",
+        "1048576",
+        "largest catalog listing page (attributes as JSON); a page ends early, with `next`, when the next item would pass it (a page holds at least one item)",
+    ),
+    (
+        "attribute_cache_bytes",
+        "16777216",
+        "memory bound of EACH tenant's cache of catalog attributes (what degraded answers use while the shared store is away)",
+    ),
+    (
+        "tenant_plugin_concurrency",
+        "0",
+        "plugin pipelines one tenant may run at once (0 = half of plugin_concurrency, at least 1); its other recommends wait within the request deadline",
+    ),
+    (
+        "upload_concurrency",
+        "2",
+        "plugin and model uploads checked (compiled, unpacked, loaded) at once; more get 503 overloaded with Retry-After",
     ),
 ];
 
@@ -172,6 +198,16 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// Days a user's keys live on Redis after their last event (0 = for ever).
     pub user_ttl_days: u64,
+    /// Largest catalog item (attributes as JSON), in bytes.
+    pub max_item_bytes: usize,
+    /// Largest catalog listing page (attributes as JSON), in bytes.
+    pub max_page_bytes: usize,
+    /// Attribute-cache bound of each tenant, in bytes.
+    pub attribute_cache_bytes: u64,
+    /// Plugin pipelines of one tenant at once (0 = half of `plugin_concurrency`).
+    pub tenant_plugin_concurrency: usize,
+    /// Uploads checked at once.
+    pub upload_concurrency: usize,
 }
 
 /// Reads a [`BackendChoice`] from its name (`auto`, `cpu`, `cuda`, `cuda-emu`).
@@ -214,6 +250,11 @@ impl Default for ServerConfig {
             first_request_timeout_ms: 5_000,
             idle_timeout_ms: 60_000,
             user_ttl_days: 90,
+            max_item_bytes: 64 << 10,
+            max_page_bytes: 1 << 20,
+            attribute_cache_bytes: 16 << 20,
+            tenant_plugin_concurrency: 0,
+            upload_concurrency: 2,
         }
     }
 }
@@ -271,6 +312,9 @@ impl ServerConfig {
             self.user_ttl_days <= 36_500,
             "user_ttl_days must be at most 36500 (100 years); 0 keeps users for ever"
         );
+        anyhow::ensure!(self.max_item_bytes > 0, "max_item_bytes must be at least 1");
+        anyhow::ensure!(self.max_page_bytes > 0, "max_page_bytes must be at least 1");
+        anyhow::ensure!(self.upload_concurrency > 0, "upload_concurrency must be at least 1");
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be \"text\" or \"json\", not {:?}",
@@ -292,6 +336,17 @@ impl ServerConfig {
     /// Effective plugin concurrency.
     pub fn plugin_permits(&self) -> usize {
         effective(self.plugin_concurrency)
+    }
+
+    /// Plugin pipelines one tenant may run at once: as configured (at most
+    /// the server's), else half the server's, so that one tenant's
+    /// recommends always leave plugin slots to the others.
+    pub fn tenant_plugin_permits(&self) -> usize {
+        let all = self.plugin_permits();
+        match self.tenant_plugin_concurrency {
+            0 => all.div_ceil(2).min(all.saturating_sub(1)).max(1),
+            n => n.min(all),
+        }
     }
 }
 
@@ -361,6 +416,16 @@ mod tests {
         assert!(ServerConfig::load(Some(&path), Vec::new()).is_err());
     }
 
+    #[test]
+    fn a_tenants_plugin_share_leaves_slots_to_the_others() {
+        let share = |plugin_concurrency, tenant_plugin_concurrency| {
+            ServerConfig { plugin_concurrency, tenant_plugin_concurrency, ..ServerConfig::default() }
+                .tenant_plugin_permits()
+        };
+        assert_eq!([share(1, 0), share(2, 0), share(3, 0), share(16, 0)], [1, 1, 2, 8]);
+        assert_eq!([share(8, 3), share(4, 9)], [3, 4], "as configured, at most the server's");
+    }
+
     /// The config's fields as a serialisable view (the config itself only deserialises).
     #[derive(serde::Serialize)]
     struct DefaultsView {
@@ -395,6 +460,11 @@ mod tests {
         first_request_timeout_ms: u64,
         idle_timeout_ms: u64,
         user_ttl_days: u64,
+        max_item_bytes: usize,
+        max_page_bytes: usize,
+        attribute_cache_bytes: u64,
+        tenant_plugin_concurrency: usize,
+        upload_concurrency: usize,
     }
 
     impl From<&ServerConfig> for DefaultsView {
@@ -432,6 +502,11 @@ mod tests {
                 first_request_timeout_ms,
                 idle_timeout_ms,
                 user_ttl_days,
+                max_item_bytes,
+                max_page_bytes,
+                attribute_cache_bytes,
+                tenant_plugin_concurrency,
+                upload_concurrency,
             } = c.clone();
             DefaultsView {
                 listen: listen.to_string(),
@@ -465,6 +540,11 @@ mod tests {
                 first_request_timeout_ms,
                 idle_timeout_ms,
                 user_ttl_days,
+                max_item_bytes,
+                max_page_bytes,
+                attribute_cache_bytes,
+                tenant_plugin_concurrency,
+                upload_concurrency,
             }
         }
     }

@@ -16,6 +16,8 @@ pub enum JobKind {
     Plugins,
     /// Store writes (events, catalog) and operator work (uploads, activations).
     Write,
+    /// Store reads a route answers with (catalog pages and items, operator listings).
+    Read,
 }
 
 impl JobKind {
@@ -24,6 +26,7 @@ impl JobKind {
             JobKind::Encode => "encode",
             JobKind::Plugins => "plugins",
             JobKind::Write => "write",
+            JobKind::Read => "read",
         }
     }
 
@@ -31,10 +34,12 @@ impl JobKind {
         static ENCODE: (AtomicI64, AtomicI64) = (AtomicI64::new(0), AtomicI64::new(0));
         static PLUGINS: (AtomicI64, AtomicI64) = (AtomicI64::new(0), AtomicI64::new(0));
         static WRITE: (AtomicI64, AtomicI64) = (AtomicI64::new(0), AtomicI64::new(0));
+        static READ: (AtomicI64, AtomicI64) = (AtomicI64::new(0), AtomicI64::new(0));
         match self {
             JobKind::Encode => &ENCODE,
             JobKind::Plugins => &PLUGINS,
             JobKind::Write => &WRITE,
+            JobKind::Read => &READ,
         }
     }
 }

@@ -67,7 +67,8 @@ pub async fn put_model(
 ) -> Result<(StatusCode, Json<ModelVersion>), ApiError> {
     check_version_name(&version)?;
     let bytes = body.map_err(body_error)?;
-    let stored = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
+    let checking = super::operator::upload_slot(&app)?;
+    let stored = jobs::run(JobKind::Write, tracing::Span::current(), checking, move || {
         let name = &tenant.record.name;
         let digest = format!("{:x}", Sha256::digest(&bytes));
         let taken = |existing: &ModelVersion| {
@@ -118,8 +119,11 @@ pub async fn list_models(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<ModelHistory>, ApiError> {
-    let (_, versions) = app.store.models(&tenant.record.name)?;
-    Ok(Json(ModelHistory { active: tenant.model_version.clone(), versions }))
+    let active = tenant.model_version.clone();
+    let (_, versions) =
+        jobs::run(JobKind::Read, tracing::Span::current(), (), move || Ok(app.store.models(&tenant.record.name)?))
+            .await?;
+    Ok(Json(ModelHistory { active, versions }))
 }
 
 /// Activates an uploaded model version: loaded before the switch, then

@@ -28,8 +28,10 @@ fn invalid(message: String) -> ApiError {
 }
 
 /// Unpacks a bundle into `dir` (which must not exist yet). Refuses links,
-/// paths outside the bundle's top level, unknown and missing files.
-pub fn unpack(bytes: &[u8], dir: &Path) -> Result<(), ApiError> {
+/// paths outside the bundle's top level, unknown and missing files, and an
+/// entry whose header declares more bytes than `max_bytes` or than the
+/// bundle holds, before anything is allocated for it.
+pub fn unpack(bytes: &[u8], dir: &Path, max_bytes: usize) -> Result<(), ApiError> {
     let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
     let mut archive = tar::Archive::new(bytes);
     let entries = archive.entries().map_err(|e| invalid(format!("the body is not a tar archive ({e})")))?;
@@ -51,8 +53,22 @@ pub fn unpack(bytes: &[u8], dir: &Path) -> Result<(), ApiError> {
         if files.iter().any(|(n, _)| *n == name) {
             return Err(invalid(format!("the bundle holds {name} twice")));
         }
-        let mut content = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut content).map_err(|e| invalid(format!("{name} cannot be read ({e})")))?;
+        // The header's size is the sender's claim: checked against what can
+        // be true before it sizes an allocation (2^62 aborted the process).
+        let declared = entry.size();
+        let possible = bytes.len().min(max_bytes) as u64;
+        if declared > possible {
+            return Err(invalid(format!(
+                "{name}'s tar header declares {declared} bytes, more than the bundle's {} bytes (and the server's max_model_bytes, {max_bytes})",
+                bytes.len()
+            )));
+        }
+        let mut content = Vec::with_capacity(declared as usize);
+        entry
+            .by_ref()
+            .take(declared)
+            .read_to_end(&mut content)
+            .map_err(|e| invalid(format!("{name} cannot be read ({e})")))?;
         files.push((name, content));
     }
     let missing: Vec<&str> = FILES.iter().copied().filter(|f| !files.iter().any(|(n, _)| n == f)).collect();
@@ -89,7 +105,7 @@ pub fn unpack_cached(app: &AppState, digest: &str, bytes: &[u8]) -> Result<Unpac
         return Ok(Unpacked { dir, made_now: false });
     }
     let staging = dir.with_extension(format!("partial-{}", super::auth::new_key_id()));
-    let unpacked = unpack(bytes, &staging).and_then(|()| {
+    let unpacked = unpack(bytes, &staging, app.config.max_model_bytes).and_then(|()| {
         std::fs::rename(&staging, &dir).or_else(|e| {
             // Another request unpacked the same bundle first.
             if dir.is_dir() { Ok(()) } else { Err(ApiError::internal("unpacking a model bundle", e)) }
@@ -115,4 +131,92 @@ pub fn load_version(app: &AppState, tenant: &str, version: &ModelVersion) -> Res
     };
     let source = dir.to_str().ok_or_else(|| ApiError::internal("loading a model version", "a non-UTF-8 data_dir"))?;
     super::tenants::load_model(source)
+}
+
+/// Largest `config.json` read: a model's configuration is a few hundred bytes.
+const MAX_CONFIG_BYTES: u64 = 64 << 10;
+
+/// Checks what a model directory's `config.json` declares against the size
+/// of its `model.safetensors`, before any tensor is enumerated or built: a
+/// 40 KB bundle declaring `num_layers: 1e10` grew memory without end.
+/// Every declared float32 must be in the file, so a declaration larger than
+/// the file is refused in constant time, whatever its numbers.
+pub fn check_declared_size(dir: &Path) -> Result<(), String> {
+    let config_path = dir.join("config.json");
+    let config_len = std::fs::metadata(&config_path).map_err(|e| format!("config.json cannot be read ({e})"))?.len();
+    if config_len > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "config.json is {config_len} bytes; a model configuration takes at most {MAX_CONFIG_BYTES}"
+        ));
+    }
+    let config = edgerec_kernels::ModelConfig::load(&config_path).map_err(|e| e.to_string())?;
+    let weights_len = std::fs::metadata(dir.join("model.safetensors"))
+        .map_err(|e| format!("model.safetensors cannot be read ({e})"))?
+        .len();
+    match declared_weight_bytes(&config) {
+        Some(needed) if needed <= weights_len => Ok(()),
+        needed => Err(format!(
+            "config.json declares {} of float32 weights (d_model {}, num_layers {}, num_heads {}, num_items {}, …) but model.safetensors holds {weights_len} bytes: the configuration does not belong to these weights",
+            needed.map_or_else(|| "more than 2^64 bytes".to_string(), |n| format!("{n} bytes")),
+            config.d_model,
+            config.num_layers,
+            config.num_heads,
+            config.num_items
+        )),
+    }
+}
+
+/// Bytes of every tensor a configuration declares (the engine's shape table:
+/// item and position embeddings, then per layer uvqk, o_w, o_b, pos_w,
+/// ts_w), or `None` past `u64`.
+fn declared_weight_bytes(c: &edgerec_kernels::ModelConfig) -> Option<u64> {
+    let [d, n, heads, d_qk, d_v, items, buckets, layers] =
+        [c.d_model, c.attn_normalizer, c.num_heads, c.d_qk, c.d_v, c.num_items, c.num_time_buckets, c.num_layers]
+            .map(|v| v as u64);
+    let uvqk_width = heads.checked_mul(d_v.checked_add(d_qk)?)?.checked_mul(2)?;
+    let per_layer = [
+        d.checked_mul(uvqk_width)?,
+        heads.checked_mul(d_v)?.checked_mul(d)?,
+        d,
+        n.checked_mul(2)?.checked_sub(1)?,
+        buckets.checked_add(1)?,
+    ]
+    .into_iter()
+    .try_fold(0u64, u64::checked_add)?;
+    let values = items
+        .checked_add(1)?
+        .checked_mul(d)?
+        .checked_add(n.checked_mul(d)?)?
+        .checked_add(layers.checked_mul(per_layer)?)?;
+    values.checked_mul(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_declared_size_is_the_engines_and_a_lie_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = edgerec_kernels::ModelConfig::research(30, 32, 2, 2, 16, 50);
+        let model = edgerec_kernels::Model::random(config.clone(), 1).unwrap();
+        model.save(dir.path()).unwrap();
+        let weights = std::fs::metadata(dir.path().join("model.safetensors")).unwrap().len();
+        let declared = declared_weight_bytes(&config).unwrap();
+        // The file holds the tensors plus a small JSON header.
+        assert!(declared <= weights && weights - declared < 4096, "{declared} vs {weights}");
+        assert_eq!(check_declared_size(dir.path()), Ok(()));
+
+        let mut text: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+        text["num_layers"] = serde_json::json!(10_000_000_000u64);
+        std::fs::write(dir.path().join("config.json"), text.to_string()).unwrap();
+        let error = check_declared_size(dir.path()).unwrap_err();
+        assert!(error.contains("num_layers 10000000000"), "{error}");
+        text["num_layers"] = serde_json::json!(2);
+        text["num_items"] = serde_json::json!(u32::MAX as u64 - 1);
+        text["d_model"] = serde_json::json!(u64::MAX / 2);
+        std::fs::write(dir.path().join("config.json"), text.to_string()).unwrap();
+        assert!(check_declared_size(dir.path()).unwrap_err().contains("more than 2^64"));
+    }
 }

@@ -193,7 +193,8 @@ pub async fn list_keys(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<KeyList>, ApiError> {
-    let record = tenants::stored_record(&app, &tenant)?;
+    let record =
+        jobs::run(JobKind::Read, tracing::Span::current(), (), move || tenants::stored_record(&app, &tenant)).await?;
     let keys = record.keys.into_iter().map(|k| KeyView { id: k.id, created_at: k.created_at, api_key: None }).collect();
     Ok(Json(KeyList { keys }))
 }
@@ -284,8 +285,9 @@ pub async fn put_plugin(
 ) -> Result<(StatusCode, Json<PluginVersion>), ApiError> {
     check_plugin_name_syntax(&name)?;
     let bytes = body.map_err(body_error)?;
+    let checking = upload_slot(&app)?;
     let app2 = app.clone();
-    let version = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
+    let version = jobs::run(JobKind::Write, tracing::Span::current(), checking, move || {
         let tenant_name = &tenant.record.name;
         let digest = app2.plugins.check(&bytes, tenant_name)?;
         let declared = edgerec_runtime::declared_name(&bytes);
@@ -294,6 +296,21 @@ pub async fn put_plugin(
     })
     .await?;
     Ok((StatusCode::CREATED, Json(version)))
+}
+
+/// One of the `upload_concurrency` permits of the checks of uploads
+/// (compile, unpack, load), or 503 overloaded at once: the check holds it
+/// until it ends, even when its client has stopped waiting (the request
+/// deadline answered it), so that abandoned uploads cannot pile up.
+pub(crate) fn upload_slot(app: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    app.upload_slots.clone().try_acquire_owned().map_err(|_| {
+        let mut error = ApiError::overloaded(app.config.retry_after_s.max(5));
+        error.message = format!(
+            "{} uploads are being checked (upload_concurrency); retry after the Retry-After delay",
+            app.config.upload_concurrency
+        );
+        error
+    })
 }
 
 fn check_plugin_name_syntax(name: &str) -> Result<(), ApiError> {
@@ -356,7 +373,10 @@ pub async fn list_plugins(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<PluginList>, ApiError> {
-    Ok(Json(PluginList { plugins: app.store.plugins(&tenant.record.name)? }))
+    let plugins =
+        jobs::run(JobKind::Read, tracing::Span::current(), (), move || Ok(app.store.plugins(&tenant.record.name)?))
+            .await?;
+    Ok(Json(PluginList { plugins }))
 }
 
 /// Body of `PUT …/pipeline`.
@@ -423,8 +443,11 @@ pub async fn get_pipeline(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<PipelineHistory>, ApiError> {
-    let (_, versions) = app.store.pipelines(&tenant.record.name)?;
-    Ok(Json(PipelineHistory { active: tenant.pipeline.load().version, versions }))
+    let active = tenant.pipeline.load().version;
+    let (_, versions) =
+        jobs::run(JobKind::Read, tracing::Span::current(), (), move || Ok(app.store.pipelines(&tenant.record.name)?))
+            .await?;
+    Ok(Json(PipelineHistory { active, versions }))
 }
 
 /// Activates a stored pipeline version again (rolling forward or back to

@@ -1,6 +1,6 @@
 //! Per-tenant quotas, so that one tenant's flood cannot delay the others:
 //! request rates (GCRA through `governor`) for recommends and for writes
-//! (events, catalog), and a cap on each tenant's requests in flight.
+//! (events, catalog reads and writes), and a cap on each tenant's requests in flight.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -20,6 +20,10 @@ pub enum QuotaKind {
     Recommend,
     /// `POST …/events`, `PUT …/catalog/items`.
     Write,
+    /// `GET …/catalog/items` and `GET …/catalog/items/{id}`: counted against
+    /// the write rate (`tenant_write_rate` counts every catalog request), so
+    /// that reading a large catalog in a loop costs the tenant its own quota.
+    CatalogRead,
 }
 
 /// The quotas of every tenant.
@@ -52,7 +56,7 @@ impl Quotas {
     pub fn admit(&self, tenant: &str, kind: QuotaKind) -> Result<OwnedSemaphorePermit, ApiError> {
         let (limiter, what) = match kind {
             QuotaKind::Recommend => (&self.recommend, "recommend rate"),
-            QuotaKind::Write => (&self.writes, "write rate"),
+            QuotaKind::Write | QuotaKind::CatalogRead => (&self.writes, "write rate"),
         };
         if let Some(limiter) = limiter
             && let Err(not_until) = limiter.check_key(&tenant.to_string())

@@ -54,16 +54,44 @@ pub struct Tenant {
     pub cache: UserCache,
     /// Catalog attributes of the candidates this host last read (item →
     /// attributes, `None`: not in the catalog): what the pipeline sees while
-    /// the shared store is unreachable. Never read otherwise.
+    /// the shared store is unreachable. Never read otherwise. Bounded in
+    /// bytes per tenant (`attribute_cache_bytes`).
     pub attributes: AttributeCache,
+    /// This tenant's share of the plugin slots
+    /// (`tenant_plugin_concurrency`): its recommends wait for one of these
+    /// before they take one of the server's, so that they never hold them all.
+    pub plugin_share: Arc<Semaphore>,
 }
 
-/// A tenant's last-read catalog attributes, bounded by item count. Shared
-/// (`Arc`) so that checking an entry against a fresh read clones nothing.
+/// A tenant's last-read catalog attributes, weighed by their size in bytes.
+/// Shared (`Arc`) so that checking an entry against a fresh read clones nothing.
 pub type AttributeCache = moka::sync::Cache<String, Arc<Option<serde_json::Value>>>;
 
-/// Items whose attributes one tenant keeps for degraded answers.
-pub const ATTRIBUTE_CACHE_ITEMS: u64 = 100_000;
+/// Bytes an attribute entry is weighed at: its id, its JSON text and a
+/// fixed overhead per entry (the map's node and the `Value` tree around the text).
+pub fn attribute_weight(id: &str, value: &Option<serde_json::Value>) -> u32 {
+    const ENTRY_OVERHEAD: usize = 128;
+    let json = value.as_ref().map_or(0, json_len);
+    u32::try_from(id.len() + json + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+}
+
+/// The length of `value`'s compact JSON text, without building the text.
+pub fn json_len(value: &serde_json::Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a `Value` to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
 
 /// A tenant as the server holds it: serving, or refused with the reason it
 /// could not load (its routes answer 503 `tenant_unavailable`; `/readyz` counts it, and names it to the operator).
@@ -97,6 +125,9 @@ pub struct AppState {
     pub encode_slots: Arc<Semaphore>,
     /// Plugin pipelines running at once.
     pub plugin_slots: Arc<Semaphore>,
+    /// Uploads (plugins, models) being checked at once: each job holds a
+    /// permit until it ends, even when its client stopped waiting.
+    pub upload_slots: Arc<Semaphore>,
     /// The compiler/runner of plugin components.
     pub plugins: super::pipeline::PluginHost,
     /// Renders /metrics.
@@ -125,6 +156,7 @@ impl AppState {
             admission: Arc::new(Semaphore::new(config.max_in_flight)),
             encode_slots: Arc::new(Semaphore::new(config.encode_permits())),
             plugin_slots: Arc::new(Semaphore::new(config.plugin_permits())),
+            upload_slots: Arc::new(Semaphore::new(config.upload_concurrency)),
             plugins,
             metrics,
             ready: AtomicBool::new(false),
@@ -147,6 +179,14 @@ impl AppState {
                     value.lock().map_or(0, |u| u.state.host_bytes() + u.state.device_bytes() + u.embedding.len() * 4);
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
+            .build()
+    }
+
+    /// A tenant's attribute cache bounded by `bytes`, weighing each entry by its size.
+    pub fn attribute_cache(bytes: u64) -> AttributeCache {
+        moka::sync::Cache::builder()
+            .max_capacity(bytes)
+            .weigher(|id: &String, value: &Arc<Option<serde_json::Value>>| attribute_weight(id, value))
             .build()
     }
 

@@ -178,6 +178,22 @@ fn check_attributes(id: &str, attributes: &serde_json::Map<String, serde_json::V
     Ok(())
 }
 
+/// Refuses an item whose attributes, as JSON, pass `max_item_bytes`: what
+/// every read of the item (a listing, a recommend's candidates) costs.
+fn check_item_bytes(app: &AppState, id: &str, attributes: &serde_json::Value) -> Result<(), ApiError> {
+    let bytes = crate::state::json_len(attributes);
+    if bytes > app.config.max_item_bytes {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!(
+                "item {id:?}: its attributes take {bytes} bytes as JSON, over the server's max_item_bytes ({}); keep large content (descriptions, media) outside the catalog and store what plugins need",
+                app.config.max_item_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn check_count(what: &str, count: usize, max: usize) -> Result<(), ApiError> {
     if count > max {
         return Err(ApiError::bad_request(format!("{count} {what} in one request: send at most {max}")));
@@ -249,6 +265,10 @@ pub async fn recommend(
         .await?
     };
     let history_degraded = history.degraded;
+    // The tenant's share first, then the server's slot: a tenant whose
+    // recommends are slow (large attributes, slow stages) queues behind its
+    // own, and the other tenants still find slots free.
+    let share = tenant.plugin_share.clone().acquire_owned().await.map_err(|_| ApiError::overloaded(1))?;
     let plugin_slot = app.plugin_slots.clone().acquire_owned().await.map_err(|_| ApiError::overloaded(1))?;
     let info = pipeline::RequestInfo {
         tenant: tenant.record.name.clone(),
@@ -260,7 +280,7 @@ pub async fn recommend(
     };
     let outcome = {
         let (app, tenant) = (app.clone(), tenant.clone());
-        jobs::run(JobKind::Plugins, span, (plugin_slot, held), move || {
+        jobs::run(JobKind::Plugins, span, (share, plugin_slot, held), move || {
             pipeline::run(&app, &tenant, &active, &info, candidates, explain)
         })
         .await?
@@ -455,17 +475,21 @@ pub struct UpsertItems {
     pub items: Vec<CatalogItem>,
 }
 
-/// A page of the catalog.
+/// A page of the catalog: at most `limit` items and at most the server's
+/// `max_page_bytes` of attributes (a page holds at least one item).
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ItemsPage {
     /// Items in id order.
     pub items: Vec<CatalogItem>,
-    /// The `after` of the next page, absent on the last one.
+    /// The `after` of the next page, absent on the last one (a page that
+    /// ended early by bytes has one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
-/// Inserts or replaces catalog items (items unknown to the model are stored too).
+/// Inserts or replaces catalog items (items unknown to the model are stored
+/// too). An item whose attributes take more than the server's
+/// `max_item_bytes` as JSON is refused (413, nothing stored).
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/catalog/items", request_body = UpsertItems,
     params(("tenant" = String, Path, description = "tenant name")),
     responses((status = 200, body = UpsertResponse), (status = "4XX", body = ErrorBody)),
@@ -481,7 +505,9 @@ pub async fn upsert_items(
     for item in request.items {
         check_id("item id", &item.id)?;
         check_attributes(&item.id, &item.attributes)?;
-        rows.push((item.id, serde_json::Value::Object(item.attributes)));
+        let value = serde_json::Value::Object(item.attributes);
+        check_item_bytes(&app, &item.id, &value)?;
+        rows.push((item.id, value));
     }
     let accepted = rows.len();
     let store = app.store.clone();
@@ -502,13 +528,18 @@ pub async fn get_item(
     TenantAccess { tenant }: TenantAccess,
     ApiPath((_, id)): ApiPath<(String, String)>,
 ) -> Result<Json<CatalogItem>, ApiError> {
-    match app.store.item(&tenant.record.name, &id)? {
-        Some(serde_json::Value::Object(attributes)) => Ok(Json(CatalogItem { id, attributes })),
-        _ => Err(ApiError::new(
-            ErrorCode::UnknownItem,
-            format!("the catalog has no item {id:?}; upsert it with PUT …/catalog/items"),
-        )),
-    }
+    let quota = app.quotas.admit(&tenant.record.name, QuotaKind::CatalogRead)?;
+    let item = jobs::run(JobKind::Read, tracing::Span::current(), quota, move || {
+        match app.store.item(&tenant.record.name, &id)? {
+            Some(serde_json::Value::Object(attributes)) => Ok(CatalogItem { id, attributes }),
+            _ => Err(ApiError::new(
+                ErrorCode::UnknownItem,
+                format!("the catalog has no item {id:?}; upsert it with PUT …/catalog/items"),
+            )),
+        }
+    })
+    .await?;
+    Ok(Json(item))
 }
 
 /// Paging of `GET …/catalog/items`.
@@ -537,13 +568,43 @@ pub async fn list_items(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request(format!("limit must be in 1..=1000, got {limit}")));
     }
-    let rows = app.store.items_page(&tenant.record.name, query.after.as_deref(), limit)?;
-    let next = if rows.len() == limit { rows.last().map(|(id, _)| id.clone()) } else { None };
-    let items = rows
-        .into_iter()
-        .map(|(id, value)| CatalogItem { id, attributes: value.as_object().cloned().unwrap_or_default() })
-        .collect();
-    Ok(Json(ItemsPage { items, next }))
+    let quota = app.quotas.admit(&tenant.record.name, QuotaKind::CatalogRead)?;
+    let page = jobs::run(JobKind::Read, tracing::Span::current(), quota, move || {
+        read_page(&app, &tenant.record.name, query.after, limit)
+    })
+    .await?;
+    Ok(Json(page))
+}
+
+/// Items after `after`, at most `limit` of them and at most `max_page_bytes`
+/// of attributes (at least one item), read from the store in chunks so that
+/// no read holds much more than the page.
+fn read_page(app: &AppState, tenant: &str, mut after: Option<String>, limit: usize) -> Result<ItemsPage, ApiError> {
+    let budget = app.config.max_page_bytes;
+    // Items of the largest size a chunk may hold while the page still has room.
+    let chunk = (budget / app.config.max_item_bytes.max(1)).clamp(1, limit);
+    let (mut items, mut bytes) = (Vec::new(), 0usize);
+    loop {
+        let want = chunk.min(limit - items.len());
+        let rows = app.store.items_page(tenant, after.as_deref(), want)?;
+        let exhausted = rows.len() < want;
+        for (id, value) in rows {
+            let size = id.len() + crate::state::json_len(&value);
+            if !items.is_empty() && bytes + size > budget {
+                // Full by bytes: the next page starts at this item.
+                return Ok(ItemsPage { next: after, items });
+            }
+            bytes += size;
+            after = Some(id.clone());
+            items.push(CatalogItem { id, attributes: value.as_object().cloned().unwrap_or_default() });
+        }
+        if exhausted {
+            return Ok(ItemsPage { items, next: None });
+        }
+        if items.len() == limit {
+            return Ok(ItemsPage { next: after, items });
+        }
+    }
 }
 
 #[cfg(test)]

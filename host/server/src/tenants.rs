@@ -39,6 +39,7 @@ pub fn load_model(source: &str) -> Result<(Model, ItemMap), ApiError> {
             ),
         )
     };
+    super::models::check_declared_size(dir).map_err(invalid)?;
     let model = Model::load(dir).map_err(|e| invalid(e.to_string()))?;
     let items = ItemMap::load(dir).map_err(|e| invalid(e.to_string()))?;
     if items.len() != model.config.num_items {
@@ -117,7 +118,11 @@ fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
         cache: AppState::user_cache(config.cache_bytes),
         attributes: match shared {
             Some(old) => old.attributes.clone(),
-            None => moka::sync::Cache::new(super::state::ATTRIBUTE_CACHE_ITEMS),
+            None => AppState::attribute_cache(config.attribute_cache_bytes),
+        },
+        plugin_share: match shared {
+            Some(old) => old.plugin_share.clone(),
+            None => Arc::new(tokio::sync::Semaphore::new(config.tenant_plugin_permits())),
         },
     }
 }
