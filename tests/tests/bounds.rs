@@ -268,7 +268,7 @@ fn many_functions(n: u32) -> Vec<u8> {
 /// A tar whose one entry's header declares `size` bytes (1 KiB follows).
 fn tar_declaring(size: u64) -> Vec<u8> {
     let mut header = tar::Header::new_gnu();
-    header.set_path("model.safetensors").unwrap();
+    header.set_path("model.safetensors").expect("a short path");
     header.set_size(size);
     header.set_mode(0o644);
     header.set_entry_type(tar::EntryType::Regular);
@@ -281,7 +281,8 @@ fn tar_declaring(size: u64) -> Vec<u8> {
 /// A bundle of a real small model whose config.json declares `num_layers`.
 fn bundle_declaring_layers(dir: &Path, num_layers: u64) -> Vec<u8> {
     let config_path = dir.join("config.json");
-    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&config_path).expect("config.json");
+    let mut config: Value = serde_json::from_str(&text).expect("config.json is JSON");
     config["num_layers"] = json!(num_layers);
     let config = config.to_string();
     let mut builder = tar::Builder::new(Vec::new());
@@ -289,11 +290,11 @@ fn bundle_declaring_layers(dir: &Path, num_layers: u64) -> Vec<u8> {
     header.set_size(config.len() as u64);
     header.set_mode(0o644);
     header.set_cksum();
-    builder.append_data(&mut header, "config.json", config.as_bytes()).unwrap();
+    builder.append_data(&mut header, "config.json", config.as_bytes()).expect("append config.json");
     for name in ["model.safetensors", "items.json"] {
-        builder.append_path_with_name(dir.join(name), name).unwrap();
+        builder.append_path_with_name(dir.join(name), name).expect("append a model file");
     }
-    builder.into_inner().unwrap()
+    builder.into_inner().expect("tar")
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! the permits move into the job and are released when the job ends, so the
 //! configured bounds count every job still running, observed or not.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use crate::error::ApiError;
 
@@ -91,4 +92,33 @@ where
     })
     .await
     .map_err(|e| ApiError::internal(&format!("the {} job", kind.label()), e))?
+}
+
+/// Tells a blocking job that its request is gone: set when the
+/// [`RequestAlive`] the handler holds is dropped (the request deadline
+/// answered, or the client left). A job checks it before a step whose
+/// result only the client wanted, e.g. storing an upload nobody waits for.
+#[derive(Clone)]
+pub struct Abandoned(Arc<AtomicBool>);
+
+impl Abandoned {
+    /// Whether the request that started the job is gone.
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Held by a handler while it awaits its job; dropping it sets [`Abandoned`].
+pub struct RequestAlive(Arc<AtomicBool>);
+
+impl Drop for RequestAlive {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// A pair: the handler keeps the first, the job takes the second.
+pub fn watch_request() -> (RequestAlive, Abandoned) {
+    let flag = Arc::new(AtomicBool::new(false));
+    (RequestAlive(flag.clone()), Abandoned(flag))
 }

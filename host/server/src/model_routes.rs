@@ -68,6 +68,7 @@ pub async fn put_model(
     check_version_name(&version)?;
     let bytes = body.map_err(body_error)?;
     let checking = super::operator::upload_slot(&app)?;
+    let (_alive, abandoned) = jobs::watch_request();
     let stored = jobs::run(JobKind::Write, tracing::Span::current(), checking, move || {
         let name = &tenant.record.name;
         let digest = format!("{:x}", Sha256::digest(&bytes));
@@ -93,6 +94,14 @@ pub async fn put_model(
             // A bundle that does not load never will: keep no copy of it.
             let _ = std::fs::remove_dir_all(dir);
             return Err(error);
+        }
+        // The deadline answered the client while the bundle was checked:
+        // nobody learns the version, so none is stored.
+        if abandoned.is_set() {
+            if unpacked.made_now {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            return Err(ApiError::new(ErrorCode::Timeout, "the upload was abandoned; its check was discarded"));
         }
         match app.store.add_model(name, &version, &digest, &bytes)? {
             ModelAdd::Added(stored) | ModelAdd::Unchanged(stored) => Ok(stored),

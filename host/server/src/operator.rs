@@ -286,10 +286,16 @@ pub async fn put_plugin(
     check_plugin_name_syntax(&name)?;
     let bytes = body.map_err(body_error)?;
     let checking = upload_slot(&app)?;
+    let (_alive, abandoned) = jobs::watch_request();
     let app2 = app.clone();
     let version = jobs::run(JobKind::Write, tracing::Span::current(), checking, move || {
         let tenant_name = &tenant.record.name;
         let digest = app2.plugins.check(&bytes, tenant_name)?;
+        // The deadline answered the client while the compile ran: nobody
+        // learns the version, so none is stored.
+        if abandoned.is_set() {
+            return Err(ApiError::new(ErrorCode::Timeout, "the upload was abandoned; its check was discarded"));
+        }
         let declared = edgerec_runtime::declared_name(&bytes);
         check_plugin_name(&app2, tenant_name, &name, &bytes, declared.as_deref(), query.replace)?;
         Ok(app2.store.add_plugin(tenant_name, &name, &digest, &bytes, declared.as_deref())?)
