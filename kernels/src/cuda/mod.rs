@@ -47,7 +47,7 @@ use encode::{Job, KvStore, MAX_ROWS_PER_LAUNCH};
 use launch::Launcher;
 use workspace::{DeviceWeights, Workspace};
 
-pub use emu::EmuOptions;
+pub use emu::{EmuOptions, fp_contract_note};
 pub use roofline::Roofs;
 pub use state::CudaEncoderState;
 

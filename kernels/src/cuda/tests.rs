@@ -134,15 +134,15 @@ fn top_k_merge_orders_nan_signed_zero_and_ties_as_the_cpu_does() {
 }
 
 /// Run in a child process by `an_overrun_of_a_buffer_faults`: writes one
-/// element past the end of a buffer on the emulated device.
+/// element past the end of a buffer that fills its last page exactly.
 #[test]
 #[ignore = "child of an_overrun_of_a_buffer_faults: it dies of SIGSEGV by design"]
 fn overrun_child() {
     let b = emu(8, 10);
     let l = b.launcher();
-    let buf = alloc::<u32>(l, 1000).unwrap();
+    let buf = alloc::<u32>(l, 1024).unwrap();
     // Signature and shape are fine; only the length lies.
-    let _ = launch(l, Kernel::FillU32, &Shape::cover(1001, ROWS_THREADS), &[buf.arg(), Arg::I64(1001), Arg::U32(7)]);
+    let _ = launch(l, Kernel::FillU32, &Shape::cover(1025, ROWS_THREADS), &[buf.arg(), Arg::I64(1025), Arg::U32(7)]);
     eprintln!("overrun_child: the write past the end did not fault");
 }
 
@@ -152,9 +152,9 @@ fn an_overrun_of_a_buffer_faults() {
     // In range: no fault, every element written.
     let b = emu(8, 10);
     let l = b.launcher();
-    let buf = alloc::<u32>(l, 1000).unwrap();
-    launch(l, Kernel::FillU32, &Shape::cover(1000, ROWS_THREADS), &[buf.arg(), Arg::I64(1000), Arg::U32(7)]).unwrap();
-    assert!(download(l, &buf, 0, 1000).unwrap().iter().all(|&v| v == 7));
+    let buf = alloc::<u32>(l, 1024).unwrap();
+    launch(l, Kernel::FillU32, &Shape::cover(1024, ROWS_THREADS), &[buf.arg(), Arg::I64(1024), Arg::U32(7)]).unwrap();
+    assert!(download(l, &buf, 0, 1024).unwrap().iter().all(|&v| v == 7));
     // One past the end: the guard page faults.
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
@@ -163,6 +163,25 @@ fn an_overrun_of_a_buffer_faults() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.signal(), Some(libc::SIGSEGV), "status {:?}, stderr: {stderr}", out.status);
+}
+
+#[test]
+fn an_overrun_into_a_buffers_alignment_padding_fails_the_launch() {
+    // 1000 elements: the 256-byte-aligned buffer ends 96 bytes before its
+    // guard page; the emulator checks those bytes on every access.
+    let b = emu(8, 10);
+    let l = b.launcher();
+    let buf = alloc::<u32>(l, 1000).unwrap();
+    launch(l, Kernel::FillU32, &Shape::cover(1000, ROWS_THREADS), &[buf.arg(), Arg::I64(1000), Arg::U32(7)]).unwrap();
+    for n in [1001i64, 1024] {
+        let err =
+            launch(l, Kernel::FillU32, &Shape::cover(n as usize, ROWS_THREADS), &[buf.arg(), Arg::I64(n), Arg::U32(7)])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("past the end of buffer argument 0") && err.contains("fill_u32"), "{err}");
+        assert!(n != 1001 || err.contains("4 bytes past"), "{err}");
+        assert!(err.contains("line hstu_rows.cu:"), "the message names the source line: {err}");
+    }
 }
 
 #[test]
