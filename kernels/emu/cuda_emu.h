@@ -63,6 +63,9 @@
 #include <type_traits>
 
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <link.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -70,7 +73,9 @@
 #define __global__
 #define __device__
 #define __host__
-#define __forceinline__ inline
+// Always inlined, as NVRTC does: every call site has its own code addresses
+// (the static-shared bounds check below keys on them).
+#define __forceinline__ inline __attribute__((always_inline))
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 #define __shared__ thread_local
@@ -134,6 +139,8 @@ const size_t PAGE = 4096;
 const int MAX_THREADS = 1024;
 const int MAX_DYN = 4;     // extern __shared__ arrays per file
 const int MAX_TAILS = 64;  // buffer arguments per launch
+const int MAX_VARS = 64;     // static __shared__ variables per file
+const int PC_SLOTS = 4096;   // code addresses touching static shared memory per launch
 const uint16_t NONE16 = 0xffff;
 const uint16_t MULTI16 = 0xfffe;
 
@@ -174,6 +181,17 @@ struct Runtime {
     uint32_t epoch = 0;   // completed __syncthreads of the block
     uint32_t warp_gen[MAX_THREADS / 32] = {0};
     int barrier_line = 0;  // line of the last completed barrier
+    // Static shared variables (TLS offset, size, name), sorted by offset, and
+    // the variable each code address touched first in this launch.
+    int nvars = 0;
+    struct Var {
+        uintptr_t lo, len;
+        char name[48];
+    } vars[MAX_VARS];
+    uint32_t pc_key[PC_SLOTS];
+    uint16_t pc_var[PC_SLOTS];
+    uint32_t pc_launch[PC_SLOTS];
+    uint32_t launch_no = 0;
     // Buffer tails (between a buffer's end and its guard page) of this launch.
     const unsigned long long* tails = nullptr;
     int ntails = 0;
@@ -302,6 +320,11 @@ EMU_RT inline void describe(uintptr_t a, char* out, size_t len) {
             snprintf(out, len, "dynamic shared byte %lu", (unsigned long)(a - rt.dyn_lo[i]));
             return;
         }
+    for (int i = 0; i < rt.nvars; i++)
+        if (a - rt.vars[i].lo < rt.vars[i].len) {
+            snprintf(out, len, "%s byte %lu", rt.vars[i].name, (unsigned long)(a - rt.vars[i].lo));
+            return;
+        }
     snprintf(out, len, "static shared memory (TLS byte %lu)", (unsigned long)(a - rt.tls_lo));
 }
 
@@ -372,6 +395,48 @@ EMU_RT inline void shared_word(uintptr_t a, bool write, uint32_t pc) {
     }
 }
 
+// A static shared access must lie inside one __shared__ variable, and the
+// same one that the instruction (code address) touched first in this
+// launch: an index one past the end of an array lands in padding (fails
+// here) or in a neighbouring variable (fails here too, as the instruction
+// switches variables). Every __device__ function is inlined, so one
+// instruction serves one array.
+EMU_RT inline void static_bounds(uintptr_t a, size_t size, bool write, uint32_t pc) {
+    int lo = 0, hi = rt.nvars;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (rt.vars[mid].lo + rt.vars[mid].len <= a) lo = mid + 1; else hi = mid;
+    }
+    bool inside = lo < rt.nvars && a >= rt.vars[lo].lo && a + size <= rt.vars[lo].lo + rt.vars[lo].len;
+    if (!inside) {
+        bool dyn = false;
+        for (int i = 0; i < rt.ndyn; i++) dyn |= a - rt.dyn_lo[i] < rt.dyn_cap[i];
+        if (dyn || a - (uintptr_t)&rt_ptr < sizeof rt_ptr) return;
+        fail("thread %d %s %lu bytes of static shared memory at @0x%x outside every __shared__ variable (past the "
+             "end of an array?)", rt.current, write ? "writes" : "reads", (unsigned long)size, pc);
+        abandon();
+    }
+    uint32_t h = (pc * 2654435761u) >> 20;  // PC_SLOTS = 2^12
+    for (int probe = 0; probe < PC_SLOTS; probe++, h = (h + 1) & (PC_SLOTS - 1)) {
+        if (rt.pc_launch[h] != rt.launch_no) {
+            rt.pc_launch[h] = rt.launch_no;
+            rt.pc_key[h] = pc;
+            rt.pc_var[h] = (uint16_t)lo;
+            return;
+        }
+        if (rt.pc_key[h] != pc) continue;
+        if (rt.pc_var[h] != lo) {
+            const auto& was = rt.vars[rt.pc_var[h]];
+            fail("thread %d %s %s byte %lu at @0x%x, an instruction that accessed %s (%lu bytes) before: an index "
+                 "out of %s's bounds",
+                 rt.current, write ? "writes" : "reads", rt.vars[lo].name, (unsigned long)(a - rt.vars[lo].lo), pc,
+                 was.name, (unsigned long)was.len, was.name);
+            abandon();
+        }
+        return;
+    }
+}
+
 EMU_RT inline void access(void* p, size_t size, bool write, void* ret) {
     Runtime* r = rt_ptr;
     if (r == nullptr || !r->tracking) return;
@@ -387,6 +452,7 @@ EMU_RT inline void access(void* p, size_t size, bool write, void* ret) {
                 abandon();
             }
         }
+        if (r->nvars > 0) static_bounds(a, size, write, pc);
         for (uintptr_t w = a & ~(uintptr_t)3; w < a + size; w += 4) shared_word(w, write, pc);
         return;
     }
@@ -435,6 +501,62 @@ EMU_RT inline int find_tls(struct dl_phdr_info* info, size_t, void* arg) {
             q->len = info->dlpi_phdr[i].p_memsz;
         }
     return 1;
+}
+
+// The variable name of a mangled function-local static (`_ZZ4funcE6s_mean`,
+// `_ZZ7ln_gemmILb0EEv...E6s_mean_0`): the last <length><name> of the symbol.
+EMU_RT inline void local_name(const char* sym, char* out, size_t len) {
+    snprintf(out, len, "%s", sym);
+    size_t n = strlen(sym);
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (sym[i] != 'E' || sym[i + 1] < '1' || sym[i + 1] > '9') continue;
+        size_t j = i + 1, l = 0;
+        while (j < n && sym[j] >= '0' && sym[j] <= '9') l = l * 10 + (sym[j++] - '0');
+        // The name runs to the end, or to a discriminator `_<digits>`.
+        if (j + l == n || (j + l < n && sym[j + l] == '_')) {
+            snprintf(out, len, "%.*s", (int)l, sym + j);
+        }
+    }
+}
+
+// The static __shared__ variables of this module, from its ELF symbol table:
+// every TLS object except the runtime pointer and the dynamic arrays.
+EMU_RT inline void load_vars(Runtime* r, const char* path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return;
+    off_t size = lseek(fd, 0, SEEK_END);
+    void* map = size > 0 ? mmap(nullptr, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+    close(fd);
+    if (map == MAP_FAILED) return;
+    const char* base = (const char*)map;
+    const Elf64_Ehdr* eh = (const Elf64_Ehdr*)base;
+    const Elf64_Shdr* sh = (const Elf64_Shdr*)(base + eh->e_shoff);
+    for (int i = 0; i < eh->e_shnum; i++) {
+        if (sh[i].sh_type != SHT_SYMTAB) continue;
+        const Elf64_Sym* syms = (const Elf64_Sym*)(base + sh[i].sh_offset);
+        const char* names = base + sh[sh[i].sh_link].sh_offset;
+        size_t count = sh[i].sh_size / sizeof(Elf64_Sym);
+        for (size_t k = 0; k < count && r->nvars < MAX_VARS; k++) {
+            if (ELF64_ST_TYPE(syms[k].st_info) != STT_TLS || syms[k].st_size == 0) continue;
+            // A TLS symbol's value is its offset in the module's TLS block.
+            uintptr_t lo = r->tls_lo + syms[k].st_value;
+            bool ours = lo == (uintptr_t)&rt_ptr;
+            for (int d = 0; d < r->ndyn; d++) ours |= lo == r->dyn_lo[d];
+            if (ours) continue;
+            Runtime::Var& v = r->vars[r->nvars++];
+            v.lo = lo;
+            v.len = syms[k].st_size;
+            local_name(names + syms[k].st_name, v.name, sizeof v.name);
+        }
+    }
+    munmap(map, (size_t)size);
+    // Sorted by address (insertion sort: a handful of variables).
+    for (int i = 1; i < r->nvars; i++)
+        for (int j = i; j > 0 && r->vars[j - 1].lo > r->vars[j].lo; j--) {
+            Runtime::Var t = r->vars[j];
+            r->vars[j] = r->vars[j - 1];
+            r->vars[j - 1] = t;
+        }
 }
 
 // The calling thread's runtime, made on first use: fiber stacks (a guard
@@ -673,6 +795,14 @@ EMU_RT inline int launch(void (*thunk)(void**), int (*dyn_arrays)(uintptr_t*, ui
     rt.block_dim = uint3{block, 1, 1};
     rt.grid_dim = uint3{grid[0], grid[1], grid[2]};
     rt.ndyn = dyn_arrays(rt.dyn_lo, rt.dyn_cap);
+    if (rt.launch_no == 0) {
+        Dl_info self;
+        if (dladdr((void*)&find_tls, &self) != 0 && self.dli_fname) load_vars(&rt, self.dli_fname);
+    }
+    if (++rt.launch_no == 0) {
+        memset(rt.pc_launch, 0, sizeof rt.pc_launch);
+        rt.launch_no = 1;
+    }
     rt.dyn_req = dyn_smem;
     rt.tails = tails;
     rt.ntails = ntails;
