@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::backend::BackendError;
 use crate::config::ModelConfig;
 
-use super::launch::{Arg, Launcher, RawBuf, Shape};
+use super::launch::{Arg, Launcher, Profiler, RawBuf, Shape};
 use super::shapes;
 use super::signatures::{Kernel, SOURCES, Source};
 
@@ -221,6 +221,7 @@ pub(crate) struct EmuLauncher {
     seed: u64,
     /// Bytes taken off kernels' dynamic shared memory (mutation tests).
     dyn_smem_shrink: Vec<(String, u32)>,
+    profiler: Profiler,
 }
 
 /// FNV-1a, 64 bit: a content hash for the cache (no security role).
@@ -516,6 +517,7 @@ impl EmuLauncher {
             seq: AtomicU64::new(0),
             seed: block_order_seed(),
             dyn_smem_shrink: options.dyn_smem_shrink.clone(),
+            profiler: Profiler::default(),
         })
     }
 }
@@ -642,6 +644,15 @@ impl Launcher for EmuLauncher {
 
     fn max_dyn_smem(&self) -> usize {
         EMU_DYN_SMEM_MAX
+    }
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        // Launches and copies run to completion on the calling thread.
+        Ok(())
+    }
+
+    fn profiler(&self) -> &Profiler {
+        &self.profiler
     }
 }
 

@@ -191,3 +191,27 @@ fn states_and_backends_can_live_in_a_shared_cache() {
     shared::<CudaBackend>();
     shared::<Box<dyn crate::backend::Backend>>();
 }
+
+#[test]
+fn profiling_times_every_launch_per_kernel() {
+    use crate::UserHistory;
+    use crate::history::Event;
+    let b = emu(8, 10);
+    let events: Vec<Event> = (0..5).map(|i| Event { item: 1 + i % 10, ts: 100 + i as i64 }).collect();
+    let users = [UserHistory { events: &events, query_time: 200 }];
+    b.set_profiling(true);
+    crate::Backend::encode_batch(&b, &users).unwrap();
+    let times = b.take_kernel_times();
+    let layers = b.model.config.num_layers as u64;
+    for (kernel, launches) in
+        [("embed_rows", 1), ("ln_gemm_silu", layers), ("hstu_attention", layers), ("l2norm_rows", 1)]
+    {
+        let t = times.iter().find(|t| t.kernel == kernel).unwrap_or_else(|| panic!("{kernel} not timed: {times:?}"));
+        assert_eq!(t.launches, launches, "{kernel}");
+        assert!(t.seconds > 0.0);
+    }
+    assert!(b.take_kernel_times().is_empty(), "taking the times clears them");
+    b.set_profiling(false);
+    crate::Backend::encode_batch(&b, &users).unwrap();
+    assert!(b.take_kernel_times().is_empty(), "nothing is timed with profiling off");
+}
