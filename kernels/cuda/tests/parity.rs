@@ -34,9 +34,10 @@ pub fn emu_mode() -> bool {
     std::env::var("EDGEREC_CHECK_EMU").is_ok_and(|v| v == "1")
 }
 
-/// `device` on a GPU, `emu` under the emulator (slow: small shapes).
-pub fn sized<T>(device: T, emu: T) -> T {
-    if emu_mode() { emu } else { device }
+/// `device` on a GPU, `small` under the emulator (slow) or with
+/// `EDGEREC_CHECK_SMALL=1` (the check script's compute-sanitizer runs).
+pub fn sized<T>(device: T, small: T) -> T {
+    if emu_mode() || std::env::var("EDGEREC_CHECK_SMALL").is_ok_and(|v| v == "1") { small } else { device }
 }
 
 /// The backend for `model` with poisoned buffers, or `None` (after a SKIP line).
@@ -91,7 +92,8 @@ pub fn history(rng: &mut ChaCha8Rng, len: usize, items: usize) -> (Vec<Event>, i
     (events, ts + rng.random_range(0..100_000))
 }
 
-fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
+/// Asserts `gpu` within EMBED_TOL of `cpu`; returns the largest difference.
+fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) -> f32 {
     assert_eq!(gpu.len(), cpu.len(), "{what}: length");
     let worst = gpu
         .iter()
@@ -99,6 +101,7 @@ fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
         .map(|(g, c)| (g - c).abs())
         .fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
     assert!(worst <= EMBED_TOL, "{what}: max |gpu - cpu| = {worst} > {EMBED_TOL}");
+    worst
 }
 
 #[test]
@@ -165,13 +168,19 @@ fn encode_matches_cpu_for_every_head_dim_and_length() {
                 hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
             let want = encode_batch(&model, &users).unwrap();
             let got = gpu.encode_batch(&users).unwrap();
+            let mut worst = 0.0f32;
             for (u, (g, c)) in got.iter().zip(&want).enumerate() {
-                assert_close(
+                worst = worst.max(assert_close(
                     g,
                     c,
                     &format!("shape {si} {:?} batch {batch} user {u} (n = {})", shapes[si], hist[u].0.len()),
-                );
+                ));
             }
+            println!(
+                "parity encode (embed_rows, ln_gemm_silu, hstu_attention, gated_ln_gemm_resid, l2norm_rows) \
+                 D {d} layers {layers} heads {heads} d_qk {dqk} d_v {dv} L {l}, {batch} users: max |{} - cpu| {worst:.1e}",
+                gpu.name()
+            );
         }
     }
 }
@@ -195,9 +204,13 @@ fn encode_matches_cpu_for_4096_users() {
     let want = encode_batch(&model, &users).unwrap();
     let got = gpu.encode_batch(&users).unwrap();
     assert_eq!(got.len(), count);
-    for (u, (g, c)) in got.iter().zip(&want).enumerate() {
-        assert_close(g, c, &format!("user {u}"));
-    }
+    let worst = got
+        .iter()
+        .zip(&want)
+        .enumerate()
+        .map(|(u, (g, c))| assert_close(g, c, &format!("user {u}")))
+        .fold(0.0, f32::max);
+    println!("parity encode ML-1M, {count} users of 1..200 events: max |{} - cpu| {worst:.1e}", gpu.name());
 }
 
 #[test]
@@ -230,7 +243,7 @@ fn incremental_encode_matches_cpu_full_encode() {
         let n0 = rng.random_range(1..=l / 2);
         let (mut all, mut q) = history(&mut rng, n0, 300);
         let (mut state, first) = gpu.new_state(&all, q).unwrap();
-        assert_close(&first, &encode(&model, &all, q).unwrap(), "new_state");
+        let mut worst = assert_close(&first, &encode(&model, &all, q).unwrap(), "new_state");
         for step in 0..sized(40, 8) {
             let last = all.last().unwrap().ts;
             let new: Vec<Event> = match step % 6 {
@@ -249,12 +262,17 @@ fn incremental_encode_matches_cpu_full_encode() {
             q = all.iter().map(|e| e.ts).max().unwrap() + rng.random_range(0..5000);
             let got = gpu.append(&mut state, &new, q).unwrap();
             let want = encode(&model, &all, q).unwrap();
-            assert_close(
+            worst = worst.max(assert_close(
                 &got,
                 &want,
                 &format!("shape {si} step {step} (n = {}, window {})", all.len(), state.events().len()),
-            );
+            ));
         }
+        println!(
+            "parity incremental appends (scatter_kv + the encode kernels) D {d} layers {layers} heads {heads} \
+             d_qk {dqk} d_v {dv} L {l}, through the sliding window: max |{} - cpu| {worst:.1e}",
+            gpu.name()
+        );
         assert!(gpu.append(&mut state, &[], 0).is_err(), "query before the last event");
     }
 }
@@ -384,6 +402,10 @@ fn top_k_matches_cpu_over_every_catalog_size() {
                     &format!("V {items} k {k} user {u}"),
                 );
             }
+            println!(
+                "parity top-k (score_chunk_topk, topk_merge) V {items} k {k}, {users} users with exclusions: \
+                 scores within {SCORE_TOL:e}, ids identical outside ties"
+            );
             // User 0 is item 3's own row: items 3 and 7 tie at the top, 3 first.
             if k >= 2 {
                 assert_eq!((got[0][0].item, got[0][1].item), (3, 7), "V {items} k {k}: tie order");
