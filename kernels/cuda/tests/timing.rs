@@ -17,7 +17,7 @@ use edgerec_kernels::{Event, Model, ModelConfig, UserHistory};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use edgerec_kernels::cuda::cost::{H100_SXM, KernelCost, encode_costs, top_k_costs};
+use edgerec_kernels::cuda::cost::{H100_SXM, KernelCost, device_shape_table, encode_costs, top_k_costs};
 use edgerec_kernels::cuda::{CudaBackend, Roofs};
 
 use super::{device_or_skip, emu_mode, history, sized};
@@ -188,28 +188,5 @@ fn per_kernel_tables(roofs: &Roofs, rng: &mut ChaCha8Rng) {
     }
 
     println!();
-    println!("cost model at the device shapes, predicted on {}", H100_SXM.name);
-    println!("{:<34} {:<22} {:>10} {:>10} {:>10}", "workload", "kernel", "MB", "GFLOP", "pred. ms");
-    let ml1m = ModelConfig::ml_1m(3953);
-    let ml20m = ModelConfig::ml_20m(131_263);
-    let sets: [(&str, Vec<KernelCost>); 5] = [
-        ("encode ML-1M 4096u x 200ev", encode_costs(&ml1m, &[200; 4096])),
-        ("encode ML-1M 4096u x 20ev", encode_costs(&ml1m, &[20; 4096])),
-        ("encode ML-20M 4096u x 200ev", encode_costs(&ml20m, &[200; 4096])),
-        ("top-10 V=1M 64u", top_k_costs(&ModelConfig::ml_1m(1_000_000), 64, 10, CudaBackend::top_k_chunk())),
-        ("top-10 V=1M 1u", top_k_costs(&ModelConfig::ml_1m(1_000_000), 1, 10, CudaBackend::top_k_chunk())),
-    ];
-    for (workload, costs) in &sets {
-        let total: f64 = costs.iter().map(|c| c.predicted_secs(&H100_SXM)).sum();
-        for c in costs {
-            println!(
-                "{workload:<34} {:<22} {:>10.1} {:>10.2} {:>10.3}",
-                c.kernel,
-                c.bytes / 1e6,
-                c.flops / 1e9,
-                c.predicted_secs(&H100_SXM) * 1e3
-            );
-        }
-        println!("{workload:<34} {:<22} {:>10} {:>10} {:>10.3}", "(sum)", "", "", total * 1e3);
-    }
+    print!("{}", device_shape_table(&H100_SXM));
 }

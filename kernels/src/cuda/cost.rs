@@ -10,7 +10,18 @@
 //! FLOPs count multiply-adds as 2 and the dense math only (LayerNorm, SiLU,
 //! softmax-free attention weights and norms as a handful of FLOPs per element).
 
+use std::fmt::Write;
+use std::sync::Arc;
+
+use crate::backend::{Backend, BackendError};
+use crate::bench::random_history;
 use crate::config::ModelConfig;
+use crate::encode::encode_batch;
+use crate::history::UserHistory;
+use crate::model::Model;
+use crate::score::top_k;
+
+use super::CudaBackend;
 
 /// One kernel's compulsory traffic and arithmetic for a workload.
 #[derive(Clone, Debug, PartialEq)]
@@ -117,6 +128,123 @@ pub fn top_k_costs(config: &ModelConfig, users: usize, k: usize, chunk: usize) -
     ]
 }
 
+/// The cost model at the device shapes (the check script's timing
+/// workloads): one line per kernel, then each workload's sum.
+pub fn device_shape_table(device: &DeviceModel) -> String {
+    let chunk = CudaBackend::top_k_chunk();
+    let ml1m = ModelConfig::ml_1m(3953);
+    let ml20m = ModelConfig::ml_20m(131_263);
+    let wide = ModelConfig::ml_1m(1_000_000);
+    let sets: [(&str, Vec<KernelCost>); 5] = [
+        ("encode ML-1M 4096u x 200ev", encode_costs(&ml1m, &[200; 4096])),
+        ("encode ML-1M 4096u x 20ev", encode_costs(&ml1m, &[20; 4096])),
+        ("encode ML-20M 4096u x 200ev", encode_costs(&ml20m, &[200; 4096])),
+        ("top-10 V=1M 64u", top_k_costs(&wide, 64, 10, chunk)),
+        ("top-10 V=1M 1u", top_k_costs(&wide, 1, 10, chunk)),
+    ];
+    let mut out = String::new();
+    let _ = writeln!(out, "cost model at the device shapes, predicted on {}", device.name);
+    let _ = writeln!(out, "| workload | kernel | MB | GFLOP | bound | predicted ms |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (workload, costs) in &sets {
+        let mut total = 0.0;
+        for c in costs {
+            let t = c.predicted_secs(device);
+            total += t;
+            let bound = if c.bytes / device.bytes_per_sec >= c.flops / device.flops_per_sec { "memory" } else { "FMA" };
+            let _ = writeln!(
+                out,
+                "| {workload} | {} | {:.1} | {:.2} | {bound} | {:.3} |",
+                c.kernel,
+                c.bytes / 1e6,
+                c.flops / 1e9,
+                t * 1e3
+            );
+        }
+        let _ = writeln!(out, "| {workload} | (sum) | | | | {:.3} |", total * 1e3);
+    }
+    out
+}
+
+/// The report of `edgerec bench kernels --backend cuda|cuda-emu`: the
+/// backend's parity with the CPU engine on a small ML-1M-shaped workload
+/// (8 users × 50 events; top-10 of 3,953 items for 4 users), each kernel's
+/// measured time there beside the cost model for the same workload, and the
+/// cost model at the device shapes. On `cuda-emu` the times are the
+/// emulator's: they show the harness works, not the kernels' speed.
+pub fn report(backend: &CudaBackend) -> Result<String, BackendError> {
+    let model: &Arc<Model> = &backend.model;
+    let c = &model.config;
+    let mut out = String::new();
+    let _ = writeln!(out, "backend {} on {}", backend.backend_name(), backend.device_name());
+    if backend.backend_name() == "cuda-emu" {
+        let _ = writeln!(out, "emulator rounding: {}", super::fp_contract_note());
+    }
+    let hist: Vec<_> = (0..8).map(|u| random_history(c.num_items, 50, 100 + u)).collect();
+    let users: Vec<UserHistory<'_>> = hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
+    let want = encode_batch(model, &users).map_err(BackendError::Input)?;
+    backend.set_profiling(true);
+    let got = backend.encode_batch(&users);
+    let encode_times = backend.take_kernel_times();
+    let got = got?;
+    let encode_diff = got
+        .iter()
+        .zip(&want)
+        .flat_map(|(g, w)| g.iter().zip(w).map(|(a, b)| (a - b).abs()))
+        .fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
+    let embeddings: Vec<Vec<f32>> = got.iter().take(4).cloned().collect();
+    let lists = backend.top_k_batch(&embeddings, 10, &[]);
+    let top_k_times = backend.take_kernel_times();
+    backend.set_profiling(false);
+    let lists = lists?;
+    let (mut score_diff, mut same_ids) = (0.0f32, true);
+    for (e, list) in embeddings.iter().zip(&lists) {
+        let cpu = top_k(model, e, 10, &[]);
+        same_ids &= cpu.iter().map(|s| s.item).eq(list.iter().map(|s| s.item));
+        for (a, b) in cpu.iter().zip(list) {
+            score_diff = score_diff.max((a.score - b.score).abs());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "parity with the CPU engine: encode 8 users x 50 events max |diff| {encode_diff:.1e}; \
+         top-10 of {} items for 4 users: scores max |diff| {score_diff:.1e}, ids {}",
+        c.num_items,
+        if same_ids { "identical" } else { "differ (ties?)" }
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(out, "per kernel on this workload (each launch synchronised), predicted on {}", H100_SXM.name);
+    let _ = writeln!(out, "| kernel | launches | measured ms | MB | GFLOP | predicted ms |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let lengths: Vec<usize> = hist.iter().map(|(e, _)| e.len()).collect();
+    let costs: Vec<KernelCost> = encode_costs(c, &lengths)
+        .into_iter()
+        .chain(top_k_costs(c, embeddings.len(), 10, CudaBackend::top_k_chunk()))
+        .collect();
+    for t in encode_times.iter().chain(&top_k_times) {
+        match costs.iter().find(|k| k.kernel == t.kernel) {
+            Some(k) => {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {:.3} | {:.2} | {:.4} | {:.4} |",
+                    t.kernel,
+                    t.launches,
+                    t.seconds * 1e3,
+                    k.bytes / 1e6,
+                    k.flops / 1e9,
+                    k.predicted_secs(&H100_SXM) * 1e3
+                );
+            }
+            None => {
+                let _ = writeln!(out, "| {} | {} | {:.3} | | | |", t.kernel, t.launches, t.seconds * 1e3);
+            }
+        }
+    }
+    let _ = writeln!(out);
+    out.push_str(&device_shape_table(&H100_SXM));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +272,18 @@ mod tests {
         // A memory-bound kernel's prediction is its bytes over the derated bandwidth.
         let k = KernelCost { kernel: "x", bytes: 2.01e9, flops: 1.0 };
         assert!((k.predicted_secs(&H100_SXM) - 2.01e9 / (3.35e12 * 0.6)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_report_shows_parity_kernel_times_and_predictions_on_the_emulator() {
+        let model = Model::random(ModelConfig::ml_1m(3953), 1).unwrap();
+        let b = CudaBackend::emulated(Arc::new(model)).unwrap();
+        let text = report(&b).unwrap();
+        assert!(text.contains("backend cuda-emu"), "{text}");
+        assert!(text.contains("ids identical"), "{text}");
+        for kernel in ["embed_rows", "ln_gemm_silu", "hstu_attention", "gated_ln_gemm_resid", "score_chunk_topk"] {
+            assert!(text.contains(&format!("| {kernel} | ")), "{kernel} missing: {text}");
+        }
+        assert!(text.contains("| encode ML-20M 4096u x 200ev | (sum) |"), "{text}");
     }
 }
