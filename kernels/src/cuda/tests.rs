@@ -215,3 +215,33 @@ fn profiling_times_every_launch_per_kernel() {
     crate::Backend::encode_batch(&b, &users).unwrap();
     assert!(b.take_kernel_times().is_empty(), "nothing is timed with profiling off");
 }
+
+#[test]
+fn blocks_run_in_a_varied_order() {
+    // A copy of fill_u32 that traps in block 5 of 16: the error says where in
+    // the run order block 5 came; over a few launches that position varies.
+    let text = super::signatures::Source::Rows.text().replace(
+        "extern \"C\" __global__ void fill_u32(unsigned int* __restrict__ dst, long long n, unsigned int value) {",
+        "extern \"C\" __global__ void fill_u32(unsigned int* __restrict__ dst, long long n, unsigned int value) {\n    if (blockIdx.x == 5) __trap();",
+    );
+    assert!(text.contains("blockIdx.x == 5"), "the seeded edit applies");
+    let mut c = ModelConfig::research(10, 8, 1, 1, 8, 8);
+    c.d_v = 8;
+    let model = Model::random(c, 1).unwrap();
+    let options = super::EmuOptions { source_overrides: vec![("hstu_rows.cu".into(), text)], ..Default::default() };
+    let b = CudaBackend::emulated_with(Arc::new(model), &options).unwrap();
+    let l = b.launcher();
+    let buf = alloc::<u32>(l, 16 * 32).unwrap();
+    let mut positions = Vec::new();
+    for _ in 0..6 {
+        let err = launch(l, Kernel::FillU32, &Shape::new((16, 1, 1), 32), &[buf.arg(), Arg::I64(16 * 32), Arg::U32(1)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("block (5, 0, 0)") && err.contains("__trap()"), "{err}");
+        let pos = err.split("the ").nth(1).and_then(|r| r.split("-th run").next()).unwrap().to_string();
+        positions.push(pos);
+    }
+    positions.sort();
+    positions.dedup();
+    assert!(positions.len() > 1, "block 5 ran at the same position in every launch: {positions:?}");
+}
