@@ -9,10 +9,14 @@
 //! cached (keyed by a hash of everything that goes into it, see
 //! [`cache_dir`]), and loaded with `dlopen`. Call thunks
 //! are generated from the signature table with a `static_assert` that each
-//! matches the kernel's declared type. Device buffers are host memory that
-//! ends on an inaccessible page, so a kernel that overruns one faults.
+//! matches the kernel's declared type. The compile instruments every load
+//! and store of kernel code (`-fsanitize=thread` without its runtime: the
+//! header's hooks), which is how the header checks shared-memory races and
+//! bounds and the padding after each buffer. Device buffers are host memory
+//! that starts 256-byte aligned and ends on an inaccessible page.
 //!
-//! Slow (a fiber switch per thread per barrier or shuffle): for small shapes.
+//! Slow (a fiber switch per thread per barrier or shuffle, a hook call per
+//! memory access): for small shapes.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
