@@ -126,6 +126,7 @@ SUMMARY+=("PASS    binaries ($(($(date +%s) - t1)) s)")
 echo "== 2. parity: $DEVICE_BACKEND against the CPU engine =="
 log="$WORK/parity.log"
 run "parity" 170 "$PARITY" --test-threads=1 --nocapture > >(tee "$log") 2>&1
+wait $! 2>/dev/null  # the tee has written everything
 if ((!EMU)) && grep -q 'SKIP ' "$log"; then
     echo "check: tests skipped (no CUDA device loaded, see the SKIP lines)" >&2
     SUMMARY+=("FAIL    parity: tests SKIPPED (no device)")
@@ -135,6 +136,7 @@ fi
 echo "== 3. timings: calls, kernels, cost model =="
 run "timings" 110 "$PARITY" --ignored --exact cuda_timing_table --nocapture --test-threads=1 \
     > >(grep -v '^running\|^test result\|^$') 2>&1
+wait $! 2>/dev/null
 
 echo "== 4. server: a $DEVICE_BACKEND tenant answers like a cpu tenant =="
 if [[ -n $BACKENDS ]]; then
@@ -153,6 +155,7 @@ elif command -v compute-sanitizer >/dev/null; then
     for tool in memcheck racecheck; do
         EDGEREC_CHECK_SMALL=1 run "compute-sanitizer $tool" 35 compute-sanitizer --tool "$tool" \
             --error-exitcode 3 "$PARITY" --test-threads=1 > >(tail -n 25) 2>&1
+        wait $! 2>/dev/null
     done
 else
     echo "skipped: compute-sanitizer is not on this image"
