@@ -136,6 +136,12 @@ pub struct BenchArgs {
     /// Users in the throughput batch.
     #[arg(long, default_value_t = 64)]
     users: usize,
+    /// cpu: the CPU engine's figures against the sgemm roof; cuda or
+    /// cuda-emu: the CUDA kernels' parity with the CPU engine, each kernel's
+    /// measured time and the cost model's bytes, FLOPs and predicted H100
+    /// time (kernels/src/cuda/cost.rs).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
 }
 
 /// The request file of `encode` / `recommend`.
@@ -328,6 +334,18 @@ fn random_model(args: RandomArgs) -> anyhow::Result<()> {
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if !(args.seconds_per_figure > 0.0 && args.seconds_per_figure.is_finite()) || args.users == 0 {
         bail!("--seconds-per-figure must be a positive number and --users at least 1");
+    }
+    if let BackendArg::Cuda | BackendArg::CudaEmu = args.backend {
+        let model = Arc::new(Model::random(ModelConfig::ml_1m(3953), 1)?);
+        let backend = match args.backend {
+            BackendArg::CudaEmu => edgerec_kernels::cuda::CudaBackend::emulated(model)?,
+            _ => edgerec_kernels::cuda::CudaBackend::new(model)?,
+        };
+        print!("{}", edgerec_kernels::cuda::cost::report(&backend)?);
+        return Ok(());
+    }
+    if let BackendArg::Auto = args.backend {
+        bail!("--backend auto is not a benchmark target: name cpu, cuda or cuda-emu");
     }
     let budget = Duration::from_secs_f64(args.seconds_per_figure);
     let roof = sgemm_gflops(512, 512, 512, budget);
