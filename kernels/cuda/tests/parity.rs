@@ -11,6 +11,10 @@
 //!
 //! `cuda_timing_table` (ignored) is the device timing harness that
 //! kernels/cuda/check.sh runs.
+//!
+//! With `EDGEREC_CHECK_EMU=1` (`kernels/cuda/check.sh --emu`) every test runs
+//! on the `cuda-emu` backend instead, at reduced sizes ([`sized`]): the
+//! check script end to end on a machine without a GPU.
 
 mod timing;
 
@@ -25,9 +29,21 @@ use rand_chacha::ChaCha8Rng;
 const EMBED_TOL: f32 = 1e-3;
 const SCORE_TOL: f32 = 1e-4;
 
+/// Whether the tests run on the emulator (`EDGEREC_CHECK_EMU=1`).
+pub fn emu_mode() -> bool {
+    std::env::var("EDGEREC_CHECK_EMU").is_ok_and(|v| v == "1")
+}
+
+/// `device` on a GPU, `small` under the emulator (slow) or with
+/// `EDGEREC_CHECK_SMALL=1` (the check script's compute-sanitizer runs).
+pub fn sized<T>(device: T, small: T) -> T {
+    if emu_mode() || std::env::var("EDGEREC_CHECK_SMALL").is_ok_and(|v| v == "1") { small } else { device }
+}
+
 /// The backend for `model` with poisoned buffers, or `None` (after a SKIP line).
 pub fn device_or_skip(model: Model, test: &str) -> Option<CudaBackend> {
-    match CudaBackend::new(Arc::new(model)) {
+    let opened = if emu_mode() { CudaBackend::emulated(Arc::new(model)) } else { CudaBackend::new(Arc::new(model)) };
+    match opened {
         Ok(b) => {
             b.set_poison_outputs(true);
             Some(b)
@@ -41,6 +57,9 @@ pub fn device_or_skip(model: Model, test: &str) -> Option<CudaBackend> {
 
 /// Whether a device loads at all (cheap model), printing a SKIP line if not.
 fn have_device(test: &str) -> bool {
+    if emu_mode() {
+        return true;
+    }
     if let Some(reason) = CudaBackend::missing_libraries() {
         eprintln!("SKIP {test}: {reason}");
         return false;
@@ -73,7 +92,8 @@ pub fn history(rng: &mut ChaCha8Rng, len: usize, items: usize) -> (Vec<Event>, i
     (events, ts + rng.random_range(0..100_000))
 }
 
-fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
+/// Asserts `gpu` within EMBED_TOL of `cpu`; returns the largest difference.
+fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) -> f32 {
     assert_eq!(gpu.len(), cpu.len(), "{what}: length");
     let worst = gpu
         .iter()
@@ -81,6 +101,7 @@ fn assert_close(gpu: &[f32], cpu: &[f32], what: &str) {
         .map(|(g, c)| (g - c).abs())
         .fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
     assert!(worst <= EMBED_TOL, "{what}: max |gpu - cpu| = {worst} > {EMBED_TOL}");
+    worst
 }
 
 #[test]
@@ -128,11 +149,11 @@ fn encode_matches_cpu_for_every_head_dim_and_length() {
         (33, 1, 1, 7, 3, 40),
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    for (si, &(d, layers, heads, dqk, dv, l)) in shapes.iter().enumerate() {
+    for (si, &(d, layers, heads, dqk, dv, l)) in shapes.iter().enumerate().take(sized(shapes.len(), 2)) {
         let cfg = config(d, layers, heads, dqk, dv, l, 500);
         let model = Model::random(cfg, si as u64).unwrap();
         let Some(gpu) = device_or_skip(model.clone(), "encode") else { return };
-        for batch in [1usize, 3, 37, 300] {
+        for &batch in sized(&[1usize, 3, 37, 300][..], &[1, 3][..]) {
             // Lengths 1..=L+20 (beyond L: the window keeps the last L), tile edges included.
             let hist: Vec<(Vec<Event>, i64)> = (0..batch)
                 .map(|u| {
@@ -147,13 +168,19 @@ fn encode_matches_cpu_for_every_head_dim_and_length() {
                 hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
             let want = encode_batch(&model, &users).unwrap();
             let got = gpu.encode_batch(&users).unwrap();
+            let mut worst = 0.0f32;
             for (u, (g, c)) in got.iter().zip(&want).enumerate() {
-                assert_close(
+                worst = worst.max(assert_close(
                     g,
                     c,
                     &format!("shape {si} {:?} batch {batch} user {u} (n = {})", shapes[si], hist[u].0.len()),
-                );
+                ));
             }
+            println!(
+                "parity encode (embed_rows, ln_gemm_silu, hstu_attention, gated_ln_gemm_resid, l2norm_rows) \
+                 D {d} layers {layers} heads {heads} d_qk {dqk} d_v {dv} L {l}, {batch} users: max |{} - cpu| {worst:.1e}",
+                gpu.name()
+            );
         }
     }
 }
@@ -166,7 +193,8 @@ fn encode_matches_cpu_for_4096_users() {
     let model = Model::random(ModelConfig::ml_1m(3953), 5).unwrap();
     let Some(gpu) = device_or_skip(model.clone(), "encode 4096") else { return };
     let mut rng = ChaCha8Rng::seed_from_u64(12);
-    let hist: Vec<(Vec<Event>, i64)> = (0..4096)
+    let count = sized(4096, 8);
+    let hist: Vec<(Vec<Event>, i64)> = (0..count)
         .map(|_| {
             let n = rng.random_range(1..=200);
             history(&mut rng, n, 3953)
@@ -175,10 +203,14 @@ fn encode_matches_cpu_for_4096_users() {
     let users: Vec<UserHistory<'_>> = hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
     let want = encode_batch(&model, &users).unwrap();
     let got = gpu.encode_batch(&users).unwrap();
-    assert_eq!(got.len(), 4096);
-    for (u, (g, c)) in got.iter().zip(&want).enumerate() {
-        assert_close(g, c, &format!("user {u}"));
-    }
+    assert_eq!(got.len(), count);
+    let worst = got
+        .iter()
+        .zip(&want)
+        .enumerate()
+        .map(|(u, (g, c))| assert_close(g, c, &format!("user {u}")))
+        .fold(0.0, f32::max);
+    println!("parity encode ML-1M, {count} users of 1..200 events: max |{} - cpu| {worst:.1e}", gpu.name());
 }
 
 #[test]
@@ -204,15 +236,15 @@ fn incremental_encode_matches_cpu_full_encode() {
     }
     let mut rng = ChaCha8Rng::seed_from_u64(13);
     for (si, &(d, layers, heads, dqk, dv, l)) in
-        [(50, 2, 1, 50, 50, 200), (40, 3, 2, 25, 50, 60), (20, 2, 4, 5, 5, 30)].iter().enumerate()
+        [(50, 2, 1, 50, 50, 200), (40, 3, 2, 25, 50, 60), (20, 2, 4, 5, 5, 30)].iter().enumerate().skip(sized(0, 1))
     {
         let model = Model::random(config(d, layers, heads, dqk, dv, l, 300), 20 + si as u64).unwrap();
         let Some(gpu) = device_or_skip(model.clone(), "incremental") else { return };
         let n0 = rng.random_range(1..=l / 2);
         let (mut all, mut q) = history(&mut rng, n0, 300);
         let (mut state, first) = gpu.new_state(&all, q).unwrap();
-        assert_close(&first, &encode(&model, &all, q).unwrap(), "new_state");
-        for step in 0..40 {
+        let mut worst = assert_close(&first, &encode(&model, &all, q).unwrap(), "new_state");
+        for step in 0..sized(40, 8) {
             let last = all.last().unwrap().ts;
             let new: Vec<Event> = match step % 6 {
                 // Nothing new: a later query time only changes the newest row's rab.
@@ -230,12 +262,17 @@ fn incremental_encode_matches_cpu_full_encode() {
             q = all.iter().map(|e| e.ts).max().unwrap() + rng.random_range(0..5000);
             let got = gpu.append(&mut state, &new, q).unwrap();
             let want = encode(&model, &all, q).unwrap();
-            assert_close(
+            worst = worst.max(assert_close(
                 &got,
                 &want,
                 &format!("shape {si} step {step} (n = {}, window {})", all.len(), state.events().len()),
-            );
+            ));
         }
+        println!(
+            "parity incremental appends (scatter_kv + the encode kernels) D {d} layers {layers} heads {heads} \
+             d_qk {dqk} d_v {dv} L {l}, through the sliding window: max |{} - cpu| {worst:.1e}",
+            gpu.name()
+        );
         assert!(gpu.append(&mut state, &[], 0).is_err(), "query before the last event");
     }
 }
@@ -253,10 +290,11 @@ fn backend_state_api_matches_cpu_on_the_device() {
     let cpu = edgerec_kernels::CpuBackend::new(Arc::new(model.clone()));
     // 64 users, each appended to 5 times in one batched call per round; the
     // window slides for the longer ones.
-    let mut hist: Vec<(Vec<Event>, i64)> = (0..64).map(|u| history(&mut rng, 1 + (u * 7) % 190, 300)).collect();
+    let mut hist: Vec<(Vec<Event>, i64)> =
+        (0..sized(64, 6)).map(|u| history(&mut rng, 1 + (u * 7) % 190, 300)).collect();
     let mut states: Vec<BackendState> = hist.iter().map(|(e, q)| backend.new_state(e, *q).unwrap().0).collect();
     assert!(states.iter().all(|s| s.device_bytes() == 2 * 200 * 100 * 4));
-    for round in 0..5 {
+    for round in 0..sized(5, 2) {
         let news: Vec<Vec<Event>> = hist
             .iter()
             .map(|(e, q)| {
@@ -328,7 +366,7 @@ fn top_k_matches_cpu_over_every_catalog_size() {
         return;
     }
     let mut rng = ChaCha8Rng::seed_from_u64(14);
-    for items in [3953usize, 131_263, 1_000_000] {
+    for &items in sized(&[3953usize, 131_263, 1_000_000][..], &[3953][..]) {
         let mut model = Model::random(config(50, 1, 1, 50, 50, 200, items), items as u64).unwrap();
         // Exact duplicates of item rows: equal scores, so ties must go to the smaller id.
         for (dst, src) in [(7usize, 3usize), (items - 1, 5)] {
@@ -364,6 +402,10 @@ fn top_k_matches_cpu_over_every_catalog_size() {
                     &format!("V {items} k {k} user {u}"),
                 );
             }
+            println!(
+                "parity top-k (score_chunk_topk, topk_merge) V {items} k {k}, {users} users with exclusions: \
+                 scores within {SCORE_TOL:e}, ids identical outside ties"
+            );
             // User 0 is item 3's own row: items 3 and 7 tie at the top, 3 first.
             if k >= 2 {
                 assert_eq!((got[0][0].item, got[0][1].item), (3, 7), "V {items} k {k}: tie order");

@@ -14,7 +14,7 @@ use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 use crate::backend::BackendError;
 use crate::model::Model;
 
-use super::launch::{Arg, Launcher, RawBuf, Shape, dyn_smem_bytes};
+use super::launch::{Arg, Launcher, Profiler, RawBuf, Shape, dyn_smem_bytes};
 use super::shapes::{self, ROWS_THREADS, SCATTER_THREADS};
 use super::signatures::{KERNELS, Kernel, SOURCES, Source};
 /// Shared memory every CUDA device since sm_20 gives a block without opt-in.
@@ -70,6 +70,7 @@ pub(crate) struct CudaLauncher {
     pub name: String,
     /// Dynamic shared memory a block may take on this device (opt-in limit).
     max_dyn_smem: usize,
+    profiler: Profiler,
 }
 
 impl CudaLauncher {
@@ -162,7 +163,7 @@ impl CudaLauncher {
             }
         }
         let stream = ctx.default_stream();
-        Ok(CudaLauncher { ctx, stream, functions, name, max_dyn_smem })
+        Ok(CudaLauncher { ctx, stream, functions, name, max_dyn_smem, profiler: Profiler::default() })
     }
 }
 
@@ -267,5 +268,13 @@ impl Launcher for CudaLauncher {
 
     fn max_dyn_smem(&self) -> usize {
         self.max_dyn_smem
+    }
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        self.stream.synchronize().map_err(dev_err("synchronize"))
+    }
+
+    fn profiler(&self) -> &Profiler {
+        &self.profiler
     }
 }

@@ -9,10 +9,14 @@
 //! cached (keyed by a hash of everything that goes into it, see
 //! [`cache_dir`]), and loaded with `dlopen`. Call thunks
 //! are generated from the signature table with a `static_assert` that each
-//! matches the kernel's declared type. Device buffers are host memory that
-//! ends on an inaccessible page, so a kernel that overruns one faults.
+//! matches the kernel's declared type. The compile instruments every load
+//! and store of kernel code (`-fsanitize=thread` without its runtime: the
+//! header's hooks), which is how the header checks shared-memory races and
+//! bounds and the padding after each buffer. Device buffers are host memory
+//! that starts 256-byte aligned and ends on an inaccessible page.
 //!
-//! Slow (a fiber switch per thread per barrier or shuffle): for small shapes.
+//! Slow (a fiber switch per thread per barrier or shuffle, a hook call per
+//! memory access): for small shapes.
 
 use std::collections::HashMap;
 use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::backend::BackendError;
 use crate::config::ModelConfig;
 
-use super::launch::{Arg, Launcher, RawBuf, Shape};
+use super::launch::{Arg, Launcher, Profiler, RawBuf, Shape};
 use super::shapes;
 use super::signatures::{Kernel, SOURCES, Source};
 
@@ -32,10 +36,72 @@ use super::signatures::{Kernel, SOURCES, Source};
 const HEADER: &str = include_str!("../../emu/cuda_emu.h");
 /// Dynamic shared memory one emulated block may take (an H100/H200's opt-in limit).
 pub(crate) const EMU_DYN_SMEM_MAX: usize = 227 * 1024;
-/// Compiler flags: no FMA contraction (the CPU engine has none either), no
-/// strict aliasing (the kernels carve typed arrays out of byte shared memory).
-const CXX_FLAGS: &[&str] =
-    &["-std=gnu++20", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-ffp-contract=off", "-w"];
+/// Compile flags: no strict aliasing (the kernels carve typed arrays out of
+/// byte shared memory); `-fsanitize=thread` so that every load and store of
+/// the kernel code calls the header's `__tsan_*` hooks (shared-memory race
+/// detector, bounds; no ThreadSanitizer runtime is linked: see `LINK_FLAGS`);
+/// `-g1` for the line tables that name a racing access's source line;
+/// `-fno-gnu-unique` so that each loaded library keeps its own runtime and
+/// shared variables (GCC would otherwise merge inline functions' statics
+/// across every library of the process, RTLD_LOCAL or not).
+const CXX_FLAGS: &[&str] = &[
+    "-std=gnu++20",
+    "-O2",
+    "-g1",
+    "-fPIC",
+    "-c",
+    "-fno-strict-aliasing",
+    "-fno-gnu-unique",
+    "-fsanitize=thread",
+    "--param",
+    "tsan-instrument-func-entry-exit=0",
+    "-w",
+];
+/// NVRTC's default `--fmad=true` contracts `a*b+c` into one FMA; so does the
+/// emulator where the CPU has FMA instructions (else it cannot, and says so
+/// in [`fp_contract_note`]).
+const FMA_FLAGS: &[&str] = &["-mfma", "-ffp-contract=fast"];
+const NO_FMA_FLAGS: &[&str] = &["-ffp-contract=off"];
+/// Link flags: the hooks bind inside the library (`-Bsymbolic`), nothing is
+/// left undefined (a hook the compiler wants and the header lacks is a build
+/// error, not a load error), and no sanitizer runtime is linked.
+const LINK_FLAGS: &[&str] = &["-shared", "-Wl,-Bsymbolic", "-Wl,--no-undefined"];
+
+/// Whether this CPU can contract `a*b+c` into an FMA as NVRTC does.
+fn cpu_has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The flags of the emulator's compile for this CPU.
+fn cxx_flags() -> Vec<&'static str> {
+    let fp = if cpu_has_fma() { FMA_FLAGS } else { NO_FMA_FLAGS };
+    CXX_FLAGS.iter().chain(fp).copied().collect()
+}
+
+/// How the emulator rounds `a*b+c` on this CPU (for reports).
+pub fn fp_contract_note() -> &'static str {
+    if cpu_has_fma() {
+        "a*b+c contracted to FMA (as NVRTC --fmad=true)"
+    } else {
+        "no FMA on this CPU: a*b+c rounded twice (NVRTC contracts it)"
+    }
+}
+
+/// The block-order seed: `EDGEREC_EMU_SEED`, else a fixed default (runs
+/// reproduce; set the variable to vary the order between runs).
+fn block_order_seed() -> u64 {
+    std::env::var("EDGEREC_EMU_SEED").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0x5eed_b10c)
+}
+
+/// Alignment of every emulated device buffer (cudaMalloc's).
+const BUF_ALIGN: usize = 256;
 
 fn emu_err(message: impl Into<String>) -> BackendError {
     BackendError::Device { backend: "cuda-emu", message: message.into() }
@@ -52,15 +118,22 @@ fn unavailable(reason: impl Into<String>) -> BackendError {
 pub struct EmuOptions {
     /// `(file name, replacement text)` pairs.
     pub source_overrides: Vec<(String, String)>,
+    /// `(kernel name, bytes)`: launch that kernel with this many bytes less
+    /// dynamic shared memory than the host computed (the mutation tests'
+    /// host-side shared-memory size mutants).
+    pub dyn_smem_shrink: Vec<(String, u32)>,
 }
 
-/// Host memory standing in for one device buffer: the data ends exactly
-/// where an inaccessible page begins.
+/// Host memory standing in for one device buffer: the data starts 256-byte
+/// aligned (as cudaMalloc's) and its 256-byte-rounded end is where an
+/// inaccessible page begins; the bytes between the data's end and that page
+/// are checked by the emulator on every kernel access.
 pub(crate) struct HostBuf {
     map: *mut u8,
     map_len: usize,
     data: *mut u8,
     bytes: usize,
+    padded: usize,
 }
 
 // SAFETY: the mapping is owned by this value alone; access is through &/&mut self.
@@ -72,7 +145,8 @@ impl HostBuf {
     fn new(bytes: usize, align: usize) -> Result<Self, BackendError> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
-        let body = bytes.div_ceil(page).max(1) * page;
+        let padded = bytes.div_ceil(BUF_ALIGN) * BUF_ALIGN;
+        let body = padded.div_ceil(page).max(1) * page;
         let map_len = body + page;
         // SAFETY: a fresh anonymous private mapping; checked for failure below.
         let map = unsafe {
@@ -97,12 +171,12 @@ impl HostBuf {
             unsafe { libc::munmap(map.cast(), map_len) };
             return Err(emu_err("cannot protect the guard page of an emulated device buffer"));
         }
-        // Elements are whole multiples of `align`, and the guard page is page
-        // aligned, so the data is aligned and ends flush with the guard.
-        debug_assert!(align.is_power_of_two() && bytes.is_multiple_of(align));
-        // SAFETY: bytes ≤ body, so data stays inside the mapping.
-        let data = unsafe { guard.sub(bytes) };
-        Ok(HostBuf { map, map_len, data, bytes })
+        // The guard page is page aligned, so the data is 256-byte aligned and
+        // its rounded end is flush with the guard.
+        debug_assert!(align.is_power_of_two() && align <= BUF_ALIGN && bytes.is_multiple_of(align));
+        // SAFETY: padded ≤ body, so data stays inside the mapping.
+        let data = unsafe { guard.sub(padded) };
+        Ok(HostBuf { map, map_len, data, bytes, padded })
     }
 }
 
@@ -121,6 +195,9 @@ type LaunchFn = unsafe extern "C" fn(
     dyn_smem: u64,
     args: *mut *mut c_void,
     seq: u64,
+    seed: u64,
+    tails: *const u64,
+    ntails: c_int,
     err: *mut c_char,
     errlen: c_ulong,
 ) -> c_int;
@@ -129,6 +206,8 @@ type LaunchFn = unsafe extern "C" fn(
 struct Module {
     _lib: libloading::Library,
     launch: LaunchFn,
+    /// The library file (its line tables name the source line of a race).
+    path: PathBuf,
 }
 
 /// Libraries loaded by this process, by content hash.
@@ -140,8 +219,13 @@ fn loaded() -> &'static Mutex<HashMap<u64, Arc<Module>>> {
 /// The emulated device: one compiled library per `.cu` file.
 pub(crate) struct EmuLauncher {
     modules: HashMap<Source, Arc<Module>>,
-    /// Launch counter: alternates the thread order of each block between launches.
+    /// Launch counter: varies the block order and alternates the thread order between launches.
     seq: AtomicU64,
+    /// Seed of the block order.
+    seed: u64,
+    /// Bytes taken off kernels' dynamic shared memory (mutation tests).
+    dyn_smem_shrink: Vec<(String, u32)>,
+    profiler: Profiler,
 }
 
 /// FNV-1a, 64 bit: a content hash for the cache (no security role).
@@ -209,14 +293,13 @@ fn translation_unit(source: Source, text: &str) -> String {
             "thread_local __attribute__((aligned(64))) {ty} {name}[EMU_DYN_SMEM_MAX / sizeof({ty})];\n"
         ));
     }
-    tu.push_str("static void emu_poison_dyn(unsigned long long bytes) {\n    (void)bytes;\n");
-    for (_, name) in &dynamic {
-        // NaN bytes over what the launch asked for and a little beyond.
-        tu.push_str(&format!(
-            "    {{ size_t n = bytes + 256 < sizeof({name}) ? bytes + 256 : sizeof({name}); memset((void*){name}, 0xff, n); }}\n"
-        ));
+    // Where the dynamic arrays of the calling thread are (the header bounds
+    // and poisons them per launch).
+    tu.push_str("static int emu_dyn_arrays(uintptr_t* lo, uintptr_t* cap) {\n");
+    for (i, (_, name)) in dynamic.iter().enumerate() {
+        tu.push_str(&format!("    lo[{i}] = (uintptr_t){name}; cap[{i}] = sizeof({name});\n"));
     }
-    tu.push_str("}\n");
+    tu.push_str(&format!("    (void)lo; (void)cap;\n    return {};\n}}\n", dynamic.len()));
     for kernel in source.kernels() {
         let name = kernel.name();
         let types: Vec<String> = kernel.params().iter().map(|(_, ty)| ty.c_type()).collect();
@@ -229,13 +312,14 @@ fn translation_unit(source: Source, text: &str) -> String {
         tu.push_str(&format!("static void emu_thunk_{name}(void** a) {{ {name}({}); }}\n", call.join(", ")));
     }
     tu.push_str(
-        "extern \"C\" __attribute__((visibility(\"default\"))) int emu_launch(const char* name, const unsigned* grid, \
-         unsigned block, unsigned long long dyn, void** args, unsigned long long seq, char* err, unsigned long errlen) {\n",
+        "extern \"C\" EMU_RT __attribute__((visibility(\"default\"))) int emu_launch(const char* name, const unsigned* grid, \
+         unsigned block, unsigned long long dyn, void** args, unsigned long long seq, unsigned long long seed, \
+         const unsigned long long* tails, int ntails, char* err, unsigned long errlen) {\n",
     );
     for kernel in source.kernels() {
         let name = kernel.name();
         tu.push_str(&format!(
-            "    if (strcmp(name, \"{name}\") == 0) return emu::launch(emu_thunk_{name}, emu_poison_dyn, grid, block, dyn, args, seq, err, errlen);\n"
+            "    if (strcmp(name, \"{name}\") == 0) return emu::launch(emu_thunk_{name}, emu_dyn_arrays, grid, block, dyn, args, seq, seed, tails, ntails, err, errlen);\n"
         ));
     }
     tu.push_str(&format!("    snprintf(err, errlen, \"no kernel %s in {file}\", name);\n    return 1;\n}}\n"));
@@ -245,6 +329,8 @@ fn translation_unit(source: Source, text: &str) -> String {
 /// A library being built: the compiler process and where its output goes.
 struct Build {
     child: std::process::Child,
+    /// The object file being compiled (linked into `tmp` once the compiler is done).
+    obj: PathBuf,
     tmp: PathBuf,
     out: PathBuf,
     source: Source,
@@ -261,16 +347,18 @@ fn start_build(dir: &Path, key: u64, source: Source, tu: &str, defines: &[String
     let tu_name = format!("{}.cpp", source.file());
     write(&tu_name, tu)?;
     static BUILDS: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!("{key:016x}.so.{}.{}", std::process::id(), BUILDS.fetch_add(1, Ordering::Relaxed)));
+    let n = BUILDS.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{key:016x}.so.{}.{n}", std::process::id()));
+    let obj = dir.join(format!("{key:016x}.o.{}.{n}", std::process::id()));
     let cxx = compiler();
     let child = Command::new(&cxx)
-        .args(CXX_FLAGS)
+        .args(cxx_flags())
         .args(defines)
         .arg("-I")
         .arg(&work)
         .arg(work.join(&tu_name))
         .arg("-o")
-        .arg(&tmp)
+        .arg(&obj)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -279,7 +367,24 @@ fn start_build(dir: &Path, key: u64, source: Source, tu: &str, defines: &[String
                 "cannot run the C++ compiler {cxx:?} ({e}); install g++ or clang++, or point EDGEREC_EMU_CXX at one"
             ))
         })?;
-    Ok(Build { child, tmp, out: dir.join(format!("{key:016x}.so")), source })
+    Ok(Build { child, obj, tmp, out: dir.join(format!("{key:016x}.so")), source })
+}
+
+/// Links a compiled object into the shared library `out` (no sanitizer runtime).
+fn link(obj: &Path, out: &Path) -> Result<(), String> {
+    let output = Command::new(compiler())
+        .args(LINK_FLAGS)
+        .arg(obj)
+        .arg("-o")
+        .arg(out)
+        .output()
+        .map_err(|e| format!("the C++ compiler failed to run: {e}"))?;
+    let _ = std::fs::remove_file(obj);
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).chars().take(6000).collect())
+    }
 }
 
 fn load(path: &Path) -> Result<Module, BackendError> {
@@ -295,7 +400,51 @@ fn load(path: &Path) -> Result<Module, BackendError> {
     let launch = unsafe { lib.get::<LaunchFn>(b"emu_launch\0") }
         .map(|s| *s)
         .map_err(|e| emu_err(format!("{} has no emu_launch: {e}", path.display())))?;
-    Ok(Module { _lib: lib, launch })
+    Ok(Module { _lib: lib, launch, path: path.to_path_buf() })
+}
+
+/// `message` with every `@0x…` code offset of `library` replaced by the
+/// source line it belongs to (`score_topk.cu:90`), as binutils' `addr2line`
+/// reads the library's line tables; left as is where it cannot.
+fn with_source_lines(message: &str, library: &Path) -> String {
+    let mut offsets = Vec::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("@0x") {
+        let hex: String = rest[at + 3..].chars().take_while(char::is_ascii_hexdigit).collect();
+        offsets.push(hex.clone());
+        rest = &rest[at + 3 + hex.len()..];
+    }
+    if offsets.is_empty() {
+        return message.to_string();
+    }
+    let Ok(out) = Command::new("addr2line")
+        .arg("-e")
+        .arg(library)
+        .args(offsets.iter().map(|h| format!("0x{h}")))
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return message.to_string();
+    };
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let mut text = String::new();
+    let mut rest = message;
+    for (i, hex) in offsets.iter().enumerate() {
+        let at = rest.find("@0x").unwrap_or(rest.len());
+        text.push_str(&rest[..at]);
+        match lines.get(i).filter(|l| !l.starts_with("??")) {
+            // Only the file name and line: the build folder is a cache detail.
+            Some(line) => {
+                let line = line.split(" (").next().unwrap_or(line);
+                text.push_str("line ");
+                text.push_str(line.rsplit('/').next().unwrap_or(line));
+            }
+            None => text.push_str(&format!("@0x{hex}")),
+        }
+        rest = rest.get(at + 3 + hex.len()..).unwrap_or("");
+    }
+    text.push_str(rest);
+    text
 }
 
 impl EmuLauncher {
@@ -323,7 +472,7 @@ impl EmuLauncher {
                 defines.push(format!("-DHSTU_NB={}", config.num_time_buckets));
             }
             let tu = translation_unit(source, text);
-            let key = fnv(&[HEADER, &tu, &defines.join(" "), &cxx, &CXX_FLAGS.join(" ")]);
+            let key = fnv(&[HEADER, &tu, &defines.join(" "), &cxx, &cxx_flags().join(" "), &LINK_FLAGS.join(" ")]);
             if let Some(module) = loaded().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
                 modules.insert(source, module.clone());
                 continue;
@@ -345,8 +494,15 @@ impl EmuLauncher {
             if !output.status.success() {
                 let log = String::from_utf8_lossy(&output.stderr);
                 let log: String = log.chars().take(6000).collect();
+                let _ = std::fs::remove_file(&build.obj);
                 failure.get_or_insert_with(|| {
                     emu_err(format!("{} does not compile as C++ for the emulator:\n{log}", build.source.file()))
+                });
+                continue;
+            }
+            if let Err(log) = link(&build.obj, &build.tmp) {
+                failure.get_or_insert_with(|| {
+                    emu_err(format!("{} does not link for the emulator:\n{log}", build.source.file()))
                 });
                 continue;
             }
@@ -360,7 +516,13 @@ impl EmuLauncher {
         if let Some(e) = failure {
             return Err(e);
         }
-        Ok(EmuLauncher { modules, seq: AtomicU64::new(0) })
+        Ok(EmuLauncher {
+            modules,
+            seq: AtomicU64::new(0),
+            seed: block_order_seed(),
+            dyn_smem_shrink: options.dyn_smem_shrink.clone(),
+            profiler: Profiler::default(),
+        })
     }
 }
 
@@ -423,9 +585,16 @@ impl Launcher for EmuLauncher {
             .get(&kernel.source())
             .ok_or_else(|| emu_err(format!("{} is not loaded", kernel.source().file())))?;
         let mut slots = Vec::with_capacity(args.len());
+        // (end, guard) of every buffer whose data stops short of its guard page.
+        let mut tails: Vec<u64> = Vec::new();
         for arg in args {
             slots.push(match *arg {
-                Arg::Buf { raw: RawBuf::Emu(buf), offset, .. } => buf.data as u64 + offset as u64,
+                Arg::Buf { raw: RawBuf::Emu(buf), offset, .. } => {
+                    if buf.padded > buf.bytes {
+                        tails.extend([buf.data as u64 + buf.bytes as u64, buf.data as u64 + buf.padded as u64]);
+                    }
+                    buf.data as u64 + offset as u64
+                }
                 Arg::Buf { .. } => return Err(emu_err("a CUDA buffer passed to the emulator")),
                 Arg::I32(v) => u64::from(v as u32),
                 Arg::I64(v) => v as u64,
@@ -433,6 +602,8 @@ impl Launcher for EmuLauncher {
                 Arg::F32(v) => u64::from(v.to_bits()),
             });
         }
+        let shrink = self.dyn_smem_shrink.iter().find(|(name, _)| name == kernel.name()).map_or(0, |(_, b)| *b);
+        let dyn_smem = shape.dyn_smem.saturating_sub(shrink);
         // Little-endian: a 4-byte parameter reads the low half of its slot.
         let mut ptrs: Vec<*mut c_void> = slots.iter_mut().map(|s| (s as *mut u64).cast::<c_void>()).collect();
         let name = CString::new(kernel.name()).map_err(|_| emu_err("kernel name with a NUL"))?;
@@ -441,26 +612,31 @@ impl Launcher for EmuLauncher {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         // SAFETY: args hold one pointer per parameter of the checked signature,
         // each to an 8-byte slot holding the value (buffer pointers point into
-        // live HostBufs borrowed by `args` for this call).
+        // live HostBufs borrowed by `args` for this call); `tails` holds
+        // `tails.len() / 2` pairs and outlives the call.
         let rc = unsafe {
             (module.launch)(
                 name.as_ptr(),
                 grid.as_ptr(),
                 shape.block,
-                u64::from(shape.dyn_smem),
+                u64::from(dyn_smem),
                 ptrs.as_mut_ptr(),
                 seq,
+                self.seed,
+                tails.as_ptr(),
+                (tails.len() / 2) as c_int,
                 err.as_mut_ptr().cast(),
                 err.len() as c_ulong,
             )
         };
         if rc != 0 {
             let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+            let message = String::from_utf8_lossy(&err[..end]);
             return Err(emu_err(format!(
                 "{} ({}): {}",
                 kernel.name(),
                 kernel.source().file(),
-                String::from_utf8_lossy(&err[..end])
+                with_source_lines(&message, &module.path)
             )));
         }
         Ok(())
@@ -472,5 +648,29 @@ impl Launcher for EmuLauncher {
 
     fn max_dyn_smem(&self) -> usize {
         EMU_DYN_SMEM_MAX
+    }
+
+    fn synchronize(&self) -> Result<(), BackendError> {
+        // Launches and copies run to completion on the calling thread.
+        Ok(())
+    }
+
+    fn profiler(&self) -> &Profiler {
+        &self.profiler
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_256_byte_aligned_and_end_on_their_guard_page() {
+        for bytes in [4usize, 1000, 4000, 4096, 4100, 70_000] {
+            let b = HostBuf::new(bytes, 4).unwrap();
+            assert_eq!(b.data as usize % BUF_ALIGN, 0, "{bytes} bytes");
+            assert_eq!((b.data as usize + b.padded) % 4096, 0, "{bytes} bytes: the guard page follows the padding");
+            assert!(b.padded >= bytes && b.padded - bytes < BUF_ALIGN);
+        }
     }
 }

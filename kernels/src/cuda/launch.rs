@@ -153,6 +153,53 @@ pub(crate) trait Launcher: Send + Sync {
     fn exact_buffers(&self) -> bool;
     /// The most dynamic shared memory one block may take.
     fn max_dyn_smem(&self) -> usize;
+    /// Waits until every queued launch and copy has finished.
+    fn synchronize(&self) -> Result<(), BackendError>;
+    /// The per-kernel time accounting of this launcher.
+    fn profiler(&self) -> &Profiler;
+}
+
+/// Time spent in one kernel while profiling was on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KernelTime {
+    /// The kernel's name in its `.cu` file.
+    pub kernel: &'static str,
+    /// Launches timed.
+    pub launches: u64,
+    /// Seconds from launch to completion, summed (each launch synchronised).
+    pub seconds: f64,
+}
+
+/// Per-kernel wall time: when on, every launch is followed by a
+/// synchronisation and its time is added to its kernel's total (slower than
+/// queued launches: for the check script's per-kernel table, never serving).
+#[derive(Default)]
+pub struct Profiler {
+    on: std::sync::atomic::AtomicBool,
+    times: std::sync::Mutex<Vec<KernelTime>>,
+}
+
+impl Profiler {
+    /// Starts or stops the accounting.
+    pub(crate) fn set(&self, on: bool) {
+        self.on.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The totals so far, cleared.
+    pub(crate) fn take(&self) -> Vec<KernelTime> {
+        std::mem::take(&mut *self.times.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn add(&self, kernel: Kernel, seconds: f64) {
+        let mut times = self.times.lock().unwrap_or_else(|e| e.into_inner());
+        match times.iter_mut().find(|t| t.kernel == kernel.name()) {
+            Some(t) => {
+                t.launches += 1;
+                t.seconds += seconds;
+            }
+            None => times.push(KernelTime { kernel: kernel.name(), launches: 1, seconds }),
+        }
+    }
 }
 
 /// A zero-filled buffer of `len` elements.
@@ -226,7 +273,16 @@ pub(crate) fn copy<T: DeviceType>(
 /// Checks `args` and `shape` against `kernel`'s signature table, then launches.
 pub(crate) fn launch(l: &dyn Launcher, kernel: Kernel, shape: &Shape, args: &[Arg<'_>]) -> Result<(), BackendError> {
     check_launch(kernel, shape, args, l.max_dyn_smem())?;
-    l.launch_raw(kernel, shape, args)
+    let profiler = l.profiler();
+    if !profiler.on.load(std::sync::atomic::Ordering::Relaxed) {
+        return l.launch_raw(kernel, shape, args);
+    }
+    l.synchronize()?;
+    let start = std::time::Instant::now();
+    l.launch_raw(kernel, shape, args)?;
+    l.synchronize()?;
+    profiler.add(kernel, start.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Why `args`/`shape` do not fit `kernel`, if they do not.

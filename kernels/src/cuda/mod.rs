@@ -19,6 +19,7 @@
 //! `.cu` files compiled as C++ — so every test run executes the kernels.
 
 mod buckets;
+pub mod cost;
 mod device;
 mod emu;
 mod encode;
@@ -47,7 +48,8 @@ use encode::{Job, KvStore, MAX_ROWS_PER_LAUNCH};
 use launch::Launcher;
 use workspace::{DeviceWeights, Workspace};
 
-pub use emu::EmuOptions;
+pub use emu::{EmuOptions, fp_contract_note};
+pub use launch::KernelTime;
 pub use roofline::Roofs;
 pub use state::CudaEncoderState;
 
@@ -174,6 +176,23 @@ impl CudaBackend {
     /// element that no kernel writes shows up in the results (a test aid).
     pub fn set_poison_outputs(&self, on: bool) {
         self.poison.store(on, Ordering::Relaxed);
+    }
+
+    /// When on, every kernel launch is synchronised and timed, per kernel
+    /// (see [`CudaBackend::take_kernel_times`]); slower, for the check script.
+    pub fn set_profiling(&self, on: bool) {
+        self.launcher().profiler().set(on);
+    }
+
+    /// Per-kernel launch counts and seconds since profiling was turned on
+    /// (or since the last call), then cleared.
+    pub fn take_kernel_times(&self) -> Vec<KernelTime> {
+        self.launcher().profiler().take()
+    }
+
+    /// Launch shape constants the cost model needs: items per scoring chunk.
+    pub fn top_k_chunk() -> usize {
+        shapes::TOPK_CHUNK as usize
     }
 
     fn poison_outputs(&self) -> bool {

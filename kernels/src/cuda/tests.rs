@@ -134,15 +134,15 @@ fn top_k_merge_orders_nan_signed_zero_and_ties_as_the_cpu_does() {
 }
 
 /// Run in a child process by `an_overrun_of_a_buffer_faults`: writes one
-/// element past the end of a buffer on the emulated device.
+/// element past the end of a buffer that fills its last page exactly.
 #[test]
 #[ignore = "child of an_overrun_of_a_buffer_faults: it dies of SIGSEGV by design"]
 fn overrun_child() {
     let b = emu(8, 10);
     let l = b.launcher();
-    let buf = alloc::<u32>(l, 1000).unwrap();
+    let buf = alloc::<u32>(l, 1024).unwrap();
     // Signature and shape are fine; only the length lies.
-    let _ = launch(l, Kernel::FillU32, &Shape::cover(1001, ROWS_THREADS), &[buf.arg(), Arg::I64(1001), Arg::U32(7)]);
+    let _ = launch(l, Kernel::FillU32, &Shape::cover(1025, ROWS_THREADS), &[buf.arg(), Arg::I64(1025), Arg::U32(7)]);
     eprintln!("overrun_child: the write past the end did not fault");
 }
 
@@ -152,9 +152,9 @@ fn an_overrun_of_a_buffer_faults() {
     // In range: no fault, every element written.
     let b = emu(8, 10);
     let l = b.launcher();
-    let buf = alloc::<u32>(l, 1000).unwrap();
-    launch(l, Kernel::FillU32, &Shape::cover(1000, ROWS_THREADS), &[buf.arg(), Arg::I64(1000), Arg::U32(7)]).unwrap();
-    assert!(download(l, &buf, 0, 1000).unwrap().iter().all(|&v| v == 7));
+    let buf = alloc::<u32>(l, 1024).unwrap();
+    launch(l, Kernel::FillU32, &Shape::cover(1024, ROWS_THREADS), &[buf.arg(), Arg::I64(1024), Arg::U32(7)]).unwrap();
+    assert!(download(l, &buf, 0, 1024).unwrap().iter().all(|&v| v == 7));
     // One past the end: the guard page faults.
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
@@ -166,9 +166,82 @@ fn an_overrun_of_a_buffer_faults() {
 }
 
 #[test]
+fn an_overrun_into_a_buffers_alignment_padding_fails_the_launch() {
+    // 1000 elements: the 256-byte-aligned buffer ends 96 bytes before its
+    // guard page; the emulator checks those bytes on every access.
+    let b = emu(8, 10);
+    let l = b.launcher();
+    let buf = alloc::<u32>(l, 1000).unwrap();
+    launch(l, Kernel::FillU32, &Shape::cover(1000, ROWS_THREADS), &[buf.arg(), Arg::I64(1000), Arg::U32(7)]).unwrap();
+    for n in [1001i64, 1024] {
+        let err =
+            launch(l, Kernel::FillU32, &Shape::cover(n as usize, ROWS_THREADS), &[buf.arg(), Arg::I64(n), Arg::U32(7)])
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("past the end of buffer argument 0") && err.contains("fill_u32"), "{err}");
+        assert!(n != 1001 || err.contains("4 bytes past"), "{err}");
+        assert!(err.contains("line hstu_rows.cu:"), "the message names the source line: {err}");
+    }
+}
+
+#[test]
 fn states_and_backends_can_live_in_a_shared_cache() {
     fn shared<T: Send + Sync>() {}
     shared::<crate::backend::BackendState>();
     shared::<CudaBackend>();
     shared::<Box<dyn crate::backend::Backend>>();
+}
+
+#[test]
+fn profiling_times_every_launch_per_kernel() {
+    use crate::UserHistory;
+    use crate::history::Event;
+    let b = emu(8, 10);
+    let events: Vec<Event> = (0..5).map(|i| Event { item: 1 + i % 10, ts: 100 + i as i64 }).collect();
+    let users = [UserHistory { events: &events, query_time: 200 }];
+    b.set_profiling(true);
+    crate::Backend::encode_batch(&b, &users).unwrap();
+    let times = b.take_kernel_times();
+    let layers = b.model.config.num_layers as u64;
+    for (kernel, launches) in
+        [("embed_rows", 1), ("ln_gemm_silu", layers), ("hstu_attention", layers), ("l2norm_rows", 1)]
+    {
+        let t = times.iter().find(|t| t.kernel == kernel).unwrap_or_else(|| panic!("{kernel} not timed: {times:?}"));
+        assert_eq!(t.launches, launches, "{kernel}");
+        assert!(t.seconds > 0.0);
+    }
+    assert!(b.take_kernel_times().is_empty(), "taking the times clears them");
+    b.set_profiling(false);
+    crate::Backend::encode_batch(&b, &users).unwrap();
+    assert!(b.take_kernel_times().is_empty(), "nothing is timed with profiling off");
+}
+
+#[test]
+fn blocks_run_in_a_varied_order() {
+    // A copy of fill_u32 that traps in block 5 of 16: the error says where in
+    // the run order block 5 came; over a few launches that position varies.
+    let text = super::signatures::Source::Rows.text().replace(
+        "extern \"C\" __global__ void fill_u32(unsigned int* __restrict__ dst, long long n, unsigned int value) {",
+        "extern \"C\" __global__ void fill_u32(unsigned int* __restrict__ dst, long long n, unsigned int value) {\n    if (blockIdx.x == 5) __trap();",
+    );
+    assert!(text.contains("blockIdx.x == 5"), "the seeded edit applies");
+    let mut c = ModelConfig::research(10, 8, 1, 1, 8, 8);
+    c.d_v = 8;
+    let model = Model::random(c, 1).unwrap();
+    let options = super::EmuOptions { source_overrides: vec![("hstu_rows.cu".into(), text)], ..Default::default() };
+    let b = CudaBackend::emulated_with(Arc::new(model), &options).unwrap();
+    let l = b.launcher();
+    let buf = alloc::<u32>(l, 16 * 32).unwrap();
+    let mut positions = Vec::new();
+    for _ in 0..6 {
+        let err = launch(l, Kernel::FillU32, &Shape::new((16, 1, 1), 32), &[buf.arg(), Arg::I64(16 * 32), Arg::U32(1)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("block (5, 0, 0)") && err.contains("__trap()"), "{err}");
+        let pos = err.split("the ").nth(1).and_then(|r| r.split("-th run").next()).unwrap().to_string();
+        positions.push(pos);
+    }
+    positions.sort();
+    positions.dedup();
+    assert!(positions.len() > 1, "block 5 ran at the same position in every launch: {positions:?}");
 }

@@ -1,11 +1,14 @@
 //! `edgerec bench kernels` (the measurement is `edgerec_bench::kernels`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::bail;
 use clap::Args;
 use edgerec_bench::kernels::{Row, bench_shape, sgemm_gflops};
 use edgerec_kernels::{Model, ModelConfig};
+
+use crate::engine_args::BackendArg;
 
 /// Arguments of `edgerec bench kernels`.
 #[derive(Args)]
@@ -16,6 +19,12 @@ pub struct BenchArgs {
     /// Users in the throughput batch.
     #[arg(long, default_value_t = 64)]
     users: usize,
+    /// cpu: the CPU engine's figures against the sgemm roof; cuda or
+    /// cuda-emu: the CUDA kernels' parity with the CPU engine, each kernel's
+    /// measured time and the cost model's bytes, FLOPs and predicted H100
+    /// time (kernels/src/cuda/cost.rs).
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendArg,
 }
 
 /// `edgerec bench kernels`: prints the table of figures and their ratio to
@@ -23,6 +32,18 @@ pub struct BenchArgs {
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if !(args.seconds_per_figure > 0.0 && args.seconds_per_figure.is_finite()) || args.users == 0 {
         bail!("--seconds-per-figure must be a positive number and --users at least 1");
+    }
+    if let BackendArg::Cuda | BackendArg::CudaEmu = args.backend {
+        let model = Arc::new(Model::random(ModelConfig::ml_1m(3953), 1)?);
+        let backend = match args.backend {
+            BackendArg::CudaEmu => edgerec_kernels::cuda::CudaBackend::emulated(model)?,
+            _ => edgerec_kernels::cuda::CudaBackend::new(model)?,
+        };
+        print!("{}", edgerec_kernels::cuda::cost::report(&backend)?);
+        return Ok(());
+    }
+    if let BackendArg::Auto = args.backend {
+        bail!("--backend auto is not a benchmark target: name cpu, cuda or cuda-emu");
     }
     let budget = Duration::from_secs_f64(args.seconds_per_figure);
     let roof = sgemm_gflops(512, 512, 512, budget);
