@@ -79,3 +79,19 @@ pub fn time_bucket_of_gap(config: &ModelConfig, gap: f32) -> usize {
     // ln(gap) ≥ 0, so only the upper clamp can bind; the cast truncates like the reference.
     (bucket as usize).min(config.num_time_buckets)
 }
+
+/// `len` events of random items of `1..=num_items`, one every hour or so, and
+/// a query time a minute after the last: the seeded synthetic history that
+/// benchmarks and the CUDA cost report feed the engine.
+pub fn random_history(num_items: usize, len: usize, seed: u64) -> (Vec<Event>, i64) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut ts = 1_600_000_000i64;
+    let events = (0..len)
+        .map(|_| {
+            ts += rng.random_range(0..7200);
+            Event { item: rng.random_range(1..=num_items as u32), ts }
+        })
+        .collect();
+    (events, ts + 60)
+}

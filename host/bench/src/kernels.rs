@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+pub use edgerec_kernels::history::random_history;
 use edgerec_kernels::{
     EncoderState, Event, Model, ModelConfig, ModelError, QuantizedTable, RowMask, UserHistory, Weights, encode,
     encode_batch, top_k,
@@ -102,19 +103,6 @@ pub struct Row {
     pub gflops: f64,
     /// Threads used.
     pub threads: usize,
-}
-
-/// `len` events of distinct-ish random items, one every ~hour, and a query time.
-pub fn random_history(num_items: usize, len: usize, seed: u64) -> (Vec<Event>, i64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut ts = 1_600_000_000i64;
-    let events = (0..len)
-        .map(|_| {
-            ts += rng.random_range(0..7200);
-            Event { item: rng.random_range(1..=num_items as u32), ts }
-        })
-        .collect();
-    (events, ts + 60)
 }
 
 /// A model of `config` whose item table is filled by a cheap hash instead of

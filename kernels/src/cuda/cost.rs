@@ -14,10 +14,10 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendError};
-use crate::bench::random_history;
 use crate::config::ModelConfig;
 use crate::encode::encode_batch;
 use crate::history::UserHistory;
+use crate::history::random_history;
 use crate::model::Model;
 use crate::score::top_k;
 
