@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use edgerec_e2e::{OPERATOR, Options, Scratch, Server, code, create_tenant, write_model};
+use edgerec_test_programs::binaries::{many_functions, nested_components};
 use serde_json::{Value, json};
 
 /// The server's default `max_item_bytes` and `max_page_bytes`.
@@ -207,62 +208,6 @@ fn a_large_attribute_tenant_hammered_beside_a_normal_one_leaves_it_answering() {
         beside_p99 / solo_p99,
         peak >> 20
     );
-}
-
-fn leb(mut n: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn section(out: &mut Vec<u8>, id: u8, content: &[u8]) {
-    out.push(id);
-    out.extend(leb(content.len() as u64));
-    out.extend_from_slice(content);
-}
-
-const COMPONENT_HEADER: &[u8; 8] = b"\0asm\x0d\0\x01\0";
-
-/// A component nesting `depth` empty components, one inside the next.
-fn nested_components(depth: usize) -> Vec<u8> {
-    let mut sizes = vec![COMPONENT_HEADER.len()];
-    for k in 1..=depth {
-        let inner = sizes[k - 1];
-        sizes.push(COMPONENT_HEADER.len() + 1 + leb(inner as u64).len() + inner);
-    }
-    let mut out = Vec::with_capacity(sizes[depth]);
-    for k in (1..=depth).rev() {
-        out.extend_from_slice(COMPONENT_HEADER);
-        out.push(4); // a component section
-        out.extend(leb(sizes[k - 1] as u64));
-    }
-    out.extend_from_slice(COMPONENT_HEADER);
-    assert_eq!(out.len(), sizes[depth]);
-    out
-}
-
-/// A component around one core module of `n` empty functions.
-fn many_functions(n: u32) -> Vec<u8> {
-    let mut module = b"\0asm\x01\0\0\0".to_vec();
-    section(&mut module, 1, &[1, 0x60, 0, 0]); // one type: () -> ()
-    let mut functions = leb(n.into());
-    functions.extend(std::iter::repeat_n(0u8, n as usize));
-    section(&mut module, 3, &functions);
-    let mut code = leb(n.into());
-    for _ in 0..n {
-        code.extend([2, 0, 0x0b]); // 2 bytes: no locals, end
-    }
-    section(&mut module, 10, &code);
-    let mut component = COMPONENT_HEADER.to_vec();
-    section(&mut component, 1, &module);
-    component
 }
 
 /// A tar whose one entry's header declares `size` bytes (1 KiB follows).
