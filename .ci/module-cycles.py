@@ -179,14 +179,15 @@ def main(dirs):
             print(f"module-cycles: {src} is not a directory (give each crate's src/ folder)", file=sys.stderr)
             return 2
         modules, edges = dependencies(src)
-        for component in strongly_connected(modules, edges):
-            failed = True
+        circles = strongly_connected(modules, edges)
+        failed = failed or bool(circles)
+        for component in circles:
             circle = one_circle(component, edges)
             print(f"{src}: import circle among {len(component)} modules: {', '.join(component)}")
             print(f"  e.g. {' -> '.join(circle)}")
             for a, b in zip(circle, circle[1:]):
                 print(f"    {a} -> {b}: {', '.join(edges[a][b][:3])}")
-        if not failed:
+        if not circles:
             print(f"{src}: no import circle among {len(modules)} modules")
     if failed:
         print("module-cycles: move the shared helper to a leaf module, or invert the dependency, so layers point one way")

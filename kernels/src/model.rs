@@ -212,7 +212,7 @@ impl Model {
             }
         }
         let d = config.d_model;
-        let item_norms = weights.item_emb.chunks_exact(d).map(crate::score::item_norm).collect();
+        let item_norms = weights.item_emb.chunks_exact(d).map(item_norm).collect();
         Ok(Model { config, weights, item_norms })
     }
 
@@ -275,4 +275,11 @@ impl Model {
         let d = self.config.d_model;
         &self.weights.item_emb[item as usize * d..(item as usize + 1) * d]
     }
+}
+
+/// ‖row‖₂ in f32 as scoring divides by it (sum of squares in row order, then
+/// the square root): the model's `item_norms` and the quantised retrieval
+/// table both call this, so their scores agree to the bit.
+pub(crate) fn item_norm(row: &[f32]) -> f32 {
+    row.iter().map(|x| x * x).sum::<f32>().sqrt()
 }

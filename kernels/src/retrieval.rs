@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use rayon::prelude::*;
 
 use crate::model::Model;
-use crate::score::{Scored, better, cosine, item_norm};
+use crate::model::item_norm;
+use crate::score::{Scored, better, cosine};
 use bound::{QueryCodes, RowBound, TableBound, quantize_query, quantize_row};
 use scan::{BLOCK_ROWS, Line, ScanPath, ZERO_LINE, block_masks, scan_path};
 use select::Selection;

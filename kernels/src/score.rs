@@ -72,17 +72,11 @@ fn score_chunk_body(user: &[f32], rows: &[f32], norms: &[f32], out: &mut [f32]) 
 }
 
 /// The f32 cosine every exact path computes: `dot(user, row) / max(norm, 1e-6)`
-/// with `norm` from [`item_norm`]. One function, so that the quantised
+/// with `norm` from [`item_norm`](crate::model::item_norm). One function, so that the quantised
 /// retrieval's re-rank (`crate::retrieval`) gives bit-identical scores.
 #[inline(always)]
 pub(crate) fn cosine(user: &[f32], row: &[f32], norm: f32) -> f32 {
     dot(user, row) / norm.max(NORM_FLOOR)
-}
-
-/// ‖row‖₂ in f32 as scoring uses it (sum of squares in row order, then the
-/// square root): the model's `item_norms` and the quantised table both call this.
-pub(crate) fn item_norm(row: &[f32]) -> f32 {
-    row.iter().map(|x| x * x).sum::<f32>().sqrt()
 }
 
 /// Cosine top-k over items 1..=V, best first, ties by smaller id, `exclude`

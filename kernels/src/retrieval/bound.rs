@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn row_codes_reconstruct_within_their_stated_error() {
         let x: Vec<f32> = (0..37).map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.1).collect();
-        let norm = crate::score::item_norm(&x);
+        let norm = crate::model::item_norm(&x);
         let mut codes = vec![0i8; x.len()];
         let rc = quantize_row(&x, norm, &mut codes);
         let b = rc.bound.expect("a finite row is bounded");
