@@ -29,15 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, config) in shapes {
         let model = Model::random(config, 1)?;
         for row in bench_encoder(name, &model, users, budget) {
-            println!(
-                "| {} | {} | {} | {:.2} | {} | {:.2} |",
-                row.shape,
-                row.what,
-                row.value,
-                row.gflops,
-                row.threads,
-                row.gflops / (roof * row.threads as f64)
-            );
+            println!("{}", row.table_line(roof));
         }
     }
     Ok(())

@@ -105,6 +105,22 @@ pub struct Row {
     pub threads: usize,
 }
 
+impl Row {
+    /// The row as a line of the `| shape | figure | value | GFLOP/s | threads
+    /// | ratio to roof |` table, the ratio against `roof` GFLOP/s per thread.
+    pub fn table_line(&self, roof: f64) -> String {
+        format!(
+            "| {} | {} | {} | {:.2} | {} | {:.2} |",
+            self.shape,
+            self.what,
+            self.value,
+            self.gflops,
+            self.threads,
+            self.gflops / (roof * self.threads as f64)
+        )
+    }
+}
+
 /// A model of `config` whose item table is filled by a cheap hash instead of
 /// the seeded generator: for catalogs of a million items, where drawing every
 /// weight would dominate the benchmark's run time.

@@ -58,15 +58,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         let model = Model::random(config, 1)?;
         let rows: Vec<Row> = bench_shape(name, &model, args.users, budget)?;
         for row in rows {
-            println!(
-                "| {} | {} | {} | {:.2} | {} | {:.2} |",
-                row.shape,
-                row.what,
-                row.value,
-                row.gflops,
-                row.threads,
-                row.gflops / (roof * row.threads as f64)
-            );
+            println!("{}", row.table_line(roof));
         }
     }
     Ok(())
