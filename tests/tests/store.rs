@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use edgerec_e2e::redis::RedisServer;
 use edgerec_server::event::Event;
@@ -246,7 +247,6 @@ fn a_refused_model_version_leaves_no_bytes_behind(open: &Open) {
 /// configured, never when turned off.
 #[test]
 fn redis_user_keys_expire_after_the_last_event() {
-    use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();
     let redis = RedisServer::start(dir.path());
     let ttl_of = |user: &str, what: &str| -> i64 {
@@ -271,6 +271,34 @@ fn redis_user_keys_expire_after_the_last_event() {
     assert!(short.recent_events("a", "u3", 10).unwrap().is_empty(), "u3's events outlived their TTL");
     // Expired with its events, the id is free again: the user starts afresh.
     assert_eq!(short.append_events("a", &[with_id("u3")], None, KEEP).unwrap().accepted, 1);
+}
+
+/// An event batch's answer is kept for retries only `BATCH_KEY_TTL` (7 days)
+/// on both stores: the same key used after that is a new batch, and the
+/// embedded store forgets expired keys as Redis does.
+#[test]
+fn batch_keys_expire_on_both_stores() {
+    assert_eq!(edgerec_server::store::BATCH_KEY_TTL.as_secs(), 7 * 24 * 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&dir.path().join("redis"));
+    let second = Duration::from_secs(1);
+    let stores: [Arc<dyn Store>; 2] = [
+        Arc::new(RedbStore::open(dir.path()).unwrap().with_batch_key_ttl(second)),
+        Arc::new(RedisStore::connect(&redis.url()).unwrap().with_batch_key_ttl(second)),
+    ];
+    for store in stores {
+        let batch = [new("u1", event("x", 1))];
+        assert!(!store.append_events("a", &batch, Some("k1"), KEEP).unwrap().replayed);
+        assert!(store.append_events("a", &batch, Some("k1"), KEEP).unwrap().replayed, "a retry within the TTL");
+        std::thread::sleep(Duration::from_millis(2100));
+        // Another user: on Redis the events of a keyed batch also carry ids
+        // derived from the key, which live as long as the user's other ids.
+        let later = [new("u2", event("y", 2))];
+        let again = store.append_events("a", &later, Some("k1"), KEEP).unwrap();
+        assert_eq!(again, AppendOutcome { accepted: 1, duplicates: 0, replayed: false }, "{}", store.kind());
+        assert!(store.append_events("a", &later, Some("k1"), KEEP).unwrap().replayed, "the new answer is kept");
+        assert_eq!(store.recent_events("a", "u2", 10).unwrap().len(), 1);
+    }
 }
 
 /// Every key a tenant's data is written under carries that tenant's hash tag

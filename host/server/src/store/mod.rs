@@ -267,8 +267,8 @@ pub trait Store: Send + Sync {
     fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError>;
 
     /// Appends a batch of events durably, exactly once: a batch whose
-    /// `batch_key` was stored before writes nothing and returns the first
-    /// answer (`replayed`), and an event whose `event_id` the same user's
+    /// `batch_key` was stored before (within [`BATCH_KEY_TTL`]) writes nothing
+    /// and returns the first answer (`replayed`), and an event whose `event_id` the same user's
     /// events were stored under before is skipped (counted in `duplicates`;
     /// ids are per user: two users' `e-1` are two events). Each user keeps
     /// their newest `keep` events (what the model can use) and the ids of
@@ -383,6 +383,10 @@ pub fn open(
         "store {spec:?} is not understood: give nothing (the embedded store in data_dir), redis://HOST:PORT, or redis+cluster://HOST1:PORT1,HOST2:PORT2,…"
     )
 }
+
+/// How long an event batch's answer is kept for retries with its
+/// `Idempotency-Key`, on both stores; a key used again after that is a new batch.
+pub const BATCH_KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Per user, the newest `event_id`s kept for de-duplication: 4096, or four
 /// times the kept events when that is more (a retry arrives long after its

@@ -10,12 +10,13 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::Path;
+use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use super::{
-    AppendOutcome, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError,
-    TenantRecord, event_id_window, now_unix, timed,
+    AppendOutcome, BATCH_KEY_TTL, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec,
+    Store, StoreError, TenantRecord, event_id_window, now_unix, timed,
 };
 use crate::event::Event;
 
@@ -33,8 +34,15 @@ const BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("blobs");
 const PIPELINES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("pipelines");
 /// Activation log per tenant: JSON list of pipeline versions, the last active.
 const ACTIVATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("activations");
-/// Event batches already stored: (tenant, Idempotency-Key) → JSON [`AppendOutcome`].
+/// Event batches already stored: (tenant, Idempotency-Key) → JSON
+/// [`StoredBatch`] (an [`AppendOutcome`] with the time it was stored).
 const BATCH_KEYS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("batch_keys");
+/// The same keys by the time they were stored, (unix seconds, tenant,
+/// Idempotency-Key) → (), so that the expired ones are found without a scan.
+const BATCH_KEY_ORDER: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("batch_key_order");
+/// Expired batch keys deleted per append: the backlog shrinks faster than
+/// appends add to it, and no append pays for a long one at once.
+const BATCH_KEYS_PRUNED_PER_APPEND: usize = 64;
 /// The tenant-wide event ids of stores written before ids were per user:
 /// rebuilt per user from [`EVENTS`] at open, then dropped.
 const LEGACY_EVENT_IDS: &str = "event_ids";
@@ -58,6 +66,19 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// The embedded store: one redb file (cheap to share behind an `Arc`).
 pub struct RedbStore {
     db: Database,
+    /// How long an event batch's answer is kept for retries with its key.
+    batch_key_ttl: Duration,
+}
+
+/// An event batch's answer as kept under its Idempotency-Key.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredBatch {
+    #[serde(flatten)]
+    outcome: AppendOutcome,
+    /// When it was stored (unix seconds); absent in stores written before
+    /// batch keys expired (those are indexed at open as stored then).
+    #[serde(default)]
+    stored_at: Option<u64>,
 }
 
 impl RedbStore {
@@ -80,9 +101,52 @@ impl RedbStore {
         if !per_user {
             index_events_per_user(&txn)?;
         }
+        let batch_keys_expire = txn.list_tables()?.any(|table| table.name() == BATCH_KEY_ORDER.name());
+        if !batch_keys_expire {
+            index_batch_keys(&txn)?;
+        }
         txn.commit()?;
-        Ok(RedbStore { db })
+        Ok(RedbStore { db, batch_key_ttl: BATCH_KEY_TTL })
     }
+
+    /// Keeps event batches' answers for retries `ttl` long ([`BATCH_KEY_TTL`]
+    /// unless set; at least a second): tests shorten it.
+    pub fn with_batch_key_ttl(mut self, ttl: Duration) -> Self {
+        self.batch_key_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+}
+
+/// Gives every batch key of a store written before keys expired a time
+/// (now: each lives one more [`BATCH_KEY_TTL`]). Runs once.
+fn index_batch_keys(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let keys = txn.open_table(BATCH_KEYS)?;
+    let mut order = txn.open_table(BATCH_KEY_ORDER)?;
+    let now = now_unix().max(0) as u64;
+    for row in keys.iter()? {
+        let (key, _) = row?;
+        let (tenant, batch_key) = key.value();
+        order.insert((now, tenant, batch_key), ())?;
+    }
+    Ok(())
+}
+
+/// Deletes up to [`BATCH_KEYS_PRUNED_PER_APPEND`] batch keys stored before `expired_before`.
+fn prune_batch_keys(
+    keys: &mut redb::Table<(&str, &str), &[u8]>,
+    order: &mut redb::Table<(u64, &str, &str), ()>,
+    expired_before: u64,
+) -> Result<(), StoreError> {
+    let expired: Vec<(u64, String, String)> = order
+        .range((0u64, "", "")..(expired_before, "", ""))?
+        .take(BATCH_KEYS_PRUNED_PER_APPEND)
+        .map(|row| row.map(|(k, _)| (k.value().0, k.value().1.to_string(), k.value().2.to_string())))
+        .collect::<Result<_, _>>()?;
+    for (stored_at, tenant, key) in expired {
+        order.remove((stored_at, tenant.as_str(), key.as_str()))?;
+        keys.remove((tenant.as_str(), key.as_str()))?;
+    }
+    Ok(())
 }
 
 /// Builds the per-user id index and counts from the stored events (a store
@@ -223,15 +287,23 @@ impl Store for RedbStore {
         let window = event_id_window(keep as usize) as u64;
         timed("append_events", || {
             let txn = self.db.begin_write()?;
+            let now = now_unix().max(0) as u64;
+            let expired_before = now.saturating_sub(self.batch_key_ttl.as_secs());
             let outcome = {
                 let mut batches = txn.open_table(BATCH_KEYS)?;
+                let mut batch_order = txn.open_table(BATCH_KEY_ORDER)?;
                 if let Some(key) = batch_key
                     && let Some(first) = batches.get((tenant, key))?
                 {
-                    let mut outcome: AppendOutcome = serde_json::from_slice(first.value())?;
-                    outcome.replayed = true;
-                    return Ok(outcome);
+                    let first: StoredBatch = serde_json::from_slice(first.value())?;
+                    // Not pruned yet but expired: a new batch under an old key.
+                    if first.stored_at.is_none_or(|at| at >= expired_before) {
+                        let mut outcome = first.outcome;
+                        outcome.replayed = true;
+                        return Ok(outcome);
+                    }
                 }
+                prune_batch_keys(&mut batches, &mut batch_order, expired_before)?;
                 let mut meta = txn.open_table(META)?;
                 let mut seq: u64 = meta.get("event_seq")?.and_then(|v| v.value().parse().ok()).unwrap_or(0);
                 let mut table = txn.open_table(EVENTS)?;
@@ -288,7 +360,15 @@ impl Store for RedbStore {
                     counts.insert((tenant, user), (kept, kept_ids))?;
                 }
                 if let Some(key) = batch_key {
-                    batches.insert((tenant, key), serde_json::to_vec(&outcome)?.as_slice())?;
+                    let stored = StoredBatch { outcome, stored_at: Some(now) };
+                    if let Some(old) = batches.insert((tenant, key), serde_json::to_vec(&stored)?.as_slice())? {
+                        // The expired answer this key held: its place in the order goes too.
+                        let old: StoredBatch = serde_json::from_slice(old.value())?;
+                        if let Some(at) = old.stored_at {
+                            batch_order.remove((at, tenant, key))?;
+                        }
+                    }
+                    batch_order.insert((now, tenant, key), ())?;
                 }
                 outcome
             };
@@ -668,5 +748,41 @@ impl Store for RedbStore {
         };
         txn.commit()?;
         Ok(Some(active))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::ReadableTableMetadata;
+
+    fn batch_key_rows(store: &RedbStore) -> (u64, u64) {
+        let txn = store.db.begin_read().unwrap();
+        (txn.open_table(BATCH_KEYS).unwrap().len().unwrap(), txn.open_table(BATCH_KEY_ORDER).unwrap().len().unwrap())
+    }
+
+    /// Expired batch keys are deleted by later appends, a bounded number each,
+    /// so an embedded store's batch keys do not grow for ever.
+    #[test]
+    fn expired_batch_keys_are_deleted_by_later_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap().with_batch_key_ttl(Duration::from_secs(1));
+        let event = |user: &str| Event {
+            user_id: Some(user.into()),
+            event_id: None,
+            item: "x".into(),
+            ts: 1,
+            action: "view".into(),
+        };
+        let keys = BATCH_KEYS_PRUNED_PER_APPEND + 10;
+        for n in 0..keys {
+            store.append_events("a", &[event("u")], Some(&format!("k{n}")), 10).unwrap();
+        }
+        assert_eq!(batch_key_rows(&store), (keys as u64, keys as u64));
+        std::thread::sleep(Duration::from_millis(2100));
+        store.append_events("a", &[event("u")], None, 10).unwrap();
+        assert_eq!(batch_key_rows(&store), (10, 10), "one append deletes a bounded number");
+        store.append_events("a", &[event("u")], Some("fresh"), 10).unwrap();
+        assert_eq!(batch_key_rows(&store), (1, 1), "only the fresh key is left");
     }
 }

@@ -49,8 +49,8 @@ use super::redis_scripts::Scripts;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    AppendOutcome, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store,
-    StoreError, TenantRecord, event_id_window, now_unix, timed,
+    AppendOutcome, BATCH_KEY_TTL, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion,
+    StageSpec, Store, StoreError, TenantRecord, event_id_window, now_unix, timed,
 };
 use crate::event::Event;
 
@@ -58,8 +58,6 @@ use crate::event::Event;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// An event batch's answer is kept this long for retries with its `Idempotency-Key`.
-const BATCH_KEY_TTL_S: u64 = 7 * 24 * 3600;
 /// The change stream keeps about this many entries (a host that was away
 /// longer resynchronises from the full state anyway).
 const CHANGES_KEPT: usize = 100_000;
@@ -122,6 +120,8 @@ pub struct RedisStore {
     away_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// Seconds a user's keys live after their last event (0: for ever).
     user_ttl_s: u64,
+    /// Seconds an event batch's answer is kept for retries with its key.
+    batch_key_ttl_s: u64,
 }
 
 /// How long a user's keys live after their last event unless configured.
@@ -212,6 +212,7 @@ impl RedisStore {
             address: address.to_string(),
             away_until: std::sync::Mutex::default(),
             user_ttl_s: DEFAULT_USER_TTL.as_secs(),
+            batch_key_ttl_s: BATCH_KEY_TTL.as_secs(),
         };
         store.warn_unless_durable();
         Ok(store)
@@ -222,6 +223,13 @@ impl RedisStore {
     /// does not return stops costing memory; one who does starts afresh.
     pub fn with_user_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.user_ttl_s = ttl.map_or(0, |ttl| ttl.as_secs().max(1));
+        self
+    }
+
+    /// Keeps event batches' answers for retries `ttl` long ([`BATCH_KEY_TTL`]
+    /// unless set; at least a second): tests shorten it.
+    pub fn with_batch_key_ttl(mut self, ttl: Duration) -> Self {
+        self.batch_key_ttl_s = ttl.as_secs().max(1);
         self
     }
 
@@ -481,6 +489,7 @@ impl Store for RedisStore {
         let keep = keep.max(1);
         let window = event_id_window(keep);
         let ttl = self.user_ttl_s;
+        let batch_key_ttl_s = self.batch_key_ttl_s;
         let script = self.scripts.append.clone();
         self.block("append_events", move |mut conn| async move {
             if let Some(batch) = &batch {
@@ -504,7 +513,7 @@ impl Store for RedisStore {
                 outcome.duplicates += duplicates;
             }
             if let Some(batch) = batch {
-                let _: () = conn.set_ex(batch, serde_json::to_vec(&outcome)?, BATCH_KEY_TTL_S).await?;
+                let _: () = conn.set_ex(batch, serde_json::to_vec(&outcome)?, batch_key_ttl_s).await?;
             }
             Ok(outcome)
         })
