@@ -1,8 +1,8 @@
-//! Typed errors: why a plugin was refused, why a stage failed, why a pipeline failed.
+//! Typed errors: why a plugin was refused, why a stage failed, what is
+//! wrong with candidates or an output. (Why a whole pipeline failed carries
+//! its trace: [`crate::pipeline::PipelineError`].)
 
 use serde::{Deserialize, Serialize};
-
-use crate::trace::StageTrace;
 
 /// Why a plugin upload (or a stage config) was refused. Raised off the request path.
 #[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
@@ -223,24 +223,4 @@ pub enum InputError {
     /// Too many candidates to index with u32.
     #[error("{0} candidates is too many")]
     TooMany(usize),
-}
-
-/// Why a pipeline run failed.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum PipelineError {
-    /// The candidates are malformed.
-    #[error("invalid candidates: {0}")]
-    Input(#[from] InputError),
-    /// A stage with `on_error: fail` failed.
-    #[error("stage {stage} ({plugin}) failed: {failure}")]
-    StageFailed {
-        /// Its position in the pipeline.
-        stage: usize,
-        /// The plugin's short hash.
-        plugin: String,
-        /// How.
-        failure: StageFailure,
-        /// The trace up to and including the failed stage.
-        trace: Vec<StageTrace>,
-    },
 }

@@ -46,11 +46,11 @@ mod wasi;
 
 pub use batch::{CandidateBatch, Column, ColumnValues, Event, RequestContext};
 pub use config::{LimitMaxima, Limits, LimitsError, LimitsSpec, RuntimeConfig};
-pub use error::{InputError, OutputProblem, PipelineError, PluginError, StageFailure};
+pub use error::{InputError, OutputProblem, PluginError, StageFailure};
 pub use name::{
     LANGUAGE_SECTION, NAME_SECTION, declared_language, declared_name, with_declared_language, with_declared_name,
 };
-pub use pipeline::{OnError, Pipeline, Stage};
+pub use pipeline::{OnError, Pipeline, PipelineError, Stage};
 pub use runtime::{CompiledPlugin, Runtime};
 pub use structure::{Structure, StructureCaps, check_structure};
 pub use trace::{CallReport, FinalCandidate, LogLine, PipelineOutcome, StageOutput, StageStatus, StageTrace};

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{CandidateBatch, EncodedColumn, RequestContext};
 use crate::bindings::wire;
 use crate::config::Limits;
-use crate::error::{PipelineError, PluginError};
+use crate::error::{InputError, PluginError, StageFailure};
 use crate::runtime::{CompiledPlugin, Runtime};
 use crate::trace::{FinalCandidate, PipelineOutcome, StageStatus, StageTrace, moved_count};
 
@@ -222,4 +222,24 @@ impl ReasonLog {
             }
         }
     }
+}
+
+/// Why a pipeline run failed.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The candidates are malformed.
+    #[error("invalid candidates: {0}")]
+    Input(#[from] InputError),
+    /// A stage with `on_error: fail` failed.
+    #[error("stage {stage} ({plugin}) failed: {failure}")]
+    StageFailed {
+        /// Its position in the pipeline.
+        stage: usize,
+        /// The plugin's short hash.
+        plugin: String,
+        /// How.
+        failure: StageFailure,
+        /// The trace up to and including the failed stage.
+        trace: Vec<StageTrace>,
+    },
 }

@@ -11,7 +11,6 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, 
 use crate::bindings::edgerec::plugin::{host, types};
 use crate::config::Limits;
 use crate::trace::LogLine;
-use crate::wasi::NoWaitView;
 
 /// Where every call's deterministic "random" sequence starts.
 const SEED: u64 = 0x6564_6765_7265_6321;
@@ -20,13 +19,13 @@ const SEED: u64 = 0x6564_6765_7265_6321;
 /// survives from one request (or tenant) to the next.
 pub(crate) struct CallState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub table: ResourceTable,
     pub limiter: MemoryLimiter,
     pub log: LogSink,
     /// What the guest wrote to stderr (Rust's panic message goes there).
     pub stderr: MemoryOutputPipe,
     /// The state of the deterministic random generator (`wasi.rs`).
-    rng: u64,
+    pub rng: u64,
 }
 
 impl CallState {
@@ -59,11 +58,6 @@ impl CallState {
             stderr,
             rng: SEED,
         }
-    }
-
-    /// What the non-blocking WASI stand-ins work on.
-    pub fn no_wait(&mut self) -> NoWaitView<'_> {
-        NoWaitView { table: &mut self.table, rng: &mut self.rng }
     }
 }
 

@@ -90,7 +90,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<
 }
 
 fn no_wait_view(state: &mut CallState) -> NoWaitView<'_> {
-    state.no_wait()
+    NoWaitView { table: &mut state.table, rng: &mut state.rng }
 }
 
 /// The [`HasData`] marker of the stand-ins.
