@@ -46,6 +46,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The server compiles each uploaded plugin in a child process of this
+    // binary, bounded in time and memory (edgerec_runtime::CompileProcess).
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == edgerec_runtime::COMPILE_SUBCOMMAND) {
+        return edgerec_runtime::child_main();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Encode(args) => commands::encode::encode(args),

@@ -247,6 +247,14 @@ pub struct RuntimeConfig {
     /// Caps on an upload's structure, checked before it is compiled
     /// ([`crate::StructureCaps`] gives each default and why).
     pub structure_caps: crate::StructureCaps,
+    /// With a compile process ([`crate::Runtime::with_compile_process`]):
+    /// the wall-clock (and CPU) time one upload's compile may take before the
+    /// compiler is killed. Default 60 s: a JavaScript plugin (~10 MB of
+    /// component) compiles in seconds on one core.
+    pub compile_timeout_ms: u64,
+    /// With a compile process: the memory one upload's compile may use
+    /// (its data segment) before it fails. Default 2 GiB.
+    pub compile_memory_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -264,6 +272,8 @@ impl Default for RuntimeConfig {
             fuel_metering: true,
             perf_map: false,
             structure_caps: crate::StructureCaps::default(),
+            compile_timeout_ms: 60_000,
+            compile_memory_bytes: 2 << 30,
         }
     }
 }

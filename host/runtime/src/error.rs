@@ -63,6 +63,13 @@ pub enum PluginError {
         /// The plugin's message.
         message: String,
     },
+    /// Compiling passed a bound (time or memory) or was cancelled; the
+    /// compiler was stopped.
+    #[error("the component was not compiled: {why}; a plugin built with edgerec-sdk compiles well inside the bounds")]
+    CompileBound {
+        /// Which bound, or the cancellation.
+        why: String,
+    },
     /// The engine could not be set up (a runtime configuration problem).
     #[error("the plugin runtime could not start: {message}")]
     Engine {

@@ -31,7 +31,9 @@
 mod batch;
 mod bindings;
 mod cache;
+mod compile_process;
 mod config;
+mod engine;
 mod error;
 pub mod first_party;
 mod name;
@@ -45,6 +47,7 @@ mod validate;
 mod wasi;
 
 pub use batch::{CandidateBatch, Column, ColumnValues, Event, RequestContext};
+pub use compile_process::{COMPILE_SUBCOMMAND, CompileProcess, child_main};
 pub use config::{LimitMaxima, Limits, LimitsError, LimitsSpec, RuntimeConfig};
 pub use error::{InputError, OutputProblem, PluginError, StageFailure};
 pub use name::{

@@ -1,16 +1,19 @@
 //! The engine: compiling and checking plugins, and running one call under limits.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{Engine, Store, Trap};
 
 use crate::batch::{CandidateBatch, RequestContext};
 use crate::bindings::{Plugin, PluginPre, wire};
 use crate::cache::DiskCache;
+use crate::compile_process::CompileProcess;
 use crate::config::{Limits, RuntimeConfig};
+use crate::engine::engine_config;
 use crate::error::{PluginError, StageFailure};
 use crate::slots::{EpochTicker, SlotBusy, Slots};
 use crate::state::CallState;
@@ -87,6 +90,8 @@ pub struct Runtime {
     config: RuntimeConfig,
     slots: Slots,
     cache: Option<DiskCache>,
+    /// Where uploads are compiled; `None`: in this process, unbounded.
+    compile_process: Option<CompileProcess>,
     _ticker: EpochTicker,
 }
 
@@ -95,36 +100,7 @@ impl Runtime {
     pub fn new(config: RuntimeConfig) -> Result<Self, PluginError> {
         let engine_error = |e: wasmtime::Error| PluginError::Engine { message: format!("{e:#}") };
         let n = config.pool_instances.max(1);
-        let mut pool = PoolingAllocationConfig::default();
-        // A Rust wasm32-wasip2 component holds a few core instances (the module,
-        // the WASI adapter, shims), one or two memories and a few tables.
-        pool.total_component_instances(n)
-            .total_core_instances(n * 8)
-            .total_memories(n * 2)
-            .total_tables(n * 4)
-            .max_core_instances_per_component(16)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_memory_size(config.max_memory_bytes as usize)
-            // Reset a used slot by rewriting only the pages the call dirtied
-            // (found with Linux's PAGEMAP_SCAN where the kernel has it) rather
-            // than unmapping them: the next instance then takes no page
-            // faults on the memory a plugin always touches (stack, data,
-            // heap start). Bounded per slot, so RSS stays bounded.
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .linear_memory_keep_resident(config.keep_resident_bytes)
-            .table_keep_resident(config.keep_resident_bytes.min(64 << 10));
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .consume_fuel(config.fuel_metering)
-            .epoch_interruption(true)
-            .max_wasm_stack(config.max_wasm_stack)
-            .cranelift_opt_level(wasmtime::OptLevel::Speed)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        if config.perf_map {
-            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
-        }
-        let engine = Engine::new(&wasm).map_err(engine_error)?;
+        let engine = Engine::new(&engine_config(&config, true)).map_err(engine_error)?;
         let mut linker = Linker::new(&engine);
         crate::wasi::add_to_linker(&mut linker).map_err(engine_error)?;
         Plugin::add_to_linker::<_, HasSelf<CallState>>(&mut linker, |state| state).map_err(engine_error)?;
@@ -142,7 +118,17 @@ impl Runtime {
             linker,
             config,
             cache,
+            compile_process: None,
         })
+    }
+
+    /// Compiles uploads in child processes of `process`, bounded by the
+    /// settings' `compile_timeout_ms` and `compile_memory_bytes` and
+    /// cancellable ([`compile_cancellable`](Self::compile_cancellable)). A
+    /// server that compiles what merchants upload should; local tools need not.
+    pub fn with_compile_process(mut self, process: CompileProcess) -> Self {
+        self.compile_process = Some(process);
+        self
     }
 
     /// The settings it was built with.
@@ -178,6 +164,20 @@ impl Runtime {
         bytes: &[u8],
         sample_ctx: &RequestContext,
     ) -> Result<Arc<CompiledPlugin>, PluginError> {
+        self.compile_cancellable(name, bytes, sample_ctx, &AtomicBool::new(false))
+    }
+
+    /// [`compile_for`](Self::compile_for) that gives up as soon as `cancel`
+    /// is set (the upload's request was abandoned): with a compile process,
+    /// the compiler is killed at once; in this process, it is checked only
+    /// between compiling and the sample run.
+    pub fn compile_cancellable(
+        &self,
+        name: Option<&str>,
+        bytes: &[u8],
+        sample_ctx: &RequestContext,
+        cancel: &AtomicBool,
+    ) -> Result<Arc<CompiledPlugin>, PluginError> {
         check_header(bytes, self.config.max_upload_bytes)?;
         // Before the compiler (and before the cache, whose artifacts were
         // checked when written): a hostile shape costs one read of the file.
@@ -189,8 +189,21 @@ impl Runtime {
         let component = match cached {
             Some(component) => component,
             None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| PluginError::Invalid { message: format!("{e:#}") })?;
+                let component = match &self.compile_process {
+                    Some(process) => {
+                        let artifact = process.compile(&self.config, bytes, cancel)?;
+                        // SAFETY: the artifact is what a child of this server's
+                        // own executable compiled from these bytes with this
+                        // runtime's settings (`engine_config`); the engine
+                        // re-checks the wasmtime version and every code-shaping
+                        // setting in its header and refuses a mismatch.
+                        unsafe { Component::deserialize(&self.engine, &artifact) }.map_err(|e| PluginError::Engine {
+                            message: format!("cannot load the compiled plugin: {e:#}"),
+                        })?
+                    }
+                    None => Component::new(&self.engine, bytes)
+                        .map_err(|e| PluginError::Invalid { message: format!("{e:#}") })?,
+                };
                 if let Some(cache) = &self.cache {
                     // A failed cache write only costs a recompile next time.
                     let _ = cache.store(&hash, &component);
@@ -199,6 +212,9 @@ impl Runtime {
             }
         };
         let compile_time = started.elapsed();
+        if cancel.load(Ordering::Relaxed) {
+            return Err(PluginError::CompileBound { why: "the upload was abandoned".into() });
+        }
         let wrong_world = |e: wasmtime::Error| PluginError::WrongWorld { message: format!("{e:#}") };
         let pre = self.linker.instantiate_pre(&component).map_err(wrong_world)?;
         let pre = PluginPre::new(pre).map_err(wrong_world)?;
