@@ -10,10 +10,11 @@ use fixedbitset::FixedBitSet;
 use crate::kind::Kind;
 
 /// log2 of [`CHUNK_ROWS`].
-pub(crate) const CHUNK_SHIFT: u32 = 10;
-/// Rows per chunk: small enough that one upserted item copies a few KiB per
-/// column, large enough that a version's chunk list stays a small fraction
-/// of the data (1 pointer per 1024 rows).
+pub(crate) const CHUNK_SHIFT: u32 = 8;
+/// Rows per chunk: small enough that an upserted item copies 2 KiB of an
+/// f64 column and that 1,000 upserts scattered over a million rows copy about
+/// a fifth of the chunks (1 - e^(-1000 * 256 / 10^6)), large enough that the chunk list and per-chunk headers stay under a byte
+/// per row (README, "Chunks", has the measured trade-off against 1024).
 pub(crate) const CHUNK_ROWS: usize = 1 << CHUNK_SHIFT;
 
 /// The chunk holding `row`, and the row's place in it.
@@ -155,6 +156,14 @@ impl Chunk {
             other => other.clone(),
         };
         Chunk { present: self.present.clone(), mismatched: self.mismatched.clone(), values }
+    }
+
+    /// Frees a string list chunk's spare code capacity (a build appends row
+    /// by row and leaves up to half of it unused).
+    pub(crate) fn shrink(&mut self) {
+        if let ChunkValues::Codes { codes, .. } = &mut self.values {
+            codes.shrink_to_fit();
+        }
     }
 
     /// Heap and inline bytes of the chunk, its `Arc` header included.

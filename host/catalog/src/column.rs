@@ -151,6 +151,16 @@ impl Column {
         }
     }
 
+    /// Frees spare capacity of the chunks no other version shares (after a
+    /// build, where every written chunk is this version's own).
+    pub(crate) fn shrink(&mut self) {
+        for chunk in &mut self.chunks {
+            if let Some(chunk) = Arc::get_mut(chunk) {
+                chunk.shrink();
+            }
+        }
+    }
+
     /// Row `row`'s value as JSON (string lists without the elements that were
     /// dropped for not being strings).
     pub(crate) fn json(&self, row: u32) -> Option<Value> {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// Strings per chunk of a dictionary: appending copies at most one partial
 /// chunk of pointers when an older version still shares it.
-const STRINGS_PER_CHUNK: usize = 4096;
+const STRINGS_PER_CHUNK: usize = 1024;
 
 /// The strings of a dictionary up to some length, code = position.
 #[derive(Clone, Debug, Default)]

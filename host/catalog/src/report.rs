@@ -102,4 +102,24 @@ impl CatalogSnapshot {
         let total_bytes = columns.iter().map(|c| c.value_bytes + c.dictionary_bytes).sum();
         MemoryReport { total_bytes, columns }
     }
+
+    /// Bytes of column storage this version holds that `older` does not
+    /// share: what the upserts between them copied (chunks and chunk
+    /// lists; the shared dictionaries' growth is not included).
+    pub fn unshared_bytes(&self, older: &CatalogSnapshot) -> usize {
+        self.columns()
+            .map(|c| {
+                let theirs: HashSet<*const Chunk> =
+                    older.column(&c.name).map(|o| o.chunks.iter().map(Arc::as_ptr).collect()).unwrap_or_default();
+                let mut seen: HashSet<*const Chunk> = HashSet::new();
+                let copied: usize = c
+                    .chunks
+                    .iter()
+                    .filter(|chunk| !theirs.contains(&Arc::as_ptr(chunk)) && seen.insert(Arc::as_ptr(chunk)))
+                    .map(|chunk| chunk.bytes())
+                    .sum();
+                copied + c.chunks.capacity() * size_of::<Arc<Chunk>>()
+            })
+            .sum()
+    }
 }

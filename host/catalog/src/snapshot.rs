@@ -59,6 +59,9 @@ impl CatalogSnapshot {
             snapshot.write_row(row, attributes.borrow(), &mut writer);
         }
         snapshot.finish(&writer);
+        for column in &mut snapshot.columns {
+            Arc::make_mut(column).shrink();
+        }
         Ok(snapshot)
     }
 

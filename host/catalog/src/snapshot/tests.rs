@@ -109,6 +109,14 @@ fn an_upsert_makes_a_new_version_and_leaves_the_old_one_as_it_was() {
     assert!(!Arc::ptr_eq(&old[0], &new[0]));
     assert!(Arc::ptr_eq(&old[1], &new[1]) && Arc::ptr_eq(&old[2], &new[2]));
     assert!(!Arc::ptr_eq(&old[3], &new[3]));
+    // What the upsert copied: chunks 0 and 3 of the three old columns, the
+    // new column's written chunk and empty chunk, every column's chunk list.
+    let chunk = |kind| crate::chunk::Chunk::missing(kind).bytes();
+    let lists = 4 * 4 * size_of::<usize>();
+    let expected =
+        2 * chunk(Kind::F64) + 2 * chunk(Kind::I64) + 2 * chunk(Kind::String) + 2 * chunk(Kind::String) + lists;
+    assert_eq!(v1.unshared_bytes(&v0), expected);
+    assert_eq!(v0.unshared_bytes(&v0), 3 * 4 * size_of::<usize>());
     // A rewrite of the same values copies nothing.
     let same = v1.with_upserts(&[(7, items[7].1.clone())]).unwrap();
     for name in ["price", "brand", "stock", "color"] {
@@ -166,4 +174,19 @@ fn a_sparse_column_costs_one_shared_empty_chunk() {
     let dense = build(rows, &(0..rows as u32).map(|r| (r, json!({"rare": 1.0}))).collect::<Vec<_>>());
     assert_eq!(dense.memory().columns[0].value_bytes, 64 * chunk + 64 * size_of::<usize>());
     assert_eq!(dense.stats().columns[0].present, rows as u64);
+}
+
+#[test]
+fn versions_can_be_shared_across_request_threads() {
+    fn shareable<T: Send + Sync + 'static>() {}
+    shareable::<CatalogSnapshot>();
+    shareable::<crate::CompiledFilter>();
+    let s = build(3, &[(0, json!({"brand": "a"}))]);
+    let next = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| s.value("brand", 0));
+        let writer = scope.spawn(|| s.with_upserts(&[(1, json!({"brand": "b"}))]).unwrap());
+        assert_eq!(reader.join().unwrap(), Some(json!("a")));
+        writer.join().unwrap()
+    });
+    assert_eq!((s.value("brand", 1), next.value("brand", 1)), (None, Some(json!("b"))));
 }
