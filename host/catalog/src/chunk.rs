@@ -14,7 +14,7 @@ pub(crate) const CHUNK_SHIFT: u32 = 8;
 /// Rows per chunk: small enough that an upserted item copies 2 KiB of an
 /// f64 column and that 1,000 upserts scattered over a million rows copy about
 /// a fifth of the chunks (1 - e^(-1000 * 256 / 10^6)), large enough that the chunk list and per-chunk headers stay under a byte
-/// per row (README, "Chunks", has the measured trade-off against 1024).
+/// per row (docs/perf/catalog.md has the measured trade-off against 1024).
 pub(crate) const CHUNK_ROWS: usize = 1 << CHUNK_SHIFT;
 
 /// The chunk holding `row`, and the row's place in it.
