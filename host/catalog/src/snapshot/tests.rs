@@ -190,3 +190,14 @@ fn versions_can_be_shared_across_request_threads() {
     });
     assert_eq!((s.value("brand", 1), next.value("brand", 1)), (None, Some(json!("b"))));
 }
+
+#[test]
+fn an_item_removed_from_the_catalog_is_an_upsert_of_no_attributes() {
+    let s = build(3, &[(0, json!({"brand": "a", "stock": 2})), (1, json!({"brand": "b", "stock": 3}))]);
+    let removed = s.with_upserts(&[(1, Value::Null)]).unwrap();
+    assert_eq!((removed.value("brand", 1), removed.value("stock", 1)), (None, None));
+    assert_eq!(removed.value("brand", 0), Some(json!("a")));
+    let stats = removed.stats();
+    assert_eq!(stats_of(&stats, "brand").present, 1);
+    assert_eq!(stats_of(&stats, "stock").mismatched, 0, "no value is not a mismatch");
+}
