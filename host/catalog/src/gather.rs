@@ -86,12 +86,12 @@ impl CatalogSnapshot {
     /// not have, or that none of these candidates has, is left out (the
     /// plugin contract's "absent column"), and a name asked for twice is
     /// gathered once. Refuses a row outside the row space.
-    pub fn gather(&self, names: &[&str], rows: &[u32]) -> Result<Vec<GatheredColumn>, CatalogError> {
+    pub fn gather<S: AsRef<str>>(&self, names: &[S], rows: &[u32]) -> Result<Vec<GatheredColumn>, CatalogError> {
         if let Some(&row) = rows.iter().find(|&&r| r as usize >= self.rows()) {
             return Err(CatalogError::RowOutOfRange { row, rows: self.rows() });
         }
         let mut out: Vec<GatheredColumn> = Vec::with_capacity(names.len());
-        for &name in names {
+        for name in names.iter().map(AsRef::as_ref) {
             if out.iter().any(|c| c.name == name) {
                 continue;
             }

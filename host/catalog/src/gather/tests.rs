@@ -155,4 +155,6 @@ fn gathers_per_request_codes_not_catalog_codes() {
     assert_eq!(got[1].values.kind(), Kind::String);
     assert_eq!(s.gather(&["brand"], &[3, 10]), Err(CatalogError::RowOutOfRange { row: 10, rows: 10 }));
     assert_eq!(s.gather(&["brand"], &[]).unwrap(), Vec::new());
+    let owned: Vec<String> = vec!["price".into()];
+    assert_eq!(s.gather(&owned, &[4]).unwrap()[0].values, GatheredValues::I64s { values: vec![4] });
 }
