@@ -37,7 +37,39 @@ impl Bits {
         }
     }
 
-    /// The set bits, ascending.
+    /// The bits `passes(i)` sets, for every row of a chunk.
+    pub(crate) fn from_fn(passes: impl Fn(usize) -> bool) -> Bits {
+        let mut bits = Bits::default();
+        for (w, word) in bits.0.iter_mut().enumerate() {
+            *word = (0..64).fold(0u64, |acc, b| acc | (u64::from(passes(w * 64 + b)) << b));
+        }
+        bits
+    }
+
+    /// The bits set in both.
+    pub(crate) fn and(self, other: Bits) -> Bits {
+        Bits(std::array::from_fn(|w| self.0[w] & other.0[w]))
+    }
+
+    /// The bits below `limit` that are not set.
+    pub(crate) fn not_below(self, limit: usize) -> Bits {
+        Bits(std::array::from_fn(|w| {
+            let below = match limit.saturating_sub(w * 64) {
+                0 => 0,
+                n if n >= 64 => u64::MAX,
+                n => (1u64 << n) - 1,
+            };
+            !self.0[w] & below
+        }))
+    }
+
+    /// The 64-bit words, row 0 in bit 0 of the first.
+    pub(crate) fn words(&self) -> &[u64] {
+        &self.0
+    }
+
+    /// The set bits, ascending (the tests' view; the code reads words).
+    #[cfg(test)]
     pub(crate) fn ones(&self) -> impl Iterator<Item = usize> + '_ {
         self.0.iter().enumerate().flat_map(|(w, &word)| {
             let mut rest = word;
@@ -248,6 +280,12 @@ mod tests {
         bits.set(2, false);
         assert_eq!(bits.ones().collect::<Vec<_>>(), [0, 63, 64, 130, CHUNK_ROWS - 1]);
         assert!(bits.contains(64) && !bits.contains(1) && !bits.contains(65));
+        let even = Bits::from_fn(|i| i % 2 == 0);
+        assert_eq!(even.and(bits).ones().collect::<Vec<_>>(), [0, 64, 130]);
+        assert_eq!(bits.not_below(66).ones().collect::<Vec<_>>(), (1..63).chain([65]).collect::<Vec<_>>());
+        assert_eq!(bits.not_below(0), Bits::default());
+        assert_eq!(Bits::default().not_below(CHUNK_ROWS).ones().count(), CHUNK_ROWS);
+        assert_eq!(even.words()[1], 0x5555_5555_5555_5555);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use fixedbitset::FixedBitSet;
 use serde_json::Value;
 
-use crate::chunk::{CHUNK_ROWS, Cell, ChunkValues};
+use crate::chunk::{Bits, CHUNK_ROWS, Cell, ChunkValues};
 use crate::column::Column;
 use crate::dictionary::StringsView;
 use crate::filter::{Filter, FilterError, Op, Predicate};
@@ -58,6 +58,20 @@ impl Test {
             },
             Test::NumberIn(values) => values.contains(&x),
             _ => false,
+        }
+    }
+
+    /// [`Test::number`] over a chunk's rows, the op chosen once per chunk
+    /// rather than per row (the comparison loop then compiles branch-free).
+    fn numbers(&self, value: impl Fn(usize) -> f64) -> Bits {
+        match self {
+            Test::Number(Op::Eq, v) => Bits::from_fn(|i| value(i) == *v),
+            Test::Number(Op::Ne, v) => Bits::from_fn(|i| value(i) != *v),
+            Test::Number(Op::Gt, v) => Bits::from_fn(|i| value(i) > *v),
+            Test::Number(Op::Ge, v) => Bits::from_fn(|i| value(i) >= *v),
+            Test::Number(Op::Lt, v) => Bits::from_fn(|i| value(i) < *v),
+            Test::Number(Op::Le, v) => Bits::from_fn(|i| value(i) <= *v),
+            test => Bits::from_fn(|i| test.number(value(i))),
         }
     }
 
@@ -226,11 +240,11 @@ impl Compiled {
         }
     }
 
-    /// The rows passing this predicate, a chunk at a time.
+    /// The rows passing this predicate, a chunk's 64-bit words at a time.
     fn mask(&self, snapshot: &CatalogSnapshot) -> FixedBitSet {
         let rows = snapshot.rows();
-        let mut mask = FixedBitSet::with_capacity(rows);
         let Some(column) = self.column(snapshot) else {
+            let mut mask = FixedBitSet::with_capacity(rows);
             if self.test == Test::Missing {
                 mask.insert_range(..);
             }
@@ -242,23 +256,32 @@ impl Compiled {
             (test, Some(dictionary)) => dictionary.view().iter().map(|s| test.string(s)).collect(),
         };
         let passes_code = |code: u32| per_code.get(code as usize).copied().unwrap_or(false);
+        let mut words: Vec<u64> = Vec::with_capacity(column.chunks.len() * CHUNK_ROWS / 64);
         for (c, chunk) in column.chunks.iter().enumerate() {
-            let base = c * CHUNK_ROWS;
-            let limit = CHUNK_ROWS.min(rows - base);
-            let present = chunk.present.ones().take_while(|&i| i < limit);
-            let mut set = |i: usize| mask.insert(base + i);
-            match (&self.test, &chunk.values) {
-                (Test::Present, _) => present.for_each(&mut set),
-                (Test::Missing, _) => (0..limit).filter(|&i| !chunk.present.contains(i)).for_each(&mut set),
-                (test, ChunkValues::F64(v)) => present.filter(|&i| test.number(v[i])).for_each(&mut set),
-                (test, ChunkValues::I64(v)) => present.filter(|&i| test.number(v[i] as f64)).for_each(&mut set),
-                (test, ChunkValues::Bool(v)) => present.filter(|&i| test.boolean(v.contains(i))).for_each(&mut set),
-                (_, ChunkValues::Code(v)) => present.filter(|&i| passes_code(v[i])).for_each(&mut set),
-                (_, ChunkValues::Codes { offsets, codes }) => present
-                    .filter(|&i| codes[offsets[i] as usize..offsets[i + 1] as usize].iter().any(|&c| passes_code(c)))
-                    .for_each(&mut set),
-            }
+            // Rows past the row space are never present, so only `missing`
+            // needs the limit.
+            let limit = CHUNK_ROWS.min(rows - c * CHUNK_ROWS);
+            let present = chunk.present;
+            let passing = match (&self.test, &chunk.values) {
+                (Test::Present, _) => present,
+                (Test::Missing, _) => present.not_below(limit),
+                (test, ChunkValues::F64(v)) => present.and(test.numbers(|i| v[i])),
+                (test, ChunkValues::I64(v)) => present.and(test.numbers(|i| v[i] as f64)),
+                (test, ChunkValues::Bool(v)) => present.and(Bits::from_fn(|i| test.boolean(v.contains(i)))),
+                (_, ChunkValues::Code(v)) => present.and(Bits::from_fn(|i| passes_code(v[i]))),
+                (_, ChunkValues::Codes { offsets, codes }) => present.and(Bits::from_fn(|i| {
+                    codes[offsets[i] as usize..offsets[i + 1] as usize].iter().any(|&c| passes_code(c))
+                })),
+            };
+            words.extend_from_slice(passing.words());
         }
-        mask
+        FixedBitSet::with_capacity_and_blocks(rows, blocks(words))
     }
+}
+
+/// 64-bit words as the bit set's blocks (`usize`: one block per word on
+/// 64-bit targets, two, low half first, on 32-bit ones).
+fn blocks(words: Vec<u64>) -> impl Iterator<Item = usize> {
+    let per_word = (u64::BITS / usize::BITS) as usize;
+    words.into_iter().flat_map(move |w| (0..per_word).map(move |k| (w >> (k as u32 * usize::BITS)) as usize))
 }

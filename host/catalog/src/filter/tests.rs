@@ -69,6 +69,13 @@ fn passes(kind: Kind, op: Op, operand: &Value, value: Option<&Value>) -> bool {
     }
 }
 
+/// No bit is set at or past the mask's length (retrieval reads whole
+/// blocks; a stray bit there would be a row that does not exist).
+fn assert_clean(mask: &FixedBitSet) {
+    let in_blocks: u32 = mask.as_slice().iter().map(|b| b.count_ones()).sum();
+    assert_eq!(in_blocks as usize, mask.count_ones(..), "bits set past the mask's length {}", mask.len());
+}
+
 fn reference(snapshot: &CatalogSnapshot, model: &[Option<Value>], predicates: &[Predicate]) -> FixedBitSet {
     let mut mask = FixedBitSet::with_capacity(snapshot.rows());
     for (row, item) in model.iter().enumerate() {
@@ -159,12 +166,14 @@ proptest! {
         prop_assert_eq!(compiled.is_ok(), fits, "{:?}", compiled);
         let Ok(compiled) = compiled else { return Ok(()) };
         let mask0 = compiled.mask(&v0);
+        assert_clean(&mask0);
         prop_assert_eq!(&mask0, &reference(&v0, &model, &predicates));
 
         let v1 = v0.with_upserts(&upserts).unwrap();
         latest(&upserts, &mut model);
         let touched: Vec<u32> = upserts.iter().map(|(r, _)| *r).collect();
         let full = compiled.mask(&v1);
+        assert_clean(&full);
         prop_assert_eq!(&compiled.mask_after_upserts(&mask0, &v1, &touched), &full);
         prop_assert_eq!(&full, &reference(&v1, &model, &predicates));
         prop_assert_eq!(&compiled.mask(&v0), &mask0);
@@ -219,6 +228,12 @@ fn a_missing_value_passes_nothing_but_missing() {
     assert_eq!(rows(json!([{"attribute": "color", "op": "ne", "value": "red"}])), [1]);
     assert_eq!(rows(json!([{"attribute": "n", "op": "ne", "value": 5}])), [0]);
     assert_eq!(rows(json!([{"attribute": "n", "op": "missing"}])), [1, 2]);
+    for rows in [1, 63, 64, 65, 300] {
+        let s = snapshot(rows, &[(0, json!({"n": 1}))]);
+        let mask = filter(json!([{"attribute": "n", "op": "missing"}])).compile(&s).unwrap().mask(&s);
+        assert_clean(&mask);
+        assert_eq!(mask.count_ones(..), rows - 1);
+    }
     assert_eq!(rows(json!([{"attribute": "color", "op": "present"}])), [0, 1]);
     assert_eq!(rows(json!([{"attribute": "color", "op": "contains", "value": "e"}])), [0, 1]);
     assert_eq!(rows(json!([])), [0, 1, 2]);
