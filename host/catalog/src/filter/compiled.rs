@@ -1,5 +1,6 @@
 //! A filter checked against a catalog, and the row masks it yields.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use fixedbitset::FixedBitSet;
@@ -33,14 +34,15 @@ enum Test {
     Present,
     Missing,
     Number(Op, f64),
-    NumberIn(Vec<f64>),
+    /// The members' [`number_key`]s: a long `in` list costs one lookup per row.
+    NumberIn(HashSet<u64>),
     /// `eq b` (and `ne b` as `eq !b`: on a present bool they agree).
     BoolIs(bool),
     BoolIn(Vec<bool>),
     StringEq(String),
     StringNe(String),
     StringContains(String),
-    StringIn(Vec<String>),
+    StringIn(HashSet<String>),
     ListContains(String),
 }
 
@@ -56,7 +58,7 @@ impl Test {
                 Op::Le => x <= *v,
                 Op::In | Op::Contains | Op::Present | Op::Missing => false,
             },
-            Test::NumberIn(values) => values.contains(&x),
+            Test::NumberIn(keys) => keys.contains(&number_key(x)),
             _ => false,
         }
     }
@@ -88,7 +90,7 @@ impl Test {
             Test::StringEq(v) => s == v,
             Test::StringNe(v) => s != v,
             Test::StringContains(v) => s.contains(v.as_str()),
-            Test::StringIn(values) => values.iter().any(|v| v == s),
+            Test::StringIn(values) => values.contains(s),
             Test::ListContains(v) => s == v,
             _ => false,
         }
@@ -151,7 +153,10 @@ fn compile(index: usize, predicate: &Predicate, snapshot: &CatalogSnapshot) -> R
         (Family::Number, Op::Eq | Op::Ne | Op::Gt | Op::Ge | Op::Lt | Op::Le) => {
             Test::Number(*op, value.as_f64().ok_or_else(|| wrong("a number"))?)
         }
-        (Family::Number, Op::In) => Test::NumberIn(array(value, Value::as_f64).ok_or_else(|| wrong(IN_NUMBERS))?),
+        (Family::Number, Op::In) => {
+            let numbers = array(value, Value::as_f64).ok_or_else(|| wrong(IN_NUMBERS))?;
+            Test::NumberIn(numbers.into_iter().map(number_key).collect())
+        }
         (Family::Bool, Op::Eq) => Test::BoolIs(value.as_bool().ok_or_else(|| wrong("true or false"))?),
         (Family::Bool, Op::Ne) => Test::BoolIs(!value.as_bool().ok_or_else(|| wrong("true or false"))?),
         (Family::Bool, Op::In) => Test::BoolIn(array(value, Value::as_bool).ok_or_else(|| wrong(IN_BOOLS))?),
@@ -159,7 +164,9 @@ fn compile(index: usize, predicate: &Predicate, snapshot: &CatalogSnapshot) -> R
         (Family::String, Op::Ne) => Test::StringNe(string(value).ok_or_else(|| wrong("a string"))?),
         (Family::String, Op::Contains) => Test::StringContains(string(value).ok_or_else(|| wrong("a string"))?),
         (Family::StringList, Op::Contains) => Test::ListContains(string(value).ok_or_else(|| wrong("a string"))?),
-        (Family::String, Op::In) => Test::StringIn(array(value, string).ok_or_else(|| wrong(IN_STRINGS))?),
+        (Family::String, Op::In) => {
+            Test::StringIn(array(value, string).ok_or_else(|| wrong(IN_STRINGS))?.into_iter().collect())
+        }
         _ => return Err(not_for_kind(index, attribute, *op, kind)),
     };
     Ok(Compiled { attribute: Arc::clone(&column.name), family, test })
@@ -168,6 +175,12 @@ fn compile(index: usize, predicate: &Predicate, snapshot: &CatalogSnapshot) -> R
 const IN_NUMBERS: &str = "a non-empty array of numbers";
 const IN_BOOLS: &str = "a non-empty array of true / false";
 const IN_STRINGS: &str = "a non-empty array of strings";
+
+/// A number as a set key that agrees with `==` (0.0 and -0.0 are one key;
+/// JSON has no NaN).
+fn number_key(x: f64) -> u64 {
+    if x == 0.0 { 0 } else { x.to_bits() }
+}
 
 fn string(value: &Value) -> Option<String> {
     value.as_str().map(str::to_owned)
