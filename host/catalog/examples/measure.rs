@@ -165,6 +165,13 @@ fn main() -> Result<()> {
         ms(upsert),
         build.as_secs_f64() / upsert.as_secs_f64()
     );
+    let one = [(upserts[0].0, item(&mut rng))];
+    let single = median(21, || drop(black_box(v0.with_upserts(&one))));
+    println!(
+        "upsert of 1 item: {} (1,000 items / 1 item = {:.0})",
+        us(single),
+        upsert.as_secs_f64() / single.as_secs_f64()
+    );
     println!(
         "  the new version holds {:.1} MiB, of which it copied {:.1} MiB (the rest shared with the old one)",
         v1.memory().total_bytes as f64 / 1048576.0,
