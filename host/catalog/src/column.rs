@@ -1,11 +1,11 @@
 //! One attribute's values over the whole row space, in shared chunks.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 
 use crate::chunk::{CHUNK_ROWS, Cell, Chunk, locate};
+use crate::chunk_list::ChunkList;
 use crate::dictionary::Dictionary;
 use crate::kind::{Family, Kind};
 
@@ -14,7 +14,7 @@ use crate::kind::{Family, Kind};
 pub(crate) struct Column {
     pub(crate) name: Arc<str>,
     pub(crate) kind: Kind,
-    pub(crate) chunks: Vec<Arc<Chunk>>,
+    pub(crate) chunks: ChunkList,
     /// The strings of a string or string list column.
     pub(crate) dictionary: Option<Dictionary>,
     /// Rows with a value.
@@ -51,12 +51,11 @@ impl Column {
     /// A column of `kind` over `rows` rows, all missing: every chunk is the
     /// same shared empty chunk until a row is written.
     pub(crate) fn new(name: &str, kind: Kind, rows: usize) -> Column {
-        let empty = Arc::new(Chunk::missing(kind));
         let dictionary = matches!(kind, Kind::String | Kind::StringList).then(Dictionary::default);
         Column {
             name: Arc::from(name),
             kind,
-            chunks: vec![empty; rows.div_ceil(CHUNK_ROWS)],
+            chunks: ChunkList::filled(Chunk::missing(kind), rows.div_ceil(CHUNK_ROWS)),
             dictionary,
             present: 0,
             mismatched: 0,
@@ -66,7 +65,7 @@ impl Column {
     /// Row `row`'s stored value (`row` must be in the row space).
     pub(crate) fn get(&self, row: u32) -> Option<Cell<'_>> {
         let (c, i) = locate(row);
-        self.chunks[c].get(i)
+        self.chunks.get(c).get(i)
     }
 
     /// What writing `value` (`None` or null: no value) would store. Strings
@@ -109,7 +108,7 @@ impl Column {
     pub(crate) fn holds(&self, row: u32, prepared: &Prepared) -> bool {
         let (c, i) = locate(row);
         !prepared.widen
-            && self.chunks[c].holds(i, prepared.cell.as_ref().map(PreparedCell::cell).as_ref(), prepared.mismatched)
+            && self.chunks.get(c).holds(i, prepared.cell.as_ref().map(PreparedCell::cell).as_ref(), prepared.mismatched)
     }
 
     /// Stores `prepared` at `row`, copying the row's chunk if another
@@ -119,10 +118,10 @@ impl Column {
             self.widen();
         }
         let (c, i) = locate(row);
-        let chunk = &self.chunks[c];
+        let chunk = self.chunks.get(c);
         let (was_present, was_mismatched) = (chunk.present.contains(i), chunk.mismatched.contains(i));
         let cell = prepared.cell.as_ref().map(PreparedCell::cell);
-        let chunk = Arc::make_mut(&mut self.chunks[c]);
+        let chunk = self.chunks.make_mut(c);
         chunk.set(i, cell, prepared.mismatched);
         let (is_present, is_mismatched) = (chunk.present.contains(i), chunk.mismatched.contains(i));
         self.present = self.present + u64::from(is_present) - u64::from(was_present);
@@ -135,11 +134,7 @@ impl Column {
         if self.kind != Kind::I64 {
             return;
         }
-        let mut converted: HashMap<*const Chunk, Arc<Chunk>> = HashMap::new();
-        for chunk in &mut self.chunks {
-            let widened = converted.entry(Arc::as_ptr(chunk)).or_insert_with(|| Arc::new(chunk.widened()));
-            *chunk = Arc::clone(widened);
-        }
+        self.chunks = self.chunks.map(Chunk::widened);
         self.kind = Kind::F64;
     }
 
@@ -154,11 +149,7 @@ impl Column {
     /// Frees spare capacity of the chunks no other version shares (after a
     /// build, where every written chunk is this version's own).
     pub(crate) fn shrink(&mut self) {
-        for chunk in &mut self.chunks {
-            if let Some(chunk) = Arc::get_mut(chunk) {
-                chunk.shrink();
-            }
-        }
+        self.chunks.for_each_unique(Chunk::shrink);
     }
 
     /// Row `row`'s value as JSON (string lists without the elements that were

@@ -7,6 +7,7 @@
 //! How it is laid out and what it costs: the crate README.
 
 mod chunk;
+mod chunk_list;
 mod column;
 mod dictionary;
 mod error;

@@ -1,12 +1,8 @@
 //! What a snapshot holds and what it costs: [`CatalogSnapshot::stats`] and
 //! [`CatalogSnapshot::memory`].
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
 use serde::Serialize;
 
-use crate::chunk::Chunk;
 use crate::kind::Kind;
 use crate::snapshot::CatalogSnapshot;
 
@@ -60,7 +56,7 @@ pub struct ColumnMemory {
     pub kind: Kind,
     /// Values, presence and mismatch bits of the distinct chunks (an
     /// all-missing chunk shared by many positions counts once), plus the
-    /// chunk pointers.
+    /// two levels of chunk pointers.
     pub value_bytes: usize,
     /// The string dictionary (strings, headers, lookup map); 0 for other kinds.
     pub dictionary_bytes: usize,
@@ -86,17 +82,11 @@ impl CatalogSnapshot {
     pub fn memory(&self) -> MemoryReport {
         let columns: Vec<ColumnMemory> = self
             .columns()
-            .map(|c| {
-                let mut seen: HashSet<*const Chunk> = HashSet::new();
-                let chunks: usize =
-                    c.chunks.iter().filter(|chunk| seen.insert(Arc::as_ptr(chunk))).map(|chunk| chunk.bytes()).sum();
-                let pointers = c.chunks.capacity() * size_of::<Arc<Chunk>>();
-                ColumnMemory {
-                    name: c.name.to_string(),
-                    kind: c.kind,
-                    value_bytes: chunks + pointers,
-                    dictionary_bytes: c.dictionary.as_ref().map_or(0, |d| d.bytes()),
-                }
+            .map(|c| ColumnMemory {
+                name: c.name.to_string(),
+                kind: c.kind,
+                value_bytes: c.chunks.bytes_beyond(None),
+                dictionary_bytes: c.dictionary.as_ref().map_or(0, |d| d.bytes()),
             })
             .collect();
         let total_bytes = columns.iter().map(|c| c.value_bytes + c.dictionary_bytes).sum();
@@ -104,22 +94,10 @@ impl CatalogSnapshot {
     }
 
     /// Bytes of column storage this version holds that `older` does not
-    /// share: what the upserts between them copied (chunks and chunk
-    /// lists; the shared dictionaries' growth is not included).
+    /// share: what the upserts between them copied (chunks and the
+    /// pointer lists above them; the shared dictionaries' growth is not
+    /// included).
     pub fn unshared_bytes(&self, older: &CatalogSnapshot) -> usize {
-        self.columns()
-            .map(|c| {
-                let theirs: HashSet<*const Chunk> =
-                    older.column(&c.name).map(|o| o.chunks.iter().map(Arc::as_ptr).collect()).unwrap_or_default();
-                let mut seen: HashSet<*const Chunk> = HashSet::new();
-                let copied: usize = c
-                    .chunks
-                    .iter()
-                    .filter(|chunk| !theirs.contains(&Arc::as_ptr(chunk)) && seen.insert(Arc::as_ptr(chunk)))
-                    .map(|chunk| chunk.bytes())
-                    .sum();
-                copied + c.chunks.capacity() * size_of::<Arc<Chunk>>()
-            })
-            .sum()
+        self.columns().map(|c| c.chunks.bytes_beyond(older.column(&c.name).map(|o| &o.chunks))).sum()
     }
 }

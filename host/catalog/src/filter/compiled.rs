@@ -269,7 +269,7 @@ impl Compiled {
             (test, Some(dictionary)) => dictionary.view().iter().map(|s| test.string(s)).collect(),
         };
         let passes_code = |code: u32| per_code.get(code as usize).copied().unwrap_or(false);
-        let mut words: Vec<u64> = Vec::with_capacity(column.chunks.len() * CHUNK_ROWS / 64);
+        let mut words: Vec<u64> = Vec::with_capacity(rows.div_ceil(64));
         for (c, chunk) in column.chunks.iter().enumerate() {
             // Rows past the row space are never present, so only `missing`
             // needs the limit.

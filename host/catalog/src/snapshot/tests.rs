@@ -104,24 +104,27 @@ fn an_upsert_makes_a_new_version_and_leaves_the_old_one_as_it_was() {
         "a build takes an object's names in its order"
     );
     // Untouched chunks are the same memory; touched ones were copied.
-    let price = |s: &CatalogSnapshot| s.column("price").unwrap().chunks.clone();
+    let price =
+        |s: &CatalogSnapshot| (0..4).map(|c| Arc::clone(s.column("price").unwrap().chunks.get(c))).collect::<Vec<_>>();
     let (old, new) = (price(&v0), price(&v1));
     assert!(!Arc::ptr_eq(&old[0], &new[0]));
     assert!(Arc::ptr_eq(&old[1], &new[1]) && Arc::ptr_eq(&old[2], &new[2]));
     assert!(!Arc::ptr_eq(&old[3], &new[3]));
     // What the upsert copied: chunks 0 and 3 of the three old columns, the
-    // new column's written chunk and empty chunk, every column's chunk list.
+    // new column's written chunk and empty chunk, and every column's group
+    // of 4 chunk pointers and list of 1 group pointer.
     let chunk = |kind| crate::chunk::Chunk::missing(kind).bytes();
-    let lists = 4 * 4 * size_of::<usize>();
+    let group = 2 * size_of::<usize>() + size_of::<Vec<usize>>() + 4 * size_of::<usize>();
+    let lists = 4 * (size_of::<usize>() + group);
     let expected =
         2 * chunk(Kind::F64) + 2 * chunk(Kind::I64) + 2 * chunk(Kind::String) + 2 * chunk(Kind::String) + lists;
     assert_eq!(v1.unshared_bytes(&v0), expected);
-    assert_eq!(v0.unshared_bytes(&v0), 3 * 4 * size_of::<usize>());
+    assert_eq!(v0.unshared_bytes(&v0), 3 * size_of::<usize>());
     // A rewrite of the same values copies nothing.
     let same = v1.with_upserts(&[(7, items[7].1.clone())]).unwrap();
     for name in ["price", "brand", "stock", "color"] {
         let (a, b) = (&v1.column(name).unwrap().chunks, &same.column(name).unwrap().chunks);
-        assert!(a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y)), "{name}");
+        assert!(a.iter().zip(b.iter()).all(|(x, y)| Arc::ptr_eq(x, y)), "{name}");
     }
     assert_eq!(v1.stats().columns, same.stats().columns);
 }
@@ -167,12 +170,14 @@ fn a_sparse_column_costs_one_shared_empty_chunk() {
     let rare = &memory.columns[0];
     assert_eq!(rare.kind, Kind::F64);
     let chunk = crate::chunk::Chunk::missing(Kind::F64).bytes();
-    // One written chunk + the shared empty one + 64 pointers.
-    assert_eq!(rare.value_bytes, 2 * chunk + 64 * size_of::<usize>());
+    // One written chunk + the shared empty one + one group of 64 chunk
+    // pointers + a list of one group pointer.
+    let pointers = size_of::<usize>() + 2 * size_of::<usize>() + size_of::<Vec<usize>>() + 64 * size_of::<usize>();
+    assert_eq!(rare.value_bytes, 2 * chunk + pointers);
     assert_eq!(rare.dictionary_bytes, 0);
     assert_eq!(memory.total_bytes, rare.value_bytes);
     let dense = build(rows, &(0..rows as u32).map(|r| (r, json!({"rare": 1.0}))).collect::<Vec<_>>());
-    assert_eq!(dense.memory().columns[0].value_bytes, 64 * chunk + 64 * size_of::<usize>());
+    assert_eq!(dense.memory().columns[0].value_bytes, 64 * chunk + pointers);
     assert_eq!(dense.stats().columns[0].present, rows as u64);
 }
 
