@@ -18,7 +18,7 @@ use std::cell::RefCell;
 
 use crate::history::Event;
 use crate::microkernel::{
-    Attn, AttnScratch, Epilogue, Mat, POS_PAD, attention_head, bucket_row, gemm, grow, layer_norm_rows, padded,
+    Attn, AttnScratch, Epilogue, Mat, POS_PAD, attention_head, bucket_row, dot, gemm, grow, layer_norm_rows, padded,
 };
 use crate::model::Model;
 
@@ -35,27 +35,6 @@ const TWO_POW_63: f32 = 9_223_372_036_854_775_808.0;
 pub(crate) struct LayerKv {
     pub keys: Vec<f32>,
     pub values: Vec<f32>,
-}
-
-/// Dot product with eight independent accumulators, so that the loop
-/// vectorises (floating-point adds are not reassociated by the compiler).
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let len = a.len().min(b.len());
-    let (a, b) = (&a[..len], &b[..len]);
-    let mut acc = [0.0f32; 8];
-    let chunks = len / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for lane in 0..8 {
-            acc[lane] += x[lane] * y[lane];
-        }
-    }
-    let mut tail = 0.0;
-    for i in chunks * 8..len {
-        tail += a[i] * b[i];
-    }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
 /// One user of a forward group: the sorted kept window, the query time, the

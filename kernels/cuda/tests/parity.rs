@@ -20,7 +20,8 @@ mod timing;
 
 use std::sync::Arc;
 
-use edgerec_kernels::backend::{Backend, BackendChoice, BackendError, select_backend};
+use edgerec_kernels::BackendError;
+use edgerec_kernels::backend::{Backend, BackendChoice, select_backend};
 use edgerec_kernels::cuda::CudaBackend;
 use edgerec_kernels::{Event, Model, ModelConfig, UserHistory, encode, encode_batch, top_k};
 use rand::{Rng, SeedableRng};

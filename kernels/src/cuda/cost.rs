@@ -13,9 +13,9 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendError};
 use crate::config::ModelConfig;
 use crate::encode::encode_batch;
+use crate::error::BackendError;
 use crate::history::UserHistory;
 use crate::history::random_history;
 use crate::model::Model;
@@ -184,7 +184,7 @@ pub fn report(backend: &CudaBackend) -> Result<String, BackendError> {
     let users: Vec<UserHistory<'_>> = hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
     let want = encode_batch(model, &users).map_err(BackendError::Input)?;
     backend.set_profiling(true);
-    let got = backend.encode_batch(&users);
+    let got = backend.encode_users(&users);
     let encode_times = backend.take_kernel_times();
     let got = got?;
     let encode_diff = got
@@ -193,7 +193,7 @@ pub fn report(backend: &CudaBackend) -> Result<String, BackendError> {
         .flat_map(|(g, w)| g.iter().zip(w).map(|(a, b)| (a - b).abs()))
         .fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
     let embeddings: Vec<Vec<f32>> = got.iter().take(4).cloned().collect();
-    let lists = backend.top_k_batch(&embeddings, 10, &[]);
+    let lists = backend.top_k_device(&embeddings, 10, &[]);
     let top_k_times = backend.take_kernel_times();
     backend.set_profiling(false);
     let lists = lists?;

@@ -11,7 +11,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 use crate::model::Model;
 
 use super::launch::{Arg, Launcher, Profiler, RawBuf, Shape, dyn_smem_bytes};

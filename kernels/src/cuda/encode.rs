@@ -3,7 +3,7 @@
 //! `forward` (rows `first..n` of each user are the query rows; keys and
 //! values of rows `0..first` come from a per-user cache).
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 use crate::history::Event;
 
 use super::CudaBackend;

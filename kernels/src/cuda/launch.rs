@@ -8,8 +8,8 @@ use std::marker::PhantomData;
 
 use bytemuck::Pod;
 
-use crate::backend::BackendError;
 use crate::config::ModelConfig;
+use crate::error::BackendError;
 
 use super::shapes::{ATT_KT, ATT_QB};
 use super::signatures::{Elem, Kernel, Ty};

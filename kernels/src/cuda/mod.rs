@@ -37,8 +37,8 @@ mod tests;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::backend::BackendError;
-use crate::encode::BatchError;
+use crate::error::BackendError;
+use crate::error::BatchError;
 use crate::history::{UserHistory, kept_window};
 use crate::model::Model;
 

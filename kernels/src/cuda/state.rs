@@ -9,8 +9,8 @@
 //! Rows before it never change while the window has not slid (causal mask,
 //! constant normaliser N).
 
-use crate::backend::BackendError;
-use crate::encode::BatchError;
+use crate::error::BackendError;
+use crate::error::BatchError;
 use crate::error::InputError;
 use crate::history::{Event, kept_window, validate_items};
 

@@ -187,9 +187,9 @@ fn an_overrun_into_a_buffers_alignment_padding_fails_the_launch() {
 #[test]
 fn states_and_backends_can_live_in_a_shared_cache() {
     fn shared<T: Send + Sync>() {}
-    shared::<crate::backend::BackendState>();
+    shared::<crate::BackendState>();
     shared::<CudaBackend>();
-    shared::<Box<dyn crate::backend::Backend>>();
+    shared::<Box<dyn crate::Backend>>();
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! a block top-k per chunk of items, then merge passes until one list per
 //! user is left. Mirrors kernels/src/score.rs `top_k`.
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 use crate::score::{Scored, top_k};
 
 use super::CudaBackend;

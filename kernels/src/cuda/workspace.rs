@@ -2,7 +2,7 @@
 //! and is never shrunk, so steady-state serving allocates nothing), and the
 //! model's weights, uploaded once.
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 use crate::model::Model;
 
 use super::buckets::bucket_thresholds;
