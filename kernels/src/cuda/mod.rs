@@ -31,7 +31,11 @@ mod state;
 mod topk;
 mod workspace;
 
+// The launch-layer tests drive this module's private items (signature
+// table, raw launches, buffers), so they compile into the library's unit
+// tests; the file lives with the crate's other tests.
 #[cfg(test)]
+#[path = "../../tests/unit/cuda_launch.rs"]
 mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,6 +1,11 @@
 //! Kernel-level checks on the emulator: the signature table and block-size
 //! traps, the top-k order against the CPU's total order (NaN, ±0, ties), and
 //! the guard page after every buffer.
+//!
+//! These drive the backend's private launch layer, so this file is compiled
+//! into the library's unit tests as `cuda::tests` (a `#[path]` module of
+//! `src/cuda/mod.rs`) rather than as an integration test:
+//! `cargo test -p edgerec-kernels --lib cuda::tests`.
 
 use std::sync::Arc;
 
