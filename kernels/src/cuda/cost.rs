@@ -70,20 +70,20 @@ const F32: f64 = 4.0;
 
 /// Costs of one full encode of users with `lengths` events each (windows of
 /// at most L rows), summed over the layers: the kernels of
-/// `CudaBackend::encode_batch`.
+/// `CudaBackend::encode_batch`. The last layer's attention and output
+/// projection cover each user's newest row only (gathered by `gather_rows`);
+/// its u|v|q|k product covers every row (the keys and values are kept).
 pub fn encode_costs(config: &ModelConfig, lengths: &[usize]) -> Vec<KernelCost> {
     let c = config;
-    let rows: f64 = lengths.iter().map(|&n| n.min(c.max_seq_len) as f64).sum();
-    let pairs: f64 = lengths
-        .iter()
-        .map(|&n| {
-            let n = n.min(c.max_seq_len) as f64;
-            n * (n + 1.0) / 2.0
-        })
-        .sum();
+    let windows: Vec<f64> = lengths.iter().map(|&n| n.min(c.max_seq_len) as f64).collect();
+    let rows: f64 = windows.iter().sum();
+    let pairs: f64 = windows.iter().map(|n| n * (n + 1.0) / 2.0).sum();
     let users = lengths.len() as f64;
     let (d, w, a, h) = (c.d_model as f64, c.uvqk_width() as f64, c.attn_width() as f64, c.num_heads as f64);
     let (dqk, dv, layers) = (c.d_qk as f64, c.d_v as f64, c.num_layers as f64);
+    // Every layer but the last computes every query row; the last one the
+    // newest row of each user, attending to all of its `rows` keys.
+    let (q_rows, att_pairs) = (rows * (layers - 1.0) + users, pairs * (layers - 1.0) + rows);
     vec![
         // Item and position rows in, x out; ids and positions.
         KernelCost { kernel: "embed_rows", bytes: 3.0 * rows * d * F32 + 8.0 * rows, flops: 2.0 * rows * d },
@@ -93,18 +93,21 @@ pub fn encode_costs(config: &ModelConfig, lengths: &[usize]) -> Vec<KernelCost> 
             bytes: layers * F32 * (rows * d + d * w + rows * w),
             flops: layers * (2.0 * rows * d * w + 5.0 * rows * d + 4.0 * rows * w),
         },
-        // q, k, v in, O out; q·k and A·v per causal pair and head, ~10 per
-        // pair and head for the bias, SiLU and scaling.
+        // The last layer's newest rows of uvqk and x, read and written once.
+        KernelCost { kernel: "gather_rows", bytes: 2.0 * users * (w + d) * F32, flops: 0.0 },
+        // q and O of the query rows, k and v of every row; q·k and A·v per
+        // causal pair and head, ~10 per pair and head for the bias, SiLU and
+        // scaling.
         KernelCost {
             kernel: "hstu_attention",
-            bytes: layers * F32 * rows * h * (2.0 * dqk + 2.0 * dv) + 8.0 * rows,
-            flops: layers * pairs * h * (2.0 * dqk + 2.0 * dv + 10.0),
+            bytes: F32 * h * (q_rows * (dqk + dv) + layers * rows * (dqk + dv)) + 8.0 * rows * layers,
+            flops: att_pairs * h * (2.0 * dqk + 2.0 * dv + 10.0),
         },
         // O and the gate u in, W in, x read and written; LN and the gate.
         KernelCost {
             kernel: "gated_ln_gemm_resid",
-            bytes: layers * F32 * (2.0 * rows * a + a * d + 2.0 * rows * d),
-            flops: layers * (2.0 * rows * a * d + 6.0 * rows * a + 2.0 * rows * d),
+            bytes: F32 * (q_rows * (2.0 * a + 2.0 * d) + layers * a * d),
+            flops: q_rows * (2.0 * a * d + 6.0 * a + 2.0 * d),
         },
         // One row per user in, normalised out.
         KernelCost { kernel: "l2norm_rows", bytes: 2.0 * users * d * F32, flops: 3.0 * users * d },
@@ -263,6 +266,12 @@ mod tests {
         let gemm = |v: &[KernelCost]| v.iter().find(|k| k.kernel == "ln_gemm_silu").map_or(0.0, |k| k.flops);
         assert!(att(&one) / att(&short) > 3.9 && att(&one) / att(&short) < 4.1);
         assert!(gemm(&one) / gemm(&short) > 1.9 && gemm(&one) / gemm(&short) < 2.1);
+        // The last layer attends from the newest row only: with one layer,
+        // attention grows linearly with the length.
+        let mut c1 = c.clone();
+        c1.num_layers = 1;
+        let (one_1, short_1) = (encode_costs(&c1, &[200]), encode_costs(&c1, &[100]));
+        assert!(att(&one_1) / att(&short_1) > 1.9 && att(&one_1) / att(&short_1) < 2.1);
         // Lengths beyond L are windows of L.
         assert_eq!(encode_costs(&c, &[c.max_seq_len + 50]), encode_costs(&c, &[c.max_seq_len]));
         // The table is read once per batch: 64 users cost far less than 64 × one user's bytes.
@@ -281,7 +290,9 @@ mod tests {
         let text = report(&b).unwrap();
         assert!(text.contains("backend cuda-emu"), "{text}");
         assert!(text.contains("ids identical"), "{text}");
-        for kernel in ["embed_rows", "ln_gemm_silu", "hstu_attention", "gated_ln_gemm_resid", "score_chunk_topk"] {
+        for kernel in
+            ["embed_rows", "ln_gemm_silu", "gather_rows", "hstu_attention", "gated_ln_gemm_resid", "score_chunk_topk"]
+        {
             assert!(text.contains(&format!("| {kernel} | ")), "{kernel} missing: {text}");
         }
         assert!(text.contains("| encode ML-20M 4096u x 200ev | (sum) |"), "{text}");

@@ -55,7 +55,7 @@ pub(crate) fn missing_libraries() -> Option<String> {
 /// The threads per block the host launches `kernel` with.
 pub(crate) fn launch_threads(kernel: Kernel) -> u32 {
     match kernel {
-        Kernel::ScatterKv => SCATTER_THREADS,
+        Kernel::ScatterKv | Kernel::GatherRows => SCATTER_THREADS,
         other => other.fixed_block().unwrap_or(ROWS_THREADS),
     }
 }

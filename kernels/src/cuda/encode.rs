@@ -1,7 +1,10 @@
 //! The HSTU forward on the device for a jagged batch of users: one launch
 //! per kernel per layer for the whole batch. Mirrors kernels/src/forward.rs
 //! `forward` (rows `first..n` of each user are the query rows; keys and
-//! values of rows `0..first` come from a per-user cache).
+//! values of rows `0..first` come from a per-user cache). As on the CPU, the
+//! last layer's attention and output projection run for each user's newest
+//! row only (gathered into `[users, …]` buffers); its u|v|q|k product and
+//! key/value scatter still cover every row.
 
 use crate::error::BackendError;
 use crate::history::Event;
@@ -59,6 +62,10 @@ struct Sections {
     blk_row0: usize,
     pos: usize,
     kv_dst: usize,
+    /// `u` for user u: the newest rows' compact index (and one attention block each).
+    ident: usize,
+    /// `n - 1` for user u: the newest row's position in the window.
+    newest: usize,
 }
 
 impl Plan {
@@ -78,8 +85,10 @@ impl Plan {
             blk_row0: 6 * b + blocks,
             pos: 6 * b + 2 * blocks,
             kv_dst: 6 * b + 2 * blocks + rows,
+            ident: 6 * b + 2 * blocks + 2 * rows,
+            newest: 7 * b + 2 * blocks + 2 * rows,
         };
-        let mut meta = vec![0i32; s.kv_dst + rows];
+        let mut meta = vec![0i32; s.newest + b];
         let mut items = Vec::with_capacity(rows);
         let mut ts = Vec::with_capacity(rows + 2 * b);
         let (mut row, mut blk) = (0usize, 0usize);
@@ -95,6 +104,8 @@ impl Plan {
             };
             meta[s.ts_off + u] = ts.len() as i32;
             meta[s.last_row + u] = (row + n - job.first - 1) as i32;
+            meta[s.ident + u] = u as i32;
+            meta[s.newest + u] = n as i32 - 1;
             ts.extend(job.events.iter().map(|e| e.ts));
             ts.push(job.query_time);
             for row0 in (job.first..n).step_by(ATT_QB as usize) {
@@ -154,6 +165,10 @@ impl CudaBackend {
         let uvqk = &*ws.uvqk.at_least(l, m * width)?;
         let attn = &*ws.attn.at_least(l, m * attn_w)?;
         let out = &*ws.out.at_least(l, plan.users * d)?;
+        let x_last = &*ws.x_last.at_least(l, plan.users * d)?;
+        let uvqk_last = &*ws.uvqk_last.at_least(l, plan.users * width)?;
+        self.poison(x_last, plan.users * d)?;
+        self.poison(uvqk_last, plan.users * width)?;
         self.poison(x, m * d)?;
         self.poison(uvqk, m * width)?;
         self.poison(attn, m * attn_w)?;
@@ -224,9 +239,35 @@ impl CudaBackend {
                     (cache.arg_at(base)?, cache.arg_at(base + kw)?, (kw + vw) as i32)
                 }
             };
+            // The last layer: only each user's newest row goes on, gathered
+            // (its q and u, and its x for the residual).
+            let newest_only = layer_index + 1 == w.layers.len();
+            let users_i = plan.users as i32;
+            if newest_only {
+                let gather = Shape::new((plan.users as u32, 1, 1), SCATTER_THREADS);
+                for (src, ld, dst) in [(uvqk, width_i, uvqk_last), (x, d_i, x_last)] {
+                    let args = [
+                        src.arg(),
+                        Arg::I32(ld),
+                        sec(s.last_row)?,
+                        Arg::I32(users_i),
+                        Arg::I32(ld),
+                        dst.arg(),
+                        Arg::I32(ld),
+                    ];
+                    launch(l, Kernel::GatherRows, &gather, &args)?;
+                }
+            }
+            // (q rows, attention blocks, their user and first row, each user's
+            // q offset and first query row)
+            let (q_rows, blocks, blk_user, blk_row0, q_off, q_first) = if newest_only {
+                (uvqk_last, plan.users, s.ident, s.newest, s.ident, s.newest)
+            } else {
+                (uvqk, plan.blocks, s.blk_user, s.blk_row0, s.q_off, s.q_first)
+            };
             // O = causal SiLU attention with rab.
             let shape = Shape {
-                grid: (plan.blocks as u32, h as u32, 1),
+                grid: (blocks as u32, h as u32, 1),
                 block: ATT_THREADS,
                 dyn_smem: dyn_smem_bytes(Kernel::HstuAttention, c) as u32,
             };
@@ -235,15 +276,15 @@ impl CudaBackend {
                 Kernel::HstuAttention,
                 &shape,
                 &[
-                    uvqk.arg_at(q_col)?,
+                    q_rows.arg_at(q_col)?,
                     Arg::I32(width_i),
                     k_base,
                     v_base,
                     Arg::I32(kv_stride),
-                    sec(s.blk_user)?,
-                    sec(s.blk_row0)?,
-                    sec(s.q_off)?,
-                    sec(s.q_first)?,
+                    sec(blk_user)?,
+                    sec(blk_row0)?,
+                    sec(q_off)?,
+                    sec(q_first)?,
                     sec(s.n_rows)?,
                     sec(s.kv_off)?,
                     ts.arg(),
@@ -259,21 +300,22 @@ impl CudaBackend {
                 ],
             )?;
             // x += (u ⊙ LN(O)) · W_o + b_o
+            let (rows_i, gate, residual) = if newest_only { (users_i, uvqk_last, x_last) } else { (m_i, uvqk, x) };
             launch(
                 l,
                 Kernel::GatedLnGemmResid,
-                &gemm_grid(m, d),
+                &gemm_grid(rows_i as usize, d),
                 &[
                     attn.arg(),
                     Arg::I32(attn_i),
-                    uvqk.arg(),
+                    gate.arg(),
                     Arg::I32(width_i),
                     layer.o_w.arg(),
                     layer.o_b.arg(),
-                    Arg::I32(m_i),
+                    Arg::I32(rows_i),
                     Arg::I32(attn_i),
                     Arg::I32(d_i),
-                    x.arg(),
+                    residual.arg(),
                     Arg::I32(d_i),
                 ],
             )?;
@@ -282,7 +324,7 @@ impl CudaBackend {
             l,
             Kernel::L2normRows,
             &Shape::cover(plan.users * 32, ROWS_THREADS),
-            &[x.arg(), Arg::I32(d_i), sec(s.last_row)?, Arg::I32(plan.users as i32), out.arg()],
+            &[x_last.arg(), Arg::I32(d_i), sec(s.ident)?, Arg::I32(plan.users as i32), out.arg()],
         )?;
         let host = super::launch::download(l, out, 0, plan.users * d)?;
         Ok(host.chunks_exact(d).map(<[f32]>::to_vec).collect())

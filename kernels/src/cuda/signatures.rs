@@ -128,6 +128,8 @@ pub(crate) enum Kernel {
     EmbedRows,
     /// hstu_rows.cu `scatter_kv`.
     ScatterKv,
+    /// hstu_rows.cu `gather_rows`.
+    GatherRows,
     /// hstu_rows.cu `l2norm_rows`.
     L2normRows,
     /// hstu_rows.cu `fill_u32`.
@@ -147,9 +149,10 @@ pub(crate) enum Kernel {
 }
 
 /// Every kernel, in the order of [`Kernel::index`].
-pub(crate) const KERNELS: [Kernel; 10] = [
+pub(crate) const KERNELS: [Kernel; 11] = [
     Kernel::EmbedRows,
     Kernel::ScatterKv,
+    Kernel::GatherRows,
     Kernel::L2normRows,
     Kernel::FillU32,
     Kernel::LnGemmSilu,
@@ -173,6 +176,7 @@ impl Kernel {
         match self {
             Kernel::EmbedRows => "embed_rows",
             Kernel::ScatterKv => "scatter_kv",
+            Kernel::GatherRows => "gather_rows",
             Kernel::L2normRows => "l2norm_rows",
             Kernel::FillU32 => "fill_u32",
             Kernel::LnGemmSilu => "ln_gemm_silu",
@@ -187,7 +191,9 @@ impl Kernel {
     /// The file that defines it.
     pub(crate) const fn source(self) -> Source {
         match self {
-            Kernel::EmbedRows | Kernel::ScatterKv | Kernel::L2normRows | Kernel::FillU32 => Source::Rows,
+            Kernel::EmbedRows | Kernel::ScatterKv | Kernel::GatherRows | Kernel::L2normRows | Kernel::FillU32 => {
+                Source::Rows
+            }
             Kernel::LnGemmSilu | Kernel::GatedLnGemmResid => Source::Gemm,
             Kernel::HstuAttention => Source::Attention,
             Kernel::ScoreChunkTopk | Kernel::TopkMerge => Source::Topk,
@@ -218,6 +224,15 @@ impl Kernel {
                 ("dst_row", Ty::In(I32)),
                 ("rows", Ty::I32),
                 ("cache", Ty::Out(F32)),
+            ],
+            Kernel::GatherRows => &[
+                ("src", Ty::In(F32)),
+                ("ld_src", Ty::I32),
+                ("row", Ty::In(I32)),
+                ("rows", Ty::I32),
+                ("width", Ty::I32),
+                ("dst", Ty::Out(F32)),
+                ("ld_dst", Ty::I32),
             ],
             Kernel::L2normRows => {
                 &[("x", Ty::In(F32)), ("d", Ty::I32), ("row", Ty::In(I32)), ("users", Ty::I32), ("out", Ty::Out(F32))]

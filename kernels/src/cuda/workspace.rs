@@ -56,8 +56,12 @@ pub(crate) struct Workspace {
     pub x: Growable<f32>,
     /// SiLU(LN(x)·W_uvqk), [rows, 2·H·(dv+dqk)].
     pub uvqk: Growable<f32>,
-    /// Attention output O, [rows, H·dv].
+    /// Attention output O, [rows, H·dv] (the last layer: [users, H·dv]).
     pub attn: Growable<f32>,
+    /// Each user's newest row of x on the last layer, [users, D].
+    pub x_last: Growable<f32>,
+    /// Each user's newest row of uvqk on the last layer, [users, 2·H·(dv+dqk)].
+    pub uvqk_last: Growable<f32>,
     /// Item id of every row.
     pub items: Growable<u32>,
     /// Packed i32 metadata of a call (see `encode::Plan`).
@@ -87,6 +91,8 @@ impl Workspace {
             x: Growable::new(),
             uvqk: Growable::new(),
             attn: Growable::new(),
+            x_last: Growable::new(),
+            uvqk_last: Growable::new(),
             items: Growable::new(),
             meta: Growable::new(),
             ts: Growable::new(),

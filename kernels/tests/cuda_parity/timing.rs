@@ -22,12 +22,10 @@ use edgerec_kernels::cuda::{CudaBackend, Roofs};
 
 use super::{device_or_skip, emu_mode, history, sized};
 
-/// FLOPs of encoding one user of n events (the dense math only).
+/// FLOPs of encoding one user of n events: the cost model's (the last
+/// layer computes its newest row only).
 fn encode_flops(c: &ModelConfig, n: usize) -> f64 {
-    let (d, h, w, a) = (c.d_model as f64, c.num_heads as f64, c.uvqk_width() as f64, c.attn_width() as f64);
-    let n = n as f64;
-    let pairs = n * (n + 1.0) / 2.0;
-    c.num_layers as f64 * (2.0 * n * d * w + 2.0 * pairs * h * (c.d_qk + c.d_v) as f64 + 2.0 * n * a * d)
+    encode_costs(c, &[n]).iter().map(|k| k.flops).sum()
 }
 
 fn best_secs(runs: usize, mut f: impl FnMut()) -> f64 {
