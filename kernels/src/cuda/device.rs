@@ -162,7 +162,11 @@ impl CudaLauncher {
                 )));
             }
         }
-        let stream = ctx.default_stream();
+        // A stream of its own rather than the legacy default stream, which
+        // every other blocking stream of the process waits on: each tenant
+        // opens its own backend, so tenants' calls no longer serialise on
+        // the device (each backend's buffers are used on its stream only).
+        let stream = ctx.new_stream().map_err(dev_err("stream"))?;
         Ok(CudaLauncher { ctx, stream, functions, name, max_dyn_smem, profiler: Profiler::default() })
     }
 }

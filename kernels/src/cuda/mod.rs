@@ -67,7 +67,8 @@ enum Engine {
 
 /// The CUDA backend for one model on one device (or on the CPU emulator).
 /// Weights are uploaded once at creation; the work buffers grow to the
-/// largest call and are reused. Calls are serialised (one stream, one workspace).
+/// largest call and are reused. Calls to one backend are serialised (its own
+/// stream, one workspace); backends (one per tenant) run on separate streams.
 pub struct CudaBackend {
     model: Arc<Model>,
     engine: Engine,
