@@ -416,11 +416,13 @@ fn seeded_shuffle_with_an_exited_lane_is_reported() {
 }
 
 #[test]
-fn seeded_missing_barrier_in_top_k_sort_is_caught() {
+fn seeded_missing_barrier_in_top_k_rank_is_caught() {
+    // The barrier between writing each row's approximation and ranking it
+    // against the others.
     let options = seeded(
         "score_topk.cu",
-        "            }\n            __syncthreads();\n        }\n    }\n}",
-        "            }\n        }\n    }\n}",
+        "        s_a[threadIdx.x] = a;\n        __syncthreads();",
+        "        s_a[threadIdx.x] = a;",
     );
     let model = top_k_model(300, 300);
     let b = emu_with(&model, &options).unwrap();
@@ -435,5 +437,23 @@ fn seeded_missing_barrier_in_top_k_sort_is_caught() {
             (0..3).any(|u| compare_top_k(&model, &got[u], &top_k(&model, &embeddings[u], 50, &[]), &[]).is_err())
         }
     };
-    assert!(caught, "a bitonic sort without barriers went unnoticed");
+    assert!(caught, "ranking without a barrier went unnoticed");
+}
+
+#[test]
+fn seeded_threshold_above_the_kth_is_caught() {
+    // A threshold that drops rows which may reach the top k: the host re-ranks
+    // only the device's candidates, so the answer must differ from the CPU's.
+    let options = seeded(
+        "score_topk.cu",
+        "thr[u] = qt_next_down(m - twice_bound[u]);",
+        "thr[u] = m + 0.25f * (m > 0.0f ? m : -m);",
+    );
+    let model = top_k_model(300, 300);
+    let b = emu_with(&model, &options).unwrap();
+    let embeddings: Vec<Vec<f32>> =
+        (0..3).map(|u| (0..16).map(|j| ((u * 5 + j * 3) % 11) as f32 / 6.0 - 1.0).collect()).collect();
+    let got = b.top_k_batch(&embeddings, 10, &[]).unwrap();
+    let caught = (0..3).any(|u| compare_top_k(&model, &got[u], &top_k(&model, &embeddings[u], 10, &[]), &[]).is_err());
+    assert!(caught, "a threshold above the k-th approximation went unnoticed");
 }

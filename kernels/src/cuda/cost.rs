@@ -114,20 +114,31 @@ pub fn encode_costs(config: &ModelConfig, lengths: &[usize]) -> Vec<KernelCost> 
     ]
 }
 
-/// Costs of one top-k call for `users` embeddings over the catalog: the table
-/// (rows and norms) read once for the whole batch, the scores computed for
-/// every (user, item), and the chunk candidates written and merged.
+/// Costs of one top-k call for `users` embeddings over the quantised
+/// catalog (`score_topk.cu`, `chunk` rows per block): two passes that each
+/// read the table (int8 codes and a scale per row) once for the whole batch,
+/// the int8 dot products of every (user, row) in each pass (counted as 2
+/// operations per multiply-add, on the f32 roof: an upper bound, the integer
+/// path is faster), the per-chunk ranking (`chunk` comparisons per row and
+/// user), and the candidates (about 4k per user) written and read back.
 pub fn top_k_costs(config: &ModelConfig, users: usize, k: usize, chunk: usize) -> Vec<KernelCost> {
     let (d, v, b) = (config.d_model as f64, config.num_items as f64, users as f64);
+    let groups = config.d_model.div_ceil(4) as f64;
     let chunks = config.num_items.div_ceil(chunk) as f64;
-    let candidates = b * chunks * k as f64 * 8.0;
+    let table = v * (4.0 * groups + F32);
+    let queries = b * (groups + 2.0) * 4.0;
     vec![
         KernelCost {
-            kernel: "score_chunk_topk",
-            bytes: v * (d + 1.0) * F32 + b * d * F32 + candidates,
+            kernel: "quant_chunk_kth",
+            bytes: table + queries + b * chunks * F32,
+            flops: 2.0 * b * v * d + b * v * chunk as f64,
+        },
+        KernelCost { kernel: "quant_threshold", bytes: b * chunks * F32 + 2.0 * b * F32, flops: b * chunks },
+        KernelCost {
+            kernel: "quant_select",
+            bytes: table + queries + b * 4.0 * k as f64 * 4.0,
             flops: 2.0 * b * v * d,
         },
-        KernelCost { kernel: "topk_merge", bytes: 2.0 * candidates, flops: 0.0 },
     ]
 }
 
@@ -275,8 +286,8 @@ mod tests {
         // Lengths beyond L are windows of L.
         assert_eq!(encode_costs(&c, &[c.max_seq_len + 50]), encode_costs(&c, &[c.max_seq_len]));
         // The table is read once per batch: 64 users cost far less than 64 × one user's bytes.
-        let t1 = top_k_costs(&c, 1, 10, 2048)[0].bytes;
-        let t64 = top_k_costs(&c, 64, 10, 2048)[0].bytes;
+        let t1 = top_k_costs(&c, 1, 10, 256)[0].bytes;
+        let t64 = top_k_costs(&c, 64, 10, 256)[0].bytes;
         assert!(t64 < 2.0 * t1, "{t1} {t64}");
         // A memory-bound kernel's prediction is its bytes over the derated bandwidth.
         let k = KernelCost { kernel: "x", bytes: 2.01e9, flops: 1.0 };
@@ -291,7 +302,7 @@ mod tests {
         assert!(text.contains("backend cuda-emu"), "{text}");
         assert!(text.contains("ids identical"), "{text}");
         for kernel in
-            ["embed_rows", "ln_gemm_silu", "gather_rows", "hstu_attention", "gated_ln_gemm_resid", "score_chunk_topk"]
+            ["embed_rows", "ln_gemm_silu", "gather_rows", "hstu_attention", "gated_ln_gemm_resid", "quant_chunk_kth"]
         {
             assert!(text.contains(&format!("| {kernel} | ")), "{kernel} missing: {text}");
         }

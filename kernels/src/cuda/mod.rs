@@ -11,7 +11,8 @@
 //! CPU function it mirrors): `hstu_rows.cu` (embedding, key/value scatter,
 //! L2 norm), `hstu_gemm.cu` (LN→uvqk→SiLU and u⊙LN(O)→W_o+b+residual,
 //! fused), `hstu_attention.cu` (causal SiLU attention with in-kernel rab, any
-//! head dims), `score_topk.cu` (fused cosine scoring + block top-k + merge),
+//! head dims), `score_topk.cu` (batched exact top-k over the quantised table: int8
+//! approximations, per-chunk k-th, threshold, candidates; re-ranked on the host),
 //! `roofline.cu` (the FMA peak the timings are compared with).
 //!
 //! The orchestration here drives a `Launcher` (launch.rs): cudarc on a GPU, or
@@ -45,6 +46,7 @@ use crate::error::BackendError;
 use crate::error::BatchError;
 use crate::history::{UserHistory, kept_window};
 use crate::model::Model;
+use crate::retrieval::QuantizedTable;
 
 use device::CudaLauncher;
 use emu::EmuLauncher;
@@ -73,6 +75,9 @@ pub struct CudaBackend {
     model: Arc<Model>,
     engine: Engine,
     weights: DeviceWeights,
+    /// The quantised item table the batched top-k scans (its device copy is
+    /// in `weights`); the host side quantises queries and re-ranks.
+    table: QuantizedTable,
     work: Mutex<Workspace>,
     poison: AtomicBool,
     /// Unique per backend instance: a state's device cache belongs to one.
@@ -136,11 +141,13 @@ impl CudaBackend {
             Engine::Cuda(c) => c,
             Engine::Emu(e) => e,
         };
-        let weights = DeviceWeights::upload(launcher, &model)?;
+        let table = QuantizedTable::from_model(&model);
+        let weights = DeviceWeights::upload(launcher, &model, &table)?;
         Ok(CudaBackend {
             model,
             engine,
             weights,
+            table,
             work: Mutex::new(Workspace::new()),
             poison: AtomicBool::new(false),
             id: next_id(),
@@ -195,9 +202,9 @@ impl CudaBackend {
         self.launcher().profiler().take()
     }
 
-    /// Launch shape constants the cost model needs: items per scoring chunk.
+    /// Launch shape constants the cost model needs: table rows per scoring block.
     pub fn top_k_chunk() -> usize {
-        shapes::TOPK_CHUNK as usize
+        shapes::TOPK_THREADS as usize
     }
 
     fn poison_outputs(&self) -> bool {

@@ -4,6 +4,7 @@
 
 use crate::error::BackendError;
 use crate::model::Model;
+use crate::retrieval::QuantizedTable;
 
 use super::buckets::bucket_thresholds;
 use super::launch::{DevBuf, DeviceType, Launcher, alloc, upload, upload_new};
@@ -70,16 +71,26 @@ pub(crate) struct Workspace {
     pub ts: Growable<i64>,
     /// Output embeddings, [users, D].
     pub out: Growable<f32>,
-    /// User embeddings of a scoring call, [users, D].
-    pub users: Growable<f32>,
+    /// Query codes of a top-k call, [users, groups].
+    pub q_codes: Growable<i32>,
+    /// Each query's code correction (128·Σcodes), [users].
+    pub q_corr: Growable<i32>,
+    /// Each query's scale t, [users].
+    pub q_scale: Growable<f32>,
+    /// Each query's 2W rounded up to f32, [users].
+    pub twice_bound: Growable<f32>,
     /// Concatenated sorted exclusion lists.
     pub excl: Growable<u32>,
     /// Offsets of each user's exclusion list in `excl` (users + 1).
     pub excl_off: Growable<i32>,
-    /// Top-k candidate scores, ping-pong pair.
-    pub cand_score: [Growable<f32>; 2],
-    /// Top-k candidate ids, ping-pong pair.
-    pub cand_id: [Growable<u32>; 2],
+    /// Each chunk's k-th approximation per user, [users, chunks].
+    pub kth: Growable<f32>,
+    /// Each user's candidate threshold, [users].
+    pub thr: Growable<f32>,
+    /// Candidates per user (may exceed the capacity), [users].
+    pub cand_count: Growable<u32>,
+    /// Candidate rows, [users, capacity].
+    pub cand: Growable<u32>,
     /// Staged caches of a batched append, `[layers][users][L][H·dqk | H·dv]`.
     pub stage: Growable<f32>,
 }
@@ -97,11 +108,16 @@ impl Workspace {
             meta: Growable::new(),
             ts: Growable::new(),
             out: Growable::new(),
-            users: Growable::new(),
+            q_codes: Growable::new(),
+            q_corr: Growable::new(),
+            q_scale: Growable::new(),
+            twice_bound: Growable::new(),
             excl: Growable::new(),
             excl_off: Growable::new(),
-            cand_score: [Growable::new(), Growable::new()],
-            cand_id: [Growable::new(), Growable::new()],
+            kth: Growable::new(),
+            thr: Growable::new(),
+            cand_count: Growable::new(),
+            cand: Growable::new(),
             stage: Growable::new(),
         }
     }
@@ -119,7 +135,10 @@ pub(crate) struct DeviceLayer {
 /// A model's weights on the device, uploaded once when the backend is created.
 pub(crate) struct DeviceWeights {
     pub item_emb: DevBuf<f32>,
-    pub item_norms: DevBuf<f32>,
+    /// The quantised item table's words (see score_topk.cu).
+    pub table_words: DevBuf<u32>,
+    /// Its row scales, NaN where a row is not scanned.
+    pub table_scales: DevBuf<f32>,
     pub pos_emb: DevBuf<f32>,
     pub layers: Vec<DeviceLayer>,
     /// Smallest gap of every time bucket (see [`super::buckets`]).
@@ -128,7 +147,8 @@ pub(crate) struct DeviceWeights {
 
 impl DeviceWeights {
     /// Uploads `model`'s weights.
-    pub fn upload(l: &dyn Launcher, model: &Model) -> Result<Self, BackendError> {
+    pub fn upload(l: &dyn Launcher, model: &Model, table: &QuantizedTable) -> Result<Self, BackendError> {
+        let quantised = table.device_table();
         let w = &model.weights;
         let layers = w
             .layers
@@ -145,7 +165,8 @@ impl DeviceWeights {
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(DeviceWeights {
             item_emb: upload_new(l, &w.item_emb)?,
-            item_norms: upload_new(l, &model.item_norms)?,
+            table_words: upload_new(l, &quantised.words)?,
+            table_scales: upload_new(l, &quantised.scales)?,
             pos_emb: upload_new(l, &w.pos_emb)?,
             layers,
             thresholds: upload_new(l, &bucket_thresholds(&model.config))?,
@@ -155,7 +176,8 @@ impl DeviceWeights {
     /// Device bytes of the weights.
     pub fn bytes(&self) -> usize {
         self.item_emb.bytes()
-            + self.item_norms.bytes()
+            + self.table_words.bytes()
+            + self.table_scales.bytes()
             + self.pos_emb.bytes()
             + self.thresholds.bytes()
             + self

@@ -95,8 +95,9 @@ pub fn run() {
             let secs = best_secs(sized(5, 1), || {
                 gpu.top_k_batch(&emb, 10, &[]).expect("top-k");
             });
-            // Compulsory traffic: the table (rows + norms) once per call.
-            let bytes = items as f64 * (cfg.d_model + 1) as f64 * 4.0 + users as f64 * cfg.d_model as f64 * 4.0;
+            // Compulsory traffic as the cost model counts it: the quantised
+            // table twice per call (two passes), whatever the users.
+            let bytes: f64 = top_k_costs(&cfg, users, 10, CudaBackend::top_k_chunk()).iter().map(|k| k.bytes).sum();
             let gbps = bytes / secs / 1e9;
             println!(
                 "{:<34} {:>10.3} {:>7.0} q/s {:>7.0} GB/s {:>6.1}%",
