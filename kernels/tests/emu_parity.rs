@@ -417,12 +417,12 @@ fn seeded_shuffle_with_an_exited_lane_is_reported() {
 
 #[test]
 fn seeded_missing_barrier_in_top_k_rank_is_caught() {
-    // The barrier between writing each row's approximation and ranking it
-    // against the others.
+    // The barrier between writing each warp's sorted pairs and ranking
+    // every row against them.
     let options = seeded(
         "score_topk.cu",
-        "        s_a[threadIdx.x] = a;\n        __syncthreads();",
-        "        s_a[threadIdx.x] = a;",
+        "        s_row[threadIdx.x] = r;\n        __syncthreads();",
+        "        s_row[threadIdx.x] = r;",
     );
     let model = top_k_model(300, 300);
     let b = emu_with(&model, &options).unwrap();

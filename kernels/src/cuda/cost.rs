@@ -68,6 +68,11 @@ impl KernelCost {
 
 const F32: f64 = 4.0;
 
+/// Operations per row and user of `quant_chunk_kth`'s ranking: a 32-lane
+/// bitonic network (15 compare-exchange steps, two shuffles and a compare
+/// each) and eight 5-step binary searches (a load and a compare each).
+pub const RANK_OPS: f64 = 15.0 * 3.0 + 8.0 * 5.0 * 2.0;
+
 /// Costs of one full encode of users with `lengths` events each (windows of
 /// at most L rows), summed over the layers: the kernels of
 /// `CudaBackend::encode_batch`. The last layer's attention and output
@@ -119,8 +124,8 @@ pub fn encode_costs(config: &ModelConfig, lengths: &[usize]) -> Vec<KernelCost> 
 /// read the table (int8 codes and a scale per row) once for the whole batch,
 /// the int8 dot products of every (user, row) in each pass (counted as 2
 /// operations per multiply-add, on the f32 roof: an upper bound, the integer
-/// path is faster), the per-chunk ranking (`chunk` comparisons per row and
-/// user), and the candidates (about 4k per user) written and read back.
+/// path is faster), the per-chunk ranking ([`RANK_OPS`] per row and user),
+/// and the candidates (about 4k per user) written and read back.
 pub fn top_k_costs(config: &ModelConfig, users: usize, k: usize, chunk: usize) -> Vec<KernelCost> {
     let (d, v, b) = (config.d_model as f64, config.num_items as f64, users as f64);
     let groups = config.d_model.div_ceil(4) as f64;
@@ -131,7 +136,7 @@ pub fn top_k_costs(config: &ModelConfig, users: usize, k: usize, chunk: usize) -
         KernelCost {
             kernel: "quant_chunk_kth",
             bytes: table + queries + b * chunks * F32,
-            flops: 2.0 * b * v * d + b * v * chunk as f64,
+            flops: 2.0 * b * v * d + b * v * RANK_OPS,
         },
         KernelCost { kernel: "quant_threshold", bytes: b * chunks * F32 + 2.0 * b * F32, flops: b * chunks },
         KernelCost {

@@ -16,7 +16,9 @@
 //   one per thread, staged once into shared memory for every user of the
 //   batch (the table is read once per batch). Per user: the chunk's k-th
 //   best approximation over its eligible rows (present, not excluded),
-//   ranked by (A desc, row asc); -inf when it has fewer than k.
+//   ranked by (A desc, row asc); -inf when it has fewer than k. A selection,
+//   not a sort of the chunk: each warp sorts its 32 pairs in registers, and
+//   each row finds its rank by binary searches in the eight sorted lists.
 // quant_threshold: block u: thr[u] = the largest float at or below
 //   max_c kth[u, c] − 2W_u (2W rounded up by the host). The k rows of the
 //   best chunk reach that chunk's k-th approximation, so every row of the
@@ -87,31 +89,59 @@ __device__ __forceinline__ float qt_approx(const unsigned* s_words, const float*
     return (float)(acc - q_corr[u]) * (q_scale[u] * s);
 }
 
+// Whether (a, i) ranks before (b, j): higher approximation, then lower row.
+__device__ __forceinline__ bool qt_before(float a, int i, float b, int j) { return a > b || (a == b && i < j); }
+
 extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
 quant_chunk_kth(const unsigned* __restrict__ words, const float* __restrict__ scales, int slots, int groups,
                 const int* __restrict__ q_codes, const int* __restrict__ q_corr, const float* __restrict__ q_scale,
                 int users, const unsigned* __restrict__ excl, const int* __restrict__ excl_off, int k,
                 float* __restrict__ kth) {
-    __shared__ float s_a[TOPK_THREADS];
+    __shared__ float s_a[TOPK_THREADS];  // each warp's 32 (A, row) pairs, sorted
+    __shared__ int s_row[TOPK_THREADS];
     __shared__ float s_kth;
     extern __shared__ unsigned s_words[];  // [groups·TOPK_THREADS], dynamic
     if (blockDim.x != TOPK_THREADS) __trap();  // one row per thread
+    const int lane = threadIdx.x & 31;
     // No barrier after staging: each thread reads only the words it staged
     // itself (s_words[g·TOPK_THREADS + t]); none at the loop's top either:
-    // the previous user's reads of s_a and s_kth are ordered before these
-    // writes by the barrier after ranking and the one after s_a.
+    // the previous user's reads of s_a, s_row and s_kth are ordered before
+    // these writes by the barrier after ranking.
     qt_stage(words, slots, groups, s_words);
     for (int u = 0; u < users; u++) {
         if (threadIdx.x == 0) s_kth = qt_neg_inf();
         const float a = qt_approx(s_words, scales, slots, groups, q_codes, q_corr, q_scale, excl, excl_off, u);
-        s_a[threadIdx.x] = a;
+        // Each warp sorts its 32 (A, row) pairs in registers (a bitonic
+        // network over shuffles, best first) ...
+        float v = a;
+        int r = threadIdx.x;
+        for (int size = 2; size <= 32; size <<= 1) {
+            for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                const float ov = __shfl_xor_sync(0xffffffffu, v, stride);
+                const int orow = __shfl_xor_sync(0xffffffffu, r, stride);
+                const bool lower = (lane & stride) == 0, best_first = size == 32 || (lane & size) == 0;
+                // The lower lane of a best-first pair keeps the better pair.
+                if (qt_before(ov, orow, v, r) == (lower == best_first)) {
+                    v = ov;
+                    r = orow;
+                }
+            }
+        }
+        s_a[threadIdx.x] = v;
+        s_row[threadIdx.x] = r;
         __syncthreads();
+        // ... then each eligible row counts the pairs before its own in the
+        // eight sorted lists (a binary search each): its rank in the chunk.
+        // The thread of rank k-1 holds the chunk's k-th best.
         if (a != qt_neg_inf()) {
-            // Rank by (A desc, row asc): the thread of rank k-1 holds the k-th.
             int rank = 0;
-            for (int j = 0; j < TOPK_THREADS; j++) {
-                float b = s_a[j];
-                rank += (b > a) || (b == a && j < (int)threadIdx.x);
+            for (int w = 0; w < TOPK_THREADS; w += 32) {
+                int lo = 0, hi = 32;
+                while (lo < hi) {
+                    int mid = (lo + hi) >> 1;
+                    if (qt_before(s_a[w + mid], s_row[w + mid], a, threadIdx.x)) lo = mid + 1; else hi = mid;
+                }
+                rank += lo;
             }
             if (rank == k - 1) s_kth = a;
         }
