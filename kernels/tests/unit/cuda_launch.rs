@@ -183,3 +183,103 @@ fn blocks_run_in_a_varied_order() {
     positions.dedup();
     assert!(positions.len() > 1, "block 5 ran at the same position in every launch: {positions:?}");
 }
+
+/// The top-k selection kernels against a plain computation on the CPU:
+/// `quant_chunk_kth` gives every 256-row chunk's exact k-th best
+/// approximation per user (ties, an absent row, exclusions, a partial last
+/// chunk, a chunk with fewer eligible rows than k), and `quant_threshold`
+/// the largest float at or below the best of them minus 2W. (The parity
+/// tests cannot see a k-th that is too low: it only costs pruning.)
+#[test]
+fn the_top_k_selection_kernels_find_each_chunks_kth_and_the_threshold() {
+    use super::shapes::TOPK_THREADS;
+    use crate::retrieval::QuantizedTable;
+    let (d, n) = (10usize, 700usize);
+    let mut x = 0x2545_f491_u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut rows: Vec<f32> = (0..n * d).map(|_| next()).collect();
+    // Ties: rows 20..30 copy row 10.
+    for r in 20..30 {
+        let src = rows[10 * d..11 * d].to_vec();
+        rows[r * d..(r + 1) * d].copy_from_slice(&src);
+    }
+    let mut table = QuantizedTable::new(d, &rows).expect("valid table");
+    table.remove_row(5);
+    let dev = table.device_table();
+    let queries: Vec<Vec<f32>> = (0..3).map(|_| (0..d).map(|_| next()).collect()).collect();
+    let codes: Vec<_> = queries.iter().map(|q| table.quantize_query(q).expect("bounded query")).collect();
+    // User 1 excludes most of chunk 2 (rows 512..700 but 3): fewer eligible rows than k there.
+    let excl: Vec<Vec<u32>> = vec![vec![], (512..697).collect(), vec![10, 11, 600]];
+    let (groups, slots, k) = (d.div_ceil(4), dev.scales.len(), 8usize);
+    let chunks = slots.div_ceil(TOPK_THREADS as usize);
+
+    let b = emu(d, 10);
+    let l = b.launcher();
+    let words = upload_new(l, &dev.words).unwrap();
+    let scales = upload_new(l, &dev.scales).unwrap();
+    let q_codes = upload_new(l, &codes.iter().flat_map(|c| c.packed.clone()).collect::<Vec<i32>>()).unwrap();
+    let q_corr = upload_new(l, &codes.iter().map(|c| c.correction).collect::<Vec<i32>>()).unwrap();
+    let q_scale = upload_new(l, &codes.iter().map(|c| c.scale).collect::<Vec<f32>>()).unwrap();
+    let flat: Vec<u32> = excl.iter().flatten().copied().collect();
+    let mut off = vec![0i32];
+    excl.iter().for_each(|e| off.push(off[off.len() - 1] + e.len() as i32));
+    let (ex, ex_off) = (upload_new(l, &flat).unwrap(), upload_new(l, &off).unwrap());
+    let kth = alloc::<f32>(l, 3 * chunks).unwrap();
+    let mut shape = Shape::new((chunks as u32, 1, 1), TOPK_THREADS);
+    shape.dyn_smem = super::launch::dyn_smem_bytes(Kernel::QuantChunkKth, &b.model.config) as u32;
+    let args = [
+        words.arg(),
+        scales.arg(),
+        Arg::I32(slots as i32),
+        Arg::I32(groups as i32),
+        q_codes.arg(),
+        q_corr.arg(),
+        q_scale.arg(),
+        Arg::I32(3),
+        ex.arg(),
+        ex_off.arg(),
+        Arg::I32(k as i32),
+        kth.arg(),
+    ];
+    launch(l, Kernel::QuantChunkKth, &shape, &args).unwrap();
+    let got = download(l, &kth, 0, 3 * chunks).unwrap();
+
+    // The scan's arithmetic, plainly: A = f32(dot) · (t · s_row).
+    let approx = |u: usize, row: usize| -> Option<f32> {
+        let s = dev.scales[row];
+        if s.is_nan() || excl[u].contains(&(row as u32)) {
+            return None;
+        }
+        let mut acc = 0i32;
+        for g in 0..groups {
+            let w = dev.words[((row / 16) * groups + g) * 16 + row % 16].to_le_bytes();
+            let q = codes[u].packed[g].to_le_bytes();
+            acc += (0..4).map(|i| i32::from(w[i]) * i32::from(q[i] as i8)).sum::<i32>();
+        }
+        Some((acc - codes[u].correction) as f32 * (codes[u].scale * s))
+    };
+    let twice: Vec<f32> = codes.iter().map(|c| c.twice_bound as f32 * 1.5).collect();
+    for u in 0..3 {
+        let mut best = f32::NEG_INFINITY;
+        for c in 0..chunks {
+            let mut a: Vec<f32> = (c * 256..((c + 1) * 256).min(slots)).filter_map(|r| approx(u, r)).collect();
+            a.sort_by(|x, y| y.total_cmp(x));
+            let want = a.get(k - 1).copied().unwrap_or(f32::NEG_INFINITY);
+            assert_eq!(got[u * chunks + c].to_bits(), want.to_bits(), "user {u} chunk {c}");
+            best = best.max(want);
+        }
+        assert!(u != 1 || got[chunks + 2] == f32::NEG_INFINITY, "user 1's last chunk has fewer than k rows");
+        // The threshold: one float below best − 2W.
+        let tb = upload_new(l, &twice).unwrap();
+        let thr = alloc::<f32>(l, 3).unwrap();
+        let args = [kth.arg(), Arg::I32(chunks as i32), tb.arg(), thr.arg()];
+        launch(l, Kernel::QuantThreshold, &Shape::new((3, 1, 1), TOPK_THREADS), &args).unwrap();
+        let t = download(l, &thr, 0, 3).unwrap()[u];
+        assert_eq!(t.to_bits(), (best - twice[u]).next_down().to_bits(), "user {u} threshold");
+    }
+}
