@@ -329,8 +329,8 @@ impl QuantizedTable {
         per_query
             .into_par_iter()
             .map(|(i, cands)| {
-                let cands = cands.map(|c| c.iter().map(|c| c.row).collect::<Vec<_>>());
-                (i, self.rerank(rows, queries[i], cands.as_deref(), &excluded[i], allow, k))
+                let cands = cands.as_ref().map(|c| c.iter().map(|c| c.row));
+                (i, self.rerank(rows, queries[i], cands, &excluded[i], allow, k))
             })
             .collect::<Vec<_>>()
             .into_iter()
@@ -349,7 +349,7 @@ impl QuantizedTable {
         &self,
         rows: &[f32],
         query: &[f32],
-        candidates: Option<&[u32]>,
+        candidates: Option<impl Iterator<Item = u32>>,
         excluded: &[u32],
         allow: Option<&RowMask>,
         k: usize,
@@ -358,8 +358,6 @@ impl QuantizedTable {
             |row: u32| allow.is_none_or(|m| m.contains(row as usize)) && excluded.binary_search(&row).is_err();
         let mut scored: Vec<Scored> = match candidates {
             Some(cands) => cands
-                .iter()
-                .copied()
                 .chain(self.unbounded.iter().copied().filter(|&r| eligible(r)))
                 .map(|row| self.exact(rows, query, row))
                 .collect(),
@@ -373,9 +371,10 @@ impl QuantizedTable {
 
     /// What the CUDA backend's batched top-k scans (kernels/src/cuda/topk.rs):
     /// the codes as the `Line` words (16 per line: word r = row r's four
-    /// codes; ceil(dim / 4) lines per block of 16 rows), and one scale per row slot, NaN where the scan must not
-    /// consider the row (absent, or outside the bound's domain: re-ranked
-    /// always by [`QuantizedTable::rerank`]).
+    /// codes; ceil(dim / 4) lines per block of 16 rows), and one scale per
+    /// row slot, NaN where the scan must not consider the row (absent, or
+    /// outside the bound's domain: re-ranked always by
+    /// [`QuantizedTable::rerank`]).
     pub(crate) fn device_table(&self) -> DeviceTable {
         let words = self
             .lines

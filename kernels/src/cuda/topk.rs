@@ -91,7 +91,10 @@ impl CudaBackend {
         Ok(embeddings
             .iter()
             .enumerate()
-            .map(|(i, e)| table.rerank(item_rows, e, candidates[i].as_deref(), &excluded[i], None, k))
+            .map(|(i, e)| {
+                let cands = candidates[i].as_ref().map(|c| c.iter().copied());
+                table.rerank(item_rows, e, cands, &excluded[i], None, k)
+            })
             .collect())
     }
 
