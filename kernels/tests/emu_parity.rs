@@ -457,3 +457,37 @@ fn seeded_threshold_above_the_kth_is_caught() {
     let caught = (0..3).any(|u| compare_top_k(&model, &got[u], &top_k(&model, &embeddings[u], 10, &[]), &[]).is_err());
     assert!(caught, "a threshold above the k-th approximation went unnoticed");
 }
+
+/// Device states live in one key/value pool per backend: 20 states outgrow
+/// its first 16 slots (the pool doubles, copying the slots in use), every
+/// state still appends like the CPU afterwards (its cached rows moved
+/// intact), and dropped states' slots are reused (no growth for 20 more).
+#[test]
+fn device_states_share_a_pool_that_grows_and_reuses_freed_slots() {
+    let cfg = config(60, 16, 2, 2, 8, 8, 40);
+    let model = Model::random(cfg.clone(), 41).unwrap();
+    let b = emu(&model);
+    b.set_poison_outputs(true);
+    let lens: Vec<usize> = (0..20).map(|i| 1 + (i * 7) % 35).collect();
+    let hist = users(&cfg, &lens, 4100);
+    let mut states = Vec::new();
+    for (events, q) in &hist {
+        let mut sorted = events.clone();
+        sorted.sort_by_key(|e| e.ts);
+        let (state, _) = b.new_state(&sorted, *q).unwrap();
+        states.push((state, sorted));
+    }
+    assert_eq!(b.kv_pool_capacity(), 32, "20 states in a pool of 16 slots doubles it once");
+    for (u, (state, sorted)) in states.iter_mut().enumerate() {
+        let next = Event { item: 1 + u as u32, ts: sorted.last().map_or(0, |e| e.ts) + 5 };
+        let got = b.append(state, &[next], next.ts + 1).unwrap();
+        sorted.push(next);
+        let want = encode(&model, sorted, next.ts + 1).unwrap();
+        let diff = worst(&got, &want);
+        assert!(diff <= EMBED_TOL, "user {u} after the pool grew: {diff:e}");
+    }
+    drop(states);
+    let again: Vec<_> = hist.iter().map(|(events, q)| b.new_state(events, *q).unwrap()).collect();
+    assert_eq!(again.len(), 20);
+    assert_eq!(b.kv_pool_capacity(), 32, "freed slots are reused");
+}

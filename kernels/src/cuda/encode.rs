@@ -34,10 +34,17 @@ pub(crate) struct Job<'a> {
 pub(crate) enum KvStore<'a> {
     /// Stateless batch: straight from the uvqk buffer of the same call.
     Transient,
-    /// Per-user caches laid out `[layers][jobs][L][H·dqk | H·dv]` (job u in
-    /// slot u; one user's own state buffer is the case of one job): the query
-    /// rows' keys and values are written to their rows, then rows `0..n` are read.
-    Slots(&'a DevBuf<f32>),
+    /// The backend's pool of per-user caches, `[layers][capacity][L][H·dqk | H·dv]`
+    /// (see `kv_pool.rs`), job u in slot `slots[u]`: the query rows' keys and
+    /// values are written to their rows, then rows `0..n` are read.
+    Pool {
+        /// The pool's buffer.
+        cache: &'a DevBuf<f32>,
+        /// Slots per layer in it.
+        capacity: usize,
+        /// Each job's slot.
+        slots: &'a [usize],
+    },
 }
 
 /// Host-side index arrays of one group of jobs, packed into one i32 upload.
@@ -69,8 +76,9 @@ struct Sections {
 }
 
 impl Plan {
-    /// `slot_rows`: rows per user slot of a cache store (L), `None` when transient.
-    fn new(jobs: &[Job<'_>], slot_rows: Option<usize>) -> (Self, Sections) {
+    /// `slots`: each job's slot in a cache store and the rows per slot (L),
+    /// `None` when transient.
+    fn new(jobs: &[Job<'_>], slots: Option<(&[usize], usize)>) -> (Self, Sections) {
         let b = jobs.len();
         let rows: usize = jobs.iter().map(|j| j.events.len() - j.first).sum();
         let blocks: usize = jobs.iter().map(|j| (j.events.len() - j.first).div_ceil(ATT_QB as usize)).sum();
@@ -98,8 +106,8 @@ impl Plan {
             meta[s.q_first + u] = job.first as i32;
             meta[s.n_rows + u] = n as i32;
             // Transient keys live in the call's own rows, where row `first` is at q_off.
-            meta[s.kv_off + u] = match slot_rows {
-                Some(l) => (u * l) as i32,
+            meta[s.kv_off + u] = match slots {
+                Some((of, l)) => (of[u] * l) as i32,
                 None => row as i32 - job.first as i32,
             };
             meta[s.ts_off + u] = ts.len() as i32;
@@ -115,7 +123,7 @@ impl Plan {
             }
             for (t, e) in job.events.iter().enumerate().skip(job.first) {
                 meta[s.pos + row] = t as i32;
-                meta[s.kv_dst + row] = (u * slot_rows.unwrap_or(0) + t) as i32;
+                meta[s.kv_dst + row] = slots.map_or(0, |(of, l)| of[u] * l + t) as i32;
                 items.push(e.item);
                 row += 1;
             }
@@ -139,7 +147,7 @@ impl CudaBackend {
     }
 
     /// Runs every layer for `jobs` (at most MAX_ROWS_PER_LAUNCH query rows in
-    /// total; a cache store holds one slot per job) and returns each user's
+    /// total; a cache store names each job's slot) and returns each user's
     /// L2-normalised last row.
     pub(crate) fn forward_jobs(
         &self,
@@ -147,10 +155,13 @@ impl CudaBackend {
         jobs: &[Job<'_>],
         store: KvStore<'_>,
     ) -> Result<Vec<Vec<f32>>, BackendError> {
-        let cached = matches!(store, KvStore::Slots(_));
         let c = &self.model.config;
         let l = self.launcher();
-        let (plan, s) = Plan::new(jobs, cached.then_some(self.model.config.max_seq_len));
+        let slots = match &store {
+            KvStore::Transient => None,
+            KvStore::Pool { slots, .. } => Some((*slots, c.max_seq_len)),
+        };
+        let (plan, s) = Plan::new(jobs, slots);
         let w = &self.weights;
         let (d, h, dqk, dv) = (c.d_model, c.num_heads, c.d_qk, c.d_v);
         let (width, attn_w) = (c.uvqk_width(), c.attn_width());
@@ -195,8 +206,11 @@ impl CudaBackend {
 
         let (big_n, alpha, inv_n) = (c.attn_normalizer as i32, c.alpha, 1.0 / c.attn_normalizer as f32);
         let max_rows = c.max_seq_len;
-        // One layer of a cache store: every job's slot of L rows.
-        let layer_kv = jobs.len() * max_rows * (kw + vw);
+        // One layer of a cache store: every slot's L rows.
+        let layer_kv = match &store {
+            KvStore::Transient => 0,
+            KvStore::Pool { capacity, .. } => capacity * max_rows * (kw + vw),
+        };
         for (layer_index, layer) in w.layers.iter().enumerate() {
             // uvqk = SiLU(LN(x) · W_uvqk)
             launch(
@@ -217,9 +231,9 @@ impl CudaBackend {
             // Keys and values: the uvqk rows themselves, or their slots in the cache.
             let (k_base, v_base, kv_stride) = match &store {
                 KvStore::Transient => (uvqk.arg_at(k_col)?, uvqk.arg_at(v_col)?, width_i),
-                KvStore::Slots(cache) => {
+                KvStore::Pool { cache, .. } => {
                     let base = layer_index * layer_kv;
-                    // Every dst row u·L + t (t < L) lies inside this layer's part of the cache.
+                    // Every dst row slot·L + t (t < L) lies inside this layer's part of the cache.
                     launch(
                         l,
                         Kernel::ScatterKv,

@@ -24,6 +24,7 @@ pub mod cost;
 mod device;
 mod emu;
 mod encode;
+mod kv_pool;
 mod launch;
 mod roofline;
 mod shapes;
@@ -51,6 +52,7 @@ use crate::retrieval::QuantizedTable;
 use device::CudaLauncher;
 use emu::EmuLauncher;
 use encode::{Job, KvStore, MAX_ROWS_PER_LAUNCH};
+use kv_pool::KvPool;
 use launch::Launcher;
 use workspace::{DeviceWeights, Workspace};
 
@@ -79,9 +81,16 @@ pub struct CudaBackend {
     /// in `weights`); the host side quantises queries and re-ranks.
     table: QuantizedTable,
     work: Mutex<Workspace>,
+    /// The incremental states' keys and values (locked after `work`).
+    kv_pool: Mutex<KvPool>,
     poison: AtomicBool,
     /// Unique per backend instance: a state's device cache belongs to one.
     id: u64,
+}
+
+/// f32 elements of one state's slot in one layer: L rows of H·(dqk + dv).
+fn kv_slot_len(c: &crate::config::ModelConfig) -> usize {
+    c.max_seq_len * c.num_heads * (c.d_qk + c.d_v)
 }
 
 fn next_id() -> u64 {
@@ -142,6 +151,7 @@ impl CudaBackend {
             Engine::Emu(e) => e,
         };
         let table = QuantizedTable::from_model(&model);
+        let kv_pool = KvPool::new(model.config.num_layers, kv_slot_len(&model.config));
         let weights = DeviceWeights::upload(launcher, &model, &table)?;
         Ok(CudaBackend {
             model,
@@ -149,6 +159,7 @@ impl CudaBackend {
             weights,
             table,
             work: Mutex::new(Workspace::new()),
+            kv_pool: Mutex::new(kv_pool),
             poison: AtomicBool::new(false),
             id: next_id(),
         })
@@ -214,6 +225,20 @@ impl CudaBackend {
     fn workspace(&self) -> std::sync::MutexGuard<'_, Workspace> {
         // A panic mid-call leaves only scratch contents behind: safe to reuse.
         self.work.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key/value pool; lock the workspace first.
+    fn pool(&self) -> std::sync::MutexGuard<'_, KvPool> {
+        // A panic mid-call leaves at worst a stale state behind, which the
+        // next append rebuilds (states are marked stale on device errors).
+        self.kv_pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Slots of the key/value pool of incremental states (grown by doubling,
+    /// never shrunk; freed slots are reused): its device memory is this many
+    /// times a state's `device_bytes`.
+    pub fn kv_pool_capacity(&self) -> usize {
+        self.pool().capacity()
     }
 }
 

@@ -91,8 +91,6 @@ pub(crate) struct Workspace {
     pub cand_count: Growable<u32>,
     /// Candidate rows, [users, capacity].
     pub cand: Growable<u32>,
-    /// Staged caches of a batched append, `[layers][users][L][H·dqk | H·dv]`.
-    pub stage: Growable<f32>,
 }
 
 impl Workspace {
@@ -118,7 +116,6 @@ impl Workspace {
             thr: Growable::new(),
             cand_count: Growable::new(),
             cand: Growable::new(),
-            stage: Growable::new(),
         }
     }
 }
