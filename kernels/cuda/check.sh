@@ -9,7 +9,7 @@
 # Steps (planned timeout; each is also cut to what is left of the budget):
 #   0. device: nvidia-smi's name, driver, memory                         15 s
 #   1. unpack the carried binaries (target/device/*.gz)                   30 s
-#   2. parity: cuda/tests/parity.rs, the device against the CPU engine on
+#   2. parity: tests/cuda_parity/main.rs, the device against the CPU engine on
 #      random models (head dims 5..256, d_qk ≠ d_v, 1..200+ events, up to
 #      4096 users, incremental and batched appends, top-k over 3,953 /
 #      131,263 / 1,000,000 items); a test that SKIPs fails the check       170 s

@@ -39,7 +39,7 @@ mapfile -t SHAPES < <(sed -n 's/^pub(crate) const \([A-Z_]*\): u32 = \([0-9]*\);
 OUT="$(mktemp -d)"
 trap 'rm -rf "$OUT"' EXIT
 # Kernels that run per request; a spill there is a performance bug.
-HOT="hstu_attention ln_gemm_silu gated_ln_gemm_resid score_chunk_topk topk_merge"
+HOT="hstu_attention ln_gemm_silu gated_ln_gemm_resid quant_chunk_kth quant_select"
 # (d_qk, d_v) configurations: the public models' head dims, odd and
 # unequal dims, and the large end.
 CONFIGS="5:5 25:25 50:50 64:64 16:32 25:50 128:128"

@@ -46,8 +46,8 @@
 //     page are checked here, so an overrun of one element fails the launch
 //     (or faults, where the buffer fills its last page exactly).
 //
-// Limits: blocks are 1-D in threads (all the backend launches); no atomics,
-// no warp votes (none are used); fp rounding is the CPU's (libm expf; the
+// Limits: blocks are 1-D in threads (all the backend launches); atomics:
+// atomicAdd on unsigned int only (see below); no warp votes (none are used); fp rounding is the CPU's (libm expf; the
 // compiler contracts a*b+c into an FMA as NVRTC's default --fmad=true does,
 // where the CPU has FMA instructions).
 
@@ -91,6 +91,16 @@ static inline long long min(long long a, long long b) { return a < b ? a : b; }
 static inline long long max(long long a, long long b) { return a > b ? a : b; }
 static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+
+// Fibers switch only at barriers and warp syncs, and blocks run one at a
+// time, so a plain read-modify-write is atomic here. The order in which
+// threads and blocks get their slots is the emulator's run order (varied per
+// launch): a kernel must not depend on it, as on a device.
+static inline unsigned atomicAdd(unsigned* p, unsigned v) {
+    unsigned old = *p;
+    *p = old + v;
+    return old;
+}
 
 static inline float __int_as_float(int i) {
     float f;

@@ -10,39 +10,12 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::cuda::{CudaBackend, CudaEncoderState};
-use crate::encode::{BatchError, EncoderState, encode_batch};
-use crate::error::InputError;
+use crate::encode::{EncoderState, encode_batch};
+use crate::error::{BackendError, BatchError, InputError};
 use crate::history::{Event, UserHistory};
 use crate::model::Model;
 use crate::retrieval::QuantizedTable;
 use crate::score::Scored;
-
-/// Why a backend could not be created or could not serve a call.
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// A user's request in the batch is invalid.
-    #[error(transparent)]
-    Input(#[from] BatchError),
-    /// The requested backend cannot run here (not built in, no device, no driver).
-    #[error("{backend} backend unavailable: {reason}")]
-    Unavailable {
-        /// "cuda", ….
-        backend: &'static str,
-        /// What is missing and what to do about it.
-        reason: String,
-    },
-    /// The call's arguments do not fit the model (embedding width, exclusion list count, …).
-    #[error("invalid backend call: {0}")]
-    InvalidCall(String),
-    /// The device failed while serving a call.
-    #[error("{backend} backend failed: {message}")]
-    Device {
-        /// Which backend.
-        backend: &'static str,
-        /// The device's error.
-        message: String,
-    },
-}
 
 /// One user's incremental-encode state (kept window plus every layer's
 /// keys and values), held by the backend that built it: in host memory for

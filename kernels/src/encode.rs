@@ -3,22 +3,11 @@
 
 use rayon::prelude::*;
 
-use crate::error::InputError;
+use crate::error::{BatchError, InputError};
 use crate::forward::{LayerKv, UserRows, forward, forward_group};
 use crate::history::{Event, UserHistory, kept_window, validate_items};
 use crate::microkernel::simd_in_use;
 use crate::model::Model;
-
-/// A batch in which one user's request is invalid.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("user {index} of the batch: {source}")]
-pub struct BatchError {
-    /// Position of the offending user in the batch.
-    pub index: usize,
-    /// What was wrong with that user's request.
-    #[source]
-    pub source: InputError,
-}
 
 /// A batch is cut into groups of consecutive users holding at most this
 /// many rows together (a longer user is a group alone); each group is one forward

@@ -46,3 +46,41 @@ pub enum InputError {
         last_ts: i64,
     },
 }
+
+/// A batch in which one user's request is invalid.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("user {index} of the batch: {source}")]
+pub struct BatchError {
+    /// Position of the offending user in the batch.
+    pub index: usize,
+    /// What was wrong with that user's request.
+    #[source]
+    pub source: InputError,
+}
+
+/// Why a backend could not be created or could not serve a call.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A user's request in the batch is invalid.
+    #[error(transparent)]
+    Input(#[from] BatchError),
+    /// The requested backend cannot run here (not built in, no device, no driver).
+    #[error("{backend} backend unavailable: {reason}")]
+    Unavailable {
+        /// "cuda", ….
+        backend: &'static str,
+        /// What is missing and what to do about it.
+        reason: String,
+    },
+    /// The call's arguments do not fit the model (embedding width, exclusion list count, …).
+    #[error("invalid backend call: {0}")]
+    InvalidCall(String),
+    /// The device failed while serving a call.
+    #[error("{backend} backend failed: {message}")]
+    Device {
+        /// Which backend.
+        backend: &'static str,
+        /// The device's error.
+        message: String,
+    },
+}

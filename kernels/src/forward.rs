@@ -1,7 +1,10 @@
 //! The numeric core of the CPU forward: the HSTU layers of `HSTU.md` over
 //! the rows `start..n` of each user's kept window, given the per-layer keys
 //! and values of rows `0..start`. A full encode is `start = 0`; an
-//! incremental one recomputes only the tail.
+//! incremental one recomputes only the tail. On the last layer only each
+//! user's newest row is read (the embedding), so that layer's attention and
+//! output projection run for that row alone; its keys and values are still
+//! computed and kept for every row (later appends attend to them).
 //!
 //! Several users can go through one call (a group): their query rows are
 //! stacked, so each projection (LayerNorm → u|v|q|k → SiLU, and the output
@@ -18,12 +21,15 @@ use std::cell::RefCell;
 
 use crate::history::Event;
 use crate::microkernel::{
-    Attn, AttnScratch, Epilogue, Mat, POS_PAD, attention_head, bucket_row, gemm, grow, layer_norm_rows, padded,
+    Attn, AttnScratch, Epilogue, Mat, POS_PAD, attention_head, bucket_row, dot, gemm, grow, layer_norm_rows, padded,
 };
 use crate::model::Model;
 
 /// LayerNorm epsilon of the reference (no gain, no bias).
 const LN_EPS: f32 = 1e-6;
+/// On the last layer, u and q are computed for the newest rows only when the
+/// users average more than this many query rows (see `forward_in`).
+const SPLIT_MIN_ROWS_PER_USER: usize = 2;
 /// Floor of the final L2 norm, as in the reference.
 const NORM_FLOOR: f32 = 1e-6;
 /// `i64::MIN.unsigned_abs() as f32`.
@@ -35,27 +41,6 @@ const TWO_POW_63: f32 = 9_223_372_036_854_775_808.0;
 pub(crate) struct LayerKv {
     pub keys: Vec<f32>,
     pub values: Vec<f32>,
-}
-
-/// Dot product with eight independent accumulators, so that the loop
-/// vectorises (floating-point adds are not reassociated by the compiler).
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let len = a.len().min(b.len());
-    let (a, b) = (&a[..len], &b[..len]);
-    let mut acc = [0.0f32; 8];
-    let chunks = len / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for lane in 0..8 {
-            acc[lane] += x[lane] * y[lane];
-        }
-    }
-    let mut tail = 0.0;
-    for i in chunks * 8..len {
-        tail += a[i] * b[i];
-    }
-    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
 }
 
 /// One user of a forward group: the sorted kept window, the query time, the
@@ -79,6 +64,12 @@ struct Scratch {
     gaps: Vec<f32>,
     pos: Vec<f32>,
     attn: AttnScratch,
+    /// The newest row of each user's residual stream on the last layer.
+    last_x: Vec<f32>,
+    /// `LN(last_x)`.
+    last_normed: Vec<f32>,
+    /// u|v|q|k of each user's newest row on the last layer (only u and q are read).
+    last_uvqk: Vec<f32>,
 }
 
 thread_local! {
@@ -125,7 +116,7 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
         bucket_len += (n - u.start) * padded(n);
         longest = longest.max(n);
     }
-    let Scratch { x, normed, uvqk, out, buckets, gaps, pos, attn: attn_scratch } = s;
+    let Scratch { x, normed, uvqk, out, buckets, gaps, pos, attn: attn_scratch, last_x, last_normed, last_uvqk } = s;
     grow(x, rows * d);
     grow(normed, rows * d);
     grow(uvqk, rows * width);
@@ -133,6 +124,9 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
     grow(buckets, bucket_len);
     grow(gaps, longest);
     grow(pos, 2 * big_n - 1 + POS_PAD);
+    grow(last_x, users.len() * d);
+    grow(last_normed, users.len() * d);
+    grow(last_uvqk, users.len() * width);
     let (x, normed, uvqk, out) =
         (&mut x[..rows * d], &mut normed[..rows * d], &mut uvqk[..rows * width], &mut out[..rows * attn]);
 
@@ -165,21 +159,53 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
         }
     }
 
+    // Only each user's newest row of the last layer is read (the embedding):
+    // on that layer, u and q (and then the attention and the output
+    // projection) are computed for those rows alone, while v and k are
+    // computed and kept for every row (later appends attend to them).
+    // (A model has at least one layer: `ModelConfig::validate`.)
+    let last_layer = model.weights.layers.len().saturating_sub(1);
+    let b = users.len();
     for (l, layer) in model.weights.layers.iter().enumerate() {
+        let newest_only = l == last_layer;
         normed.copy_from_slice(x);
         layer_norm_rows(normed, d, d, rows, LN_EPS, None);
-        gemm(
-            uvqk,
-            width,
-            Mat { data: normed, ld: d },
-            Mat { data: &layer.uvqk, ld: width },
-            (rows, d, width),
-            Epilogue::Silu,
-        );
+        let a = Mat { data: normed, ld: d };
+        // Splitting the product pays where users have many query rows; for
+        // an append's one or two rows per user the extra calls cost more
+        // than the u and q columns they skip (measured on ML-20M appends).
+        if newest_only && rows > SPLIT_MIN_ROWS_PER_USER * b {
+            // v and k of every row; u and q of the newest rows, stacked
+            // (each weight column is read once either way).
+            for (col, cols) in [(v_off, attn), (k_off, h * dqk)] {
+                let w = Mat { data: &layer.uvqk[col..], ld: width };
+                gemm(&mut uvqk[col..], width, a, w, (rows, d, cols), Epilogue::Silu);
+            }
+            for (ui, (u, &r0)) in users.iter().zip(&row_off).enumerate() {
+                let newest = r0 + u.events.len() - u.start - 1;
+                last_x[ui * d..(ui + 1) * d].copy_from_slice(&x[newest * d..(newest + 1) * d]);
+                last_normed[ui * d..(ui + 1) * d].copy_from_slice(&normed[newest * d..(newest + 1) * d]);
+            }
+            let last_a = Mat { data: &last_normed[..b * d], ld: d };
+            for (col, cols) in [(0, attn), (q_off, h * dqk)] {
+                let w = Mat { data: &layer.uvqk[col..], ld: width };
+                gemm(&mut last_uvqk[col..b * width], width, last_a, w, (b, d, cols), Epilogue::Silu);
+            }
+        } else {
+            gemm(uvqk, width, a, Mat { data: &layer.uvqk, ld: width }, (rows, d, width), Epilogue::Silu);
+            if newest_only {
+                for (ui, (u, &r0)) in users.iter().zip(&row_off).enumerate() {
+                    let newest = r0 + u.events.len() - u.start - 1;
+                    last_x[ui * d..(ui + 1) * d].copy_from_slice(&x[newest * d..(newest + 1) * d]);
+                    last_uvqk[ui * width..(ui + 1) * width]
+                        .copy_from_slice(&uvqk[newest * width..(newest + 1) * width]);
+                }
+            }
+        }
 
         pos[..2 * big_n - 1].copy_from_slice(&layer.pos_w);
         pos[2 * big_n - 1..].fill(0.0);
-        for (u, (&r0, &b0)) in users.iter_mut().zip(row_off.iter().zip(&bucket_off)) {
+        for (ui, (u, (&r0, &b0))) in users.iter_mut().zip(row_off.iter().zip(&bucket_off)).enumerate() {
             let n = u.events.len();
             let user_rows = n - u.start;
             let cache = &mut u.kv[l];
@@ -187,42 +213,47 @@ fn forward_in(model: &Model, users: &mut [UserRows<'_>], s: &mut Scratch) -> Vec
                 cache.keys.extend_from_slice(&row[k_off..k_off + h * dqk]);
                 cache.values.extend_from_slice(&row[v_off..v_off + attn]);
             }
+            // The query rows `first..n`: their q rows, and where their outputs go.
+            let (first, q_rows, o_row) = if newest_only {
+                (n - 1, Mat { data: &last_uvqk[ui * width..], ld: width }, ui)
+            } else {
+                (u.start, Mat { data: &uvqk[r0 * width..], ld: width }, r0)
+            };
+            let ldn = padded(n);
             for head in 0..h {
                 let args = Attn {
-                    q: Mat { data: &uvqk[r0 * width + q_off + head * dqk..], ld: width },
+                    q: Mat { data: &q_rows.data[q_off + head * dqk..], ld: width },
                     keys: Mat { data: &cache.keys[head * dqk..], ld: h * dqk },
                     values: Mat { data: &cache.values[head * dv..], ld: attn },
-                    buckets: &buckets[b0..b0 + user_rows * padded(n)],
+                    buckets: &buckets[b0 + (first - u.start) * ldn..b0 + user_rows * ldn],
                     pos,
                     ts_w: &layer.ts_w,
-                    start: u.start,
+                    start: first,
                     n,
                     d_qk: dqk,
                     d_v: dv,
                     big_n,
                     alpha: c.alpha,
                 };
-                attention_head(&args, &mut out[r0 * attn + head * dv..], attn, attn_scratch);
+                attention_head(&args, &mut out[o_row * attn + head * dv..], attn, attn_scratch);
             }
         }
         // y = u ⊙ LN(O), then x += y · W_o + b_o.
-        layer_norm_rows(out, attn, attn, rows, LN_EPS, Some(Mat { data: uvqk, ld: width }));
-        gemm(
-            x,
-            d,
-            Mat { data: out, ld: attn },
-            Mat { data: &layer.o_w, ld: d },
-            (rows, attn, d),
-            Epilogue::AddBias(&layer.o_b),
-        );
+        let (o_rows, gate, residual) = if newest_only {
+            (b, Mat { data: &last_uvqk[..b * width], ld: width }, &mut last_x[..b * d])
+        } else {
+            (rows, Mat { data: uvqk, ld: width }, &mut x[..])
+        };
+        let out = &mut out[..o_rows * attn];
+        layer_norm_rows(out, attn, attn, o_rows, LN_EPS, Some(gate));
+        let w_o = Mat { data: &layer.o_w, ld: d };
+        gemm(residual, d, Mat { data: out, ld: attn }, w_o, (o_rows, attn, d), Epilogue::AddBias(&layer.o_b));
     }
 
-    users
-        .iter()
-        .zip(&row_off)
-        .map(|(u, &r0)| {
-            let last_row = r0 + u.events.len() - u.start - 1;
-            let mut last = x[last_row * d..(last_row + 1) * d].to_vec();
+    last_x[..b * d]
+        .chunks_exact(d)
+        .map(|row| {
+            let mut last = row.to_vec();
             let norm = dot(&last, &last).sqrt().max(NORM_FLOOR);
             last.iter_mut().for_each(|v| *v /= norm);
             last

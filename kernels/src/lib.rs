@@ -22,12 +22,11 @@ pub mod score;
 
 pub use ann::{AnnConfig, AnnIndex};
 pub use backend::{
-    AppendRequest, Backend, BackendChoice, BackendError, BackendState, CpuBackend, Selected, open_backend,
-    select_backend,
+    AppendRequest, Backend, BackendChoice, BackendState, CpuBackend, Selected, open_backend, select_backend,
 };
 pub use config::{ModelConfig, Variant};
-pub use encode::{BatchError, EncoderState, encode, encode_batch};
-pub use error::{InputError, ModelError};
+pub use encode::{EncoderState, encode, encode_batch};
+pub use error::{BackendError, BatchError, InputError, ModelError};
 pub use history::{Event, UserHistory, kept_items, kept_window};
 pub use microkernel::{PORTABLE_ENV, set_portable, simd_in_use};
 pub use model::{LayerWeights, Model, Weights};

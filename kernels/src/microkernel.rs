@@ -88,6 +88,27 @@ pub(crate) const NR: usize = 16;
 /// the tile (the transpose costs as much as a few rows of dots).
 const DOT_ROWS: usize = 8;
 
+/// Dot product with eight independent accumulators, so that the loop
+/// vectorises (floating-point adds are not reassociated by the compiler).
+#[inline(always)]
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
+    let (a, b) = (&a[..len], &b[..len]);
+    let mut acc = [0.0f32; 8];
+    let chunks = len / 8;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for lane in 0..8 {
+            acc[lane] += x[lane] * y[lane];
+        }
+    }
+    let mut tail = 0.0;
+    for i in chunks * 8..len {
+        tail += a[i] * b[i];
+    }
+    (acc[0] + acc[4]) + (acc[1] + acc[5]) + (acc[2] + acc[6]) + (acc[3] + acc[7]) + tail
+}
+
 /// `n` rounded up to a multiple of [`NR`].
 pub(crate) fn padded(n: usize) -> usize {
     n.div_ceil(NR) * NR

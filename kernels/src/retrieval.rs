@@ -21,13 +21,22 @@ use rayon::prelude::*;
 use crate::model::Model;
 use crate::model::item_norm;
 use crate::score::{Scored, better, cosine};
-use bound::{QueryCodes, RowBound, TableBound, quantize_query, quantize_row};
+pub(crate) use bound::QueryCodes;
+use bound::{RowBound, TableBound, quantize_query, quantize_row};
 use scan::{BLOCK_ROWS, Line, ScanPath, ZERO_LINE, block_masks, scan_path};
 use select::Selection;
 
 /// A set of table rows (bit r = row r): the rows a query may return.
 /// Rows at or past the mask's length are not allowed.
 pub type RowMask = fixedbitset::FixedBitSet;
+
+/// A table as the CUDA backend uploads it (see [`QuantizedTable::device_table`]).
+pub(crate) struct DeviceTable {
+    /// `groups` lines per block of 16 rows, 16 words per line.
+    pub words: Vec<u32>,
+    /// One per row slot (blocks × 16); NaN: not scanned.
+    pub scales: Vec<f32>,
+}
 
 /// Blocks of 16 rows scanned per parallel task: enough that a task outweighs
 /// its scheduling and its selection buffers, few enough that every core gets
@@ -320,28 +329,67 @@ impl QuantizedTable {
         per_query
             .into_par_iter()
             .map(|(i, cands)| {
-                let eligible = |row: u32| {
-                    allow.is_none_or(|m| m.contains(row as usize)) && excluded[i].binary_search(&row).is_err()
-                };
-                let mut scored: Vec<Scored> = match cands {
-                    Some(cands) => cands
-                        .iter()
-                        .map(|c| c.row)
-                        .chain(self.unbounded.iter().copied().filter(|&r| eligible(r)))
-                        .map(|row| self.exact(rows, queries[i], row))
-                        .collect(),
-                    // Outside the bound's domain: every eligible row, exactly.
-                    None => (0..self.rows as u32)
-                        .filter(|&r| self.contains(r as usize) && eligible(r))
-                        .map(|row| self.exact(rows, queries[i], row))
-                        .collect(),
-                };
-                (i, best_k(&mut scored, k))
+                let cands = cands.as_ref().map(|c| c.iter().map(|c| c.row));
+                (i, self.rerank(rows, queries[i], cands, &excluded[i], allow, k))
             })
             .collect::<Vec<_>>()
             .into_iter()
             .for_each(|(i, r)| results[i] = r);
         Ok(results)
+    }
+
+    /// The exact top-k of one query from a candidate set: `candidates` (rows
+    /// whose approximation may reach the k-th best; eligible already) plus
+    /// every eligible row outside the bound's domain, scored with the exact
+    /// path's f32 cosine; `None`: every eligible row (the query is outside
+    /// the bound's domain). Eligible: present, allowed, not in `excluded`
+    /// (sorted). Shared by [`QuantizedTable::top_k`] and the CUDA backend's
+    /// batched top-k, whose device computes the candidates.
+    pub(crate) fn rerank(
+        &self,
+        rows: &[f32],
+        query: &[f32],
+        candidates: Option<impl Iterator<Item = u32>>,
+        excluded: &[u32],
+        allow: Option<&RowMask>,
+        k: usize,
+    ) -> Vec<Scored> {
+        let eligible =
+            |row: u32| allow.is_none_or(|m| m.contains(row as usize)) && excluded.binary_search(&row).is_err();
+        let mut scored: Vec<Scored> = match candidates {
+            Some(cands) => cands
+                .chain(self.unbounded.iter().copied().filter(|&r| eligible(r)))
+                .map(|row| self.exact(rows, query, row))
+                .collect(),
+            None => (0..self.rows as u32)
+                .filter(|&r| self.contains(r as usize) && eligible(r))
+                .map(|row| self.exact(rows, query, row))
+                .collect(),
+        };
+        best_k(&mut scored, k)
+    }
+
+    /// What the CUDA backend's batched top-k scans (kernels/src/cuda/topk.rs):
+    /// the codes as the `Line` words (16 per line: word r = row r's four
+    /// codes; ceil(dim / 4) lines per block of 16 rows), and one scale per
+    /// row slot, NaN where the scan must not consider the row (absent, or
+    /// outside the bound's domain: re-ranked always by
+    /// [`QuantizedTable::rerank`]).
+    pub(crate) fn device_table(&self) -> DeviceTable {
+        let words = self
+            .lines
+            .iter()
+            .flat_map(|line| line.0.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])))
+            .collect();
+        let scales =
+            self.scales.iter().enumerate().map(|(r, &s)| if self.scanned.contains(r) { s } else { f32::NAN }).collect();
+        DeviceTable { words, scales }
+    }
+
+    /// A query quantised for the scan, or `None` where the bound does not
+    /// apply (then every eligible row is re-ranked).
+    pub(crate) fn quantize_query(&self, query: &[f32]) -> Option<QueryCodes> {
+        quantize_query(query, self.groups, &self.bound)
     }
 
     /// Rows of block `b` that the scan may return under `allow`.

@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
-use crate::forward::dot;
+use crate::microkernel::dot;
 use crate::model::Model;
 
 /// One recommended item and its cosine score.

@@ -34,10 +34,6 @@ const EQUIVALENT: &[(&str, &str)] = &[
         "hstu_gemm.cu:62 Ws dim 2 [GEMM_BN + 4]",
         "bank-conflict padding: the columns are indexed by nn < GEMM_BN only, so GEMM_BN + 3 hold them",
     ),
-    (
-        "score_topk.cu:80 s_tile dim 3 [TOPK_DT + 1]",
-        "bank-conflict padding: the columns are indexed by dd < TOPK_DT only, so TOPK_DT hold a staged row",
-    ),
 ];
 
 /// One mutant: a text edit of one `.cu` file, or a smaller dynamic shared
@@ -162,7 +158,11 @@ fn dynamic_size_mutants(out: &mut Vec<Mutant>) {
         });
     }
     // (kernel, element size of its last dynamic shared array)
-    for (kernel, file, elem) in [("score_chunk_topk", "score_topk.cu", 4), ("hstu_attention", "hstu_attention.cu", 4)] {
+    for (kernel, file, elem) in [
+        ("quant_chunk_kth", "score_topk.cu", 4),
+        ("quant_select", "score_topk.cu", 4),
+        ("hstu_attention", "hstu_attention.cu", 4),
+    ] {
         out.push(Mutant {
             what: format!("host: {kernel} dynamic shared memory one element ({elem} bytes) short"),
             file,
@@ -220,8 +220,9 @@ fn encode_kill(options: &EmuOptions) -> Option<String> {
     None
 }
 
-/// The top-k workload: 5000 items (3 scoring chunks, then a merge), D = 40
-/// (3 staged slices per item group), exclusions, k = 10 and 64.
+/// The top-k workload: 5000 items (20 scoring blocks of 256 rows, the last
+/// partial), D = 40 (10 code words per row), 3 users, exclusions, k = 10 and
+/// 64; scores must equal the CPU's bit for bit (the host re-ranks exactly).
 fn top_k_kill(options: &EmuOptions) -> Option<String> {
     let model = Model::random(config(5000, 40, 1, 1, 4, 4, 8), 77).unwrap();
     let b = match CudaBackend::emulated_with(Arc::new(model.clone()), options) {
@@ -241,7 +242,7 @@ fn top_k_kill(options: &EmuOptions) -> Option<String> {
         for u in 0..3 {
             let want = top_k(&model, &embeddings[u], k, &excl[u]);
             let same = got[u].len() == want.len()
-                && got[u].iter().zip(&want).all(|(g, w)| g.item == w.item && (g.score - w.score).abs() <= 1e-5);
+                && got[u].iter().zip(&want).all(|(g, w)| g.item == w.item && g.score.to_bits() == w.score.to_bits());
             if !same {
                 return Some(format!("parity: k {k} user {u} differs from the CPU's top-k"));
             }
@@ -272,7 +273,7 @@ fn every_barrier_removal_and_shared_memory_shrink_is_caught() {
     let start = Instant::now();
     let mutants = all_mutants();
     let barriers = mutants.iter().filter(|m| m.what.contains("removed")).count();
-    assert!(barriers >= 11, "the .cu files hold at least 11 barriers/warp syncs, found {barriers}");
+    assert!(barriers >= 8, "the .cu files hold at least 8 barriers/warp syncs, found {barriers}");
     // Unmutated, both workloads pass: a kill means the mutation changed something.
     assert_eq!(encode_kill(&EmuOptions::default()), None);
     assert_eq!(top_k_kill(&EmuOptions::default()), None);

@@ -82,6 +82,59 @@ fn check(model: &Model, table: &QuantizedTable, q: &[f32], k: usize, exclude: &[
     }
 }
 
+/// 300 rows of which every third is the same vector (returned too), the
+/// others noise: exact ties, broken by the smaller id.
+fn duplicates(d: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let row = random_vec(&mut rng, d);
+    let mut items = vec![0.0f32; d];
+    for i in 0..300 {
+        if i % 3 == 0 {
+            items.extend(&row);
+        } else {
+            items.extend(random_vec(&mut rng, d));
+        }
+    }
+    (items, row)
+}
+
+/// `n` rows of norms 1e-9..1e9, zero rows, rows below the norm floor and
+/// single spikes (the largest quantisation error relative to the row).
+fn mixed_norms(d: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    let mut items = vec![0.0f32; d];
+    for i in 0..n {
+        let scale = 10f32.powf(rng.random_range(-9.0..9.0));
+        match i % 10 {
+            // Zero rows: cosine 0 (or −0) for every query.
+            0 => items.extend(std::iter::repeat_n(0.0, d)),
+            // Rows below the norm floor 1e-6, where the cosine shrinks with the norm.
+            1 => items.extend(random_vec(rng, d).iter().map(|v| v * 1e-8)),
+            2 => {
+                let mut v = vec![1e-4 * scale; d];
+                v[i % d] = scale;
+                items.extend(v);
+            }
+            _ => items.extend(random_vec(rng, d).iter().map(|v| v * scale)),
+        }
+    }
+    items
+}
+
+/// `n` random rows of which every 50th has ‖x‖ > 2⁶⁰ (its f32 sum of
+/// squares overflows, so it is never bounded: always re-ranked).
+fn with_unbounded_rows(d: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    assert_eq!(d, 4, "the huge row has 4 values");
+    let mut items = vec![0.0f32; d];
+    for i in 0..n {
+        if i % 50 == 7 {
+            items.extend([3e19f32, -2e19, 1e19, 0.0]);
+        } else {
+            items.extend(random_vec(rng, d));
+        }
+    }
+    items
+}
+
 /// `clusters` centres, each with `per` near-duplicates whose differences
 /// (1e-7 relative) are far below the int8 step (~1e-2 relative).
 fn clustered(d: usize, clusters: usize, per: usize, seed: u64) -> Vec<f32> {
@@ -120,17 +173,7 @@ fn near_duplicate_clusters_match_the_f32_scan() {
 #[test]
 fn exact_duplicates_tie_by_the_smaller_id() {
     let d = 7;
-    let mut rng = ChaCha8Rng::seed_from_u64(5);
-    let row = random_vec(&mut rng, d);
-    let mut items = vec![0.0f32; d];
-    for i in 0..300 {
-        // Every third row is the same vector; the others are noise.
-        if i % 3 == 0 {
-            items.extend(&row);
-        } else {
-            items.extend(random_vec(&mut rng, d));
-        }
-    }
+    let (items, row) = duplicates(d);
     let model = model_with_items(items, d);
     let table = QuantizedTable::from_model(&model);
     let got = table.top_k(&model.weights.item_emb, &[&row], 20, &[], None).expect("valid call").remove(0);
@@ -143,24 +186,7 @@ fn exact_duplicates_tie_by_the_smaller_id() {
 fn mixed_norms_tiny_and_zero_rows_match_the_f32_scan() {
     let d = 33;
     let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let mut items = vec![0.0f32; d];
-    for i in 0..3000 {
-        let scale = 10f32.powf(rng.random_range(-9.0..9.0));
-        match i % 10 {
-            // Zero rows: cosine 0 (or −0) for every query.
-            0 => items.extend(std::iter::repeat_n(0.0, d)),
-            // Rows below the norm floor 1e-6, where the cosine shrinks with the norm.
-            1 => items.extend(random_vec(&mut rng, d).iter().map(|v| v * 1e-8)),
-            // A single spike: the largest quantisation error relative to the row.
-            2 => {
-                let mut v = vec![1e-4 * scale; d];
-                v[i % d] = scale;
-                items.extend(v);
-            }
-            _ => items.extend(random_vec(&mut rng, d).iter().map(|v| v * scale)),
-        }
-    }
-    let model = model_with_items(items, d);
+    let model = model_with_items(mixed_norms(d, 3000, &mut rng), d);
     let table = QuantizedTable::from_model(&model);
     for _ in 0..5 {
         let q = random_vec(&mut rng, d);
@@ -182,16 +208,7 @@ fn mixed_norms_tiny_and_zero_rows_match_the_f32_scan() {
 fn rows_outside_the_bound_are_re_ranked_exactly() {
     let d = 4;
     let mut rng = ChaCha8Rng::seed_from_u64(8);
-    let mut items = vec![0.0f32; d];
-    for i in 0..200 {
-        // ‖x‖ > 2⁶⁰: its f32 sum of squares overflows, so it is never bounded.
-        if i % 50 == 7 {
-            items.extend([3e19f32, -2e19, 1e19, 0.0]);
-        } else {
-            items.extend(random_vec(&mut rng, d));
-        }
-    }
-    let model = model_with_items(items, d);
+    let model = model_with_items(with_unbounded_rows(d, 200, &mut rng), d);
     let table = QuantizedTable::from_model(&model);
     for _ in 0..4 {
         let q = random_vec(&mut rng, d);
@@ -338,5 +355,50 @@ proptest! {
         let exclude: Vec<u32> = (0..excluded).map(|_| rng.random_range(0..=n as u32 + 3)).collect();
         let got = table.top_k(&model.weights.item_emb, &[&q], k, &[&exclude], None).expect("valid call").remove(0);
         prop_assert_eq!(got, top_k(&model, &q, k, &exclude));
+    }
+}
+
+/// The CUDA backend's batched top-k (int8 approximations, per-chunk k-th,
+/// threshold and candidates on the device, exact re-rank on the host) on
+/// `cuda-emu`, over the same adversarial tables: every answer equals the
+/// CPU's `top_k` exactly (items, score bits, tie order), for a batch with
+/// exclusions, k at and past the device limit (past it the CPU serves).
+#[test]
+fn the_cuda_batched_top_k_equals_the_cpu_on_the_adversarial_tables() {
+    use edgerec_kernels::backend::Backend;
+    use edgerec_kernels::cuda::CudaBackend;
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let tables: Vec<(&str, usize, Vec<f32>)> = vec![
+        ("near-duplicate clusters", 50, clustered(50, 12, 50, 3)),
+        ("exact duplicates", 7, duplicates(7).0),
+        ("mixed norms, zero and tiny rows", 33, mixed_norms(33, 1200, &mut rng)),
+        ("rows outside the bound", 4, with_unbounded_rows(4, 600, &mut rng)),
+    ];
+    for (name, d, items) in tables {
+        let model = model_with_items(items, d);
+        let v = model.config.num_items;
+        let b = CudaBackend::emulated(std::sync::Arc::new(model.clone())).expect("the emulator builds");
+        b.set_poison_outputs(true);
+        let mut queries: Vec<Vec<f32>> = (0..4).map(|_| random_vec(&mut rng, d)).collect();
+        // Aimed at an item (its near-duplicates tie), zero, huge and tiny.
+        queries.push(model.weights.item_emb[3 * d..4 * d].to_vec());
+        queries.push(vec![0.0; d]);
+        queries.push(random_vec(&mut rng, d).iter().map(|x| x * 1e15).collect());
+        queries.push(random_vec(&mut rng, d).iter().map(|x| x * 1e-30).collect());
+        let excl: Vec<Vec<u32>> =
+            (0..queries.len() as u32).map(|u| (0..u * 7).map(|j| 1 + (j * 31 + u) % v as u32).collect()).collect();
+        let refs: Vec<&[u32]> = excl.iter().map(Vec::as_slice).collect();
+        for k in [1, 10, 50, 64, 65] {
+            let got = b.top_k_batch(&queries, k, &refs).expect("valid call");
+            for (u, q) in queries.iter().enumerate() {
+                let want = top_k(&model, q, k, &excl[u]);
+                let same = got[u].len() == want.len()
+                    && got[u]
+                        .iter()
+                        .zip(&want)
+                        .all(|(g, w)| g.item == w.item && g.score.to_bits() == w.score.to_bits());
+                assert!(same, "{name}: k {k}, query {u}: cuda-emu {:?} vs cpu {:?}", &got[u], &want);
+            }
+        }
     }
 }

@@ -13,9 +13,9 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendError};
 use crate::config::ModelConfig;
 use crate::encode::encode_batch;
+use crate::error::BackendError;
 use crate::history::UserHistory;
 use crate::history::random_history;
 use crate::model::Model;
@@ -68,22 +68,27 @@ impl KernelCost {
 
 const F32: f64 = 4.0;
 
+/// Operations per row and user of `quant_chunk_kth`'s ranking: a 32-lane
+/// bitonic network (15 compare-exchange steps, two shuffles and a compare
+/// each) and eight 5-step binary searches (a load and a compare each).
+pub const RANK_OPS: f64 = 15.0 * 3.0 + 8.0 * 5.0 * 2.0;
+
 /// Costs of one full encode of users with `lengths` events each (windows of
 /// at most L rows), summed over the layers: the kernels of
-/// `CudaBackend::encode_batch`.
+/// `CudaBackend::encode_batch`. The last layer's attention and output
+/// projection cover each user's newest row only (gathered by `gather_rows`);
+/// its u|v|q|k product covers every row (the keys and values are kept).
 pub fn encode_costs(config: &ModelConfig, lengths: &[usize]) -> Vec<KernelCost> {
     let c = config;
-    let rows: f64 = lengths.iter().map(|&n| n.min(c.max_seq_len) as f64).sum();
-    let pairs: f64 = lengths
-        .iter()
-        .map(|&n| {
-            let n = n.min(c.max_seq_len) as f64;
-            n * (n + 1.0) / 2.0
-        })
-        .sum();
+    let windows: Vec<f64> = lengths.iter().map(|&n| n.min(c.max_seq_len) as f64).collect();
+    let rows: f64 = windows.iter().sum();
+    let pairs: f64 = windows.iter().map(|n| n * (n + 1.0) / 2.0).sum();
     let users = lengths.len() as f64;
     let (d, w, a, h) = (c.d_model as f64, c.uvqk_width() as f64, c.attn_width() as f64, c.num_heads as f64);
     let (dqk, dv, layers) = (c.d_qk as f64, c.d_v as f64, c.num_layers as f64);
+    // Every layer but the last computes every query row; the last one the
+    // newest row of each user, attending to all of its `rows` keys.
+    let (q_rows, att_pairs) = (rows * (layers - 1.0) + users, pairs * (layers - 1.0) + rows);
     vec![
         // Item and position rows in, x out; ids and positions.
         KernelCost { kernel: "embed_rows", bytes: 3.0 * rows * d * F32 + 8.0 * rows, flops: 2.0 * rows * d },
@@ -93,38 +98,52 @@ pub fn encode_costs(config: &ModelConfig, lengths: &[usize]) -> Vec<KernelCost> 
             bytes: layers * F32 * (rows * d + d * w + rows * w),
             flops: layers * (2.0 * rows * d * w + 5.0 * rows * d + 4.0 * rows * w),
         },
-        // q, k, v in, O out; q·k and A·v per causal pair and head, ~10 per
-        // pair and head for the bias, SiLU and scaling.
+        // The last layer's newest rows of uvqk and x, read and written once.
+        KernelCost { kernel: "gather_rows", bytes: 2.0 * users * (w + d) * F32, flops: 0.0 },
+        // q and O of the query rows, k and v of every row; q·k and A·v per
+        // causal pair and head, ~10 per pair and head for the bias, SiLU and
+        // scaling.
         KernelCost {
             kernel: "hstu_attention",
-            bytes: layers * F32 * rows * h * (2.0 * dqk + 2.0 * dv) + 8.0 * rows,
-            flops: layers * pairs * h * (2.0 * dqk + 2.0 * dv + 10.0),
+            bytes: F32 * h * (q_rows * (dqk + dv) + layers * rows * (dqk + dv)) + 8.0 * rows * layers,
+            flops: att_pairs * h * (2.0 * dqk + 2.0 * dv + 10.0),
         },
         // O and the gate u in, W in, x read and written; LN and the gate.
         KernelCost {
             kernel: "gated_ln_gemm_resid",
-            bytes: layers * F32 * (2.0 * rows * a + a * d + 2.0 * rows * d),
-            flops: layers * (2.0 * rows * a * d + 6.0 * rows * a + 2.0 * rows * d),
+            bytes: F32 * (q_rows * (2.0 * a + 2.0 * d) + layers * a * d),
+            flops: q_rows * (2.0 * a * d + 6.0 * a + 2.0 * d),
         },
         // One row per user in, normalised out.
         KernelCost { kernel: "l2norm_rows", bytes: 2.0 * users * d * F32, flops: 3.0 * users * d },
     ]
 }
 
-/// Costs of one top-k call for `users` embeddings over the catalog: the table
-/// (rows and norms) read once for the whole batch, the scores computed for
-/// every (user, item), and the chunk candidates written and merged.
+/// Costs of one top-k call for `users` embeddings over the quantised
+/// catalog (`score_topk.cu`, `chunk` rows per block): two passes that each
+/// read the table (int8 codes and a scale per row) once for the whole batch,
+/// the int8 dot products of every (user, row) in each pass (counted as 2
+/// operations per multiply-add, on the f32 roof: an upper bound, the integer
+/// path is faster), the per-chunk ranking ([`RANK_OPS`] per row and user),
+/// and the candidates (about 4k per user) written and read back.
 pub fn top_k_costs(config: &ModelConfig, users: usize, k: usize, chunk: usize) -> Vec<KernelCost> {
     let (d, v, b) = (config.d_model as f64, config.num_items as f64, users as f64);
+    let groups = config.d_model.div_ceil(4) as f64;
     let chunks = config.num_items.div_ceil(chunk) as f64;
-    let candidates = b * chunks * k as f64 * 8.0;
+    let table = v * (4.0 * groups + F32);
+    let queries = b * (groups + 2.0) * 4.0;
     vec![
         KernelCost {
-            kernel: "score_chunk_topk",
-            bytes: v * (d + 1.0) * F32 + b * d * F32 + candidates,
+            kernel: "quant_chunk_kth",
+            bytes: table + queries + b * chunks * F32,
+            flops: 2.0 * b * v * d + b * v * RANK_OPS,
+        },
+        KernelCost { kernel: "quant_threshold", bytes: b * chunks * F32 + 2.0 * b * F32, flops: b * chunks },
+        KernelCost {
+            kernel: "quant_select",
+            bytes: table + queries + b * 4.0 * k as f64 * 4.0,
             flops: 2.0 * b * v * d,
         },
-        KernelCost { kernel: "topk_merge", bytes: 2.0 * candidates, flops: 0.0 },
     ]
 }
 
@@ -184,7 +203,7 @@ pub fn report(backend: &CudaBackend) -> Result<String, BackendError> {
     let users: Vec<UserHistory<'_>> = hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
     let want = encode_batch(model, &users).map_err(BackendError::Input)?;
     backend.set_profiling(true);
-    let got = backend.encode_batch(&users);
+    let got = backend.encode_users(&users);
     let encode_times = backend.take_kernel_times();
     let got = got?;
     let encode_diff = got
@@ -193,7 +212,7 @@ pub fn report(backend: &CudaBackend) -> Result<String, BackendError> {
         .flat_map(|(g, w)| g.iter().zip(w).map(|(a, b)| (a - b).abs()))
         .fold(0.0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
     let embeddings: Vec<Vec<f32>> = got.iter().take(4).cloned().collect();
-    let lists = backend.top_k_batch(&embeddings, 10, &[]);
+    let lists = backend.top_k_device(&embeddings, 10, &[]);
     let top_k_times = backend.take_kernel_times();
     backend.set_profiling(false);
     let lists = lists?;
@@ -263,11 +282,17 @@ mod tests {
         let gemm = |v: &[KernelCost]| v.iter().find(|k| k.kernel == "ln_gemm_silu").map_or(0.0, |k| k.flops);
         assert!(att(&one) / att(&short) > 3.9 && att(&one) / att(&short) < 4.1);
         assert!(gemm(&one) / gemm(&short) > 1.9 && gemm(&one) / gemm(&short) < 2.1);
+        // The last layer attends from the newest row only: with one layer,
+        // attention grows linearly with the length.
+        let mut c1 = c.clone();
+        c1.num_layers = 1;
+        let (one_1, short_1) = (encode_costs(&c1, &[200]), encode_costs(&c1, &[100]));
+        assert!(att(&one_1) / att(&short_1) > 1.9 && att(&one_1) / att(&short_1) < 2.1);
         // Lengths beyond L are windows of L.
         assert_eq!(encode_costs(&c, &[c.max_seq_len + 50]), encode_costs(&c, &[c.max_seq_len]));
         // The table is read once per batch: 64 users cost far less than 64 × one user's bytes.
-        let t1 = top_k_costs(&c, 1, 10, 2048)[0].bytes;
-        let t64 = top_k_costs(&c, 64, 10, 2048)[0].bytes;
+        let t1 = top_k_costs(&c, 1, 10, 256)[0].bytes;
+        let t64 = top_k_costs(&c, 64, 10, 256)[0].bytes;
         assert!(t64 < 2.0 * t1, "{t1} {t64}");
         // A memory-bound kernel's prediction is its bytes over the derated bandwidth.
         let k = KernelCost { kernel: "x", bytes: 2.01e9, flops: 1.0 };
@@ -281,7 +306,9 @@ mod tests {
         let text = report(&b).unwrap();
         assert!(text.contains("backend cuda-emu"), "{text}");
         assert!(text.contains("ids identical"), "{text}");
-        for kernel in ["embed_rows", "ln_gemm_silu", "hstu_attention", "gated_ln_gemm_resid", "score_chunk_topk"] {
+        for kernel in
+            ["embed_rows", "ln_gemm_silu", "gather_rows", "hstu_attention", "gated_ln_gemm_resid", "quant_chunk_kth"]
+        {
             assert!(text.contains(&format!("| {kernel} | ")), "{kernel} missing: {text}");
         }
         assert!(text.contains("| encode ML-20M 4096u x 200ev | (sum) |"), "{text}");

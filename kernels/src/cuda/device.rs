@@ -11,7 +11,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 use crate::model::Model;
 
 use super::launch::{Arg, Launcher, Profiler, RawBuf, Shape, dyn_smem_bytes};
@@ -55,7 +55,7 @@ pub(crate) fn missing_libraries() -> Option<String> {
 /// The threads per block the host launches `kernel` with.
 pub(crate) fn launch_threads(kernel: Kernel) -> u32 {
     match kernel {
-        Kernel::ScatterKv => SCATTER_THREADS,
+        Kernel::ScatterKv | Kernel::GatherRows => SCATTER_THREADS,
         other => other.fixed_block().unwrap_or(ROWS_THREADS),
     }
 }
@@ -162,7 +162,11 @@ impl CudaLauncher {
                 )));
             }
         }
-        let stream = ctx.default_stream();
+        // A stream of its own rather than the legacy default stream, which
+        // every other blocking stream of the process waits on: each tenant
+        // opens its own backend, so tenants' calls no longer serialise on
+        // the device (each backend's buffers are used on its stream only).
+        let stream = ctx.new_stream().map_err(dev_err("stream"))?;
         Ok(CudaLauncher { ctx, stream, functions, name, max_dyn_smem, profiler: Profiler::default() })
     }
 }

@@ -25,8 +25,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::backend::BackendError;
 use crate::config::ModelConfig;
+use crate::error::BackendError;
 
 use super::launch::{Arg, Launcher, Profiler, RawBuf, Shape};
 use super::shapes;

@@ -1,9 +1,12 @@
 //! The HSTU forward on the device for a jagged batch of users: one launch
 //! per kernel per layer for the whole batch. Mirrors kernels/src/forward.rs
 //! `forward` (rows `first..n` of each user are the query rows; keys and
-//! values of rows `0..first` come from a per-user cache).
+//! values of rows `0..first` come from a per-user cache). As on the CPU, the
+//! last layer's attention and output projection run for each user's newest
+//! row only (gathered into `[users, …]` buffers); its u|v|q|k product and
+//! key/value scatter still cover every row.
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 use crate::history::Event;
 
 use super::CudaBackend;
@@ -31,10 +34,17 @@ pub(crate) struct Job<'a> {
 pub(crate) enum KvStore<'a> {
     /// Stateless batch: straight from the uvqk buffer of the same call.
     Transient,
-    /// Per-user caches laid out `[layers][jobs][L][H·dqk | H·dv]` (job u in
-    /// slot u; one user's own state buffer is the case of one job): the query
-    /// rows' keys and values are written to their rows, then rows `0..n` are read.
-    Slots(&'a DevBuf<f32>),
+    /// The backend's pool of per-user caches, `[layers][capacity][L][H·dqk | H·dv]`
+    /// (see `kv_pool.rs`), job u in slot `slots[u]`: the query rows' keys and
+    /// values are written to their rows, then rows `0..n` are read.
+    Pool {
+        /// The pool's buffer.
+        cache: &'a DevBuf<f32>,
+        /// Slots per layer in it.
+        capacity: usize,
+        /// Each job's slot.
+        slots: &'a [usize],
+    },
 }
 
 /// Host-side index arrays of one group of jobs, packed into one i32 upload.
@@ -59,11 +69,16 @@ struct Sections {
     blk_row0: usize,
     pos: usize,
     kv_dst: usize,
+    /// `u` for user u: the newest rows' compact index (and one attention block each).
+    ident: usize,
+    /// `n - 1` for user u: the newest row's position in the window.
+    newest: usize,
 }
 
 impl Plan {
-    /// `slot_rows`: rows per user slot of a cache store (L), `None` when transient.
-    fn new(jobs: &[Job<'_>], slot_rows: Option<usize>) -> (Self, Sections) {
+    /// `slots`: each job's slot in a cache store and the rows per slot (L),
+    /// `None` when transient.
+    fn new(jobs: &[Job<'_>], slots: Option<(&[usize], usize)>) -> (Self, Sections) {
         let b = jobs.len();
         let rows: usize = jobs.iter().map(|j| j.events.len() - j.first).sum();
         let blocks: usize = jobs.iter().map(|j| (j.events.len() - j.first).div_ceil(ATT_QB as usize)).sum();
@@ -78,8 +93,10 @@ impl Plan {
             blk_row0: 6 * b + blocks,
             pos: 6 * b + 2 * blocks,
             kv_dst: 6 * b + 2 * blocks + rows,
+            ident: 6 * b + 2 * blocks + 2 * rows,
+            newest: 7 * b + 2 * blocks + 2 * rows,
         };
-        let mut meta = vec![0i32; s.kv_dst + rows];
+        let mut meta = vec![0i32; s.newest + b];
         let mut items = Vec::with_capacity(rows);
         let mut ts = Vec::with_capacity(rows + 2 * b);
         let (mut row, mut blk) = (0usize, 0usize);
@@ -89,12 +106,14 @@ impl Plan {
             meta[s.q_first + u] = job.first as i32;
             meta[s.n_rows + u] = n as i32;
             // Transient keys live in the call's own rows, where row `first` is at q_off.
-            meta[s.kv_off + u] = match slot_rows {
-                Some(l) => (u * l) as i32,
+            meta[s.kv_off + u] = match slots {
+                Some((of, l)) => (of[u] * l) as i32,
                 None => row as i32 - job.first as i32,
             };
             meta[s.ts_off + u] = ts.len() as i32;
             meta[s.last_row + u] = (row + n - job.first - 1) as i32;
+            meta[s.ident + u] = u as i32;
+            meta[s.newest + u] = n as i32 - 1;
             ts.extend(job.events.iter().map(|e| e.ts));
             ts.push(job.query_time);
             for row0 in (job.first..n).step_by(ATT_QB as usize) {
@@ -104,7 +123,7 @@ impl Plan {
             }
             for (t, e) in job.events.iter().enumerate().skip(job.first) {
                 meta[s.pos + row] = t as i32;
-                meta[s.kv_dst + row] = (u * slot_rows.unwrap_or(0) + t) as i32;
+                meta[s.kv_dst + row] = slots.map_or(0, |(of, l)| of[u] * l + t) as i32;
                 items.push(e.item);
                 row += 1;
             }
@@ -128,7 +147,7 @@ impl CudaBackend {
     }
 
     /// Runs every layer for `jobs` (at most MAX_ROWS_PER_LAUNCH query rows in
-    /// total; a cache store holds one slot per job) and returns each user's
+    /// total; a cache store names each job's slot) and returns each user's
     /// L2-normalised last row.
     pub(crate) fn forward_jobs(
         &self,
@@ -136,10 +155,13 @@ impl CudaBackend {
         jobs: &[Job<'_>],
         store: KvStore<'_>,
     ) -> Result<Vec<Vec<f32>>, BackendError> {
-        let cached = matches!(store, KvStore::Slots(_));
         let c = &self.model.config;
         let l = self.launcher();
-        let (plan, s) = Plan::new(jobs, cached.then_some(self.model.config.max_seq_len));
+        let slots = match &store {
+            KvStore::Transient => None,
+            KvStore::Pool { slots, .. } => Some((*slots, c.max_seq_len)),
+        };
+        let (plan, s) = Plan::new(jobs, slots);
         let w = &self.weights;
         let (d, h, dqk, dv) = (c.d_model, c.num_heads, c.d_qk, c.d_v);
         let (width, attn_w) = (c.uvqk_width(), c.attn_width());
@@ -154,6 +176,10 @@ impl CudaBackend {
         let uvqk = &*ws.uvqk.at_least(l, m * width)?;
         let attn = &*ws.attn.at_least(l, m * attn_w)?;
         let out = &*ws.out.at_least(l, plan.users * d)?;
+        let x_last = &*ws.x_last.at_least(l, plan.users * d)?;
+        let uvqk_last = &*ws.uvqk_last.at_least(l, plan.users * width)?;
+        self.poison(x_last, plan.users * d)?;
+        self.poison(uvqk_last, plan.users * width)?;
         self.poison(x, m * d)?;
         self.poison(uvqk, m * width)?;
         self.poison(attn, m * attn_w)?;
@@ -180,8 +206,11 @@ impl CudaBackend {
 
         let (big_n, alpha, inv_n) = (c.attn_normalizer as i32, c.alpha, 1.0 / c.attn_normalizer as f32);
         let max_rows = c.max_seq_len;
-        // One layer of a cache store: every job's slot of L rows.
-        let layer_kv = jobs.len() * max_rows * (kw + vw);
+        // One layer of a cache store: every slot's L rows.
+        let layer_kv = match &store {
+            KvStore::Transient => 0,
+            KvStore::Pool { capacity, .. } => capacity * max_rows * (kw + vw),
+        };
         for (layer_index, layer) in w.layers.iter().enumerate() {
             // uvqk = SiLU(LN(x) · W_uvqk)
             launch(
@@ -202,9 +231,9 @@ impl CudaBackend {
             // Keys and values: the uvqk rows themselves, or their slots in the cache.
             let (k_base, v_base, kv_stride) = match &store {
                 KvStore::Transient => (uvqk.arg_at(k_col)?, uvqk.arg_at(v_col)?, width_i),
-                KvStore::Slots(cache) => {
+                KvStore::Pool { cache, .. } => {
                     let base = layer_index * layer_kv;
-                    // Every dst row u·L + t (t < L) lies inside this layer's part of the cache.
+                    // Every dst row slot·L + t (t < L) lies inside this layer's part of the cache.
                     launch(
                         l,
                         Kernel::ScatterKv,
@@ -224,9 +253,35 @@ impl CudaBackend {
                     (cache.arg_at(base)?, cache.arg_at(base + kw)?, (kw + vw) as i32)
                 }
             };
+            // The last layer: only each user's newest row goes on, gathered
+            // (its q and u, and its x for the residual).
+            let newest_only = layer_index + 1 == w.layers.len();
+            let users_i = plan.users as i32;
+            if newest_only {
+                let gather = Shape::new((plan.users as u32, 1, 1), SCATTER_THREADS);
+                for (src, ld, dst) in [(uvqk, width_i, uvqk_last), (x, d_i, x_last)] {
+                    let args = [
+                        src.arg(),
+                        Arg::I32(ld),
+                        sec(s.last_row)?,
+                        Arg::I32(users_i),
+                        Arg::I32(ld),
+                        dst.arg(),
+                        Arg::I32(ld),
+                    ];
+                    launch(l, Kernel::GatherRows, &gather, &args)?;
+                }
+            }
+            // (q rows, attention blocks, their user and first row, each user's
+            // q offset and first query row)
+            let (q_rows, blocks, blk_user, blk_row0, q_off, q_first) = if newest_only {
+                (uvqk_last, plan.users, s.ident, s.newest, s.ident, s.newest)
+            } else {
+                (uvqk, plan.blocks, s.blk_user, s.blk_row0, s.q_off, s.q_first)
+            };
             // O = causal SiLU attention with rab.
             let shape = Shape {
-                grid: (plan.blocks as u32, h as u32, 1),
+                grid: (blocks as u32, h as u32, 1),
                 block: ATT_THREADS,
                 dyn_smem: dyn_smem_bytes(Kernel::HstuAttention, c) as u32,
             };
@@ -235,15 +290,15 @@ impl CudaBackend {
                 Kernel::HstuAttention,
                 &shape,
                 &[
-                    uvqk.arg_at(q_col)?,
+                    q_rows.arg_at(q_col)?,
                     Arg::I32(width_i),
                     k_base,
                     v_base,
                     Arg::I32(kv_stride),
-                    sec(s.blk_user)?,
-                    sec(s.blk_row0)?,
-                    sec(s.q_off)?,
-                    sec(s.q_first)?,
+                    sec(blk_user)?,
+                    sec(blk_row0)?,
+                    sec(q_off)?,
+                    sec(q_first)?,
                     sec(s.n_rows)?,
                     sec(s.kv_off)?,
                     ts.arg(),
@@ -259,21 +314,22 @@ impl CudaBackend {
                 ],
             )?;
             // x += (u ⊙ LN(O)) · W_o + b_o
+            let (rows_i, gate, residual) = if newest_only { (users_i, uvqk_last, x_last) } else { (m_i, uvqk, x) };
             launch(
                 l,
                 Kernel::GatedLnGemmResid,
-                &gemm_grid(m, d),
+                &gemm_grid(rows_i as usize, d),
                 &[
                     attn.arg(),
                     Arg::I32(attn_i),
-                    uvqk.arg(),
+                    gate.arg(),
                     Arg::I32(width_i),
                     layer.o_w.arg(),
                     layer.o_b.arg(),
-                    Arg::I32(m_i),
+                    Arg::I32(rows_i),
                     Arg::I32(attn_i),
                     Arg::I32(d_i),
-                    x.arg(),
+                    residual.arg(),
                     Arg::I32(d_i),
                 ],
             )?;
@@ -282,7 +338,7 @@ impl CudaBackend {
             l,
             Kernel::L2normRows,
             &Shape::cover(plan.users * 32, ROWS_THREADS),
-            &[x.arg(), Arg::I32(d_i), sec(s.last_row)?, Arg::I32(plan.users as i32), out.arg()],
+            &[x_last.arg(), Arg::I32(d_i), sec(s.ident)?, Arg::I32(plan.users as i32), out.arg()],
         )?;
         let host = super::launch::download(l, out, 0, plan.users * d)?;
         Ok(host.chunks_exact(d).map(<[f32]>::to_vec).collect())

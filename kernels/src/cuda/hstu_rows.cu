@@ -1,7 +1,9 @@
 // Row-wise kernels of the HSTU encode: input embedding, key/value scatter
-// into a per-user cache, and the final L2 normalisation.
+// into a per-user cache, the gather of each user's newest row for the last
+// layer, and the final L2 normalisation.
 // Mirrors kernels/src/forward.rs: `embed` (embed_rows), the key/value
-// `extend_from_slice` into `LayerKv` (scatter_kv) and the last-row
+// `extend_from_slice` into `LayerKv` (scatter_kv), the newest-row copies of
+// the last layer (gather_rows) and the last-row
 // normalisation at the end of `forward` (l2norm_rows).
 // Compiled at run time by NVRTC; no headers are available, so only builtins.
 
@@ -35,6 +37,19 @@ extern "C" __global__ void scatter_kv(const float* __restrict__ uvqk, int width,
     for (int c = threadIdx.x; c < kw + vw; c += blockDim.x) {
         dst[c] = c < kw ? src[k_col + c] : src[v_col + c - kw];
     }
+}
+
+// dst[r, 0..width) = src[row[r], 0..width), one block per row: each user's
+// newest row, the only one the last layer computes past its keys and values.
+// Mirrors the `last_x` / `last_uvqk` copies of forward.rs `forward_in`.
+extern "C" __global__ void gather_rows(const float* __restrict__ src, int ld_src,
+                                       const int* __restrict__ row, int rows, int width,
+                                       float* __restrict__ dst, int ld_dst) {
+    int r = blockIdx.x;
+    if (r >= rows) return;
+    const float* from = src + (long long)row[r] * ld_src;
+    float* to = dst + (long long)r * ld_dst;
+    for (int c = threadIdx.x; c < width; c += blockDim.x) to[c] = from[c];
 }
 
 // out[u, :] = x[row[u], :] / max(||x[row[u], :]||_2, 1e-6), one warp per user.

@@ -8,10 +8,10 @@ use std::marker::PhantomData;
 
 use bytemuck::Pod;
 
-use crate::backend::BackendError;
 use crate::config::ModelConfig;
+use crate::error::BackendError;
 
-use super::shapes::{ATT_KT, ATT_QB};
+use super::shapes::{ATT_KT, ATT_QB, TOPK_THREADS};
 use super::signatures::{Elem, Kernel, Ty};
 
 /// Grid, block and dynamic shared memory of one launch.
@@ -343,7 +343,7 @@ pub(crate) fn check_launch(
 pub(crate) fn dyn_smem_bytes(kernel: Kernel, config: &ModelConfig) -> usize {
     match kernel {
         Kernel::HstuAttention => attention_smem_bytes(config.d_qk, config.d_v, config.num_time_buckets),
-        Kernel::ScoreChunkTopk => 4 * config.d_model,
+        Kernel::QuantChunkKth | Kernel::QuantSelect => 4 * config.d_model.div_ceil(4) * TOPK_THREADS as usize,
         _ => 0,
     }
 }

@@ -11,7 +11,8 @@
 //! CPU function it mirrors): `hstu_rows.cu` (embedding, key/value scatter,
 //! L2 norm), `hstu_gemm.cu` (LN→uvqk→SiLU and u⊙LN(O)→W_o+b+residual,
 //! fused), `hstu_attention.cu` (causal SiLU attention with in-kernel rab, any
-//! head dims), `score_topk.cu` (fused cosine scoring + block top-k + merge),
+//! head dims), `score_topk.cu` (batched exact top-k over the quantised table: int8
+//! approximations, per-chunk k-th, threshold, candidates; re-ranked on the host),
 //! `roofline.cu` (the FMA peak the timings are compared with).
 //!
 //! The orchestration here drives a `Launcher` (launch.rs): cudarc on a GPU, or
@@ -23,6 +24,7 @@ pub mod cost;
 mod device;
 mod emu;
 mod encode;
+mod kv_pool;
 mod launch;
 mod roofline;
 mod shapes;
@@ -31,20 +33,26 @@ mod state;
 mod topk;
 mod workspace;
 
+// The launch-layer tests drive this module's private items (signature
+// table, raw launches, buffers), so they compile into the library's unit
+// tests; the file lives with the crate's other tests.
 #[cfg(test)]
+#[path = "../../tests/unit/cuda_launch.rs"]
 mod tests;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::backend::BackendError;
-use crate::encode::BatchError;
+use crate::error::BackendError;
+use crate::error::BatchError;
 use crate::history::{UserHistory, kept_window};
 use crate::model::Model;
+use crate::retrieval::QuantizedTable;
 
 use device::CudaLauncher;
 use emu::EmuLauncher;
 use encode::{Job, KvStore, MAX_ROWS_PER_LAUNCH};
+use kv_pool::KvPool;
 use launch::Launcher;
 use workspace::{DeviceWeights, Workspace};
 
@@ -63,15 +71,26 @@ enum Engine {
 
 /// The CUDA backend for one model on one device (or on the CPU emulator).
 /// Weights are uploaded once at creation; the work buffers grow to the
-/// largest call and are reused. Calls are serialised (one stream, one workspace).
+/// largest call and are reused. Calls to one backend are serialised (its own
+/// stream, one workspace); backends (one per tenant) run on separate streams.
 pub struct CudaBackend {
     model: Arc<Model>,
     engine: Engine,
     weights: DeviceWeights,
+    /// The quantised item table the batched top-k scans (its device copy is
+    /// in `weights`); the host side quantises queries and re-ranks.
+    table: QuantizedTable,
     work: Mutex<Workspace>,
+    /// The incremental states' keys and values (locked after `work`).
+    kv_pool: Mutex<KvPool>,
     poison: AtomicBool,
     /// Unique per backend instance: a state's device cache belongs to one.
     id: u64,
+}
+
+/// f32 elements of one state's slot in one layer: L rows of H·(dqk + dv).
+fn kv_slot_len(c: &crate::config::ModelConfig) -> usize {
+    c.max_seq_len * c.num_heads * (c.d_qk + c.d_v)
 }
 
 fn next_id() -> u64 {
@@ -131,12 +150,16 @@ impl CudaBackend {
             Engine::Cuda(c) => c,
             Engine::Emu(e) => e,
         };
-        let weights = DeviceWeights::upload(launcher, &model)?;
+        let table = QuantizedTable::from_model(&model);
+        let kv_pool = KvPool::new(model.config.num_layers, kv_slot_len(&model.config));
+        let weights = DeviceWeights::upload(launcher, &model, &table)?;
         Ok(CudaBackend {
             model,
             engine,
             weights,
+            table,
             work: Mutex::new(Workspace::new()),
+            kv_pool: Mutex::new(kv_pool),
             poison: AtomicBool::new(false),
             id: next_id(),
         })
@@ -190,9 +213,9 @@ impl CudaBackend {
         self.launcher().profiler().take()
     }
 
-    /// Launch shape constants the cost model needs: items per scoring chunk.
+    /// Launch shape constants the cost model needs: table rows per scoring block.
     pub fn top_k_chunk() -> usize {
-        shapes::TOPK_CHUNK as usize
+        shapes::TOPK_THREADS as usize
     }
 
     fn poison_outputs(&self) -> bool {
@@ -202,6 +225,20 @@ impl CudaBackend {
     fn workspace(&self) -> std::sync::MutexGuard<'_, Workspace> {
         // A panic mid-call leaves only scratch contents behind: safe to reuse.
         self.work.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The key/value pool; lock the workspace first.
+    fn pool(&self) -> std::sync::MutexGuard<'_, KvPool> {
+        // A panic mid-call leaves at worst a stale state behind, which the
+        // next append rebuilds (states are marked stale on device errors).
+        self.kv_pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Slots of the key/value pool of incremental states (grown by doubling,
+    /// never shrunk; freed slots are reused): its device memory is this many
+    /// times a state's `device_bytes`.
+    pub fn kv_pool_capacity(&self) -> usize {
+        self.pool().capacity()
     }
 }
 

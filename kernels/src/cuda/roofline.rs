@@ -2,7 +2,7 @@
 //! with: the f32 FMA peak (roofline.cu `fma_peak`) and the device-to-device
 //! copy bandwidth.
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 
 use super::device::{CudaLauncher, dev_err};
 use super::launch::{Arg, Shape, alloc, launch};

@@ -1,65 +1,50 @@
-// Cosine top-k over the whole item table, in one pass over the table.
-// Mirrors kernels/src/score.rs `top_k`: score(c) = u·E[c] / max(||E[c]||, 1e-6)
-// for items 1..=V, items in the exclusion list skipped, best first, ties by
-// the smaller id.
+// Exact cosine top-k for a batch of users over the quantised item table of
+// kernels/src/retrieval.rs (`QuantizedTable`): the device computes the int8
+// approximations and the candidate rows, the host re-ranks the candidates
+// with the exact f32 cosine (`QuantizedTable::rerank`, the CPU retrieval's
+// own code), so the result is score.rs `top_k`'s, scores and ties included.
 //
-// score_chunk_topk: block (chunk, user) scores TOPK_CHUNK consecutive items
-//   (fused dot products: each warp stages 32 item rows × 16 dims through
-//   shared memory with coalesced loads, then lane l finishes item l's dot),
-//   drops excluded items, bitonic-sorts the chunk in shared memory and
-//   writes its best k candidates.
-// topk_merge: block (group, user) sorts TOPK_CHUNK candidates and keeps the
-//   best k; the host repeats it until one group per user is left.
-// Order everywhere: the CPU's (score.rs `better`): scores by f32 total
-// order, highest first (+NaN > +inf > ... > +0 > -0 > ... > -inf > -NaN),
-// equal scores by smaller id. Empty slots carry the lowest score bit
-// pattern (0xffffffff, a negative NaN) and id 0xffffffff: last of all.
+// The table: blocks of 16 rows, `groups` = ceil(D/4) words per row per
+// block, word (block·groups + g)·16 + r = dims 4g..4g+4 of row r as u8
+// `code + 128` (retrieval/scan.rs `Line`); one scale per row, NaN for a row
+// the scan must not consider (absent, or outside the bound's domain: the
+// host re-ranks those always). A query: `groups` words of four s8 codes, the
+// correction 128·Σcodes and its scale t. Every approximation is
+// A = f32(dot) · (t · s_row), the scan's arithmetic, bit for bit.
+//
+// quant_chunk_kth: block c takes rows [c·TOPK_THREADS, (c+1)·TOPK_THREADS),
+//   one per thread, staged once into shared memory for every user of the
+//   batch (the table is read once per batch). Per user: the chunk's k-th
+//   best approximation over its eligible rows (present, not excluded),
+//   ranked by (A desc, row asc); -inf when it has fewer than k. A selection,
+//   not a sort of the chunk: each warp sorts its 32 pairs in registers, and
+//   each row finds its rank by binary searches in the eight sorted lists.
+// quant_threshold: block u: thr[u] = the largest float at or below
+//   max_c kth[u, c] − 2W_u (2W rounded up by the host). The k rows of the
+//   best chunk reach that chunk's k-th approximation, so every row of the
+//   true top k has A ≥ (global k-th) − 2W ≥ thr[u] (the CPU's selection rule
+//   with a lower k-th: a superset of its candidates).
+// quant_select: block c, every user: eligible rows with A ≥ thr[u] go to
+//   cand[u·cap ..]; count[u] counts them all (past `cap` they are only
+//   counted, and the host serves that user on the CPU).
 
-#if !defined(TOPK_CHUNK) || !defined(TOPK_THREADS)
-#error "TOPK_CHUNK and TOPK_THREADS come from kernels/src/cuda/shapes.rs as -D defines"
+#if !defined(TOPK_THREADS)
+#error "TOPK_THREADS comes from kernels/src/cuda/shapes.rs as a -D define"
 #endif
-static_assert((TOPK_CHUNK & (TOPK_CHUNK - 1)) == 0 && TOPK_CHUNK >= 64, "the bitonic sort needs a power-of-two chunk");
-static_assert(TOPK_THREADS % 32 == 0 && TOPK_CHUNK % 32 == 0, "whole warps, whole 32-item groups");
-#define TOPK_WARPS (TOPK_THREADS / 32)
-#define TOPK_DT 16  // dims per staged slice
-#define TOPK_NONE 0xffffffffu
+static_assert(TOPK_THREADS % 32 == 0 && TOPK_THREADS % 16 == 0, "whole warps, whole 16-row table blocks");
 
-__device__ __forceinline__ float topk_empty_score() { return __int_as_float(0xffffffff); }
+__device__ __forceinline__ float qt_neg_inf() { return __int_as_float(0xff800000); }
 
-// f32 total order as a signed integer (f32::total_cmp): negative floats get
-// their magnitude bits flipped, so -NaN < -inf < ... < -0 < +0 < ... < +NaN.
-__device__ __forceinline__ int topk_key(float s) {
-    int b = __float_as_int(s);
-    return b ^ ((b >> 31) & 0x7fffffff);
-}
-
-// Whether (sa, ia) ranks before (sb, ib).
-__device__ __forceinline__ bool topk_before(float sa, unsigned ia, float sb, unsigned ib) {
-    int ka = topk_key(sa), kb = topk_key(sb);
-    return ka > kb || (ka == kb && ia < ib);
-}
-
-// Sorts TOPK_CHUNK (score, id) pairs in shared memory, best first.
-__device__ __forceinline__ void topk_bitonic(float* s, unsigned* id) {
-    for (int size = 2; size <= TOPK_CHUNK; size <<= 1) {
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int t = threadIdx.x; t < TOPK_CHUNK / 2; t += blockDim.x) {
-                int i = 2 * t - (t & (stride - 1));
-                int j = i + stride;
-                bool best_first = (i & size) == 0;
-                float si = s[i], sj = s[j];
-                unsigned ii = id[i], ij = id[j];
-                if (topk_before(sj, ij, si, ii) == best_first) {
-                    s[i] = sj; s[j] = si; id[i] = ij; id[j] = ii;
-                }
-            }
-            __syncthreads();
-        }
-    }
+// The largest float below x (x finite or -inf; -inf stays).
+__device__ __forceinline__ float qt_next_down(float x) {
+    int b = __float_as_int(x);
+    if (b == (int)0xff800000) return x;
+    if (b == 0 || b == (int)0x80000000) return __int_as_float(0x80000001);  // ±0 → −smallest subnormal
+    return __int_as_float(b > 0 ? b - 1 : b + 1);
 }
 
 // Whether `item` is in the sorted list ex[0..len).
-__device__ __forceinline__ bool topk_excluded(const unsigned* ex, int len, unsigned item) {
+__device__ __forceinline__ bool qt_excluded(const unsigned* ex, int len, unsigned item) {
     int lo = 0, hi = len;
     while (lo < hi) {
         int mid = (lo + hi) >> 1;
@@ -70,88 +55,132 @@ __device__ __forceinline__ bool topk_excluded(const unsigned* ex, int len, unsig
     return false;
 }
 
-extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
-score_chunk_topk(const float* __restrict__ item_emb, const float* __restrict__ norms,
-                 int num_items, int d, const float* __restrict__ users,
-                 const unsigned* __restrict__ excl, const int* __restrict__ excl_off, int k,
-                 float* __restrict__ out_score, unsigned* __restrict__ out_id) {
-    __shared__ float s_score[TOPK_CHUNK];
-    __shared__ unsigned s_id[TOPK_CHUNK];
-    __shared__ float s_tile[TOPK_WARPS][32][TOPK_DT + 1];
-    extern __shared__ float s_user[];  // [d], dynamic
-
-    if (blockDim.x != TOPK_THREADS) __trap();  // warps and staging tiles assume TOPK_THREADS
-    const int chunk = blockIdx.x, user = blockIdx.y;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const float* u = users + (long long)user * d;
-    for (int c = threadIdx.x; c < d; c += blockDim.x) s_user[c] = u[c];
-    const unsigned* ex = excl + excl_off[user];
-    const int ex_len = excl_off[user + 1] - excl_off[user];
-    __syncthreads();
-
-    const long long first_item = 1 + (long long)chunk * TOPK_CHUNK;
-    for (int g = warp; g < TOPK_CHUNK / 32; g += TOPK_WARPS) {
-        const long long base = first_item + (long long)g * 32;  // item of lane 0
-        float dot = 0.0f;
-        for (int d0 = 0; d0 < d; d0 += TOPK_DT) {
-            // Stage 32 rows × TOPK_DT dims: each load instruction reads two
-            // rows' contiguous 16-float slices.
-#pragma unroll
-            for (int t = 0; t < (32 * TOPK_DT) / 32; t++) {
-                int e = t * 32 + lane;
-                int row = e / TOPK_DT, dd = e - row * TOPK_DT;
-                long long item = base + row;
-                float v = 0.0f;
-                if (item <= num_items && d0 + dd < d) v = item_emb[item * d + d0 + dd];
-                s_tile[warp][row][dd] = v;
-            }
-            __syncwarp();
-            const int dmax = min(TOPK_DT, d - d0);
-            for (int dd = 0; dd < dmax; dd++) dot = fmaf(s_tile[warp][lane][dd], s_user[d0 + dd], dot);
-            __syncwarp();
-        }
-        const long long item = base + lane;
-        const int slot = g * 32 + lane;
-        if (item <= num_items && !topk_excluded(ex, ex_len, (unsigned)item)) {
-            s_score[slot] = dot / fmaxf(norms[item], 1e-6f);
-            s_id[slot] = (unsigned)item;
-        } else {
-            s_score[slot] = topk_empty_score();
-            s_id[slot] = TOPK_NONE;
-        }
-    }
-    __syncthreads();
-    topk_bitonic(s_score, s_id);
-    float* os = out_score + ((long long)user * gridDim.x + chunk) * k;
-    unsigned* oi = out_id + ((long long)user * gridDim.x + chunk) * k;
-    for (int t = threadIdx.x; t < k; t += blockDim.x) {
-        os[t] = s_score[t];
-        oi[t] = s_id[t];
+// Copies this block's rows of the table into s_words[g·TOPK_THREADS + t]
+// (coalesced: consecutive threads, consecutive words). Thread t stages
+// exactly the words of its own row (e ≡ t mod TOPK_THREADS), the only ones
+// it reads, so the staging needs no barrier; it is read once per user.
+__device__ __forceinline__ void qt_stage(const unsigned* words, int slots, int groups, unsigned* s_words) {
+    const int first = blockIdx.x * TOPK_THREADS;
+    for (int e = threadIdx.x; e < groups * TOPK_THREADS; e += blockDim.x) {
+        int g = e / TOPK_THREADS, t = e - g * TOPK_THREADS;
+        int row = first + t;
+        s_words[e] = row < slots ? words[((long long)(row >> 4) * groups + g) * 16 + (row & 15)] : 0u;
     }
 }
 
-// Per user, `count` candidates in[user·count ..]; block g keeps the best k of
-// candidates [g·CHUNK, (g+1)·CHUNK) into out[(user·gridDim.x + g)·k ..].
-extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
-topk_merge(const float* __restrict__ in_score, const unsigned* __restrict__ in_id, int count,
-           int k, float* __restrict__ out_score, unsigned* __restrict__ out_id) {
-    __shared__ float s_score[TOPK_CHUNK];
-    __shared__ unsigned s_id[TOPK_CHUNK];
-    if (blockDim.x != TOPK_THREADS) __trap();
-    const int g = blockIdx.x, user = blockIdx.y;
-    const long long base = (long long)user * count;
-    for (int t = threadIdx.x; t < TOPK_CHUNK; t += blockDim.x) {
-        long long c = (long long)g * TOPK_CHUNK + t;
-        bool ok = c < count;
-        s_score[t] = ok ? in_score[base + c] : topk_empty_score();
-        s_id[t] = ok ? in_id[base + c] : TOPK_NONE;
+// This thread's row's approximation for user u, or -inf when the row is not
+// eligible (past the table, NaN scale, excluded for u).
+__device__ __forceinline__ float qt_approx(const unsigned* s_words, const float* scales, int slots, int groups,
+                                           const int* q_codes, const int* q_corr, const float* q_scale,
+                                           const unsigned* excl, const int* excl_off, int u) {
+    const int row = blockIdx.x * TOPK_THREADS + threadIdx.x;
+    if (row >= slots) return qt_neg_inf();
+    const float s = scales[row];
+    if (s != s) return qt_neg_inf();
+    if (qt_excluded(excl + excl_off[u], excl_off[u + 1] - excl_off[u], (unsigned)row)) return qt_neg_inf();
+    const int* q = q_codes + (long long)u * groups;
+    int acc = 0;
+    for (int g = 0; g < groups; g++) {
+        unsigned w = s_words[g * TOPK_THREADS + threadIdx.x];
+        int qw = q[g];
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc += (int)((w >> (8 * i)) & 0xffu) * (int)(signed char)((qw >> (8 * i)) & 0xff);
     }
+    return (float)(acc - q_corr[u]) * (q_scale[u] * s);
+}
+
+// Whether (a, i) ranks before (b, j): higher approximation, then lower row.
+__device__ __forceinline__ bool qt_before(float a, int i, float b, int j) { return a > b || (a == b && i < j); }
+
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
+quant_chunk_kth(const unsigned* __restrict__ words, const float* __restrict__ scales, int slots, int groups,
+                const int* __restrict__ q_codes, const int* __restrict__ q_corr, const float* __restrict__ q_scale,
+                int users, const unsigned* __restrict__ excl, const int* __restrict__ excl_off, int k,
+                float* __restrict__ kth) {
+    __shared__ float s_a[TOPK_THREADS];  // each warp's 32 (A, row) pairs, sorted
+    __shared__ int s_row[TOPK_THREADS];
+    __shared__ float s_kth;
+    extern __shared__ unsigned s_words[];  // [groups·TOPK_THREADS], dynamic
+    if (blockDim.x != TOPK_THREADS) __trap();  // one row per thread
+    const int lane = threadIdx.x & 31;
+    // No barrier after staging: each thread reads only the words it staged
+    // itself (s_words[g·TOPK_THREADS + t]); none at the loop's top either:
+    // the previous user's reads of s_a, s_row and s_kth are ordered before
+    // these writes by the barrier after ranking.
+    qt_stage(words, slots, groups, s_words);
+    for (int u = 0; u < users; u++) {
+        if (threadIdx.x == 0) s_kth = qt_neg_inf();
+        const float a = qt_approx(s_words, scales, slots, groups, q_codes, q_corr, q_scale, excl, excl_off, u);
+        // Each warp sorts its 32 (A, row) pairs in registers (a bitonic
+        // network over shuffles, best first) ...
+        float v = a;
+        int r = threadIdx.x;
+        for (int size = 2; size <= 32; size <<= 1) {
+            for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                const float ov = __shfl_xor_sync(0xffffffffu, v, stride);
+                const int orow = __shfl_xor_sync(0xffffffffu, r, stride);
+                const bool lower = (lane & stride) == 0, best_first = size == 32 || (lane & size) == 0;
+                // The lower lane of a best-first pair keeps the better pair.
+                if (qt_before(ov, orow, v, r) == (lower == best_first)) {
+                    v = ov;
+                    r = orow;
+                }
+            }
+        }
+        s_a[threadIdx.x] = v;
+        s_row[threadIdx.x] = r;
+        __syncthreads();
+        // ... then each eligible row counts the pairs before its own in the
+        // eight sorted lists (a binary search each): its rank in the chunk.
+        // The thread of rank k-1 holds the chunk's k-th best.
+        if (a != qt_neg_inf()) {
+            int rank = 0;
+            for (int w = 0; w < TOPK_THREADS; w += 32) {
+                int lo = 0, hi = 32;
+                while (lo < hi) {
+                    int mid = (lo + hi) >> 1;
+                    if (qt_before(s_a[w + mid], s_row[w + mid], a, threadIdx.x)) lo = mid + 1; else hi = mid;
+                }
+                rank += lo;
+            }
+            if (rank == k - 1) s_kth = a;
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) kth[(long long)u * gridDim.x + blockIdx.x] = s_kth;
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
+quant_threshold(const float* __restrict__ kth, int chunks, const float* __restrict__ twice_bound,
+                float* __restrict__ thr) {
+    __shared__ float s_max[TOPK_THREADS];
+    if (blockDim.x != TOPK_THREADS) __trap();
+    const int u = blockIdx.x;
+    float m = qt_neg_inf();
+    for (int c = threadIdx.x; c < chunks; c += blockDim.x) m = fmaxf(m, kth[(long long)u * chunks + c]);
+    s_max[threadIdx.x] = m;
     __syncthreads();
-    topk_bitonic(s_score, s_id);
-    float* os = out_score + ((long long)user * gridDim.x + g) * k;
-    unsigned* oi = out_id + ((long long)user * gridDim.x + g) * k;
-    for (int t = threadIdx.x; t < k; t += blockDim.x) {
-        os[t] = s_score[t];
-        oi[t] = s_id[t];
+    if (threadIdx.x == 0) {
+        for (int t = 1; t < TOPK_THREADS; t++) m = fmaxf(m, s_max[t]);
+        thr[u] = qt_next_down(m - twice_bound[u]);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(TOPK_THREADS)
+quant_select(const unsigned* __restrict__ words, const float* __restrict__ scales, int slots, int groups,
+             const int* __restrict__ q_codes, const int* __restrict__ q_corr, const float* __restrict__ q_scale,
+             int users, const unsigned* __restrict__ excl, const int* __restrict__ excl_off,
+             const float* __restrict__ thr, int cap, unsigned* __restrict__ count, unsigned* __restrict__ cand) {
+    extern __shared__ unsigned s_sel_words[];  // [groups·TOPK_THREADS], dynamic (one name per kernel: the emulator defines each)
+    if (blockDim.x != TOPK_THREADS) __trap();
+    // No barrier: each thread reads only the words it staged itself.
+    qt_stage(words, slots, groups, s_sel_words);
+    const unsigned row = blockIdx.x * TOPK_THREADS + threadIdx.x;
+    for (int u = 0; u < users; u++) {
+        const float a = qt_approx(s_sel_words, scales, slots, groups, q_codes, q_corr, q_scale, excl, excl_off, u);
+        if (a != qt_neg_inf() && a >= thr[u]) {
+            unsigned at = atomicAdd(count + u, 1u);
+            if (at < (unsigned)cap) cand[(long long)u * cap + at] = row;
+        }
     }
 }

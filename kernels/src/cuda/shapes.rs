@@ -19,9 +19,7 @@ pub(crate) const GEMM_BN: u32 = 64;
 pub(crate) const GEMM_BK: u32 = 16;
 /// Threads of one GEMM block (16 × 16, a 4 × 4 micro-tile each).
 pub(crate) const GEMM_THREADS: u32 = 256;
-/// Items per scoring block and candidates per merge block.
-pub(crate) const TOPK_CHUNK: u32 = 2048;
-/// Threads of one scoring or merge block.
+/// Threads of one top-k block: one table row each in the scoring kernels.
 pub(crate) const TOPK_THREADS: u32 = 256;
 /// Threads of the row-wise kernels' blocks (grid-stride loops; any multiple of 32 works).
 pub(crate) const ROWS_THREADS: u32 = 256;
@@ -38,7 +36,6 @@ pub(crate) fn defines() -> Vec<String> {
         ("GEMM_BN", GEMM_BN),
         ("GEMM_BK", GEMM_BK),
         ("GEMM_THREADS", GEMM_THREADS),
-        ("TOPK_CHUNK", TOPK_CHUNK),
         ("TOPK_THREADS", TOPK_THREADS),
         ("ROWS_THREADS", ROWS_THREADS),
         ("SCATTER_THREADS", SCATTER_THREADS),

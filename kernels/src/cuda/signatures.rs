@@ -128,6 +128,8 @@ pub(crate) enum Kernel {
     EmbedRows,
     /// hstu_rows.cu `scatter_kv`.
     ScatterKv,
+    /// hstu_rows.cu `gather_rows`.
+    GatherRows,
     /// hstu_rows.cu `l2norm_rows`.
     L2normRows,
     /// hstu_rows.cu `fill_u32`.
@@ -138,25 +140,29 @@ pub(crate) enum Kernel {
     GatedLnGemmResid,
     /// hstu_attention.cu `hstu_attention`.
     HstuAttention,
-    /// score_topk.cu `score_chunk_topk`.
-    ScoreChunkTopk,
-    /// score_topk.cu `topk_merge`.
-    TopkMerge,
+    /// score_topk.cu `quant_chunk_kth`.
+    QuantChunkKth,
+    /// score_topk.cu `quant_threshold`.
+    QuantThreshold,
+    /// score_topk.cu `quant_select`.
+    QuantSelect,
     /// roofline.cu `fma_peak`.
     FmaPeak,
 }
 
 /// Every kernel, in the order of [`Kernel::index`].
-pub(crate) const KERNELS: [Kernel; 10] = [
+pub(crate) const KERNELS: [Kernel; 12] = [
     Kernel::EmbedRows,
     Kernel::ScatterKv,
+    Kernel::GatherRows,
     Kernel::L2normRows,
     Kernel::FillU32,
     Kernel::LnGemmSilu,
     Kernel::GatedLnGemmResid,
     Kernel::HstuAttention,
-    Kernel::ScoreChunkTopk,
-    Kernel::TopkMerge,
+    Kernel::QuantChunkKth,
+    Kernel::QuantThreshold,
+    Kernel::QuantSelect,
     Kernel::FmaPeak,
 ];
 
@@ -173,13 +179,15 @@ impl Kernel {
         match self {
             Kernel::EmbedRows => "embed_rows",
             Kernel::ScatterKv => "scatter_kv",
+            Kernel::GatherRows => "gather_rows",
             Kernel::L2normRows => "l2norm_rows",
             Kernel::FillU32 => "fill_u32",
             Kernel::LnGemmSilu => "ln_gemm_silu",
             Kernel::GatedLnGemmResid => "gated_ln_gemm_resid",
             Kernel::HstuAttention => "hstu_attention",
-            Kernel::ScoreChunkTopk => "score_chunk_topk",
-            Kernel::TopkMerge => "topk_merge",
+            Kernel::QuantChunkKth => "quant_chunk_kth",
+            Kernel::QuantThreshold => "quant_threshold",
+            Kernel::QuantSelect => "quant_select",
             Kernel::FmaPeak => "fma_peak",
         }
     }
@@ -187,10 +195,12 @@ impl Kernel {
     /// The file that defines it.
     pub(crate) const fn source(self) -> Source {
         match self {
-            Kernel::EmbedRows | Kernel::ScatterKv | Kernel::L2normRows | Kernel::FillU32 => Source::Rows,
+            Kernel::EmbedRows | Kernel::ScatterKv | Kernel::GatherRows | Kernel::L2normRows | Kernel::FillU32 => {
+                Source::Rows
+            }
             Kernel::LnGemmSilu | Kernel::GatedLnGemmResid => Source::Gemm,
             Kernel::HstuAttention => Source::Attention,
-            Kernel::ScoreChunkTopk | Kernel::TopkMerge => Source::Topk,
+            Kernel::QuantChunkKth | Kernel::QuantThreshold | Kernel::QuantSelect => Source::Topk,
             Kernel::FmaPeak => Source::Roofline,
         }
     }
@@ -218,6 +228,15 @@ impl Kernel {
                 ("dst_row", Ty::In(I32)),
                 ("rows", Ty::I32),
                 ("cache", Ty::Out(F32)),
+            ],
+            Kernel::GatherRows => &[
+                ("src", Ty::In(F32)),
+                ("ld_src", Ty::I32),
+                ("row", Ty::In(I32)),
+                ("rows", Ty::I32),
+                ("width", Ty::I32),
+                ("dst", Ty::Out(F32)),
+                ("ld_dst", Ty::I32),
             ],
             Kernel::L2normRows => {
                 &[("x", Ty::In(F32)), ("d", Ty::I32), ("row", Ty::In(I32)), ("users", Ty::I32), ("out", Ty::Out(F32))]
@@ -269,25 +288,38 @@ impl Kernel {
                 ("heads", Ty::I32),
                 ("out", Ty::Out(F32)),
             ],
-            Kernel::ScoreChunkTopk => &[
-                ("item_emb", Ty::In(F32)),
-                ("norms", Ty::In(F32)),
-                ("num_items", Ty::I32),
-                ("d", Ty::I32),
-                ("users", Ty::In(F32)),
+            Kernel::QuantChunkKth => &[
+                ("words", Ty::In(U32)),
+                ("scales", Ty::In(F32)),
+                ("slots", Ty::I32),
+                ("groups", Ty::I32),
+                ("q_codes", Ty::In(I32)),
+                ("q_corr", Ty::In(I32)),
+                ("q_scale", Ty::In(F32)),
+                ("users", Ty::I32),
                 ("excl", Ty::In(U32)),
                 ("excl_off", Ty::In(I32)),
                 ("k", Ty::I32),
-                ("out_score", Ty::Out(F32)),
-                ("out_id", Ty::Out(U32)),
+                ("kth", Ty::Out(F32)),
             ],
-            Kernel::TopkMerge => &[
-                ("in_score", Ty::In(F32)),
-                ("in_id", Ty::In(U32)),
-                ("count", Ty::I32),
-                ("k", Ty::I32),
-                ("out_score", Ty::Out(F32)),
-                ("out_id", Ty::Out(U32)),
+            Kernel::QuantThreshold => {
+                &[("kth", Ty::In(F32)), ("chunks", Ty::I32), ("twice_bound", Ty::In(F32)), ("thr", Ty::Out(F32))]
+            }
+            Kernel::QuantSelect => &[
+                ("words", Ty::In(U32)),
+                ("scales", Ty::In(F32)),
+                ("slots", Ty::I32),
+                ("groups", Ty::I32),
+                ("q_codes", Ty::In(I32)),
+                ("q_corr", Ty::In(I32)),
+                ("q_scale", Ty::In(F32)),
+                ("users", Ty::I32),
+                ("excl", Ty::In(U32)),
+                ("excl_off", Ty::In(I32)),
+                ("thr", Ty::In(F32)),
+                ("cap", Ty::I32),
+                ("count", Ty::Out(U32)),
+                ("cand", Ty::Out(U32)),
             ],
             Kernel::FmaPeak => &[("out", Ty::Out(F32)), ("iters", Ty::I32), ("a", Ty::F32), ("b", Ty::F32)],
         }
@@ -300,7 +332,7 @@ impl Kernel {
         match self {
             Kernel::HstuAttention => Some(ATT_THREADS),
             Kernel::LnGemmSilu | Kernel::GatedLnGemmResid => Some(GEMM_THREADS),
-            Kernel::ScoreChunkTopk | Kernel::TopkMerge => Some(TOPK_THREADS),
+            Kernel::QuantChunkKth | Kernel::QuantThreshold | Kernel::QuantSelect => Some(TOPK_THREADS),
             _ => None,
         }
     }

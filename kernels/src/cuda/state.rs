@@ -1,7 +1,7 @@
 //! Incremental encode on the device: a user's keys and values of every layer
-//! stay in device memory between requests, and appending events computes
-//! only the new rows plus the previously newest one. Mirrors
-//! kernels/src/encode.rs `EncoderState`.
+//! stay in device memory between requests (a slot of the backend's
+//! `KvPool`), and appending events computes only the new rows plus the
+//! previously newest one. Mirrors kernels/src/encode.rs `EncoderState`.
 //!
 //! Why the previously newest row is recomputed: its rab uses `ts[i+1]`, which
 //! was the query time and becomes the first new event's timestamp, so its
@@ -9,27 +9,30 @@
 //! Rows before it never change while the window has not slid (causal mask,
 //! constant normaliser N).
 
-use crate::backend::BackendError;
-use crate::encode::BatchError;
+use crate::error::BackendError;
+use crate::error::BatchError;
 use crate::error::InputError;
 use crate::history::{Event, kept_window, validate_items};
 
 use super::CudaBackend;
 use super::encode::MAX_ROWS_PER_LAUNCH;
 use super::encode::{Job, KvStore};
-use super::launch::{DevBuf, alloc, copy};
-use super::workspace::{Growable, Workspace};
+use super::kv_pool::{KvPool, Slot};
+use super::workspace::Workspace;
 
-/// One user's cache on the device: the kept window and, per layer, the keys
-/// and values of all its rows (`[layers][L][H·dqk | H·dv]`, allocated once
-/// at L rows). A state handed to another backend (or one serving another
-/// model) is not misread: that backend rebuilds the cache from the kept
-/// events, as the CPU `EncoderState` does on a shape mismatch.
+/// One user's cache on the device: the kept window and a slot of the
+/// backend's key/value pool holding, per layer, the keys and values of all
+/// its rows (L rows reserved). A state handed to another backend (or one
+/// serving another model) is not misread: that backend rebuilds the cache
+/// from the kept events in a slot of its own pool, as the CPU `EncoderState`
+/// does on a shape mismatch. Dropping the state frees the slot.
 pub struct CudaEncoderState {
     events: Vec<Event>,
     query_time: i64,
-    kv: DevBuf<f32>,
-    /// Which backend instance holds `kv` (see `CudaBackend::id`).
+    slot: Slot,
+    /// Device bytes of the slot (all layers).
+    slot_bytes: usize,
+    /// Which backend instance's pool holds `slot` (see `CudaBackend::id`).
     owner: u64,
     /// Set when a device error interrupted an encode: the next append recomputes everything.
     stale: bool,
@@ -50,9 +53,9 @@ impl CudaEncoderState {
         self.query_time
     }
 
-    /// Device bytes held by the cache.
+    /// Device bytes held by the cache (its slot of the pool).
     pub fn device_bytes(&self) -> usize {
-        self.kv.bytes()
+        self.slot_bytes
     }
 
     /// Host bytes held by the state (the struct and its event buffer).
@@ -60,12 +63,6 @@ impl CudaEncoderState {
         std::mem::size_of::<Self>() + self.events.capacity() * std::mem::size_of::<Event>()
     }
 }
-
-/// Most users staged in one batched append (bounds the staging buffer
-/// together with [`STAGE_BYTES`]).
-const MAX_STAGED_USERS: usize = 1024;
-/// Budget of the staging buffer of a batched append.
-const STAGE_BYTES: usize = 256 << 20;
 
 /// One prepared append: the state (its events already the new window), the
 /// first row to compute, and what to restore if the device fails.
@@ -77,14 +74,27 @@ struct Prepared<'s> {
     old_query_time: i64,
 }
 
+impl<'s> Prepared<'s> {
+    /// A new state: every row computed (nothing to restore on an error: the
+    /// state is dropped).
+    fn fresh(state: &'s mut CudaEncoderState) -> Self {
+        let old_query_time = state.query_time;
+        Prepared { index: 0, state, first: 0, old_events: Vec::new(), old_query_time }
+    }
+}
+
 impl CudaBackend {
     /// Encodes a user from scratch and keeps their keys/values on the device.
     /// Returns the state and the L2-normalised embedding.
     pub fn new_state(&self, events: &[Event], query_time: i64) -> Result<(CudaEncoderState, Vec<f32>), BackendError> {
         let window = kept_window(&self.model.config, events, query_time).map_err(input_error)?;
-        let kv = alloc::<f32>(self.launcher(), self.state_len())?;
-        let mut state = CudaEncoderState { events: window, query_time, kv, owner: self.id, stale: false };
-        let embedding = self.run_state(&mut state, 0)?;
+        let mut ws = self.workspace();
+        let mut pool = self.pool();
+        let slot = pool.acquire(self.launcher())?;
+        let slot_bytes = self.state_len() * 4;
+        let mut state = CudaEncoderState { events: window, query_time, slot, slot_bytes, owner: self.id, stale: false };
+        let mut out = self.run_group(&mut ws, &pool, &mut [Prepared::fresh(&mut state)])?;
+        let embedding = out.pop().ok_or_else(|| self.no_result())?;
         Ok((state, embedding))
     }
 
@@ -105,17 +115,20 @@ impl CudaBackend {
     }
 
     /// [`CudaBackend::append`] for many users: their rows go through one
-    /// launch per kernel per layer (each user's cached rows are staged into
-    /// one buffer by device copies, and the new rows copied back). One result
-    /// per request, in order; a bad request fails only itself.
+    /// launch per kernel per layer, reading and writing each user's slot of
+    /// the key/value pool in place. One result per request, in order; a bad
+    /// request fails only itself.
     pub fn append_many(
         &self,
         requests: Vec<(&mut CudaEncoderState, &[Event], i64)>,
     ) -> Vec<Result<Vec<f32>, BackendError>> {
         let mut results: Vec<Option<Result<Vec<f32>, BackendError>>> = (0..requests.len()).map(|_| None).collect();
+        // The pool may grow (and its buffer move) only while no forward runs.
+        let mut ws = self.workspace();
+        let mut pool = self.pool();
         let mut ready = Vec::new();
         for (index, (state, new_events, query_time)) in requests.into_iter().enumerate() {
-            match self.prepare(state, new_events, query_time) {
+            match self.prepare(&mut pool, state, new_events, query_time) {
                 Ok((window, first)) => {
                     let old_events = std::mem::replace(&mut state.events, window);
                     let old_query_time = std::mem::replace(&mut state.query_time, query_time);
@@ -124,14 +137,11 @@ impl CudaBackend {
                 Err(e) => results[index] = Some(Err(e)),
             }
         }
-        let c = &self.model.config;
-        let per_user = c.num_layers * c.max_seq_len * c.num_heads * (c.d_qk + c.d_v) * 4;
-        let max_users = (STAGE_BYTES / per_user.max(1)).clamp(1, MAX_STAGED_USERS);
         let mut rest: &mut [Prepared<'_>] = &mut ready;
         while !rest.is_empty() {
             let mut take = 0;
             let mut rows = 0;
-            while take < rest.len() && take < max_users {
+            while take < rest.len() {
                 let r = rest[take].state.events.len() - rest[take].first;
                 if take > 0 && rows + r > MAX_ROWS_PER_LAUNCH {
                     break;
@@ -141,7 +151,7 @@ impl CudaBackend {
             }
             let (group, tail) = std::mem::take(&mut rest).split_at_mut(take);
             rest = tail;
-            match self.run_group(group) {
+            match self.run_group(&mut ws, &pool, group) {
                 Ok(embeddings) => {
                     for (p, e) in group.iter().zip(embeddings) {
                         results[p.index] = Some(Ok(e));
@@ -172,6 +182,7 @@ impl CudaBackend {
     /// compute; re-homes a state built by another backend or for another model.
     fn prepare(
         &self,
+        pool: &mut KvPool,
         state: &mut CudaEncoderState,
         new_events: &[Event],
         query_time: i64,
@@ -189,9 +200,10 @@ impl CudaBackend {
         let fits = n_old + new_sorted.len() <= self.model.config.max_seq_len;
         // Same check as the CPU state's `cache_matches`: a cache laid out for
         // another model, or held by another backend, is rebuilt, not misread.
-        let matches = state.owner == self.id && state.kv.len() == self.state_len();
+        let matches = state.owner == self.id && pool.owns(&state.slot);
         if !matches {
-            state.kv = alloc::<f32>(self.launcher(), self.state_len())?;
+            state.slot = pool.acquire(self.launcher())?;
+            state.slot_bytes = self.state_len() * 4;
             state.owner = self.id;
         }
         if in_order && fits && n_old > 0 && !state.stale && matches {
@@ -208,67 +220,34 @@ impl CudaBackend {
         }
     }
 
-    /// Runs one group of prepared appends; one embedding per member.
-    fn run_group(&self, group: &mut [Prepared<'_>]) -> Result<Vec<Vec<f32>>, BackendError> {
-        if let [one] = group {
-            return Ok(vec![self.run_state(one.state, one.first)?]);
-        }
-        let mut ws = self.workspace();
-        // Out of the workspace while the forward borrows the rest of it.
-        let mut stage = std::mem::replace(&mut ws.stage, Growable::new());
-        let result = self.run_staged(&mut ws, &mut stage, group);
-        ws.stage = stage;
-        result
-    }
-
-    fn run_staged(
+    /// Runs one group of prepared appends (or one new state) in the pool's
+    /// slots; one embedding per member.
+    fn run_group(
         &self,
         ws: &mut Workspace,
-        stage: &mut Growable<f32>,
+        pool: &KvPool,
         group: &mut [Prepared<'_>],
     ) -> Result<Vec<Vec<f32>>, BackendError> {
-        let l = self.launcher();
-        let c = &self.model.config;
-        let width = c.num_heads * (c.d_qk + c.d_v);
-        let slot = c.max_seq_len * width;
-        let b = group.len();
-        let buf = stage.at_least(l, c.num_layers * b * slot)?;
-        self.poison(buf, c.num_layers * b * slot)?;
-        // Stage the cached rows 0..first of every user (layer by layer).
-        for (u, p) in group.iter().enumerate() {
-            for layer in 0..c.num_layers {
-                copy(l, &p.state.kv, layer * slot, buf, (layer * b + u) * slot, p.first * width)?;
-            }
-        }
+        let cache = pool.buffer().ok_or_else(|| BackendError::Device {
+            backend: self.name_static(),
+            message: "the key/value pool has no buffer although a state holds a slot".into(),
+        })?;
+        let slots: Vec<usize> = group.iter().map(|p| p.state.slot.index()).collect();
         let embeddings = {
             let jobs: Vec<Job<'_>> = group
                 .iter()
                 .map(|p| Job { events: &p.state.events, query_time: p.state.query_time, first: p.first })
                 .collect();
-            self.forward_jobs(ws, &jobs, KvStore::Slots(buf))?
+            self.forward_jobs(ws, &jobs, KvStore::Pool { cache, capacity: pool.capacity(), slots: &slots })?
         };
-        // And copy the rows computed (first..n) back to each user's cache.
-        for (u, p) in group.iter_mut().enumerate() {
-            let (first, n) = (p.first, p.state.events.len());
-            for layer in 0..c.num_layers {
-                let at = first * width;
-                copy(l, buf, (layer * b + u) * slot + at, &mut p.state.kv, layer * slot + at, (n - first) * width)?;
-            }
+        for p in group.iter_mut() {
             p.state.stale = false;
         }
         Ok(embeddings)
     }
 
-    fn run_state(&self, state: &mut CudaEncoderState, first: usize) -> Result<Vec<f32>, BackendError> {
-        let job = Job { events: &state.events, query_time: state.query_time, first };
-        let mut ws = self.workspace();
-        let mut out = self.forward_jobs(&mut ws, &[job], KvStore::Slots(&state.kv))?;
-        state.stale = false;
-        out.pop().ok_or_else(|| self.no_result())
-    }
-
-    /// f32 elements of one user's key/value cache for this model.
-    fn state_len(&self) -> usize {
+    /// f32 elements of one user's key/value cache for this model (all layers).
+    pub(super) fn state_len(&self) -> usize {
         let c = &self.model.config;
         c.num_layers * c.max_seq_len * c.num_heads * (c.d_qk + c.d_v)
     }

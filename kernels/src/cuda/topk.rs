@@ -1,24 +1,40 @@
-//! Cosine top-k over the whole catalog on the device: one scoring pass with
-//! a block top-k per chunk of items, then merge passes until one list per
-//! user is left. Mirrors kernels/src/score.rs `top_k`.
+//! Exact cosine top-k for a batch of users on the device, over the quantised
+//! item table (`crate::retrieval::QuantizedTable`, uploaded with the
+//! weights): the kernels of `score_topk.cu` read the table once per batch
+//! per pass (two passes: each chunk's k-th approximation, then the
+//! candidates above each user's threshold), and the host re-ranks the
+//! candidates with the CPU retrieval's own exact code
+//! (`QuantizedTable::rerank`). The result is score.rs `top_k`'s: same items,
+//! same f32 scores, ties by the smaller id.
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 use crate::score::{Scored, top_k};
 
 use super::CudaBackend;
 use super::launch::{Arg, Shape, download, dyn_smem_bytes, launch};
-use super::shapes::{TOPK_CHUNK, TOPK_THREADS};
+use super::shapes::{ROWS_THREADS, TOPK_THREADS};
 use super::signatures::Kernel;
 
-/// Largest k served on the device: each merge pass must shrink the
-/// candidates (TOPK_CHUNK / k ≥ 4). Larger k is served by the CPU scorer.
-pub const MAX_DEVICE_K: usize = TOPK_CHUNK as usize / 4;
-/// TOPK_CHUNK as a count.
-const CHUNK: usize = TOPK_CHUNK as usize;
-/// Candidate memory budget per scoring launch (bounds the users per launch).
-const CANDIDATE_BYTES: usize = 256 << 20;
-/// Id of an empty candidate slot (TOPK_NONE in score_topk.cu).
-const NONE: u32 = u32::MAX;
+/// Largest k served on the device: a chunk's k-th best approximation (of
+/// its TOPK_THREADS rows) prunes only while k is well below the chunk size.
+/// Larger k is served by the CPU scorer inside the same call.
+pub const MAX_DEVICE_K: usize = TOPK_THREADS as usize / 4;
+/// Users per group of launches: bounds the [users, chunks] k-th buffer and
+/// the length of one launch (each block loops over the group's users).
+const USERS_PER_LAUNCH: usize = 256;
+
+/// The smallest f32 at or above `v` (finite, ≥ 0).
+fn round_up_f32(v: f64) -> f32 {
+    let f = v as f32;
+    if f64::from(f) < v { f.next_up() } else { f }
+}
+
+/// Candidate slots per user: the candidates are the rows whose
+/// approximation is within 2W of a k-th best (k plus the rows near the
+/// threshold); a user with more is served on the CPU.
+fn capacity(k: usize) -> usize {
+    8 * k + 256
+}
 
 impl CudaBackend {
     /// Top-k for every embedding; `exclude` is empty or one list per embedding.
@@ -34,17 +50,13 @@ impl CudaBackend {
             return Ok(vec![Vec::new(); embeddings.len()]);
         }
         if k > MAX_DEVICE_K {
-            // Beyond what the block sort can merge: the exact CPU path.
             return Ok(embeddings.iter().enumerate().map(|(i, e)| top_k(&self.model, e, k, excl_of(i))).collect());
         }
-        let v = self.model.config.num_items;
-        let chunks = v.div_ceil(CHUNK);
-        let per_user = chunks * k * 8;
-        let batch = (CANDIDATE_BYTES / per_user).clamp(1, 4096);
         let mut out = Vec::with_capacity(embeddings.len());
-        for start in (0..embeddings.len()).step_by(batch) {
-            let end = (start + batch).min(embeddings.len());
-            out.extend(self.top_k_group(&embeddings[start..end], k, &(start..end).map(excl_of).collect::<Vec<_>>())?);
+        for start in (0..embeddings.len()).step_by(USERS_PER_LAUNCH) {
+            let end = (start + USERS_PER_LAUNCH).min(embeddings.len());
+            let lists: Vec<&[u32]> = (start..end).map(excl_of).collect();
+            out.extend(self.top_k_group(&embeddings[start..end], k, &lists)?);
         }
         Ok(out)
     }
@@ -55,85 +67,120 @@ impl CudaBackend {
         k: usize,
         exclude: &[&[u32]],
     ) -> Result<Vec<Vec<Scored>>, BackendError> {
+        let table = &self.table;
+        let item_rows = &self.model.weights.item_emb;
+        let excluded: Vec<Vec<u32>> = exclude
+            .iter()
+            .map(|list| {
+                let mut sorted = list.to_vec();
+                sorted.sort_unstable();
+                sorted.dedup();
+                sorted
+            })
+            .collect();
+        // Queries outside the bound's domain are re-ranked over every row.
+        let codes: Vec<_> = embeddings.iter().map(|e| table.quantize_query(e)).collect();
+        let scanned: Vec<usize> = (0..embeddings.len()).filter(|&i| codes[i].is_some()).collect();
+        let mut candidates: Vec<Option<Vec<u32>>> = vec![None; embeddings.len()];
+        if !scanned.is_empty() {
+            let found = self.scan_candidates(&scanned, &codes, &excluded, k)?;
+            for (&i, c) in scanned.iter().zip(found) {
+                candidates[i] = c;
+            }
+        }
+        Ok(embeddings
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let cands = candidates[i].as_ref().map(|c| c.iter().copied());
+                table.rerank(item_rows, e, cands, &excluded[i], None, k)
+            })
+            .collect())
+    }
+
+    /// The device passes for the users `scanned` (whose codes are `Some`):
+    /// per user, the candidate rows, or `None` when there were more than the
+    /// capacity (then every row is re-ranked: exact, slower).
+    fn scan_candidates(
+        &self,
+        scanned: &[usize],
+        codes: &[Option<crate::retrieval::QueryCodes>],
+        excluded: &[Vec<u32>],
+        k: usize,
+    ) -> Result<Vec<Option<Vec<u32>>>, BackendError> {
         let c = &self.model.config;
-        let (d, v, b) = (c.d_model, c.num_items, embeddings.len());
         let l = self.launcher();
         let mut ws = self.workspace();
         let ws = &mut *ws;
+        let w = &self.weights;
+        let b = scanned.len();
+        let slots = w.table_scales.len();
+        let groups = c.d_model.div_ceil(4);
+        let chunks = slots.div_ceil(TOPK_THREADS as usize);
+        let cap = capacity(k);
 
-        let flat: Vec<f32> = embeddings.iter().flatten().copied().collect();
-        let mut excl = Vec::new();
-        let mut excl_off = vec![0i32];
-        for list in exclude {
-            let mut sorted: Vec<u32> = list.to_vec();
-            sorted.sort_unstable();
-            sorted.dedup();
-            excl.extend(sorted);
+        let (mut q_codes, mut q_corr, mut q_scale, mut twice) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut excl, mut excl_off) = (Vec::new(), vec![0i32]);
+        for &i in scanned {
+            let q =
+                codes[i].as_ref().ok_or_else(|| BackendError::InvalidCall("a scanned query has no codes".into()))?;
+            q_codes.extend_from_slice(&q.packed);
+            q_corr.push(q.correction);
+            q_scale.push(q.scale);
+            twice.push(round_up_f32(q.twice_bound));
+            excl.extend_from_slice(&excluded[i]);
             excl_off.push(excl.len() as i32);
         }
-        let users = &*ws.users.upload(l, &flat)?;
-        let excl_dev = &*ws.excl.upload(l, &excl)?;
-        let excl_off_dev = &*ws.excl_off.upload(l, &excl_off)?;
+        let q_codes = &*ws.q_codes.upload(l, &q_codes)?;
+        let q_corr = &*ws.q_corr.upload(l, &q_corr)?;
+        let q_scale = &*ws.q_scale.upload(l, &q_scale)?;
+        let twice = &*ws.twice_bound.upload(l, &twice)?;
+        let excl = &*ws.excl.upload(l, &excl)?;
+        let excl_off = &*ws.excl_off.upload(l, &excl_off)?;
+        let kth = &*ws.kth.at_least(l, b * chunks)?;
+        let thr = &*ws.thr.at_least(l, b)?;
+        let count = &*ws.cand_count.at_least(l, b)?;
+        let cand = &*ws.cand.at_least(l, b * cap)?;
+        self.poison(kth, b * chunks)?;
+        self.poison(thr, b)?;
+        self.poison(cand, b * cap)?;
+        let zero = [count.arg(), Arg::I64(b as i64), Arg::U32(0)];
+        launch(l, Kernel::FillU32, &Shape::cover(b, ROWS_THREADS), &zero)?;
 
-        let chunks = v.div_ceil(CHUNK);
-        let mut count = chunks * k;
-        let [s0, s1] = &mut ws.cand_score;
-        let [i0, i1] = &mut ws.cand_id;
-        let (mut score_a, mut id_a) = (&*s0.at_least(l, b * count)?, &*i0.at_least(l, b * count)?);
-        let groups_b = if chunks > 1 && count > k { count.div_ceil(CHUNK) * k } else { k };
-        let (mut score_b, mut id_b) = (&*s1.at_least(l, b * groups_b)?, &*i1.at_least(l, b * groups_b)?);
-        self.poison(score_a, b * count)?;
-        self.poison(id_a, b * count)?;
-
-        // Outputs hold b·chunks·k candidates.
-        let shape = Shape {
-            grid: (chunks as u32, b as u32, 1),
+        let scan = Shape {
+            grid: (chunks as u32, 1, 1),
             block: TOPK_THREADS,
-            dyn_smem: dyn_smem_bytes(Kernel::ScoreChunkTopk, c) as u32,
+            dyn_smem: dyn_smem_bytes(Kernel::QuantChunkKth, c) as u32,
         };
-        launch(
-            l,
-            Kernel::ScoreChunkTopk,
-            &shape,
-            &[
-                self.weights.item_emb.arg(),
-                self.weights.item_norms.arg(),
-                Arg::I32(v as i32),
-                Arg::I32(d as i32),
-                users.arg(),
-                excl_dev.arg(),
-                excl_off_dev.arg(),
-                Arg::I32(k as i32),
-                score_a.arg(),
-                id_a.arg(),
-            ],
-        )?;
-        // Merge until one sorted list of k per user remains.
-        while chunks > 1 && count > k {
-            let groups = count.div_ceil(CHUNK);
-            self.poison(score_b, b * groups * k)?;
-            self.poison(id_b, b * groups * k)?;
-            // Input holds b·count candidates, output b·groups·k.
-            launch(
-                l,
-                Kernel::TopkMerge,
-                &Shape::new((groups as u32, b as u32, 1), TOPK_THREADS),
-                &[score_a.arg(), id_a.arg(), Arg::I32(count as i32), Arg::I32(k as i32), score_b.arg(), id_b.arg()],
-            )?;
-            std::mem::swap(&mut score_a, &mut score_b);
-            std::mem::swap(&mut id_a, &mut id_b);
-            count = groups * k;
-        }
-        let scores = download(l, score_a, 0, b * count)?;
-        let ids = download(l, id_a, 0, b * count)?;
-        Ok((0..b)
-            .map(|u| {
-                (0..k)
-                    .map(|t| (scores[u * count + t], ids[u * count + t]))
-                    .take_while(|&(_, id)| id != NONE)
-                    .map(|(score, item)| Scored { item, score })
-                    .collect()
-            })
+        let table_args = [
+            w.table_words.arg(),
+            w.table_scales.arg(),
+            Arg::I32(slots as i32),
+            Arg::I32(groups as i32),
+            q_codes.arg(),
+            q_corr.arg(),
+            q_scale.arg(),
+            Arg::I32(b as i32),
+            excl.arg(),
+            excl_off.arg(),
+        ];
+        // kth holds b·chunks values.
+        let mut args = table_args.to_vec();
+        args.extend([Arg::I32(k as i32), kth.arg()]);
+        launch(l, Kernel::QuantChunkKth, &scan, &args)?;
+        let args = [kth.arg(), Arg::I32(chunks as i32), twice.arg(), thr.arg()];
+        launch(l, Kernel::QuantThreshold, &Shape::new((b as u32, 1, 1), TOPK_THREADS), &args)?;
+        // cand holds b·cap rows.
+        let mut args = table_args.to_vec();
+        args.extend([thr.arg(), Arg::I32(cap as i32), count.arg(), cand.arg()]);
+        launch(l, Kernel::QuantSelect, &scan, &args)?;
+
+        let counts = download(l, count, 0, b)?;
+        let rows = download(l, cand, 0, b * cap)?;
+        Ok(counts
+            .iter()
+            .enumerate()
+            .map(|(u, &n)| (n as usize <= cap).then(|| rows[u * cap..u * cap + n as usize].to_vec()))
             .collect())
     }
 }

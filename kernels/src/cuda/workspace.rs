@@ -2,8 +2,9 @@
 //! and is never shrunk, so steady-state serving allocates nothing), and the
 //! model's weights, uploaded once.
 
-use crate::backend::BackendError;
+use crate::error::BackendError;
 use crate::model::Model;
+use crate::retrieval::QuantizedTable;
 
 use super::buckets::bucket_thresholds;
 use super::launch::{DevBuf, DeviceType, Launcher, alloc, upload, upload_new};
@@ -56,8 +57,12 @@ pub(crate) struct Workspace {
     pub x: Growable<f32>,
     /// SiLU(LN(x)·W_uvqk), [rows, 2·H·(dv+dqk)].
     pub uvqk: Growable<f32>,
-    /// Attention output O, [rows, H·dv].
+    /// Attention output O, [rows, H·dv] (the last layer: [users, H·dv]).
     pub attn: Growable<f32>,
+    /// Each user's newest row of x on the last layer, [users, D].
+    pub x_last: Growable<f32>,
+    /// Each user's newest row of uvqk on the last layer, [users, 2·H·(dv+dqk)].
+    pub uvqk_last: Growable<f32>,
     /// Item id of every row.
     pub items: Growable<u32>,
     /// Packed i32 metadata of a call (see `encode::Plan`).
@@ -66,18 +71,26 @@ pub(crate) struct Workspace {
     pub ts: Growable<i64>,
     /// Output embeddings, [users, D].
     pub out: Growable<f32>,
-    /// User embeddings of a scoring call, [users, D].
-    pub users: Growable<f32>,
+    /// Query codes of a top-k call, [users, groups].
+    pub q_codes: Growable<i32>,
+    /// Each query's code correction (128·Σcodes), [users].
+    pub q_corr: Growable<i32>,
+    /// Each query's scale t, [users].
+    pub q_scale: Growable<f32>,
+    /// Each query's 2W rounded up to f32, [users].
+    pub twice_bound: Growable<f32>,
     /// Concatenated sorted exclusion lists.
     pub excl: Growable<u32>,
     /// Offsets of each user's exclusion list in `excl` (users + 1).
     pub excl_off: Growable<i32>,
-    /// Top-k candidate scores, ping-pong pair.
-    pub cand_score: [Growable<f32>; 2],
-    /// Top-k candidate ids, ping-pong pair.
-    pub cand_id: [Growable<u32>; 2],
-    /// Staged caches of a batched append, `[layers][users][L][H·dqk | H·dv]`.
-    pub stage: Growable<f32>,
+    /// Each chunk's k-th approximation per user, [users, chunks].
+    pub kth: Growable<f32>,
+    /// Each user's candidate threshold, [users].
+    pub thr: Growable<f32>,
+    /// Candidates per user (may exceed the capacity), [users].
+    pub cand_count: Growable<u32>,
+    /// Candidate rows, [users, capacity].
+    pub cand: Growable<u32>,
 }
 
 impl Workspace {
@@ -87,16 +100,22 @@ impl Workspace {
             x: Growable::new(),
             uvqk: Growable::new(),
             attn: Growable::new(),
+            x_last: Growable::new(),
+            uvqk_last: Growable::new(),
             items: Growable::new(),
             meta: Growable::new(),
             ts: Growable::new(),
             out: Growable::new(),
-            users: Growable::new(),
+            q_codes: Growable::new(),
+            q_corr: Growable::new(),
+            q_scale: Growable::new(),
+            twice_bound: Growable::new(),
             excl: Growable::new(),
             excl_off: Growable::new(),
-            cand_score: [Growable::new(), Growable::new()],
-            cand_id: [Growable::new(), Growable::new()],
-            stage: Growable::new(),
+            kth: Growable::new(),
+            thr: Growable::new(),
+            cand_count: Growable::new(),
+            cand: Growable::new(),
         }
     }
 }
@@ -113,7 +132,10 @@ pub(crate) struct DeviceLayer {
 /// A model's weights on the device, uploaded once when the backend is created.
 pub(crate) struct DeviceWeights {
     pub item_emb: DevBuf<f32>,
-    pub item_norms: DevBuf<f32>,
+    /// The quantised item table's words (see score_topk.cu).
+    pub table_words: DevBuf<u32>,
+    /// Its row scales, NaN where a row is not scanned.
+    pub table_scales: DevBuf<f32>,
     pub pos_emb: DevBuf<f32>,
     pub layers: Vec<DeviceLayer>,
     /// Smallest gap of every time bucket (see [`super::buckets`]).
@@ -122,7 +144,8 @@ pub(crate) struct DeviceWeights {
 
 impl DeviceWeights {
     /// Uploads `model`'s weights.
-    pub fn upload(l: &dyn Launcher, model: &Model) -> Result<Self, BackendError> {
+    pub fn upload(l: &dyn Launcher, model: &Model, table: &QuantizedTable) -> Result<Self, BackendError> {
+        let quantised = table.device_table();
         let w = &model.weights;
         let layers = w
             .layers
@@ -139,7 +162,8 @@ impl DeviceWeights {
             .collect::<Result<Vec<_>, BackendError>>()?;
         Ok(DeviceWeights {
             item_emb: upload_new(l, &w.item_emb)?,
-            item_norms: upload_new(l, &model.item_norms)?,
+            table_words: upload_new(l, &quantised.words)?,
+            table_scales: upload_new(l, &quantised.scales)?,
             pos_emb: upload_new(l, &w.pos_emb)?,
             layers,
             thresholds: upload_new(l, &bucket_thresholds(&model.config))?,
@@ -149,7 +173,8 @@ impl DeviceWeights {
     /// Device bytes of the weights.
     pub fn bytes(&self) -> usize {
         self.item_emb.bytes()
-            + self.item_norms.bytes()
+            + self.table_words.bytes()
+            + self.table_scales.bytes()
             + self.pos_emb.bytes()
             + self.thresholds.bytes()
             + self

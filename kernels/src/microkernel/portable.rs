@@ -1,7 +1,7 @@
 //! The fallback where AVX2/FMA is absent: products through the `gemm`
 //! crate, attention as plain row loops.
 
-use super::{Attn, Epilogue, Mat, silu};
+use super::{Attn, Epilogue, Mat, dot, silu};
 
 /// Through the `gemm` crate (its own SIMD dispatch: SSE, NEON, …),
 /// then the epilogue over the written rows.
@@ -60,7 +60,7 @@ pub(super) fn attention_head(a: &Attn<'_>, out: &mut [f32], ldo: usize) {
         o.fill(0.0);
         for j in 0..=i {
             let k = &a.keys.data[j * a.keys.ld..j * a.keys.ld + a.d_qk];
-            let dot = crate::forward::dot(q, k);
+            let dot = dot(q, k);
             let bias = a.pos[a.big_n - 1 + j - i] + a.ts_w[a.buckets[r * ldn + j] as usize];
             let w = silu(a.alpha * dot + bias) * inv_n;
             let v = &a.values.data[j * a.values.ld..j * a.values.ld + a.d_v];

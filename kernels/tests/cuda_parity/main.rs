@@ -20,7 +20,8 @@ mod timing;
 
 use std::sync::Arc;
 
-use edgerec_kernels::backend::{Backend, BackendChoice, BackendError, select_backend};
+use edgerec_kernels::BackendError;
+use edgerec_kernels::backend::{Backend, BackendChoice, select_backend};
 use edgerec_kernels::cuda::CudaBackend;
 use edgerec_kernels::{Event, Model, ModelConfig, UserHistory, encode, encode_batch, top_k};
 use rand::{Rng, SeedableRng};
@@ -403,7 +404,7 @@ fn top_k_matches_cpu_over_every_catalog_size() {
                 );
             }
             println!(
-                "parity top-k (score_chunk_topk, topk_merge) V {items} k {k}, {users} users with exclusions: \
+                "parity top-k (quant_chunk_kth, quant_threshold, quant_select + host re-rank) V {items} k {k}, {users} users with exclusions: \
                  scores within {SCORE_TOL:e}, ids identical outside ties"
             );
             // User 0 is item 3's own row: items 3 and 7 tie at the top, 3 first.

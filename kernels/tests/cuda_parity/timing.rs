@@ -22,12 +22,10 @@ use edgerec_kernels::cuda::{CudaBackend, Roofs};
 
 use super::{device_or_skip, emu_mode, history, sized};
 
-/// FLOPs of encoding one user of n events (the dense math only).
+/// FLOPs of encoding one user of n events: the cost model's (the last
+/// layer computes its newest row only).
 fn encode_flops(c: &ModelConfig, n: usize) -> f64 {
-    let (d, h, w, a) = (c.d_model as f64, c.num_heads as f64, c.uvqk_width() as f64, c.attn_width() as f64);
-    let n = n as f64;
-    let pairs = n * (n + 1.0) / 2.0;
-    c.num_layers as f64 * (2.0 * n * d * w + 2.0 * pairs * h * (c.d_qk + c.d_v) as f64 + 2.0 * n * a * d)
+    encode_costs(c, &[n]).iter().map(|k| k.flops).sum()
 }
 
 fn best_secs(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -97,8 +95,9 @@ pub fn run() {
             let secs = best_secs(sized(5, 1), || {
                 gpu.top_k_batch(&emb, 10, &[]).expect("top-k");
             });
-            // Compulsory traffic: the table (rows + norms) once per call.
-            let bytes = items as f64 * (cfg.d_model + 1) as f64 * 4.0 + users as f64 * cfg.d_model as f64 * 4.0;
+            // Compulsory traffic as the cost model counts it: the quantised
+            // table twice per call (two passes), whatever the users.
+            let bytes: f64 = top_k_costs(&cfg, users, 10, CudaBackend::top_k_chunk()).iter().map(|k| k.bytes).sum();
             let gbps = bytes / secs / 1e9;
             println!(
                 "{:<34} {:>10.3} {:>7.0} q/s {:>7.0} GB/s {:>6.1}%",

@@ -1,16 +1,19 @@
 //! Kernel-level checks on the emulator: the signature table and block-size
-//! traps, the top-k order against the CPU's total order (NaN, ±0, ties), and
-//! the guard page after every buffer.
+//! traps, the guard page after every buffer, the varied block order.
+//!
+//! These drive the backend's private launch layer, so this file is compiled
+//! into the library's unit tests as `cuda::tests` (a `#[path]` module of
+//! `src/cuda/mod.rs`) rather than as an integration test:
+//! `cargo test -p edgerec-kernels --lib cuda::tests`.
 
 use std::sync::Arc;
 
 use super::CudaBackend;
 use super::launch::{Arg, Shape, alloc, check_launch, download, launch, upload_new};
-use super::shapes::{GEMM_THREADS, ROWS_THREADS, TOPK_CHUNK, TOPK_THREADS};
+use super::shapes::{GEMM_THREADS, ROWS_THREADS};
 use super::signatures::{KERNELS, Kernel};
 use crate::config::ModelConfig;
 use crate::model::Model;
-use crate::score::{Scored, better};
 
 fn emu(d: usize, items: usize) -> CudaBackend {
     let mut c = ModelConfig::research(items, d, 1, 1, d, 8);
@@ -68,71 +71,6 @@ fn kernels_trap_on_a_block_size_they_are_not_written_for() {
     l.launch_raw(Kernel::LnGemmSilu, &Shape::new((1, 1, 1), GEMM_THREADS), &args).unwrap();
 }
 
-/// The CPU's order of a candidate list.
-fn cpu_order(cands: &[(f32, u32)], k: usize) -> Vec<(u32, u32)> {
-    let mut v: Vec<Scored> = cands.iter().map(|&(score, item)| Scored { item, score }).collect();
-    v.sort_by(better);
-    v.truncate(k);
-    v.iter().map(|s| (s.score.to_bits(), s.item)).collect()
-}
-
-#[test]
-fn top_k_merge_orders_nan_signed_zero_and_ties_as_the_cpu_does() {
-    let b = emu(8, 10);
-    let l = b.launcher();
-    let specials = [
-        f32::NAN,
-        -f32::NAN,
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        0.0,
-        -0.0,
-        1.0,
-        -1.0,
-        f32::from_bits(0x7fc0_0001),
-        f32::from_bits(0xffc0_0000),
-        f32::MIN_POSITIVE,
-        -f32::MIN_POSITIVE,
-    ];
-    // Two users, 3 groups of candidates each (two merge blocks per user: the
-    // second one partial), many exact ties.
-    let count = TOPK_CHUNK as usize + 300;
-    let k = 64;
-    let mut scores = Vec::new();
-    let mut ids = Vec::new();
-    for u in 0..2u32 {
-        for c in 0..count as u32 {
-            let s = if c % 5 == 0 {
-                specials[(c as usize / 5 + u as usize) % specials.len()]
-            } else {
-                ((c * 7 + u) % 13) as f32 * 0.25 - 1.5
-            };
-            scores.push(s);
-            ids.push(1 + c.wrapping_mul(2_654_435_761u32.wrapping_mul(u + 1)) % 100_000);
-        }
-    }
-    let s_in = upload_new(l, &scores).unwrap();
-    let i_in = upload_new(l, &ids).unwrap();
-    let groups = count.div_ceil(TOPK_CHUNK as usize);
-    let s_out = alloc::<f32>(l, 2 * groups * k).unwrap();
-    let i_out = alloc::<u32>(l, 2 * groups * k).unwrap();
-    let args = [s_in.arg(), i_in.arg(), Arg::I32(count as i32), Arg::I32(k as i32), s_out.arg(), i_out.arg()];
-    launch(l, Kernel::TopkMerge, &Shape::new((groups as u32, 2, 1), TOPK_THREADS), &args).unwrap();
-    let got_s = download(l, &s_out, 0, 2 * groups * k).unwrap();
-    let got_i = download(l, &i_out, 0, 2 * groups * k).unwrap();
-    for u in 0..2 {
-        for g in 0..groups {
-            let lo = u * count + g * TOPK_CHUNK as usize;
-            let hi = (lo + TOPK_CHUNK as usize).min((u + 1) * count);
-            let cands: Vec<(f32, u32)> = (lo..hi).map(|c| (scores[c], ids[c])).collect();
-            let want = cpu_order(&cands, k);
-            let at = (u * groups + g) * k;
-            let got: Vec<(u32, u32)> = (at..at + k).map(|t| (got_s[t].to_bits(), got_i[t])).collect();
-            assert_eq!(got, want, "user {u} group {g}");
-        }
-    }
-}
-
 /// Run in a child process by `an_overrun_of_a_buffer_faults`: writes one
 /// element past the end of a buffer that fills its last page exactly.
 #[test]
@@ -187,9 +125,9 @@ fn an_overrun_into_a_buffers_alignment_padding_fails_the_launch() {
 #[test]
 fn states_and_backends_can_live_in_a_shared_cache() {
     fn shared<T: Send + Sync>() {}
-    shared::<crate::backend::BackendState>();
+    shared::<crate::BackendState>();
     shared::<CudaBackend>();
-    shared::<Box<dyn crate::backend::Backend>>();
+    shared::<Box<dyn crate::Backend>>();
 }
 
 #[test]
@@ -244,4 +182,104 @@ fn blocks_run_in_a_varied_order() {
     positions.sort();
     positions.dedup();
     assert!(positions.len() > 1, "block 5 ran at the same position in every launch: {positions:?}");
+}
+
+/// The top-k selection kernels against a plain computation on the CPU:
+/// `quant_chunk_kth` gives every 256-row chunk's exact k-th best
+/// approximation per user (ties, an absent row, exclusions, a partial last
+/// chunk, a chunk with fewer eligible rows than k), and `quant_threshold`
+/// the largest float at or below the best of them minus 2W. (The parity
+/// tests cannot see a k-th that is too low: it only costs pruning.)
+#[test]
+fn the_top_k_selection_kernels_find_each_chunks_kth_and_the_threshold() {
+    use super::shapes::TOPK_THREADS;
+    use crate::retrieval::QuantizedTable;
+    let (d, n) = (10usize, 700usize);
+    let mut x = 0x2545_f491_u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    let mut rows: Vec<f32> = (0..n * d).map(|_| next()).collect();
+    // Ties: rows 20..30 copy row 10.
+    for r in 20..30 {
+        let src = rows[10 * d..11 * d].to_vec();
+        rows[r * d..(r + 1) * d].copy_from_slice(&src);
+    }
+    let mut table = QuantizedTable::new(d, &rows).expect("valid table");
+    table.remove_row(5);
+    let dev = table.device_table();
+    let queries: Vec<Vec<f32>> = (0..3).map(|_| (0..d).map(|_| next()).collect()).collect();
+    let codes: Vec<_> = queries.iter().map(|q| table.quantize_query(q).expect("bounded query")).collect();
+    // User 1 excludes most of chunk 2 (rows 512..700 but 3): fewer eligible rows than k there.
+    let excl: Vec<Vec<u32>> = vec![vec![], (512..697).collect(), vec![10, 11, 600]];
+    let (groups, slots, k) = (d.div_ceil(4), dev.scales.len(), 8usize);
+    let chunks = slots.div_ceil(TOPK_THREADS as usize);
+
+    let b = emu(d, 10);
+    let l = b.launcher();
+    let words = upload_new(l, &dev.words).unwrap();
+    let scales = upload_new(l, &dev.scales).unwrap();
+    let q_codes = upload_new(l, &codes.iter().flat_map(|c| c.packed.clone()).collect::<Vec<i32>>()).unwrap();
+    let q_corr = upload_new(l, &codes.iter().map(|c| c.correction).collect::<Vec<i32>>()).unwrap();
+    let q_scale = upload_new(l, &codes.iter().map(|c| c.scale).collect::<Vec<f32>>()).unwrap();
+    let flat: Vec<u32> = excl.iter().flatten().copied().collect();
+    let mut off = vec![0i32];
+    excl.iter().for_each(|e| off.push(off[off.len() - 1] + e.len() as i32));
+    let (ex, ex_off) = (upload_new(l, &flat).unwrap(), upload_new(l, &off).unwrap());
+    let kth = alloc::<f32>(l, 3 * chunks).unwrap();
+    let mut shape = Shape::new((chunks as u32, 1, 1), TOPK_THREADS);
+    shape.dyn_smem = super::launch::dyn_smem_bytes(Kernel::QuantChunkKth, &b.model.config) as u32;
+    let args = [
+        words.arg(),
+        scales.arg(),
+        Arg::I32(slots as i32),
+        Arg::I32(groups as i32),
+        q_codes.arg(),
+        q_corr.arg(),
+        q_scale.arg(),
+        Arg::I32(3),
+        ex.arg(),
+        ex_off.arg(),
+        Arg::I32(k as i32),
+        kth.arg(),
+    ];
+    launch(l, Kernel::QuantChunkKth, &shape, &args).unwrap();
+    let got = download(l, &kth, 0, 3 * chunks).unwrap();
+
+    // The scan's arithmetic, plainly: A = f32(dot) · (t · s_row).
+    let approx = |u: usize, row: usize| -> Option<f32> {
+        let s = dev.scales[row];
+        if s.is_nan() || excl[u].contains(&(row as u32)) {
+            return None;
+        }
+        let mut acc = 0i32;
+        for g in 0..groups {
+            let w = dev.words[((row / 16) * groups + g) * 16 + row % 16].to_le_bytes();
+            let q = codes[u].packed[g].to_le_bytes();
+            acc += (0..4).map(|i| i32::from(w[i]) * i32::from(q[i] as i8)).sum::<i32>();
+        }
+        Some((acc - codes[u].correction) as f32 * (codes[u].scale * s))
+    };
+    let twice: Vec<f32> = codes.iter().map(|c| c.twice_bound as f32 * 1.5).collect();
+    for u in 0..3 {
+        let mut best = f32::NEG_INFINITY;
+        for c in 0..chunks {
+            let mut a: Vec<f32> = (c * 256..((c + 1) * 256).min(slots)).filter_map(|r| approx(u, r)).collect();
+            a.sort_by(|x, y| y.total_cmp(x));
+            let want = a.get(k - 1).copied().unwrap_or(f32::NEG_INFINITY);
+            assert_eq!(got[u * chunks + c].to_bits(), want.to_bits(), "user {u} chunk {c}");
+            best = best.max(want);
+        }
+        assert!(u != 1 || got[chunks + 2] == f32::NEG_INFINITY, "user 1's last chunk has fewer than k rows");
+        // The threshold: one float below best − 2W.
+        let tb = upload_new(l, &twice).unwrap();
+        let thr = alloc::<f32>(l, 3).unwrap();
+        let args = [kth.arg(), Arg::I32(chunks as i32), tb.arg(), thr.arg()];
+        launch(l, Kernel::QuantThreshold, &Shape::new((3, 1, 1), TOPK_THREADS), &args).unwrap();
+        let t = download(l, &thr, 0, 3).unwrap()[u];
+        assert_eq!(t.to_bits(), (best - twice[u]).next_down().to_bits(), "user {u} threshold");
+    }
 }
