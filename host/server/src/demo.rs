@@ -8,10 +8,12 @@ use edgerec_kernels::item_map::ItemMap;
 use edgerec_kernels::{Model, ModelConfig, Weights};
 use serde_json::json;
 
-use super::auth::{Operator, secret_hash};
+use super::auth::Operator;
 use super::state::AppState;
-use super::store::{ApiKeyRecord, OnErrorPolicy, StageSpec, TenantRecord, now_unix};
+use super::store::{ApiKeyRecord, OnErrorPolicy, StageSpec, TenantRecord};
 use super::tenants;
+use crate::clock::now_unix;
+use crate::ids::secret_hash;
 
 const CONFIG: &str = include_str!("../../../examples/demo/model/config.json");
 const WEIGHTS: &[u8] = include_bytes!("../../../examples/demo/model/model.safetensors");

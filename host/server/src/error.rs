@@ -281,7 +281,7 @@ impl ApiError {
     /// 500 internal: a fault on our side. The cause is logged with an id; the
     /// client gets only the id, never store paths or panic text.
     pub fn internal(context: &str, error: impl std::fmt::Display) -> Self {
-        let id = crate::auth::new_key_id();
+        let id = crate::ids::new_key_id();
         tracing::error!(%error, context, error_id = %id, "internal error");
         Self::new(
             ErrorCode::Internal,

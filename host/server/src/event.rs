@@ -24,7 +24,7 @@ pub struct Event {
     #[schema(min_length = 1, max_length = 256)]
     pub item: String,
     /// Unix seconds, from 1970 to at most `max_future_skew_s` (default a day) ahead of the server clock.
-    #[serde(deserialize_with = "crate::extract::integral::required")]
+    #[serde(deserialize_with = "crate::integral::required")]
     #[schema(minimum = 0, maximum = 4102444800.0, format = Int64)]
     pub ts: i64,
     /// view, cart, purchase, … (default `view`).

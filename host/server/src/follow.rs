@@ -49,7 +49,7 @@ fn run(app: &AppState, mut cursor: Option<String>) {
             Ok(changes) => {
                 for change in changes {
                     apply(app, &change.tenant);
-                    let lag_ms = unix_ms().saturating_sub(change.at_ms);
+                    let lag_ms = crate::clock::now_unix_ms().saturating_sub(change.at_ms);
                     metrics::histogram!("edgerec_change_lag_seconds").record(lag_ms as f64 / 1000.0);
                     cursor = Some(change.id);
                 }
@@ -78,8 +78,4 @@ fn apply(app: &AppState, tenant: &str) {
     if let Err(error) = tenants::sync(app, tenant) {
         tracing::error!(tenant, error = %error.message, "cannot apply a change made on another host; the tenant keeps what it serves");
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -4,6 +4,7 @@
 //! same state with [`open`] and drive [`routes::router`] in-process.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 mod connection;
 mod demo;
@@ -11,7 +12,10 @@ pub mod error;
 pub mod event;
 mod extract;
 mod follow;
+pub mod ids;
+pub mod integral;
 mod jobs;
+pub mod json_size;
 mod model_routes;
 mod models;
 mod operator;
@@ -26,6 +30,7 @@ pub mod store;
 mod storefront;
 mod telemetry;
 mod tenants;
+pub mod timing;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -98,20 +103,20 @@ fn operator_token(store: &dyn Store) -> anyhow::Result<(String, Option<String>)>
     if let Ok(token) = std::env::var("EDGEREC_OPERATOR_TOKEN")
         && !token.is_empty()
     {
-        return Ok((auth::secret_hash(&token), None));
+        return Ok((ids::secret_hash(&token), None));
     }
     if let Some(hash) = store.meta("operator_token_sha256")? {
         return Ok((hash, None));
     }
     // Versions before hashing stored the token itself: hash it, forget it.
     if let Some(plain) = store.meta("operator_token")? {
-        let hash = auth::secret_hash(&plain);
+        let hash = ids::secret_hash(&plain);
         store.set_meta("operator_token_sha256", &hash)?;
         store.remove_meta("operator_token")?;
         return Ok((hash, None));
     }
-    let token = auth::new_secret("eo");
-    let hash = auth::secret_hash(&token);
+    let token = ids::new_secret("eo");
+    let hash = ids::secret_hash(&token);
     // Hosts of one shared store starting together: one token wins, and only
     // the host whose token it is shows it.
     let stored = store.init_meta("operator_token_sha256", &hash)?;

@@ -104,7 +104,7 @@ pub fn unpack_cached(app: &AppState, digest: &str, bytes: &[u8]) -> Result<Unpac
     if dir.is_dir() {
         return Ok(Unpacked { dir, made_now: false });
     }
-    let staging = dir.with_extension(format!("partial-{}", super::auth::new_key_id()));
+    let staging = dir.with_extension(format!("partial-{}", crate::ids::new_key_id()));
     let unpacked = unpack(bytes, &staging, app.config.max_model_bytes).and_then(|()| {
         std::fs::rename(&staging, &dir).or_else(|e| {
             // Another request unpacked the same bundle first.

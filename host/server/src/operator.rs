@@ -13,8 +13,9 @@ use super::error::{ApiError, ErrorBody, ErrorCode};
 use super::extract::{ApiJson, ApiPath, ApiQuery, body_error};
 use super::jobs::{self, JobKind};
 use super::state::{AppState, Tenant};
-use super::store::{PipelineRecord, PluginDeletion, PluginVersion, StageSpec, TenantRecord, now_unix};
+use super::store::{PipelineRecord, PluginDeletion, PluginVersion, StageSpec, TenantRecord};
 use super::tenants;
+use crate::clock::now_unix;
 
 /// Body of `POST /v1/tenants`.
 #[derive(Deserialize, utoipa::ToSchema)]

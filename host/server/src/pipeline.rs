@@ -16,9 +16,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::error::{ApiError, ErrorCode};
-use super::recommend::stage_done;
 use super::state::{AppState, Tenant};
 use super::store::{OnErrorPolicy, PipelineRecord, StageSpec};
+use crate::timing::stage_done;
 
 /// What the plugins may know about the request.
 pub struct RequestInfo {

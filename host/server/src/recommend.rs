@@ -14,11 +14,7 @@ use super::error::{ApiError, ErrorCode};
 use super::state::{CachedUser, Tenant};
 use super::store::Store;
 use crate::event::Event as ShopperEvent;
-
-/// Records the time of one stage as a metric (the span records it for traces).
-pub fn stage_done(stage: &'static str, start: Instant) {
-    metrics::histogram!("edgerec_stage_seconds", "stage" => stage).record(start.elapsed().as_secs_f64());
-}
+use crate::timing::stage_done;
 
 /// A user's history ready for the model: model-id events in the kept window
 /// (sorted by time, last ≤ L) and their actions (for the plugins' context).
@@ -91,8 +87,8 @@ pub fn build_history(
     let query_time = match (query_time, last_ts) {
         (Some(q), Some(last)) => q.max(last),
         (Some(q), None) => q,
-        (None, Some(last)) => super::store::now_unix().max(last),
-        (None, None) => super::store::now_unix(),
+        (None, Some(last)) => crate::clock::now_unix().max(last),
+        (None, None) => crate::clock::now_unix(),
     };
     stage_done("history", start);
     Ok(History { events, actions, query_time, degraded })

@@ -85,7 +85,7 @@ pub fn with_config(openapi: &utoipa::openapi::OpenApi, app: &AppState) -> serde_
     let mut doc = serde_json::to_value(openapi).unwrap_or_default();
     let schemas = &mut doc["components"]["schemas"];
     schemas["RecommendRequest"]["properties"]["k"]["maximum"] = app.config.max_k.into();
-    let latest = super::store::now_unix().saturating_add(app.config.max_future_skew_s);
+    let latest = crate::clock::now_unix().saturating_add(app.config.max_future_skew_s);
     schemas["Event"]["properties"]["ts"]["maximum"] = latest.into();
     // Free-form maps, bounded as the handlers bound them (utoipa's derive
     // cannot say this about a `serde_json::Map`).

@@ -71,26 +71,8 @@ pub type AttributeCache = moka::sync::Cache<String, Arc<Option<serde_json::Value
 /// fixed overhead per entry (the map's node and the `Value` tree around the text).
 pub fn attribute_weight(id: &str, value: &Option<serde_json::Value>) -> u32 {
     const ENTRY_OVERHEAD: usize = 128;
-    let json = value.as_ref().map_or(0, json_len);
+    let json = value.as_ref().map_or(0, crate::json_size::json_len);
     u32::try_from(id.len() + json + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-}
-
-/// The length of `value`'s compact JSON text, without building the text.
-pub fn json_len(value: &serde_json::Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    // Writing a `Value` to a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
 }
 
 /// A tenant as the server holds it: serving, or refused with the reason it

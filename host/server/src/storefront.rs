@@ -10,14 +10,18 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::TenantAccess;
 use super::error::{ApiError, ErrorBody, ErrorCode};
-use super::extract::{ApiJson, ApiPath, ApiQuery, integral};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::jobs::{self, JobKind};
 use super::pipeline::{self, StageTrace};
 use super::quota::QuotaKind;
 use super::recommend;
 use super::state::AppState;
-use super::store::{AppendOutcome, now_unix};
+use super::store::AppendOutcome;
+use crate::clock::now_unix;
 use crate::event::Event;
+use crate::integral;
+use crate::json_size::json_len;
+use crate::timing::stage_done;
 use tracing::Instrument;
 
 /// Longest user, item or event id accepted, in bytes.
@@ -181,7 +185,7 @@ fn check_attributes(id: &str, attributes: &serde_json::Map<String, serde_json::V
 /// Refuses an item whose attributes, as JSON, pass `max_item_bytes`: what
 /// every read of the item (a listing, a recommend's candidates) costs.
 fn check_item_bytes(app: &AppState, id: &str, attributes: &serde_json::Value) -> Result<(), ApiError> {
-    let bytes = crate::state::json_len(attributes);
+    let bytes = json_len(attributes);
     if bytes > app.config.max_item_bytes {
         return Err(ApiError::new(
             ErrorCode::PayloadTooLarge,
@@ -417,7 +421,7 @@ pub async fn post_events(
         let keep = 2 * tenant.model.config.max_seq_len;
         let Some(outbox) = app2.outbox.as_ref() else {
             let outcome = app2.store.append_events(name, &rows, batch_key.as_deref(), keep)?;
-            recommend::stage_done("store_events", start);
+            stage_done("store_events", start);
             return Ok(EventsResponse::from((outcome, false)));
         };
         // On a shared store every batch travels under a key, so that one cut
@@ -427,7 +431,7 @@ pub async fn post_events(
         if outbox.depth() == 0 {
             match app2.store.append_events(name, &rows, Some(&batch_key), keep) {
                 Ok(outcome) => {
-                    recommend::stage_done("store_events", start);
+                    stage_done("store_events", start);
                     return Ok(EventsResponse::from((outcome, false)));
                 }
                 Err(error) if error.is_unavailable() => {}
@@ -435,7 +439,7 @@ pub async fn post_events(
             }
         }
         outbox.push(name, &rows, &batch_key, keep)?;
-        recommend::stage_done("store_events", start);
+        stage_done("store_events", start);
         let outcome = AppendOutcome { accepted: rows.len(), duplicates: 0, replayed: false };
         Ok(EventsResponse::from((outcome, true)))
     })
@@ -589,7 +593,7 @@ fn read_page(app: &AppState, tenant: &str, mut after: Option<String>, limit: usi
         let rows = app.store.items_page(tenant, after.as_deref(), want)?;
         let exhausted = rows.len() < want;
         for (id, value) in rows {
-            let size = id.len() + crate::state::json_len(&value);
+            let size = id.len() + json_len(&value);
             if !items.is_empty() && bytes + size > budget {
                 // Full by bytes: the next page starts at this item.
                 return Ok(ItemsPage { next: after, items });

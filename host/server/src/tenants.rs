@@ -10,12 +10,14 @@ use arc_swap::ArcSwap;
 use edgerec_kernels::item_map::ItemMap;
 use edgerec_kernels::{Backend, BackendChoice, Model};
 
-use super::auth::{Operator, new_key_id, new_secret, secret_hash};
+use super::auth::Operator;
 use super::error::{ApiError, ErrorCode};
 use super::pipeline::{self, ActivePipeline};
 use super::scheduler::Scheduler;
 use super::state::{AppState, Tenant};
-use super::store::{ApiKeyRecord, ModelVersion, PipelineRecord, StageSpec, TenantRecord, now_unix};
+use super::store::{ApiKeyRecord, ModelVersion, PipelineRecord, StageSpec, TenantRecord};
+use crate::clock::now_unix;
+use crate::ids::{new_key_id, new_secret, secret_hash};
 
 /// Loads a tenant's model: `"demo"` is the bundled demo, anything else a model directory.
 pub fn load_model(source: &str) -> Result<(Model, ItemMap), ApiError> {

@@ -165,7 +165,7 @@ pub struct StageSpec {
     /// Plugin name (uploaded to this tenant).
     pub plugin: String,
     /// Plugin version; absent in a request = the latest.
-    #[serde(default, deserialize_with = "crate::extract::integral::optional")]
+    #[serde(default, deserialize_with = "crate::integral::optional")]
     pub version: Option<u32>,
     /// The stage's configuration, handed to the plugin.
     #[serde(default)]
@@ -389,11 +389,6 @@ pub fn open(
 /// events were trimmed from what the model reads).
 pub fn event_id_window(keep: usize) -> usize {
     4096.max(keep.saturating_mul(4))
-}
-
-/// Seconds since the epoch.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Records a store call's duration (`edgerec_store_seconds{op}`).

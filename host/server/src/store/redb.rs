@@ -15,8 +15,9 @@ use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransacti
 
 use super::{
     AppendOutcome, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError,
-    TenantRecord, event_id_window, now_unix, timed,
+    TenantRecord, event_id_window, timed,
 };
+use crate::clock::now_unix;
 use crate::event::Event;
 
 /// Tenants: name → JSON [`TenantRecord`].

@@ -50,8 +50,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     AppendOutcome, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store,
-    StoreError, TenantRecord, event_id_window, now_unix, timed,
+    StoreError, TenantRecord, event_id_window, timed,
 };
+use crate::clock::{now_unix, now_unix_ms as unix_ms};
 use crate::event::Event;
 
 /// How long a command may take before the call fails as `Unavailable`.
@@ -163,10 +164,6 @@ fn tenant_key(tenant: &str, what: &str) -> String {
 /// Tenant names hold no `:` (a-z, 0-9, `-`, `_`), so `{tenant:user}` names one user unambiguously.
 fn user_key(tenant: &str, user: &str, what: &str) -> String {
     format!("er:{{{tenant}:{user}}}:{what}")
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RedisStore {
