@@ -3,34 +3,20 @@
 //! pipelines. The binary (`edgerec serve`) calls [`serve`]; tests build the
 //! same state with [`open`] and drive [`routes::router`] in-process.
 
-pub mod auth;
 pub mod clock;
 pub mod config;
-mod connection;
-mod demo;
-pub mod error;
-pub mod event;
-mod extract;
-mod follow;
+pub mod error_code;
+pub mod http;
 pub mod ids;
 pub mod integral;
-mod jobs;
 pub mod json_size;
-mod model_routes;
-mod models;
-mod operator;
-pub mod outbox;
-pub mod pipeline;
-pub mod quota;
-pub mod recommend;
-pub mod routes;
-pub mod scheduler;
-pub mod state;
+pub mod service;
 pub mod store;
-mod storefront;
 mod telemetry;
-mod tenants;
 pub mod timing;
+
+/// The router and the OpenAPI document (see [`http::routes`]).
+pub use http::routes;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -46,7 +32,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 
 use config::ServerConfig;
-use state::AppState;
+use service::app::AppState;
+use service::{demo, follow, outbox, pipeline, tenants};
 use store::Store;
 
 /// What [`open`] made: the state, and the secrets it generated on this start
@@ -82,17 +69,17 @@ pub fn open(config: ServerConfig, metrics: PrometheusHandle) -> anyhow::Result<O
     let cursor = store.change_cursor()?;
     let (operator_hash, new_operator_token) = operator_token(store.as_ref())?;
     let plugins = pipeline::PluginHost::new(&config, &config.data_dir)?;
-    let outbox = if store.is_shared() { Some(outbox::Outbox::open(&config.data_dir)?) } else { None };
-    let mut app = AppState::new(config, store, operator_hash, plugins, metrics);
-    app.outbox = outbox;
-    let app = Arc::new(app);
+    let outbox = if store.is_shared() { Some(Arc::new(outbox::Outbox::open(&config.data_dir)?)) } else { None };
+    let app = Arc::new(AppState::new(config, store, operator_hash, plugins, outbox, metrics));
     tenants::load_all(&app)?;
     if app.config.demo_tenant {
         demo::ensure(&app)?;
     }
     if app.store.is_shared() {
         follow::start(app.clone(), cursor);
-        outbox::start_forwarder(app.clone());
+        if let Some(outbox) = &app.outbox {
+            outbox::start_forwarder(outbox.clone(), app.store.clone());
+        }
     }
     Ok(Opened { app, new_operator_token })
 }
@@ -142,14 +129,14 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     // hyper's own connection builder rather than `axum::serve`: it bounds
     // how long a client may take to send its headers (slowloris); the accept
     // loop below bounds the connections held open at once, and each
-    // connection's watchdog (`connection::run`) closes those that deliver no
+    // connection's watchdog (`http::connection::run`) closes those that deliver no
     // request in time or sit idle, so that their places return.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(app.config.header_read_timeout_ms));
-    let deadlines = connection::Deadlines {
+    let deadlines = http::connection::Deadlines {
         first_request: Duration::from_millis(app.config.first_request_timeout_ms),
         idle: Duration::from_millis(app.config.idle_timeout_ms),
     };
@@ -177,12 +164,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             },
             () = &mut shutdown => break,
         };
-        let (service, activity) = connection::Tracked::new(router.clone());
+        let (service, activity) = http::connection::Tracked::new(router.clone());
         let service = TowerToHyperService::new(service);
         let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let (stopping, open) = (stopping.subscribe(), open_connections.clone());
         tokio::spawn(async move {
-            connection::run(served, activity, deadlines, stopping).await;
+            http::connection::run(served, activity, deadlines, stopping).await;
             drop((permit, open));
         });
     }

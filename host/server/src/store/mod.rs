@@ -10,6 +10,7 @@
 //! Every call blocks (disk or network): the HTTP layer calls it from the
 //! blocking pool.
 
+mod event;
 mod redb;
 mod redis;
 mod redis_scripts;
@@ -18,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
-
+pub use self::event::StoredEvent;
 pub use self::redb::RedbStore;
 pub use self::redis::{DEFAULT_USER_TTL, RedisStore};
 
@@ -276,12 +276,12 @@ pub trait Store: Send + Sync {
     fn append_events(
         &self,
         tenant: &str,
-        events: &[Event],
+        events: &[StoredEvent],
         batch_key: Option<&str>,
         keep: usize,
     ) -> Result<AppendOutcome, StoreError>;
     /// The user's newest `limit` events by arrival, oldest first.
-    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<Event>, StoreError>;
+    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Upserts catalog items, all or none.
     fn upsert_items(&self, tenant: &str, items: &[(String, serde_json::Value)]) -> Result<(), StoreError>;

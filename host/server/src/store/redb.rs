@@ -13,12 +13,12 @@ use std::path::Path;
 
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
+use super::StoredEvent as Event;
 use super::{
     AppendOutcome, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store, StoreError,
     TenantRecord, event_id_window, timed,
 };
 use crate::clock::now_unix;
-use crate::event::Event;
 
 /// Tenants: name → JSON [`TenantRecord`].
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");

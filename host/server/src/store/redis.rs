@@ -48,12 +48,12 @@ use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 use super::redis_scripts::Scripts;
 use serde::{Deserialize, Serialize};
 
+use super::StoredEvent;
 use super::{
     AppendOutcome, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec, Store,
     StoreError, TenantRecord, event_id_window, timed,
 };
 use crate::clock::{now_unix, now_unix_ms as unix_ms};
-use crate::event::Event;
 
 /// How long a command may take before the call fails as `Unavailable`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -451,7 +451,7 @@ impl Store for RedisStore {
     fn append_events(
         &self,
         tenant: &str,
-        events: &[Event],
+        events: &[StoredEvent],
         batch_key: Option<&str>,
         keep: usize,
     ) -> Result<AppendOutcome, StoreError> {
@@ -507,7 +507,7 @@ impl Store for RedisStore {
         })
     }
 
-    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }

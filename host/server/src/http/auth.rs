@@ -3,34 +3,24 @@
 //! extractor: an unauthenticated request is answered 401 without its body
 //! being read. A handler reaches a tenant only through [`TenantAccess`] or
 //! [`OperatorTenant`], so a route that forgets its check does not compile.
+//! Whose secret it is, the service decides ([`AppState::caller`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
 
-use crate::error::ApiError;
-use crate::ids::{same_hash, secret_hash};
-use crate::state::{AppState, Tenant};
+use super::error::ApiError;
+use crate::service::access::{Caller, Operator};
+use crate::service::app::{AppState, Tenant};
 
 fn bearer(parts: &Parts) -> Option<&str> {
     parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
-/// Who the presented secret belongs to.
-enum Caller {
-    Operator,
-    Tenant(String),
-}
-
 fn caller(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-    let hash = secret_hash(token);
-    if same_hash(&hash, &app.operator_hash) {
-        return Ok(Caller::Operator);
-    }
-    app.tenant_of_key_hash(&hash).map(Caller::Tenant).ok_or_else(ApiError::unauthorized)
+    app.caller(token).ok_or_else(ApiError::unauthorized)
 }
 
 /// The `{tenant}` segment of the matched route.
@@ -45,23 +35,15 @@ async fn tenant_param(parts: &mut Parts) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::internal("resolving the tenant", "route without a {tenant} segment"))
 }
 
-/// Proof that the request carries the operator token. Only this module (and
-/// start-up code, through `Operator::start_up`) can make one.
-pub struct Operator(());
+/// The operator token, as an extractor: the service's proof of it.
+pub struct OperatorAccess(pub Operator);
 
-impl Operator {
-    /// The server itself at start-up (loading tenants, the demo tenant).
-    pub(crate) fn start_up() -> Operator {
-        Operator(())
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for Operator {
+impl FromRequestParts<Arc<AppState>> for OperatorAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         match caller(parts, app)? {
-            Caller::Operator => Ok(Operator(())),
+            Caller::Operator(operator) => Ok(OperatorAccess(operator)),
             Caller::Tenant(_) => Err(ApiError::forbidden()),
         }
     }
@@ -76,7 +58,10 @@ impl FromRequestParts<Arc<AppState>> for MaybeOperator {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        Ok(MaybeOperator(matches!(caller(parts, app), Ok(Caller::Operator)).then_some(Operator(()))))
+        Ok(MaybeOperator(match caller(parts, app) {
+            Ok(Caller::Operator(operator)) => Some(operator),
+            _ => None,
+        }))
     }
 }
 
@@ -113,11 +98,8 @@ impl FromRequestParts<Arc<AppState>> for OperatorTenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let operator = Operator::from_request_parts(parts, app).await?;
+        let OperatorAccess(operator) = OperatorAccess::from_request_parts(parts, app).await?;
         let name = tenant_param(parts).await?;
         Ok(OperatorTenant { operator, tenant: app.lookup_tenant(&name)? })
     }
 }
-
-/// Key hash → tenant name, for the storefront routes.
-pub type KeyIndex = HashMap<String, String>;

@@ -8,7 +8,8 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::error::{ApiError, ErrorCode};
+use super::error::ApiError;
+use crate::error_code::ErrorCode;
 use crate::timing::stage_done;
 
 /// A JSON body; too large → 413 payload_too_large, not JSON or not the

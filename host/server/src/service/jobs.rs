@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use crate::error::ApiError;
+use super::Error;
 
 /// What a blocking job does; each kind has its own gauge on `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,16 +70,18 @@ impl Drop for Running {
 }
 
 /// Runs `work` on the blocking pool inside `span`. `permits` are held until
-/// `work` returns, even when the caller stops waiting.
-pub async fn run<T, P>(
+/// `work` returns, even when the caller stops waiting. `work` reports the
+/// service's errors or its caller's (the HTTP layer runs its own work here too).
+pub async fn run<T, P, E>(
     kind: JobKind,
     span: tracing::Span,
     permits: P,
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError>
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
 where
     T: Send + 'static,
     P: Send + 'static,
+    E: From<Error> + Send + 'static,
 {
     tokio::task::spawn_blocking(move || {
         let running = Running::enter(kind);
@@ -91,7 +93,7 @@ where
         result
     })
     .await
-    .map_err(|e| ApiError::internal(&format!("the {} job", kind.label()), e))?
+    .map_err(|e| E::from(Error::internal(&format!("the {} job", kind.label()), e)))?
 }
 
 /// Tells a blocking job that its request is gone: set when the

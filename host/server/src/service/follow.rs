@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::state::AppState;
+use super::app::AppState;
 use super::tenants;
 
 /// How long one read of the stream waits for a change.
@@ -76,6 +76,6 @@ fn resync(app: &AppState) -> Result<Option<String>, crate::store::StoreError> {
 
 fn apply(app: &AppState, tenant: &str) {
     if let Err(error) = tenants::sync(app, tenant) {
-        tracing::error!(tenant, error = %error.message, "cannot apply a change made on another host; the tenant keeps what it serves");
+        tracing::error!(tenant, error = %error.report(), "cannot apply a change made on another host; the tenant keeps what it serves");
     }
 }

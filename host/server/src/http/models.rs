@@ -1,6 +1,6 @@
 //! Operator routes of model versions: upload a bundle, list, activate a
-//! version (hot swap), roll back. Thin: the work is in [`crate::models`]
-//! (bundles) and [`crate::tenants`] (swaps).
+//! version (hot swap), roll back. Thin: the work is in
+//! [`crate::service::bundles`] (bundles) and [`crate::service::tenants`] (swaps).
 
 use std::sync::Arc;
 
@@ -9,15 +9,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::auth::OperatorTenant;
-use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, body_error};
-use super::jobs::{self, JobKind};
-use super::state::AppState;
-use super::store::{ModelAdd, ModelVersion};
-use super::tenants;
+use crate::service::app::AppState;
+use crate::service::jobs::{self, JobKind};
+use crate::service::{Error, bundles, tenants};
+use crate::store::ModelVersion;
 
 /// A tenant's model versions.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -70,50 +69,7 @@ pub async fn put_model(
     let checking = super::operator::upload_slot(&app)?;
     let (_alive, abandoned) = jobs::watch_request();
     let stored = jobs::run(JobKind::Write, tracing::Span::current(), checking, move || {
-        let name = &tenant.record.name;
-        let digest = format!("{:x}", Sha256::digest(&bytes));
-        let taken = |existing: &ModelVersion| {
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "model version {version:?} holds another bundle (sha256 {}, uploaded at {}); versions are immutable: upload this one under a new version",
-                    existing.digest, existing.uploaded_at
-                ),
-            )
-        };
-        // A version that is taken is refused before the bundle costs a
-        // directory or a load.
-        let (_, stored) = app.store.models(name)?;
-        if let Some(existing) = stored.iter().find(|v| v.version == version && v.digest != digest) {
-            return Err(taken(existing));
-        }
-        let unpacked = super::models::unpack_cached(&app, &digest, &bytes)?;
-        let dir = &unpacked.dir;
-        let source = dir.to_str().ok_or_else(|| ApiError::internal("checking a model bundle", "non-UTF-8 path"))?;
-        if let Err(error) = tenants::load_model(source) {
-            // A bundle that does not load never will: keep no copy of it.
-            let _ = std::fs::remove_dir_all(dir);
-            return Err(error);
-        }
-        // The deadline answered the client while the bundle was checked:
-        // nobody learns the version, so none is stored.
-        if abandoned.is_set() {
-            if unpacked.made_now {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(ApiError::new(ErrorCode::Timeout, "the upload was abandoned; its check was discarded"));
-        }
-        match app.store.add_model(name, &version, &digest, &bytes)? {
-            ModelAdd::Added(stored) | ModelAdd::Unchanged(stored) => Ok(stored),
-            ModelAdd::Taken(existing) => {
-                // Another upload took the version meanwhile: keep no copy of
-                // this bundle unless it was cached before (another version's).
-                if unpacked.made_now {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                Err(taken(&existing))
-            }
-        }
+        bundles::upload(&app, &tenant.record.name, &version, &bytes, &abandoned)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(stored)))
@@ -129,9 +85,10 @@ pub async fn list_models(
     OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<ModelHistory>, ApiError> {
     let active = tenant.model_version.clone();
-    let (_, versions) =
-        jobs::run(JobKind::Read, tracing::Span::current(), (), move || Ok(app.store.models(&tenant.record.name)?))
-            .await?;
+    let (_, versions) = jobs::run(JobKind::Read, tracing::Span::current(), (), move || {
+        Ok::<_, Error>(app.store.models(&tenant.record.name)?)
+    })
+    .await?;
     Ok(Json(ModelHistory { active, versions }))
 }
 
