@@ -17,4 +17,5 @@ pub mod extract;
 pub mod models;
 pub mod operator;
 pub mod recommend;
+pub mod records;
 pub mod routes;

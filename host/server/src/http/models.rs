@@ -13,10 +13,10 @@ use serde::Serialize;
 use super::auth::OperatorTenant;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, body_error};
+use super::records::ModelVersionJson;
 use crate::service::app::AppState;
 use crate::service::jobs::{self, JobKind};
 use crate::service::{Error, bundles, tenants};
-use crate::store::ModelVersion;
 
 /// A tenant's model versions.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -24,7 +24,7 @@ pub struct ModelHistory {
     /// The version this host serves (absent: the tenant's base model).
     pub active: Option<String>,
     /// Every uploaded version, oldest first.
-    pub versions: Vec<ModelVersion>,
+    pub versions: Vec<ModelVersionJson>,
 }
 
 /// The model serving after a rollback.
@@ -56,14 +56,14 @@ fn check_version_name(version: &str) -> Result<(), ApiError> {
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the bundle: a tar of config.json, model.safetensors and items.json"),
     params(("tenant" = String, Path, description = "tenant name"),
            ("version" = String, Path, description = "model version: 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'", pattern = "^[A-Za-z0-9._-]{1,64}$")),
-    responses((status = 201, body = ModelVersion), (status = "4XX", body = ErrorBody)),
+    responses((status = 201, body = ModelVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_model(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiPath((_, version)): ApiPath<(String, String)>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<ModelVersion>), ApiError> {
+) -> Result<(StatusCode, Json<ModelVersionJson>), ApiError> {
     check_version_name(&version)?;
     let bytes = body.map_err(body_error)?;
     let checking = super::operator::upload_slot(&app)?;
@@ -72,7 +72,7 @@ pub async fn put_model(
         bundles::upload(&app, &tenant.record.name, &version, &bytes, &abandoned)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
 /// The model version this host serves and every uploaded version.
@@ -89,7 +89,7 @@ pub async fn list_models(
         Ok::<_, Error>(app.store.models(&tenant.record.name)?)
     })
     .await?;
-    Ok(Json(ModelHistory { active, versions }))
+    Ok(Json(ModelHistory { active, versions: versions.into_iter().map(Into::into).collect() }))
 }
 
 /// Activates an uploaded model version: loaded before the switch, then
@@ -98,20 +98,20 @@ pub async fn list_models(
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/models/{version}/activate",
     params(("tenant" = String, Path, description = "tenant name"),
            ("version" = String, Path, description = "model version", pattern = "^[A-Za-z0-9._-]{1,64}$")),
-    responses((status = 200, body = ModelVersion), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = ModelVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn activate_model(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiPath((_, version)): ApiPath<(String, String)>,
-) -> Result<Json<ModelVersion>, ApiError> {
+) -> Result<Json<ModelVersionJson>, ApiError> {
     check_version_name(&version)?;
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
         tenants::activate_model(&app, &tenant, &version)
     })
     .await?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }
 
 /// Returns to the model active before the last activation (the base model

@@ -11,12 +11,13 @@ use serde::{Deserialize, Serialize};
 use super::auth::{OperatorAccess, OperatorTenant};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, body_error};
+use super::records::{PipelineRecordJson, PluginVersionJson, StageSpecJson};
 use crate::clock::now_unix;
 use crate::error_code::ErrorCode;
 use crate::service::app::{AppState, Tenant};
 use crate::service::jobs::{self, JobKind};
 use crate::service::{Error, plugins, tenants};
-use crate::store::{PipelineRecord, PluginVersion, StageSpec, TenantRecord};
+use crate::store::TenantRecord;
 
 /// Body of `POST /v1/tenants`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -238,7 +239,7 @@ pub struct UploadQuery {
     params(("tenant" = String, Path, description = "tenant name"),
            ("name" = String, Path, description = "plugin name: 1..=64 of a-z, A-Z, 0-9, '-', '_'", pattern = "^[A-Za-z0-9_-]{1,64}$"),
            UploadQuery),
-    responses((status = 201, body = PluginVersion), (status = "4XX", body = ErrorBody)),
+    responses((status = 201, body = PluginVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_plugin(
     State(app): State<Arc<AppState>>,
@@ -246,7 +247,7 @@ pub async fn put_plugin(
     ApiPath((_, name)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<UploadQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<PluginVersion>), ApiError> {
+) -> Result<(StatusCode, Json<PluginVersionJson>), ApiError> {
     check_plugin_name_syntax(&name)?;
     let bytes = body.map_err(body_error)?;
     let checking = upload_slot(&app)?;
@@ -255,7 +256,7 @@ pub async fn put_plugin(
         plugins::upload(&app, &tenant.record.name, &name, &bytes, query.replace, &abandoned)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(version)))
+    Ok((StatusCode::CREATED, Json(version.into())))
 }
 
 /// One of the `upload_concurrency` permits of the checks of uploads
@@ -312,7 +313,7 @@ pub async fn delete_plugin_version(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PluginList {
     /// By name, then version.
-    pub plugins: Vec<PluginVersion>,
+    pub plugins: Vec<PluginVersionJson>,
 }
 
 /// Lists the tenant's plugin versions.
@@ -328,7 +329,7 @@ pub async fn list_plugins(
         Ok::<_, Error>(app.store.plugins(&tenant.record.name)?)
     })
     .await?;
-    Ok(Json(PluginList { plugins }))
+    Ok(Json(PluginList { plugins: plugins.into_iter().map(Into::into).collect() }))
 }
 
 /// Body of `PUT …/pipeline`.
@@ -336,7 +337,7 @@ pub async fn list_plugins(
 #[serde(deny_unknown_fields)]
 pub struct PutPipeline {
     /// Stages in order (an empty list = the model's ranking unchanged).
-    pub stages: Vec<StageSpec>,
+    pub stages: Vec<StageSpecJson>,
 }
 
 /// The active pipeline and every version.
@@ -345,19 +346,19 @@ pub struct PipelineHistory {
     /// The active version (0 = none).
     pub active: u32,
     /// Every version, oldest first.
-    pub versions: Vec<PipelineRecord>,
+    pub versions: Vec<PipelineRecordJson>,
 }
 
 /// Activates a new pipeline version (stored, then swapped atomically).
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/pipeline", request_body = PutPipeline,
     params(("tenant" = String, Path, description = "tenant name")),
-    responses((status = 200, body = PipelineRecord), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = PipelineRecordJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_pipeline(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiJson(mut raw): ApiJson<serde_json::Value>,
-) -> Result<Json<PipelineRecord>, ApiError> {
+) -> Result<Json<PipelineRecordJson>, ApiError> {
     integral_limits(&mut raw);
     let request: PutPipeline = serde_json::from_value(raw).map_err(|e| {
         ApiError::new(
@@ -367,10 +368,10 @@ pub async fn put_pipeline(
     })?;
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
-        tenants::activate(&app, &tenant, request.stages)
+        tenants::activate(&app, &tenant, request.stages.into_iter().map(Into::into).collect())
     })
     .await?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }
 
 /// Writes `limits` numbers like `178.0` as the integers JSON Schema says they
@@ -400,7 +401,7 @@ pub async fn get_pipeline(
         Ok::<_, Error>(app.store.pipelines(&tenant.record.name)?)
     })
     .await?;
-    Ok(Json(PipelineHistory { active, versions }))
+    Ok(Json(PipelineHistory { active, versions: versions.into_iter().map(Into::into).collect() }))
 }
 
 /// Activates a stored pipeline version again (rolling forward or back to
@@ -409,32 +410,32 @@ pub async fn get_pipeline(
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/pipeline/versions/{version}/activate",
     params(("tenant" = String, Path, description = "tenant name"),
            ("version" = u32, Path, description = "pipeline version", minimum = 1)),
-    responses((status = 200, body = PipelineRecord), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = PipelineRecordJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn activate_pipeline_version(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiPath((_, version)): ApiPath<(String, u32)>,
-) -> Result<Json<PipelineRecord>, ApiError> {
+) -> Result<Json<PipelineRecordJson>, ApiError> {
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
         tenants::activate_version(&app, &tenant, version)
     })
     .await?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }
 
 /// Returns to the previously active pipeline version.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/pipeline/rollback",
     params(("tenant" = String, Path, description = "tenant name")),
-    responses((status = 200, body = PipelineRecord), (status = 409, body = ErrorBody), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = PipelineRecordJson), (status = 409, body = ErrorBody), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn rollback(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
-) -> Result<Json<PipelineRecord>, ApiError> {
+) -> Result<Json<PipelineRecordJson>, ApiError> {
     let serial = tenant.activation.clone().lock_owned().await;
     let record =
         jobs::run(JobKind::Write, tracing::Span::current(), serial, move || tenants::rollback(&app, &tenant)).await?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }

@@ -72,7 +72,7 @@ pub struct RecommendResponse {
     pub pipeline_version: u32,
     /// With `explain`: what each stage did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub trace: Option<Vec<StageTrace>>,
+    pub trace: Option<Vec<StageTraceJson>>,
     /// Present (true) when the shared store could not be reached: the answer
     /// used the request's own events and this host's cached catalog attributes.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -81,7 +81,8 @@ pub struct RecommendResponse {
 
 /// What one stage did, for `explain`.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct StageTrace {
+#[schema(as = StageTrace)]
+pub struct StageTraceJson {
     /// `plugin@version`.
     pub stage: String,
     /// `ran`, `skipped` (failed, on_error = skip: candidates passed unchanged) or `failed`.
@@ -113,7 +114,7 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-impl From<StageSummary> for StageTrace {
+impl From<StageSummary> for StageTraceJson {
     fn from(s: StageSummary) -> Self {
         let StageSummary {
             stage,
@@ -128,7 +129,19 @@ impl From<StageSummary> for StageTrace {
             logs,
             logs_dropped,
         } = s;
-        StageTrace { stage, status, failure, input_len, output_len, removed, moved, fuel, micros, logs, logs_dropped }
+        StageTraceJson {
+            stage,
+            status,
+            failure,
+            input_len,
+            output_len,
+            removed,
+            moved,
+            fuel,
+            micros,
+            logs,
+            logs_dropped,
+        }
     }
 }
 
@@ -141,7 +154,7 @@ impl From<Recommendation> for RecommendResponse {
                 .map(|r| ScoredItem { item: r.item, score: r.score, reasons: r.reasons })
                 .collect(),
             pipeline_version: answer.pipeline_version,
-            trace: answer.trace.map(|trace| trace.into_iter().map(StageTrace::from).collect()),
+            trace: answer.trace.map(|trace| trace.into_iter().map(StageTraceJson::from).collect()),
             degraded: answer.degraded,
         }
     }

@@ -130,7 +130,7 @@ pub struct AppendOutcome {
 }
 
 /// One uploaded plugin version.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PluginVersion {
     /// Plugin name.
     pub name: String,
@@ -159,7 +159,7 @@ pub enum PluginDeletion {
 }
 
 /// One stage of a pipeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     /// Plugin name (uploaded to this tenant).
@@ -169,7 +169,6 @@ pub struct StageSpec {
     pub version: Option<u32>,
     /// The stage's configuration, handed to the plugin.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub config: serde_json::Value,
     /// `skip` (fail open, candidates pass unchanged) or `fail` (the request fails).
     #[serde(default)]
@@ -178,12 +177,11 @@ pub struct StageSpec {
     /// max_log_lines, max_log_bytes); each one absent takes the server's
     /// default, each one given must be within the server's maxima.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub limits: Option<edgerec_runtime::LimitsSpec>,
 }
 
 /// What a failing stage does to the request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnErrorPolicy {
     /// Fail open: the candidates pass the stage unchanged (the default).
@@ -194,7 +192,7 @@ pub enum OnErrorPolicy {
 }
 
 /// One pipeline version.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PipelineRecord {
     /// 1, 2, … per tenant.
     pub version: u32,
@@ -205,7 +203,7 @@ pub struct PipelineRecord {
 }
 
 /// One uploaded model version of a tenant (the bundle is stored by digest).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelVersion {
     /// The version's name, given at upload (`PUT …/models/{version}`).
     pub version: String,
