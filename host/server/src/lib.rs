@@ -2,6 +2,59 @@
 //! the event and catalog store, the per-user encoder cache and the plugin
 //! pipelines. The binary (`edgerec serve`) calls [`serve`]; tests build the
 //! same state with [`open`] and drive [`routes::router`] in-process.
+//!
+//! # Map
+//!
+//! Three layers that point one way, each importing only those below it
+//! (`.ci/module-cycles.py` checks that no import circle forms, in CI):
+//!
+//! - [`http`]: routes and the OpenAPI document, extractors (credentials,
+//!   bodies), the error answer ([`http::error::ApiError`], JSON with a stable
+//!   code), the request bounds and checks, the handlers, connection deadlines.
+//!   Handlers extract, check, call the service and convert its answer.
+//! - [`service`]: what the server does, whoever asks: tenants (registry,
+//!   loading, model and pipeline swaps), recommend, ingest, catalog items,
+//!   plugins and model bundles, quotas, blocking jobs, the outbox, following
+//!   other hosts, the demo tenant. Its own [`service::Error`]; no HTTP types.
+//! - [`store`]: the embedded (redb) and shared (Redis) stores behind one trait.
+//! - Leaves, which import nothing of the crate but the configuration:
+//!   [`config`], [`clock`], [`ids`], [`timing`], [`integral`], [`json_size`],
+//!   [`error_code`], `telemetry`.
+//!
+//! This file wires them: [`open`] builds the state, [`serve`] accepts.
+//!
+//! # One recommend, file by file
+//!
+//! 1. `lib.rs` ([`serve`]) accepts the connection; `http/connection.rs`
+//!    watches its first-request and idle deadlines.
+//! 2. `http/routes.rs`: body limit and read timeout, then `observe` (the
+//!    request deadline and metrics) around the matched route.
+//! 3. `http/auth.rs` (`TenantAccess`): the bearer key, resolved by
+//!    `service/app.rs` (`AppState::caller`, hashes from `ids.rs`), and the
+//!    tenant named in the path (`AppState::lookup_tenant`).
+//! 4. `http/extract.rs` (`ApiJson`) parses the body into
+//!    `http/recommend.rs`'s `RecommendRequest`.
+//! 5. `http/recommend.rs` (`recommend`): `service/recommend.rs` `admit`
+//!    (the tenant's quota in `service/quota.rs`, then the server's
+//!    admission), the checks (`http/checks.rs`, `http/events.rs`, against
+//!    `http/bounds.rs`), then `service::recommend::recommend`.
+//! 6. `service/recommend.rs` pins the active pipeline and hands retrieval
+//!    to the tenant's `service/scheduler.rs`, which batches it with the
+//!    tenant's other recommends into one `service/jobs.rs` job on the
+//!    blocking pool running `service/encode.rs`: the history (stored events
+//!    from `store/`, items the model lacks checked through
+//!    `service/catalog.rs`), the encode through the per-user cache and the
+//!    tenant's backend (`edgerec_kernels`), and the top candidates.
+//! 7. Back in `service/recommend.rs`: a plugin slot (the tenant's share,
+//!    then the server's), then `service/pipeline.rs` in a job: the
+//!    candidates' attributes from `service/catalog.rs`, as typed columns,
+//!    through the tenant's stages in `edgerec_runtime` (the plugins), with
+//!    a summary of each stage.
+//! 8. `service/recommend.rs` maps the survivors to external ids and keeps
+//!    `k`; `http/recommend.rs` turns the answer into `RecommendResponse`
+//!    (a `service::Error` becomes `http/error.rs`'s `ApiError` on the way).
+//! 9. `observe` (`http/routes.rs`) records the request's metrics, and the
+//!    response goes back through `http/connection.rs`.
 
 pub mod clock;
 pub mod config;
