@@ -29,6 +29,8 @@ pub const MAX_ATTRIBUTE_LIST_STRING_LEN: usize = 256;
 pub const MAX_EVENTS: usize = 1000;
 /// Most items in one catalog upsert.
 pub const MAX_ITEMS: usize = 1000;
+/// Most items in one catalog page (`limit`).
+pub const MAX_PAGE_ITEMS: usize = 1000;
 
 /// Where each fixed bound appears in the document: (schema, property,
 /// JSON Schema keyword, bound).
@@ -43,6 +45,19 @@ const DOCUMENTED: &[(&str, &str, &str, usize)] = &[
     ("CatalogItem", "id", "maxLength", MAX_ID_LEN),
     ("UpsertItems", "items", "maxItems", MAX_ITEMS),
 ];
+
+/// Writes the bounds of query parameters into `paths` (the document's
+/// `paths`): (path, method, parameter, bound).
+pub fn document_parameters(paths: &mut Value) {
+    let parameters = [("/v1/tenants/{tenant}/catalog/items", "get", "limit", MAX_PAGE_ITEMS)];
+    for (path, method, name, bound) in parameters {
+        if let Some(list) = paths[path][method]["parameters"].as_array_mut() {
+            for parameter in list.iter_mut().filter(|p| p["name"] == name) {
+                parameter["schema"]["maximum"] = bound.into();
+            }
+        }
+    }
+}
 
 /// Writes every fixed bound into `schemas` (the document's
 /// `components.schemas`), and the free-form maps (a recommend's

@@ -8,7 +8,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::auth::TenantAccess;
-use super::bounds::MAX_ITEMS;
+use super::bounds::{MAX_ITEMS, MAX_PAGE_ITEMS};
 use super::checks::{check_attributes, check_count, check_id, check_item_bytes};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery};
@@ -104,7 +104,7 @@ pub async fn get_item(
 pub struct PageQuery {
     /// Page size (1..=1000, default 100).
     #[serde(default, deserialize_with = "integral::optional")]
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
     /// The last id of the previous page.
     pub after: Option<String>,
@@ -121,8 +121,8 @@ pub async fn list_items(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<ItemsPage>, ApiError> {
     let limit = query.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::bad_request(format!("limit must be in 1..=1000, got {limit}")));
+    if !(1..=MAX_PAGE_ITEMS).contains(&limit) {
+        return Err(ApiError::bad_request(format!("limit must be in 1..={MAX_PAGE_ITEMS}, got {limit}")));
     }
     let quota = app.quotas.admit(&tenant.record.name, QuotaKind::CatalogRead)?;
     let page = items::page(&app, tenant, quota, query.after, limit).await?;

@@ -85,6 +85,7 @@ pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::Open
 /// that depend on this server's configuration (and clock) filled in.
 pub fn with_config(openapi: &utoipa::openapi::OpenApi, app: &AppState) -> serde_json::Value {
     let mut doc = serde_json::to_value(openapi).unwrap_or_default();
+    bounds::document_parameters(&mut doc["paths"]);
     let schemas = &mut doc["components"]["schemas"];
     bounds::document(schemas);
     schemas["RecommendRequest"]["properties"]["k"]["maximum"] = app.config.max_k.into();
