@@ -26,7 +26,7 @@ pub struct Tenant {
     pub record: TenantRecord,
     /// What encodes and scores for it: model, backend, item map, encoder
     /// states. Shared with its scheduler.
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     /// The uploaded model version it is (`None`: the record's base model).
     pub model_version: Option<String>,
     /// Gathers this tenant's concurrent recommends into backend batches.

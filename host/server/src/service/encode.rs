@@ -33,8 +33,7 @@ pub type UserCache = moka::sync::Cache<String, Arc<Mutex<CachedUser>>>;
 
 /// What encodes and scores for one tenant: its model, the backend that
 /// runs it, its item map, its encoder states and its catalog. The tenant
-/// and its scheduler share one (its parts are reference-counted).
-#[derive(Clone)]
+/// and its scheduler share one.
 pub struct Engine {
     /// The tenant's name (store keys, logs).
     pub tenant: String,

@@ -37,7 +37,7 @@ pub struct Scheduler {
     queue: OnceLock<mpsc::UnboundedSender<Queued>>,
     /// What the batches compute with: the tenant's model, backend, item map
     /// and caches (not the tenant, which owns this scheduler).
-    engine: Engine,
+    engine: Arc<Engine>,
     store: Arc<dyn Store>,
     encode_slots: Arc<Semaphore>,
     max_batch: usize,
@@ -48,7 +48,7 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler of `engine`'s batches, each taking one of `encode_slots`.
     pub fn new(
-        engine: Engine,
+        engine: Arc<Engine>,
         store: Arc<dyn Store>,
         encode_slots: Arc<Semaphore>,
         max_batch: usize,
@@ -102,7 +102,7 @@ fn take_queued(queue: &mut mpsc::UnboundedReceiver<Queued>, batch: &mut Vec<Queu
 
 async fn gather(
     mut queue: mpsc::UnboundedReceiver<Queued>,
-    engine: Engine,
+    engine: Arc<Engine>,
     store: Arc<dyn Store>,
     encode_slots: Arc<Semaphore>,
     max_batch: usize,

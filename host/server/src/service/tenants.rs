@@ -68,7 +68,7 @@ fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
         Some(old) => (old.pipeline.clone(), old.activation.clone()),
         None => (Arc::new(ArcSwap::from_pointee(loaded.pipeline)), Arc::default()),
     };
-    let engine = Engine {
+    let engine = Arc::new(Engine {
         tenant: record.name.clone(),
         model: loaded.model,
         backend: loaded.backend,
@@ -80,7 +80,7 @@ fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
             Some(old) => old.engine.catalog.clone(),
             None => CatalogReader::new(app.store.clone(), &record.name, config.attribute_cache_bytes),
         },
-    };
+    });
     let scheduler = Scheduler::new(
         engine.clone(),
         app.store.clone(),
