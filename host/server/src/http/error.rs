@@ -109,6 +109,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl crate::service::jobs::JobError for ApiError {
+    fn log_unanswered(&self) {
+        self.0.log_unanswered();
+    }
+}
+
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         ApiError(error)

@@ -110,6 +110,14 @@ impl Error {
         )
     }
 
+    /// Logs an internal fault that no answer will carry (its request is
+    /// gone); a refusal needs no log.
+    pub fn log_unanswered(&self) {
+        if let Error::Internal { context, cause } = self {
+            tracing::error!(error = %cause, context = %context, "internal error (its request was gone)");
+        }
+    }
+
     /// What may be shown outside the server's log (a tenant's unavailable
     /// reason, a start-up message): a refusal's message as it is, a fault
     /// logged here with an id and named by it.

@@ -135,7 +135,9 @@ async fn gather(
             let results = encode::encode_and_score(store.as_ref(), &engine, &requests, candidates);
             for ((reply, permits), result) in waiting.into_iter().zip(results) {
                 // The client may have gone; its work is done either way.
-                let _ = reply.send(result);
+                if let Err(Err(error)) = reply.send(result) {
+                    error.log_unanswered();
+                }
                 drop(permits);
             }
             Ok::<(), Error>(())
