@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Fails, naming the circle, when a crate's top-level modules import each other in a circle.
+"""Fails, naming the circle, when a crate's modules import each other in a circle.
 
 Usage: .ci/module-cycles.py CRATE_SRC_DIR...
 
-A crate's top-level modules are the files and folders directly under its
-`src/` (`src/store/redis.rs` belongs to `store`). Module A depends on B when
-any file of A names `crate::B` or reaches it through `super::` (in a `use`, a
-path, or a `use crate::{B, …}` group). Comments and string literals are ignored. Layers that point one way
+Checked at every level: among the files and folders directly under `src/`
+(`src/store/redis.rs` belongs to `store`), and likewise among those directly
+in each folder module (`src/service/encode.rs` and `src/service/tenants.rs`
+inside `service`). Module A depends on B when any file of A names B's path
+(`crate::…`, `super::…` or `self::…`, in a `use`, a path, or a
+`use crate::{B, …}` group). The folder's own `lib.rs`/`mod.rs` wires its
+modules and is not counted. Comments and string literals are ignored. Layers that point one way
 have no strongly connected component larger than one module; each one found
 is printed as a concrete circle (`a -> b -> c -> a`) with the lines behind
 every hop, so the reader can see which import to move.
@@ -63,11 +66,12 @@ def strip_comments_and_strings(text: str) -> str:
     return "".join(out)
 
 
-def top_module(src: Path, file: Path) -> str:
-    rel = file.relative_to(src)
-    if len(rel.parts) == 1:
-        return "(root)" if rel.name in ROOT_FILES else rel.stem
-    return rel.parts[0]
+def module_path(src: Path, file: Path) -> list[str]:
+    """The module a file is: `src/a/b.rs` is `a::b`, `src/a/mod.rs` is `a`, `src/lib.rs` the root."""
+    parts = list(file.relative_to(src).parts)
+    if parts[-1] in ROOT_FILES or parts[-1] == "mod.rs":
+        return parts[:-1]
+    return parts[:-1] + [parts[-1][:-3]]
 
 
 def group_names(body: str) -> list[str]:
@@ -89,33 +93,65 @@ def group_names(body: str) -> list[str]:
     return [m.group(1) for m in found if m]
 
 
-def dependencies(src: Path):
-    """(module -> {dependency -> [file:line, …]}) for one crate."""
-    modules = {top_module(src, f) for f in src.rglob("*.rs")}
+PATH = re.compile(r"\b(?<!::)(crate|super|self)((?:::(?:super|[A-Za-z_][A-Za-z0-9_]*))*)::(\{)?")
+
+
+def references(src: Path, file: Path, text: str):
+    """(absolute module path, line) of every `crate::…`, `super::…` and `self::…` path in `text`."""
+    here = module_path(src, file)
+    for m in PATH.finditer(text):
+        segments = [m.group(1)] + [s for s in m.group(2).split("::") if s]
+        if segments[0] == "crate":
+            base, rest = [], segments[1:]
+        else:
+            base = list(here)
+            rest = segments
+            while rest and rest[0] in ("super", "self"):
+                if rest[0] == "super":
+                    if not base:
+                        break
+                    base = base[:-1]
+                rest = rest[1:]
+        line = text.count("\n", 0, m.start()) + 1
+        if m.group(3):
+            depth, j = 1, m.end()
+            while j < len(text) and depth:
+                depth += {"{": 1, "}": -1}.get(text[j], 0)
+                j += 1
+            tails = group_names(text[m.end():j - 1])
+        else:
+            name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[m.end():])
+            tails = [name.group(0)] if name else []
+        if not tails:
+            yield base + rest, line
+        for tail in tails:
+            yield base + rest + [tail], line
+
+
+def dependencies(src: Path, folder: Path):
+    """(module -> {dependency -> [file:line, …]}) among the modules directly in `folder` (a crate's
+    `src/`, or a folder module inside it): a module's files and subfolders count as one node."""
+    prefix = module_path(src, folder / "mod.rs") if folder != src else []
+    modules = set()
+    for f in folder.iterdir():
+        if f.is_dir() and any(f.rglob("*.rs")):
+            modules.add(f.name)
+        elif f.suffix == ".rs" and f.name not in ROOT_FILES and f.name != "mod.rs":
+            modules.add(f.stem)
     edges: dict[str, dict[str, list[str]]] = {}
-    for file in sorted(src.rglob("*.rs")):
-        here = top_module(src, file)
+    for file in sorted(folder.rglob("*.rs")):
+        path = module_path(src, file)
+        # The folder's own root (lib.rs, mod.rs) wires its modules together.
+        if len(path) <= len(prefix):
+            continue
+        here = path[len(prefix)]
         text = strip_comments_and_strings(file.read_text())
-        # `super::` climbs one module: from src/a.rs or src/a/mod.rs one
-        # climb reaches the crate root, from src/a/b.rs two do.
-        rel = file.relative_to(src)
-        depth_to_root = len(rel.parts) - (1 if rel.name == "mod.rs" else 0)
-        for m in re.finditer(r"\b(crate::|(?:super::)+)(\{)?", text):
-            if m.group(1) != "crate::" and m.group(1).count("super::") != depth_to_root:
+        for target, line in references(src, file, text):
+            if target[:len(prefix)] != prefix or len(target) <= len(prefix):
                 continue
-            line = text.count("\n", 0, m.start()) + 1
-            if m.group(2):
-                depth, j = 1, m.end()
-                while j < len(text) and depth:
-                    depth += {"{": 1, "}": -1}.get(text[j], 0)
-                    j += 1
-                targets = group_names(text[m.end():j - 1])
-            else:
-                name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", text[m.end():])
-                targets = [name.group(0)] if name else []
-            for target in targets:
-                if target in modules and target != here and here != "(root)":
-                    edges.setdefault(here, {}).setdefault(target, []).append(f"{file}:{line}")
+            name = target[len(prefix)]
+            if name in modules and name != here:
+                edges.setdefault(here, {}).setdefault(name, []).append(f"{file}:{line}")
     return modules, edges
 
 
@@ -178,17 +214,21 @@ def main(dirs):
         if not src.is_dir():
             print(f"module-cycles: {src} is not a directory (give each crate's src/ folder)", file=sys.stderr)
             return 2
-        modules, edges = dependencies(src)
-        circles = strongly_connected(modules, edges)
-        failed = failed or bool(circles)
-        for component in circles:
-            circle = one_circle(component, edges)
-            print(f"{src}: import circle among {len(component)} modules: {', '.join(component)}")
-            print(f"  e.g. {' -> '.join(circle)}")
-            for a, b in zip(circle, circle[1:]):
-                print(f"    {a} -> {b}: {', '.join(edges[a][b][:3])}")
-        if not circles:
-            print(f"{src}: no import circle among {len(modules)} modules")
+        folders = [src] + sorted(d for d in src.rglob("*") if d.is_dir() and any(d.glob("*.rs")))
+        for folder in folders:
+            modules, edges = dependencies(src, folder)
+            if folder != src and len(modules) < 2:
+                continue
+            circles = strongly_connected(modules, edges)
+            failed = failed or bool(circles)
+            for component in circles:
+                circle = one_circle(component, edges)
+                print(f"{folder}: import circle among {len(component)} modules: {', '.join(component)}")
+                print(f"  e.g. {' -> '.join(circle)}")
+                for a, b in zip(circle, circle[1:]):
+                    print(f"    {a} -> {b}: {', '.join(edges[a][b][:3])}")
+            if not circles:
+                print(f"{folder}: no import circle among {len(modules)} modules")
     if failed:
         print("module-cycles: move the shared helper to a leaf module, or invert the dependency, so layers point one way")
     return 1 if failed else 0

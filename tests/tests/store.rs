@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edgerec_e2e::redis::RedisServer;
-use edgerec_server::event::Event;
-use edgerec_server::store::{AppendOutcome, OnErrorPolicy, PluginDeletion, RedbStore, RedisStore, StageSpec, Store};
+use edgerec_server::store::{
+    AppendOutcome, OnErrorPolicy, PluginDeletion, RedbStore, RedisStore, StageSpec, Store, StoredEvent,
+};
 
 /// Opens the store under test (again).
 type Open = dyn Fn() -> Arc<dyn Store>;
@@ -51,8 +52,8 @@ mod both_stores {
     );
 }
 
-fn event(item: &str, ts: i64) -> Event {
-    Event { user_id: None, event_id: None, item: item.into(), ts, action: "view".into() }
+fn event(item: &str, ts: i64) -> StoredEvent {
+    StoredEvent { user_id: None, event_id: None, item: item.into(), ts, action: "view".into() }
 }
 
 fn events_are_per_tenant_and_user_and_survive_reopen(open: &Open) {
@@ -69,8 +70,8 @@ fn events_are_per_tenant_and_user_and_survive_reopen(open: &Open) {
     assert!(store.recent_events("a", "u3", 10).unwrap().is_empty());
 }
 
-fn new(user: &str, event: Event) -> Event {
-    Event { user_id: Some(user.into()), ..event }
+fn new(user: &str, event: StoredEvent) -> StoredEvent {
+    StoredEvent { user_id: Some(user.into()), ..event }
 }
 
 fn batches_and_event_ids_are_stored_once_per_tenant(open: &Open) {
@@ -84,7 +85,7 @@ fn batches_and_event_ids_are_stored_once_per_tenant(open: &Open) {
     assert!(!store.append_events("b", &batch, Some("batch-1"), KEEP).unwrap().replayed);
     assert_eq!(store.recent_events("a", "u1", 10).unwrap().len(), 2);
 
-    let with_id = |id: &str, ts| Event { event_id: Some(id.into()), ..new("u2", event("z", ts)) };
+    let with_id = |id: &str, ts| StoredEvent { event_id: Some(id.into()), ..new("u2", event("z", ts)) };
     let outcome = store.append_events("a", &[with_id("e1", 5), with_id("e2", 6)], None, KEEP).unwrap();
     assert_eq!((outcome.accepted, outcome.duplicates), (2, 0));
     let outcome = store.append_events("a", &[with_id("e2", 6), with_id("e3", 7)], None, KEEP).unwrap();
@@ -182,7 +183,7 @@ fn a_generated_secret_is_kept_by_the_first_writer(open: &Open) {
 /// `e-1` was dropped as alice's).
 fn event_ids_are_per_user(open: &Open) {
     let store = open();
-    let with_id = |user: &str, id: &str, ts| Event { event_id: Some(id.into()), ..new(user, event("x", ts)) };
+    let with_id = |user: &str, id: &str, ts| StoredEvent { event_id: Some(id.into()), ..new(user, event("x", ts)) };
     let outcome = store.append_events("a", &[with_id("alice", "e-1", 1)], None, KEEP).unwrap();
     assert_eq!((outcome.accepted, outcome.duplicates), (1, 0));
     let outcome = store.append_events("a", &[with_id("bob", "e-1", 2)], None, KEEP).unwrap();
@@ -203,7 +204,7 @@ fn event_ids_are_per_user(open: &Open) {
 fn each_user_keeps_their_newest_events_and_a_window_of_ids(open: &Open) {
     let store = open();
     let keep = 8;
-    let with_id = |id: String, ts| Event { event_id: Some(id), ..new("u", event("x", ts)) };
+    let with_id = |id: String, ts| StoredEvent { event_id: Some(id), ..new("u", event("x", ts)) };
     for ts in 0..30 {
         store.append_events("a", &[with_id(format!("e{ts}"), ts)], None, keep).unwrap();
     }
@@ -215,7 +216,7 @@ fn each_user_keeps_their_newest_events_and_a_window_of_ids(open: &Open) {
     assert_eq!(store.append_events("a", &[with_id("e3".into(), 3)], None, keep).unwrap().duplicates, 1);
     // Past the id window the oldest ids are forgotten, and the user still keeps `keep` events.
     let window = edgerec_server::store::event_id_window(keep);
-    let flood: Vec<Event> = (0..window as i64).map(|i| with_id(format!("f{i}"), 100 + i)).collect();
+    let flood: Vec<StoredEvent> = (0..window as i64).map(|i| with_id(format!("f{i}"), 100 + i)).collect();
     assert_eq!(store.append_events("a", &flood, None, keep).unwrap().accepted, window);
     assert_eq!(store.recent_events("a", "u", 100).unwrap().len(), keep);
     let again = store.append_events("a", &[with_id("e3".into(), 3)], None, keep).unwrap();
@@ -252,7 +253,7 @@ fn redis_user_keys_expire_after_the_last_event() {
     let ttl_of = |user: &str, what: &str| -> i64 {
         redis.cli(&["TTL", &format!("er:{{a:{user}}}:{what}")]).trim().parse().unwrap()
     };
-    let with_id = |user: &str| Event { event_id: Some("e1".into()), ..new(user, event("x", 1)) };
+    let with_id = |user: &str| StoredEvent { event_id: Some("e1".into()), ..new(user, event("x", 1)) };
     let default = RedisStore::connect(&redis.url()).unwrap();
     default.append_events("a", &[with_id("u1")], None, KEEP).unwrap();
     let ninety_days = edgerec_server::store::DEFAULT_USER_TTL.as_secs() as i64;

@@ -1,7 +1,9 @@
 //! The server configuration: TOML file, then `EDGEREC_SERVE_<KEY>` environment
-//! overrides, then command-line flags. One table ([`KEYS`]) documents every
-//! key, drives `--help` and names the environment variables, so the three can
-//! never disagree.
+//! overrides, then command-line flags. Each key is defined once, in
+//! `config_keys!`'s table below (name, type, default as TOML, meaning), from
+//! which the struct's fields and their docs, the defaults, [`KEYS`] (the
+//! `--help` text and the environment variables' names) all derive, so that
+//! they can never disagree.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,250 +15,111 @@ use serde::Deserialize;
 /// Prefix of the environment variable that overrides a key (`EDGEREC_SERVE_LISTEN`).
 pub const ENV_PREFIX: &str = "EDGEREC_SERVE_";
 
-/// Every configuration key: name, default, meaning.
-pub const KEYS: &[(&str, &str, &str)] = &[
-    ("listen", "\"127.0.0.1:8080\"", "address the HTTP API listens on"),
-    (
-        "data_dir",
-        "\"edgerec-data\"",
-        "directory of the embedded store (store.redb) and the event outbox, created if absent",
-    ),
-    (
-        "store",
-        "\"\"",
-        "where tenants, events, catalogs, plugins and pipelines live: empty = the embedded store in data_dir (one host); `redis://HOST:PORT` or `redis+cluster://H1:P1,H2:P2,…` = shared by every host on it",
-    ),
-    ("demo_tenant", "true", "create the `demo` tenant (bundled demo model, catalog, default pipeline) on first start"),
-    ("max_body_bytes", "1048576", "largest JSON request body; larger bodies get 413 payload_too_large"),
-    ("max_plugin_bytes", "16777216", "largest plugin component upload"),
-    ("max_model_bytes", "268435456", "largest model bundle upload (PUT …/models/{version})"),
-    ("request_timeout_ms", "5000", "a request still running after this gets 503 timeout"),
-    ("max_in_flight", "64", "recommend requests admitted at once; more get a fast 503 overloaded with Retry-After"),
-    ("encode_concurrency", "0", "encodes running at once (0 = number of CPU cores)"),
-    ("plugin_concurrency", "0", "plugin pipelines running at once (0 = number of CPU cores)"),
-    ("retry_after_s", "1", "the Retry-After of a 503 overloaded"),
-    (
-        "cache_bytes",
-        "67108864",
-        "memory bound of EACH tenant's per-user encoder-state cache (one tenant cannot evict another's users)",
-    ),
-    ("candidates", "100", "items retrieved by the model and handed to the pipeline"),
-    (
-        "plugin_deadline_us",
-        "5000",
-        "wall-clock deadline of one plugin stage call (instantiation included) for stages that set no `limits` (JavaScript plugins: at least 50000, with 750 M fuel); past it the stage fails with deadline_exceeded and its on_error applies",
-    ),
-    ("max_k", "100", "largest `k` a recommend may ask for (at most `candidates`)"),
-    ("otlp_endpoint", "\"\"", "OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty = no export"),
-    ("log_format", "\"text\"", "`text` or `json` (structured logs on stderr; filter with RUST_LOG)"),
-    ("max_connections", "1024", "client connections held open at once; further clients wait in the listen backlog"),
-    (
-        "header_read_timeout_ms",
-        "5000",
-        "a client must send its request headers within this, or the connection is closed",
-    ),
-    ("body_read_timeout_ms", "10000", "a client must send its whole request body within this, or gets 400"),
-    (
-        "tenant_recommend_rate",
-        "1000",
-        "recommends per second one tenant may send (0 = unlimited); beyond it 429 rate_limited with Retry-After",
-    ),
-    (
-        "tenant_write_rate",
-        "200",
-        "event batches and catalog requests (writes and reads) per second one tenant may send (0 = unlimited); beyond it 429",
-    ),
-    ("tenant_max_in_flight", "32", "requests of one tenant in flight at once; beyond it 429 rate_limited"),
-    (
-        "max_future_skew_s",
-        "86400",
-        "event timestamps more than this many seconds ahead of the server clock are refused with 400",
-    ),
-    (
-        "backend",
-        "\"auto\"",
-        "engine that encodes and scores: `auto` (CUDA when it loads, else the CPU; the log says which and why), `cpu`, `cuda`, or `cuda-emu` (the CUDA kernels on the CPU emulator: tests only, slow); a tenant may override it",
-    ),
-    (
-        "max_batch",
-        "32",
-        "recommends of one tenant encoded and scored together in one backend call (1 = no batching: each request on its own)",
-    ),
-    (
-        "max_wait_us",
-        "0",
-        "how long a recommend may wait for others to batch with (0 = batch only what is already queued: no added latency)",
-    ),
-    // Connection lifetimes and retention (issue 21).
-    (
-        "first_request_timeout_ms",
-        "5000",
-        "a new connection must deliver its first request (HTTP/1 or HTTP/2, the bytes that tell which included) within this, or it is closed and its place in max_connections freed",
-    ),
-    (
-        "idle_timeout_ms",
-        "60000",
-        "a connection with no request in flight for this long is closed (HTTP/2 gets a GOAWAY; an HTTP/1 connection already waits at most header_read_timeout_ms for its next request)",
-    ),
-    (
-        "user_ttl_days",
-        "90",
-        "Redis store: a user's events and event ids expire this many days after their last event (0 = never); both stores keep each user's newest 2 × max_seq_len events regardless",
-    ),
-    // Bytes are the unit of every bound (issue 21): what one tenant may make the host read, hold or compile.
-    (
-        "max_item_bytes",
-        "65536",
-        "largest catalog item (its attributes as JSON); a larger one gets 413 payload_too_large",
-    ),
-    (
-        "max_page_bytes",
-        "1048576",
-        "largest catalog listing page (attributes as JSON); a page ends early, with `next`, when the next item would pass it (a page holds at least one item)",
-    ),
-    (
-        "attribute_cache_bytes",
-        "16777216",
-        "memory bound of EACH tenant's cache of catalog attributes (what degraded answers use while the shared store is away)",
-    ),
-    (
-        "tenant_plugin_concurrency",
-        "0",
-        "plugin pipelines one tenant may run at once (0 = half of plugin_concurrency, at least 1); its other recommends wait within the request deadline",
-    ),
-    (
-        "upload_concurrency",
-        "2",
-        "plugin and model uploads checked (compiled, unpacked, loaded) at once; more get 503 overloaded with Retry-After",
-    ),
-];
+/// Builds [`ServerConfig`], [`KEYS`] and the defaults from one table of
+/// `name: Type = "default as TOML", "meaning";` rows.
+macro_rules! config_keys {
+    ($( $(#[$attr:meta])* $name:ident: $type:ty = $default:literal, $meaning:literal; )+) => {
+        /// The resolved configuration of `edgerec serve`.
+        #[derive(Clone, Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct ServerConfig {
+            $( #[doc = $meaning] $(#[$attr])* pub $name: $type, )+
+        }
 
-/// The resolved configuration of `edgerec serve`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
-    /// Address the HTTP API listens on.
-    pub listen: SocketAddr,
-    /// Directory of the embedded store.
-    pub data_dir: PathBuf,
-    /// The store: empty (embedded), `redis://…` or `redis+cluster://…`.
-    pub store: String,
-    /// Whether the demo tenant is created on first start.
-    pub demo_tenant: bool,
-    /// Largest JSON body.
-    pub max_body_bytes: usize,
-    /// Largest plugin upload.
-    pub max_plugin_bytes: usize,
-    /// Largest model bundle upload.
-    pub max_model_bytes: usize,
-    /// Per-request deadline.
-    pub request_timeout_ms: u64,
-    /// Recommend requests admitted at once.
-    pub max_in_flight: usize,
-    /// Encodes at once (0 = cores).
-    pub encode_concurrency: usize,
-    /// Plugin pipelines at once (0 = cores).
-    pub plugin_concurrency: usize,
-    /// Retry-After of a 503.
-    pub retry_after_s: u64,
-    /// Encoder-state cache bound in bytes.
-    pub cache_bytes: u64,
-    /// Retrieved candidates per request.
-    pub candidates: usize,
-    /// Default wall-clock deadline of a plugin stage call, in µs.
-    pub plugin_deadline_us: u64,
-    /// Largest k.
-    pub max_k: usize,
-    /// OTLP/HTTP endpoint, empty for none.
-    pub otlp_endpoint: String,
-    /// `text` or `json`.
-    pub log_format: String,
-    /// Client connections open at once.
-    pub max_connections: usize,
-    /// Deadline for a client's request headers.
-    pub header_read_timeout_ms: u64,
-    /// Deadline for a client's request body.
-    pub body_read_timeout_ms: u64,
-    /// Recommends per second per tenant (0 = unlimited).
-    pub tenant_recommend_rate: u32,
-    /// Write requests per second per tenant (0 = unlimited).
-    pub tenant_write_rate: u32,
-    /// Requests in flight per tenant.
-    pub tenant_max_in_flight: usize,
-    /// Largest accepted lead of an event timestamp over the server clock, in seconds.
-    pub max_future_skew_s: i64,
-    /// The engine tenants are served with unless their record names another.
+        /// Every configuration key: name, default (as TOML), meaning.
+        pub const KEYS: &[(&str, &str, &str)] = &[$( (stringify!($name), $default, $meaning), )+];
+    };
+}
+
+config_keys! {
+    listen: SocketAddr = "\"127.0.0.1:8080\"",
+        "address the HTTP API listens on";
+    data_dir: PathBuf = "\"edgerec-data\"",
+        "directory of the embedded store (store.redb) and the event outbox, created if absent";
+    store: String = "\"\"",
+        "where tenants, events, catalogs, plugins and pipelines live: empty = the embedded store in data_dir (one host); `redis://HOST:PORT` or `redis+cluster://H1:P1,H2:P2,…` = shared by every host on it";
+    demo_tenant: bool = "true",
+        "create the `demo` tenant (bundled demo model, catalog, default pipeline) on first start";
+    max_body_bytes: usize = "1048576",
+        "largest JSON request body; larger bodies get 413 payload_too_large";
+    max_plugin_bytes: usize = "16777216",
+        "largest plugin component upload";
+    max_model_bytes: usize = "268435456",
+        "largest model bundle upload (PUT …/models/{version})";
+    request_timeout_ms: u64 = "5000",
+        "a request still running after this gets 503 timeout";
+    max_in_flight: usize = "64",
+        "recommend requests admitted at once; more get a fast 503 overloaded with Retry-After";
+    encode_concurrency: usize = "0",
+        "encodes running at once (0 = number of CPU cores)";
+    plugin_concurrency: usize = "0",
+        "plugin pipelines running at once (0 = number of CPU cores)";
+    retry_after_s: u64 = "1",
+        "the Retry-After of a 503 overloaded";
+    cache_bytes: u64 = "67108864",
+        "memory bound of EACH tenant's per-user encoder-state cache (one tenant cannot evict another's users)";
+    candidates: usize = "100",
+        "items retrieved by the model and handed to the pipeline";
+    plugin_deadline_us: u64 = "5000",
+        "wall-clock deadline of one plugin stage call (instantiation included) for stages that set no `limits` (JavaScript plugins: at least 50000, with 750 M fuel); past it the stage fails with deadline_exceeded and its on_error applies";
+    max_k: usize = "100",
+        "largest `k` a recommend may ask for (at most `candidates`)";
+    otlp_endpoint: String = "\"\"",
+        "OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); empty = no export";
+    log_format: String = "\"text\"",
+        "`text` or `json` (structured logs on stderr; filter with RUST_LOG)";
+    max_connections: usize = "1024",
+        "client connections held open at once; further clients wait in the listen backlog";
+    header_read_timeout_ms: u64 = "5000",
+        "a client must send its request headers within this, or the connection is closed";
+    body_read_timeout_ms: u64 = "10000",
+        "a client must send its whole request body within this, or gets 400";
+    tenant_recommend_rate: u32 = "1000",
+        "recommends per second one tenant may send (0 = unlimited); beyond it 429 rate_limited with Retry-After";
+    tenant_write_rate: u32 = "200",
+        "event batches and catalog requests (writes and reads) per second one tenant may send (0 = unlimited); beyond it 429";
+    tenant_max_in_flight: usize = "32",
+        "requests of one tenant in flight at once; beyond it 429 rate_limited";
+    max_future_skew_s: i64 = "86400",
+        "event timestamps more than this many seconds ahead of the server clock are refused with 400";
     #[serde(deserialize_with = "backend_choice")]
-    pub backend: BackendChoice,
-    /// Recommends of one tenant batched into one backend call (1 = off).
-    pub max_batch: usize,
-    /// Longest wait of a recommend for company in a batch, in µs.
-    pub max_wait_us: u64,
-    /// Deadline of a new connection's first request, in ms.
-    pub first_request_timeout_ms: u64,
-    /// Longest time a connection stays open with no request in flight, in ms.
-    pub idle_timeout_ms: u64,
-    /// Days a user's keys live on Redis after their last event (0 = for ever).
-    pub user_ttl_days: u64,
-    /// Largest catalog item (attributes as JSON), in bytes.
-    pub max_item_bytes: usize,
-    /// Largest catalog listing page (attributes as JSON), in bytes.
-    pub max_page_bytes: usize,
-    /// Attribute-cache bound of each tenant, in bytes.
-    pub attribute_cache_bytes: u64,
-    /// Plugin pipelines of one tenant at once (0 = half of `plugin_concurrency`).
-    pub tenant_plugin_concurrency: usize,
-    /// Uploads checked at once.
-    pub upload_concurrency: usize,
+    backend: BackendChoice = "\"auto\"",
+        "engine that encodes and scores: `auto` (CUDA when it loads, else the CPU; the log says which and why), `cpu`, `cuda`, or `cuda-emu` (the CUDA kernels on the CPU emulator: tests only, slow); a tenant may override it";
+    max_batch: usize = "32",
+        "recommends of one tenant encoded and scored together in one backend call (1 = no batching: each request on its own)";
+    max_wait_us: u64 = "0",
+        "how long a recommend may wait for others to batch with (0 = batch only what is already queued: no added latency)";
+    // Connection lifetimes and retention (issue 21).
+    first_request_timeout_ms: u64 = "5000",
+        "a new connection must deliver its first request (HTTP/1 or HTTP/2, the bytes that tell which included) within this, or it is closed and its place in max_connections freed";
+    idle_timeout_ms: u64 = "60000",
+        "a connection with no request in flight for this long is closed (HTTP/2 gets a GOAWAY; an HTTP/1 connection already waits at most header_read_timeout_ms for its next request)";
+    user_ttl_days: u64 = "90",
+        "Redis store: a user's events and event ids expire this many days after their last event (0 = never); both stores keep each user's newest 2 × max_seq_len events regardless";
+    // Bytes are the unit of every bound (issue 21): what one tenant may make the host read, hold or compile.
+    max_item_bytes: usize = "65536",
+        "largest catalog item (its attributes as JSON); a larger one gets 413 payload_too_large";
+    max_page_bytes: usize = "1048576",
+        "largest catalog listing page (attributes as JSON); a page ends early, with `next`, when the next item would pass it (a page holds at least one item)";
+    attribute_cache_bytes: u64 = "16777216",
+        "memory bound of EACH tenant's cache of catalog attributes (what degraded answers use while the shared store is away)";
+    tenant_plugin_concurrency: usize = "0",
+        "plugin pipelines one tenant may run at once (0 = half of plugin_concurrency, at least 1); its other recommends wait within the request deadline";
+    upload_concurrency: usize = "2",
+        "plugin and model uploads checked (compiled, unpacked, loaded) at once; more get 503 overloaded with Retry-After";
+}
+
+impl Default for ServerConfig {
+    /// Every key at the default its table row gives.
+    fn default() -> Self {
+        ServerConfig::from_table(toml::Table::new()).expect("the defaults in config_keys! are valid")
+    }
 }
 
 /// Reads a [`BackendChoice`] from its name (`auto`, `cpu`, `cuda`, `cuda-emu`).
 pub fn backend_choice<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BackendChoice, D::Error> {
     let name = String::deserialize(deserializer)?;
     name.parse().map_err(serde::de::Error::custom)
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        ServerConfig {
-            listen: "127.0.0.1:8080".parse().expect("valid literal"),
-            data_dir: PathBuf::from("edgerec-data"),
-            store: String::new(),
-            demo_tenant: true,
-            max_body_bytes: 1 << 20,
-            max_plugin_bytes: 16 << 20,
-            max_model_bytes: 256 << 20,
-            request_timeout_ms: 5000,
-            max_in_flight: 64,
-            encode_concurrency: 0,
-            plugin_concurrency: 0,
-            retry_after_s: 1,
-            cache_bytes: 64 << 20,
-            candidates: 100,
-            plugin_deadline_us: 5_000,
-            max_k: 100,
-            otlp_endpoint: String::new(),
-            log_format: "text".into(),
-            max_connections: 1024,
-            header_read_timeout_ms: 5_000,
-            body_read_timeout_ms: 10_000,
-            tenant_recommend_rate: 1_000,
-            tenant_write_rate: 200,
-            tenant_max_in_flight: 32,
-            max_future_skew_s: 86_400,
-            backend: BackendChoice::Auto,
-            max_batch: 32,
-            max_wait_us: 0,
-            first_request_timeout_ms: 5_000,
-            idle_timeout_ms: 60_000,
-            user_ttl_days: 90,
-            max_item_bytes: 64 << 10,
-            max_page_bytes: 1 << 20,
-            attribute_cache_bytes: 16 << 20,
-            tenant_plugin_concurrency: 0,
-            upload_concurrency: 2,
-        }
-    }
 }
 
 impl ServerConfig {
@@ -279,11 +142,23 @@ impl ServerConfig {
             }
             table.insert(key, env_value(&value));
         }
-        let config: ServerConfig = toml::Value::Table(table)
-            .try_into()
-            .context("invalid configuration (see `edgerec serve --help` for every key and its type)")?;
+        let config = ServerConfig::from_table(table)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The configuration `table` gives, each key it lacks at its default.
+    fn from_table(mut table: toml::Table) -> anyhow::Result<Self> {
+        for (key, default, _) in KEYS {
+            if !table.contains_key(*key) {
+                let value = format!("v = {default}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+                let value = value.with_context(|| format!("the default of {key} ({default}) is not TOML"))?;
+                table.insert((*key).to_string(), value);
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration (see `edgerec serve --help` for every key and its type)")
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -383,13 +258,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_field_has_a_documented_key() {
-        let defaults = toml::Value::try_from(DefaultsView::from(&ServerConfig::default())).unwrap();
-        let table = defaults.as_table().unwrap();
-        for key in table.keys() {
-            assert!(KEYS.iter().any(|(k, _, _)| k == key), "{key} is not documented");
-        }
-        assert_eq!(table.len(), KEYS.len());
+    fn every_key_is_documented_once_and_its_default_is_the_servers() {
+        let names: std::collections::HashSet<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
+        assert_eq!(names.len(), KEYS.len(), "a key is listed twice");
+        let defaults = ServerConfig::default();
+        assert_eq!(defaults.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!((defaults.max_body_bytes, defaults.cache_bytes, defaults.max_k), (1 << 20, 64 << 20, 100));
+        assert_eq!(defaults.backend, BackendChoice::Auto);
+        assert!(defaults.demo_tenant && defaults.store.is_empty());
+        defaults.validate().expect("the defaults are a valid configuration");
+        // A file that sets a key's default changes nothing.
+        let written: toml::Table =
+            KEYS.iter().map(|(k, d, _)| format!("{k} = {d}")).collect::<Vec<_>>().join("\n").parse().unwrap();
+        assert_eq!(format!("{:?}", ServerConfig::from_table(written).unwrap()), format!("{defaults:?}"));
     }
 
     #[test]
@@ -424,128 +305,5 @@ mod tests {
         };
         assert_eq!([share(1, 0), share(2, 0), share(3, 0), share(16, 0)], [1, 1, 2, 8]);
         assert_eq!([share(8, 3), share(4, 9)], [3, 4], "as configured, at most the server's");
-    }
-
-    /// The config's fields as a serialisable view (the config itself only deserialises).
-    #[derive(serde::Serialize)]
-    struct DefaultsView {
-        listen: String,
-        data_dir: PathBuf,
-        store: String,
-        demo_tenant: bool,
-        max_body_bytes: usize,
-        max_plugin_bytes: usize,
-        max_model_bytes: usize,
-        request_timeout_ms: u64,
-        max_in_flight: usize,
-        encode_concurrency: usize,
-        plugin_concurrency: usize,
-        retry_after_s: u64,
-        cache_bytes: u64,
-        candidates: usize,
-        plugin_deadline_us: u64,
-        max_k: usize,
-        otlp_endpoint: String,
-        log_format: String,
-        max_connections: usize,
-        header_read_timeout_ms: u64,
-        body_read_timeout_ms: u64,
-        tenant_recommend_rate: u32,
-        tenant_write_rate: u32,
-        tenant_max_in_flight: usize,
-        max_future_skew_s: i64,
-        backend: String,
-        max_batch: usize,
-        max_wait_us: u64,
-        first_request_timeout_ms: u64,
-        idle_timeout_ms: u64,
-        user_ttl_days: u64,
-        max_item_bytes: usize,
-        max_page_bytes: usize,
-        attribute_cache_bytes: u64,
-        tenant_plugin_concurrency: usize,
-        upload_concurrency: usize,
-    }
-
-    impl From<&ServerConfig> for DefaultsView {
-        fn from(c: &ServerConfig) -> Self {
-            // Destructured so that a new field breaks this test until documented.
-            let ServerConfig {
-                listen,
-                data_dir,
-                store,
-                demo_tenant,
-                max_body_bytes,
-                max_plugin_bytes,
-                max_model_bytes,
-                request_timeout_ms,
-                max_in_flight,
-                encode_concurrency,
-                plugin_concurrency,
-                retry_after_s,
-                cache_bytes,
-                candidates,
-                plugin_deadline_us,
-                max_k,
-                otlp_endpoint,
-                log_format,
-                max_connections,
-                header_read_timeout_ms,
-                body_read_timeout_ms,
-                tenant_recommend_rate,
-                tenant_write_rate,
-                tenant_max_in_flight,
-                max_future_skew_s,
-                backend,
-                max_batch,
-                max_wait_us,
-                first_request_timeout_ms,
-                idle_timeout_ms,
-                user_ttl_days,
-                max_item_bytes,
-                max_page_bytes,
-                attribute_cache_bytes,
-                tenant_plugin_concurrency,
-                upload_concurrency,
-            } = c.clone();
-            DefaultsView {
-                listen: listen.to_string(),
-                data_dir,
-                store,
-                demo_tenant,
-                max_body_bytes,
-                max_plugin_bytes,
-                max_model_bytes,
-                request_timeout_ms,
-                max_in_flight,
-                encode_concurrency,
-                plugin_concurrency,
-                retry_after_s,
-                cache_bytes,
-                candidates,
-                plugin_deadline_us,
-                max_k,
-                otlp_endpoint,
-                log_format,
-                max_connections,
-                header_read_timeout_ms,
-                body_read_timeout_ms,
-                tenant_recommend_rate,
-                tenant_write_rate,
-                tenant_max_in_flight,
-                max_future_skew_s,
-                backend: backend.to_string(),
-                max_batch,
-                max_wait_us,
-                first_request_timeout_ms,
-                idle_timeout_ms,
-                user_ttl_days,
-                max_item_bytes,
-                max_page_bytes,
-                attribute_cache_bytes,
-                tenant_plugin_concurrency,
-                upload_concurrency,
-            }
-        }
     }
 }

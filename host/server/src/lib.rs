@@ -2,30 +2,74 @@
 //! the event and catalog store, the per-user encoder cache and the plugin
 //! pipelines. The binary (`edgerec serve`) calls [`serve`]; tests build the
 //! same state with [`open`] and drive [`routes::router`] in-process.
+//!
+//! # Map
+//!
+//! Three layers that point one way, each importing only those below it
+//! (`.ci/module-cycles.py` checks that no import circle forms, in CI):
+//!
+//! - [`http`]: routes and the OpenAPI document, extractors (credentials,
+//!   bodies), the error answer ([`http::error::ApiError`], JSON with a stable
+//!   code), the request bounds and checks, the handlers, connection deadlines.
+//!   Handlers extract, check, call the service and convert its answer.
+//! - [`service`]: what the server does, whoever asks: tenants (registry,
+//!   loading, model and pipeline swaps), recommend, ingest, catalog items,
+//!   plugins and model bundles, quotas, blocking jobs, the outbox, following
+//!   other hosts, the demo tenant. Its own [`service::Error`]; no HTTP types.
+//! - [`store`]: the embedded (redb) and shared (Redis) stores behind one trait.
+//! - Leaves, which import nothing of the crate but the configuration:
+//!   [`config`], [`clock`], [`ids`], [`timing`], [`integral`], [`json_size`],
+//!   [`error_code`], `telemetry`.
+//!
+//! This file wires them: [`open`] builds the state, [`serve`] accepts.
+//!
+//! # One recommend, file by file
+//!
+//! 1. `lib.rs` ([`serve`]) accepts the connection; `http/connection.rs`
+//!    watches its first-request and idle deadlines.
+//! 2. `http/routes.rs`: body limit and read timeout, then `observe` (the
+//!    request deadline and metrics) around the matched route.
+//! 3. `http/auth.rs` (`TenantAccess`): the bearer key, resolved by
+//!    `service/app.rs` (`AppState::caller`, hashes from `ids.rs`), and the
+//!    tenant named in the path (`AppState::lookup_tenant`).
+//! 4. `http/extract.rs` (`ApiJson`) parses the body into
+//!    `http/recommend.rs`'s `RecommendRequest`.
+//! 5. `http/recommend.rs` (`recommend`): `service/recommend.rs` `admit`
+//!    (the tenant's quota in `service/quota.rs`, then the server's
+//!    admission), the checks (`http/checks.rs`, `http/events.rs`, against
+//!    `http/bounds.rs`), then `service::recommend::recommend`.
+//! 6. `service/recommend.rs` pins the active pipeline and hands retrieval
+//!    to the tenant's `service/scheduler.rs`, which batches it with the
+//!    tenant's other recommends into one `service/jobs.rs` job on the
+//!    blocking pool running `service/encode.rs`: the history (stored events
+//!    from `store/`, items the model lacks checked through
+//!    `service/catalog.rs`), the encode through the per-user cache and the
+//!    tenant's backend (`edgerec_kernels`), and the top candidates.
+//! 7. Back in `service/recommend.rs`: a plugin slot (the tenant's share,
+//!    then the server's), then `service/pipeline.rs` in a job: the
+//!    candidates' attributes from `service/catalog.rs`, as typed columns,
+//!    through the tenant's stages in `edgerec_runtime` (the plugins), with
+//!    a summary of each stage.
+//! 8. `service/recommend.rs` maps the survivors to external ids and keeps
+//!    `k`; `http/recommend.rs` turns the answer into `RecommendResponse`
+//!    (a `service::Error` becomes `http/error.rs`'s `ApiError` on the way).
+//! 9. `observe` (`http/routes.rs`) records the request's metrics, and the
+//!    response goes back through `http/connection.rs`.
 
-pub mod auth;
+pub mod clock;
 pub mod config;
-mod connection;
-mod demo;
-pub mod error;
-pub mod event;
-mod extract;
-mod follow;
-mod jobs;
-mod model_routes;
-mod models;
-mod operator;
-pub mod outbox;
-pub mod pipeline;
-pub mod quota;
-pub mod recommend;
-pub mod routes;
-pub mod scheduler;
-pub mod state;
+pub mod error_code;
+pub mod http;
+pub mod ids;
+pub mod integral;
+pub mod json_size;
+pub mod service;
 pub mod store;
-mod storefront;
 mod telemetry;
-mod tenants;
+pub mod timing;
+
+/// The router and the OpenAPI document (see [`http::routes`]).
+pub use http::routes;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -41,7 +85,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Semaphore;
 
 use config::ServerConfig;
-use state::AppState;
+use service::app::AppState;
+use service::{demo, follow, outbox, pipeline, tenants};
 use store::Store;
 
 /// What [`open`] made: the state, and the secrets it generated on this start
@@ -77,17 +122,17 @@ pub fn open(config: ServerConfig, metrics: PrometheusHandle) -> anyhow::Result<O
     let cursor = store.change_cursor()?;
     let (operator_hash, new_operator_token) = operator_token(store.as_ref())?;
     let plugins = pipeline::PluginHost::new(&config, &config.data_dir)?;
-    let outbox = if store.is_shared() { Some(outbox::Outbox::open(&config.data_dir)?) } else { None };
-    let mut app = AppState::new(config, store, operator_hash, plugins, metrics);
-    app.outbox = outbox;
-    let app = Arc::new(app);
+    let outbox = if store.is_shared() { Some(Arc::new(outbox::Outbox::open(&config.data_dir)?)) } else { None };
+    let app = Arc::new(AppState::new(config, store, operator_hash, plugins, outbox, metrics));
     tenants::load_all(&app)?;
     if app.config.demo_tenant {
         demo::ensure(&app)?;
     }
     if app.store.is_shared() {
         follow::start(app.clone(), cursor);
-        outbox::start_forwarder(app.clone());
+        if let Some(outbox) = &app.outbox {
+            outbox::start_forwarder(outbox.clone(), app.store.clone());
+        }
     }
     Ok(Opened { app, new_operator_token })
 }
@@ -98,20 +143,20 @@ fn operator_token(store: &dyn Store) -> anyhow::Result<(String, Option<String>)>
     if let Ok(token) = std::env::var("EDGEREC_OPERATOR_TOKEN")
         && !token.is_empty()
     {
-        return Ok((auth::secret_hash(&token), None));
+        return Ok((ids::secret_hash(&token), None));
     }
     if let Some(hash) = store.meta("operator_token_sha256")? {
         return Ok((hash, None));
     }
     // Versions before hashing stored the token itself: hash it, forget it.
     if let Some(plain) = store.meta("operator_token")? {
-        let hash = auth::secret_hash(&plain);
+        let hash = ids::secret_hash(&plain);
         store.set_meta("operator_token_sha256", &hash)?;
         store.remove_meta("operator_token")?;
         return Ok((hash, None));
     }
-    let token = auth::new_secret("eo");
-    let hash = auth::secret_hash(&token);
+    let token = ids::new_secret("eo");
+    let hash = ids::secret_hash(&token);
     // Hosts of one shared store starting together: one token wins, and only
     // the host whose token it is shows it.
     let stored = store.init_meta("operator_token_sha256", &hash)?;
@@ -137,14 +182,14 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     // hyper's own connection builder rather than `axum::serve`: it bounds
     // how long a client may take to send its headers (slowloris); the accept
     // loop below bounds the connections held open at once, and each
-    // connection's watchdog (`connection::run`) closes those that deliver no
+    // connection's watchdog (`http::connection::run`) closes those that deliver no
     // request in time or sit idle, so that their places return.
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(app.config.header_read_timeout_ms));
-    let deadlines = connection::Deadlines {
+    let deadlines = http::connection::Deadlines {
         first_request: Duration::from_millis(app.config.first_request_timeout_ms),
         idle: Duration::from_millis(app.config.idle_timeout_ms),
     };
@@ -172,12 +217,12 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
             },
             () = &mut shutdown => break,
         };
-        let (service, activity) = connection::Tracked::new(router.clone());
+        let (service, activity) = http::connection::Tracked::new(router.clone());
         let service = TowerToHyperService::new(service);
         let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
         let (stopping, open) = (stopping.subscribe(), open_connections.clone());
         tokio::spawn(async move {
-            connection::run(served, activity, deadlines, stopping).await;
+            http::connection::run(served, activity, deadlines, stopping).await;
             drop((permit, open));
         });
     }

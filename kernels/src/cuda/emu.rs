@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use crate::config::ModelConfig;
 use crate::error::BackendError;
 
+use super::host_buf::HostBuf;
 use super::launch::{Arg, Launcher, Profiler, RawBuf, Shape};
 use super::shapes;
 use super::signatures::{Kernel, SOURCES, Source};
@@ -100,9 +101,6 @@ fn block_order_seed() -> u64 {
     std::env::var("EDGEREC_EMU_SEED").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0x5eed_b10c)
 }
 
-/// Alignment of every emulated device buffer (cudaMalloc's).
-const BUF_ALIGN: usize = 256;
-
 fn emu_err(message: impl Into<String>) -> BackendError {
     BackendError::Device { backend: "cuda-emu", message: message.into() }
 }
@@ -122,69 +120,6 @@ pub struct EmuOptions {
     /// dynamic shared memory than the host computed (the mutation tests'
     /// host-side shared-memory size mutants).
     pub dyn_smem_shrink: Vec<(String, u32)>,
-}
-
-/// Host memory standing in for one device buffer: the data starts 256-byte
-/// aligned (as cudaMalloc's) and its 256-byte-rounded end is where an
-/// inaccessible page begins; the bytes between the data's end and that page
-/// are checked by the emulator on every kernel access.
-pub(crate) struct HostBuf {
-    map: *mut u8,
-    map_len: usize,
-    data: *mut u8,
-    bytes: usize,
-    padded: usize,
-}
-
-// SAFETY: the mapping is owned by this value alone; access is through &/&mut self.
-unsafe impl Send for HostBuf {}
-// SAFETY: shared references only read the pointer values.
-unsafe impl Sync for HostBuf {}
-
-impl HostBuf {
-    fn new(bytes: usize, align: usize) -> Result<Self, BackendError> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096).max(4096);
-        let padded = bytes.div_ceil(BUF_ALIGN) * BUF_ALIGN;
-        let body = padded.div_ceil(page).max(1) * page;
-        let map_len = body + page;
-        // SAFETY: a fresh anonymous private mapping; checked for failure below.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if map == libc::MAP_FAILED {
-            return Err(emu_err(format!("cannot map {map_len} bytes for an emulated device buffer")));
-        }
-        let map = map.cast::<u8>();
-        // SAFETY: body < map_len, so the guard page lies inside the mapping.
-        let guard = unsafe { map.add(body) };
-        // SAFETY: the last page of our own mapping.
-        if unsafe { libc::mprotect(guard.cast(), page, libc::PROT_NONE) } != 0 {
-            // SAFETY: unmapping what was mapped above.
-            unsafe { libc::munmap(map.cast(), map_len) };
-            return Err(emu_err("cannot protect the guard page of an emulated device buffer"));
-        }
-        // The guard page is page aligned, so the data is 256-byte aligned and
-        // its rounded end is flush with the guard.
-        debug_assert!(align.is_power_of_two() && align <= BUF_ALIGN && bytes.is_multiple_of(align));
-        // SAFETY: padded ≤ body, so data stays inside the mapping.
-        let data = unsafe { guard.sub(padded) };
-        Ok(HostBuf { map, map_len, data, bytes, padded })
-    }
-}
-
-impl Drop for HostBuf {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.map.cast(), self.map_len) };
-    }
 }
 
 /// `emu_launch` of a compiled `.cu` file (see [`translation_unit`]).
@@ -663,6 +598,7 @@ impl Launcher for EmuLauncher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cuda::host_buf::BUF_ALIGN;
 
     #[test]
     fn buffers_are_256_byte_aligned_and_end_on_their_guard_page() {

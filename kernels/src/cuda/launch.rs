@@ -43,7 +43,7 @@ pub(crate) enum RawBuf {
     /// A cudarc allocation.
     Cuda(cudarc::driver::CudaSlice<u8>),
     /// An emulator buffer (host memory ending on a guard page).
-    Emu(super::emu::HostBuf),
+    Emu(super::host_buf::HostBuf),
 }
 
 /// Element types a device buffer can hold.

@@ -24,6 +24,7 @@ pub mod cost;
 mod device;
 mod emu;
 mod encode;
+mod host_buf;
 mod kv_pool;
 mod launch;
 mod roofline;

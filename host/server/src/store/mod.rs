@@ -10,6 +10,7 @@
 //! Every call blocks (disk or network): the HTTP layer calls it from the
 //! blocking pool.
 
+mod event;
 mod redb;
 mod redis;
 mod redis_scripts;
@@ -18,8 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
-
+pub use self::event::StoredEvent;
 pub use self::redb::RedbStore;
 pub use self::redis::{DEFAULT_USER_TTL, RedisStore};
 
@@ -130,7 +130,7 @@ pub struct AppendOutcome {
 }
 
 /// One uploaded plugin version.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PluginVersion {
     /// Plugin name.
     pub name: String,
@@ -159,17 +159,16 @@ pub enum PluginDeletion {
 }
 
 /// One stage of a pipeline.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     /// Plugin name (uploaded to this tenant).
     pub plugin: String,
     /// Plugin version; absent in a request = the latest.
-    #[serde(default, deserialize_with = "crate::extract::integral::optional")]
+    #[serde(default, deserialize_with = "crate::integral::optional")]
     pub version: Option<u32>,
     /// The stage's configuration, handed to the plugin.
     #[serde(default)]
-    #[schema(value_type = Object)]
     pub config: serde_json::Value,
     /// `skip` (fail open, candidates pass unchanged) or `fail` (the request fails).
     #[serde(default)]
@@ -178,12 +177,11 @@ pub struct StageSpec {
     /// max_log_lines, max_log_bytes); each one absent takes the server's
     /// default, each one given must be within the server's maxima.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
     pub limits: Option<edgerec_runtime::LimitsSpec>,
 }
 
 /// What a failing stage does to the request.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OnErrorPolicy {
     /// Fail open: the candidates pass the stage unchanged (the default).
@@ -194,7 +192,7 @@ pub enum OnErrorPolicy {
 }
 
 /// One pipeline version.
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PipelineRecord {
     /// 1, 2, … per tenant.
     pub version: u32,
@@ -205,7 +203,7 @@ pub struct PipelineRecord {
 }
 
 /// One uploaded model version of a tenant (the bundle is stored by digest).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelVersion {
     /// The version's name, given at upload (`PUT …/models/{version}`).
     pub version: String,
@@ -276,12 +274,12 @@ pub trait Store: Send + Sync {
     fn append_events(
         &self,
         tenant: &str,
-        events: &[Event],
+        events: &[StoredEvent],
         batch_key: Option<&str>,
         keep: usize,
     ) -> Result<AppendOutcome, StoreError>;
     /// The user's newest `limit` events by arrival, oldest first.
-    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<Event>, StoreError>;
+    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// Upserts catalog items, all or none.
     fn upsert_items(&self, tenant: &str, items: &[(String, serde_json::Value)]) -> Result<(), StoreError>;
@@ -393,11 +391,6 @@ pub const BATCH_KEY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// events were trimmed from what the model reads).
 pub fn event_id_window(keep: usize) -> usize {
     4096.max(keep.saturating_mul(4))
-}
-
-/// Seconds since the epoch.
-pub fn now_unix() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Records a store call's duration (`edgerec_store_seconds{op}`).

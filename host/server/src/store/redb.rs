@@ -14,11 +14,12 @@ use std::time::Duration;
 
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
+use super::StoredEvent as Event;
 use super::{
     AppendOutcome, BATCH_KEY_TTL, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec,
-    Store, StoreError, TenantRecord, event_id_window, now_unix, timed,
+    Store, StoreError, TenantRecord, event_id_window, timed,
 };
-use crate::event::Event;
+use crate::clock::now_unix;
 
 /// Tenants: name → JSON [`TenantRecord`].
 const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");

@@ -48,11 +48,12 @@ use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
 use super::redis_scripts::Scripts;
 use serde::{Deserialize, Serialize};
 
+use super::StoredEvent;
 use super::{
     AppendOutcome, BATCH_KEY_TTL, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion,
-    StageSpec, Store, StoreError, TenantRecord, event_id_window, now_unix, timed,
+    StageSpec, Store, StoreError, TenantRecord, event_id_window, timed,
 };
-use crate::event::Event;
+use crate::clock::{now_unix, now_unix_ms as unix_ms};
 
 /// How long a command may take before the call fails as `Unavailable`.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -163,10 +164,6 @@ fn tenant_key(tenant: &str, what: &str) -> String {
 /// Tenant names hold no `:` (a-z, 0-9, `-`, `_`), so `{tenant:user}` names one user unambiguously.
 fn user_key(tenant: &str, user: &str, what: &str) -> String {
     format!("er:{{{tenant}:{user}}}:{what}")
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 impl RedisStore {
@@ -462,7 +459,7 @@ impl Store for RedisStore {
     fn append_events(
         &self,
         tenant: &str,
-        events: &[Event],
+        events: &[StoredEvent],
         batch_key: Option<&str>,
         keep: usize,
     ) -> Result<AppendOutcome, StoreError> {
@@ -519,7 +516,7 @@ impl Store for RedisStore {
         })
     }
 
-    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn recent_events(&self, tenant: &str, user: &str, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }

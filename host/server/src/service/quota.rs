@@ -10,8 +10,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::{Error, Result};
 use crate::config::ServerConfig;
-use crate::error::ApiError;
 
 /// Which quota a request counts against.
 #[derive(Clone, Copy, Debug)]
@@ -53,7 +53,7 @@ impl Quotas {
     /// Admits one request of `tenant`, or answers 429 `rate_limited` with the
     /// time until it would be admitted. The permit holds one of the tenant's
     /// in-flight slots until it is dropped.
-    pub fn admit(&self, tenant: &str, kind: QuotaKind) -> Result<OwnedSemaphorePermit, ApiError> {
+    pub fn admit(&self, tenant: &str, kind: QuotaKind) -> Result<OwnedSemaphorePermit> {
         let (limiter, what) = match kind {
             QuotaKind::Recommend => (&self.recommend, "recommend rate"),
             QuotaKind::Write | QuotaKind::CatalogRead => (&self.writes, "write rate"),
@@ -64,7 +64,7 @@ impl Quotas {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             metrics::counter!("edgerec_rate_limited_total", "tenant" => tenant.to_string(), "quota" => what)
                 .increment(1);
-            return Err(ApiError::rate_limited(what, wait.as_secs_f64().ceil() as u64));
+            return Err(Error::rate_limited(what, wait.as_secs_f64().ceil() as u64));
         }
         let slots = self
             .in_flight
@@ -76,7 +76,7 @@ impl Quotas {
         slots.try_acquire_owned().map_err(|_| {
             metrics::counter!("edgerec_rate_limited_total", "tenant" => tenant.to_string(), "quota" => "in-flight")
                 .increment(1);
-            ApiError::rate_limited("in-flight", 1)
+            Error::rate_limited("in-flight", 1)
         })
     }
 }

@@ -8,13 +8,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Operator, OperatorTenant};
-use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::auth::{OperatorAccess, OperatorTenant};
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, body_error};
-use super::jobs::{self, JobKind};
-use super::state::{AppState, Tenant};
-use super::store::{PipelineRecord, PluginDeletion, PluginVersion, StageSpec, TenantRecord, now_unix};
-use super::tenants;
+use super::records::{PipelineRecordJson, PluginVersionJson, StageSpecJson};
+use crate::clock::now_unix;
+use crate::error_code::ErrorCode;
+use crate::service::app::{AppState, Tenant};
+use crate::service::jobs::{self, JobKind};
+use crate::service::{Error, plugins, tenants};
+use crate::store::TenantRecord;
 
 /// Body of `POST /v1/tenants`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -69,8 +72,8 @@ fn view(tenant: &Tenant) -> TenantView {
         name: tenant.record.name.clone(),
         model: tenant.record.model.clone(),
         created_at: tenant.record.created_at,
-        model_items: tenant.items.len(),
-        backend: tenant.backend.name().to_string(),
+        model_items: tenant.engine.items.len(),
+        backend: tenant.engine.backend.name().to_string(),
         pipeline_version: tenant.pipeline.load().version,
         model_version: tenant.model_version.clone(),
         api_key: None,
@@ -84,7 +87,7 @@ fn view(tenant: &Tenant) -> TenantView {
     security(("bearer" = [])), tag = "operator")]
 pub async fn create_tenant(
     State(app): State<Arc<AppState>>,
-    operator: Operator,
+    OperatorAccess(operator): OperatorAccess,
     ApiJson(request): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     let valid = !request.name.is_empty()
@@ -105,10 +108,9 @@ pub async fn create_tenant(
         created_at: now_unix(),
         legacy_api_key: None,
     };
-    let app2 = app.clone();
     let tenant = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
-        tenants::create(&app2, &operator, record)?;
-        app2.tenant(&operator, &request.name)
+        tenants::create(&app, &operator, record)?;
+        app.tenant(&operator, &request.name)
     })
     .await?;
     let mut view = view(&tenant);
@@ -120,7 +122,10 @@ pub async fn create_tenant(
 #[utoipa::path(get, path = "/v1/tenants",
     responses((status = 200, body = TenantList), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
-pub async fn list_tenants(State(app): State<Arc<AppState>>, operator: Operator) -> Result<Json<TenantList>, ApiError> {
+pub async fn list_tenants(
+    State(app): State<Arc<AppState>>,
+    OperatorAccess(operator): OperatorAccess,
+) -> Result<Json<TenantList>, ApiError> {
     let mut tenants = Vec::new();
     for (name, unavailable) in app.tenant_names() {
         match unavailable {
@@ -225,46 +230,6 @@ pub struct UploadQuery {
     pub replace: bool,
 }
 
-/// Checks a component may be stored as plugin `name`: first-party names hold
-/// only the first-party components, and a component that declares a name
-/// (the SDK writes it) is uploaded under it unless the operator replaces.
-fn check_plugin_name(
-    app: &AppState,
-    tenant: &str,
-    name: &str,
-    bytes: &[u8],
-    declared: Option<&str>,
-    replace: bool,
-) -> Result<(), ApiError> {
-    let conflict = |message: String| ApiError::new(ErrorCode::Conflict, message);
-    if let Some((_, official)) = edgerec_runtime::first_party::all().into_iter().find(|(n, _)| *n == name) {
-        if official != bytes {
-            return Err(conflict(format!(
-                "plugin name {name:?} is reserved for the first-party component; upload yours under a name of its own"
-            )));
-        }
-        return Ok(());
-    }
-    if replace {
-        return Ok(());
-    }
-    match declared {
-        Some(declared) if declared != name => Err(conflict(format!(
-            "the component declares itself as plugin {declared:?} but is uploaded as {name:?}: upload it as {declared:?}, or add ?replace=true to store it as {name:?} anyway"
-        ))),
-        Some(_) => Ok(()),
-        None => {
-            let previous = app.store.plugins(tenant)?.into_iter().filter(|p| p.name == name).max_by_key(|p| p.version);
-            match previous.and_then(|p| p.declared_name.map(|d| (p.version, d))) {
-                Some((version, before)) => Err(conflict(format!(
-                    "plugin {name:?} version {version} declares the name {before:?} and this component declares none: is it the same plugin? Add ?replace=true to store it as {name:?} anyway"
-                ))),
-                None => Ok(()),
-            }
-        }
-    }
-}
-
 /// Uploads a plugin component: compiled and checked before the answer; a
 /// new immutable version (the same bytes again give the same version). A
 /// component that declares another plugin's name, or an upload under a
@@ -274,7 +239,7 @@ fn check_plugin_name(
     params(("tenant" = String, Path, description = "tenant name"),
            ("name" = String, Path, description = "plugin name: 1..=64 of a-z, A-Z, 0-9, '-', '_'", pattern = "^[A-Za-z0-9_-]{1,64}$"),
            UploadQuery),
-    responses((status = 201, body = PluginVersion), (status = "4XX", body = ErrorBody)),
+    responses((status = 201, body = PluginVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_plugin(
     State(app): State<Arc<AppState>>,
@@ -282,26 +247,16 @@ pub async fn put_plugin(
     ApiPath((_, name)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<UploadQuery>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<PluginVersion>), ApiError> {
+) -> Result<(StatusCode, Json<PluginVersionJson>), ApiError> {
     check_plugin_name_syntax(&name)?;
     let bytes = body.map_err(body_error)?;
     let checking = upload_slot(&app)?;
     let (_alive, abandoned) = jobs::watch_request();
-    let app2 = app.clone();
     let version = jobs::run(JobKind::Write, tracing::Span::current(), checking, move || {
-        let tenant_name = &tenant.record.name;
-        let digest = app2.plugins.check(&bytes, tenant_name)?;
-        // The deadline answered the client while the compile ran: nobody
-        // learns the version, so none is stored.
-        if abandoned.is_set() {
-            return Err(ApiError::new(ErrorCode::Timeout, "the upload was abandoned; its check was discarded"));
-        }
-        let declared = edgerec_runtime::declared_name(&bytes);
-        check_plugin_name(&app2, tenant_name, &name, &bytes, declared.as_deref(), query.replace)?;
-        Ok(app2.store.add_plugin(tenant_name, &name, &digest, &bytes, declared.as_deref())?)
+        plugins::upload(&app, &tenant.record.name, &name, &bytes, query.replace, &abandoned)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(version)))
+    Ok((StatusCode::CREATED, Json(version.into())))
 }
 
 /// One of the `upload_concurrency` permits of the checks of uploads
@@ -310,12 +265,14 @@ pub async fn put_plugin(
 /// deadline answered it), so that abandoned uploads cannot pile up.
 pub(crate) fn upload_slot(app: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
     app.upload_slots.clone().try_acquire_owned().map_err(|_| {
-        let mut error = ApiError::overloaded(app.config.retry_after_s.max(5));
-        error.message = format!(
-            "{} uploads are being checked (upload_concurrency); retry after the Retry-After delay",
-            app.config.upload_concurrency
-        );
-        error
+        ApiError(Error::retry_after(
+            ErrorCode::Overloaded,
+            format!(
+                "{} uploads are being checked (upload_concurrency); retry after the Retry-After delay",
+                app.config.upload_concurrency
+            ),
+            app.config.retry_after_s.max(5),
+        ))
     })
 }
 
@@ -346,28 +303,17 @@ pub async fn delete_plugin_version(
     // Serialised with activations: a pipeline being built cannot pick the version being deleted.
     let serial = tenant.activation.clone().lock_owned().await;
     jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
-        match app.store.delete_plugin_version(&tenant.record.name, &name, version)? {
-            PluginDeletion::Deleted => Ok(StatusCode::NO_CONTENT),
-            PluginDeletion::NotFound => Err(ApiError::new(
-                ErrorCode::UnknownPlugin,
-                format!("plugin {name:?} has no version {version}; GET …/plugins lists the versions"),
-            )),
-            PluginDeletion::InUse(pipelines) => Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "plugin {name:?} version {version} is used by pipeline versions {pipelines:?} (kept for rollback); it can be deleted when none uses it"
-                ),
-            )),
-        }
+        plugins::delete_version(&app, &tenant.record.name, &name, version)
     })
-    .await
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Plugin versions of a tenant.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PluginList {
     /// By name, then version.
-    pub plugins: Vec<PluginVersion>,
+    pub plugins: Vec<PluginVersionJson>,
 }
 
 /// Lists the tenant's plugin versions.
@@ -379,10 +325,11 @@ pub async fn list_plugins(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<PluginList>, ApiError> {
-    let plugins =
-        jobs::run(JobKind::Read, tracing::Span::current(), (), move || Ok(app.store.plugins(&tenant.record.name)?))
-            .await?;
-    Ok(Json(PluginList { plugins }))
+    let plugins = jobs::run(JobKind::Read, tracing::Span::current(), (), move || {
+        Ok::<_, Error>(app.store.plugins(&tenant.record.name)?)
+    })
+    .await?;
+    Ok(Json(PluginList { plugins: plugins.into_iter().map(Into::into).collect() }))
 }
 
 /// Body of `PUT …/pipeline`.
@@ -390,7 +337,7 @@ pub async fn list_plugins(
 #[serde(deny_unknown_fields)]
 pub struct PutPipeline {
     /// Stages in order (an empty list = the model's ranking unchanged).
-    pub stages: Vec<StageSpec>,
+    pub stages: Vec<StageSpecJson>,
 }
 
 /// The active pipeline and every version.
@@ -399,32 +346,32 @@ pub struct PipelineHistory {
     /// The active version (0 = none).
     pub active: u32,
     /// Every version, oldest first.
-    pub versions: Vec<PipelineRecord>,
+    pub versions: Vec<PipelineRecordJson>,
 }
 
 /// Activates a new pipeline version (stored, then swapped atomically).
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/pipeline", request_body = PutPipeline,
     params(("tenant" = String, Path, description = "tenant name")),
-    responses((status = 200, body = PipelineRecord), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = PipelineRecordJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_pipeline(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiJson(mut raw): ApiJson<serde_json::Value>,
-) -> Result<Json<PipelineRecord>, ApiError> {
+) -> Result<Json<PipelineRecordJson>, ApiError> {
     integral_limits(&mut raw);
     let request: PutPipeline = serde_json::from_value(raw).map_err(|e| {
         ApiError::new(
-            super::error::ErrorCode::MalformedJson,
+            ErrorCode::MalformedJson,
             format!("the body is not the pipeline this route expects: {e}; see /openapi.json for the shape"),
         )
     })?;
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
-        tenants::activate(&app, &tenant, request.stages)
+        tenants::activate(&app, &tenant, request.stages.into_iter().map(Into::into).collect())
     })
     .await?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }
 
 /// Writes `limits` numbers like `178.0` as the integers JSON Schema says they
@@ -450,10 +397,11 @@ pub async fn get_pipeline(
     OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<PipelineHistory>, ApiError> {
     let active = tenant.pipeline.load().version;
-    let (_, versions) =
-        jobs::run(JobKind::Read, tracing::Span::current(), (), move || Ok(app.store.pipelines(&tenant.record.name)?))
-            .await?;
-    Ok(Json(PipelineHistory { active, versions }))
+    let (_, versions) = jobs::run(JobKind::Read, tracing::Span::current(), (), move || {
+        Ok::<_, Error>(app.store.pipelines(&tenant.record.name)?)
+    })
+    .await?;
+    Ok(Json(PipelineHistory { active, versions: versions.into_iter().map(Into::into).collect() }))
 }
 
 /// Activates a stored pipeline version again (rolling forward or back to
@@ -462,32 +410,32 @@ pub async fn get_pipeline(
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/pipeline/versions/{version}/activate",
     params(("tenant" = String, Path, description = "tenant name"),
            ("version" = u32, Path, description = "pipeline version", minimum = 1)),
-    responses((status = 200, body = PipelineRecord), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = PipelineRecordJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn activate_pipeline_version(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiPath((_, version)): ApiPath<(String, u32)>,
-) -> Result<Json<PipelineRecord>, ApiError> {
+) -> Result<Json<PipelineRecordJson>, ApiError> {
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
         tenants::activate_version(&app, &tenant, version)
     })
     .await?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }
 
 /// Returns to the previously active pipeline version.
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/pipeline/rollback",
     params(("tenant" = String, Path, description = "tenant name")),
-    responses((status = 200, body = PipelineRecord), (status = 409, body = ErrorBody), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = PipelineRecordJson), (status = 409, body = ErrorBody), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn rollback(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
-) -> Result<Json<PipelineRecord>, ApiError> {
+) -> Result<Json<PipelineRecordJson>, ApiError> {
     let serial = tenant.activation.clone().lock_owned().await;
     let record =
         jobs::run(JobKind::Write, tracing::Span::current(), serial, move || tenants::rollback(&app, &tenant)).await?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }

@@ -1,6 +1,6 @@
 //! Operator routes of model versions: upload a bundle, list, activate a
-//! version (hot swap), roll back. Thin: the work is in [`crate::models`]
-//! (bundles) and [`crate::tenants`] (swaps).
+//! version (hot swap), roll back. Thin: the work is in
+//! [`crate::service::bundles`] (bundles) and [`crate::service::tenants`] (swaps).
 
 use std::sync::Arc;
 
@@ -9,15 +9,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::auth::OperatorTenant;
-use super::error::{ApiError, ErrorBody, ErrorCode};
+use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, body_error};
-use super::jobs::{self, JobKind};
-use super::state::AppState;
-use super::store::{ModelAdd, ModelVersion};
-use super::tenants;
+use super::records::ModelVersionJson;
+use crate::service::app::AppState;
+use crate::service::jobs::{self, JobKind};
+use crate::service::{Error, bundles, tenants};
 
 /// A tenant's model versions.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -25,7 +24,7 @@ pub struct ModelHistory {
     /// The version this host serves (absent: the tenant's base model).
     pub active: Option<String>,
     /// Every uploaded version, oldest first.
-    pub versions: Vec<ModelVersion>,
+    pub versions: Vec<ModelVersionJson>,
 }
 
 /// The model serving after a rollback.
@@ -57,66 +56,23 @@ fn check_version_name(version: &str) -> Result<(), ApiError> {
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the bundle: a tar of config.json, model.safetensors and items.json"),
     params(("tenant" = String, Path, description = "tenant name"),
            ("version" = String, Path, description = "model version: 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'", pattern = "^[A-Za-z0-9._-]{1,64}$")),
-    responses((status = 201, body = ModelVersion), (status = "4XX", body = ErrorBody)),
+    responses((status = 201, body = ModelVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_model(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiPath((_, version)): ApiPath<(String, String)>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<(StatusCode, Json<ModelVersion>), ApiError> {
+) -> Result<(StatusCode, Json<ModelVersionJson>), ApiError> {
     check_version_name(&version)?;
     let bytes = body.map_err(body_error)?;
     let checking = super::operator::upload_slot(&app)?;
     let (_alive, abandoned) = jobs::watch_request();
     let stored = jobs::run(JobKind::Write, tracing::Span::current(), checking, move || {
-        let name = &tenant.record.name;
-        let digest = format!("{:x}", Sha256::digest(&bytes));
-        let taken = |existing: &ModelVersion| {
-            ApiError::new(
-                ErrorCode::Conflict,
-                format!(
-                    "model version {version:?} holds another bundle (sha256 {}, uploaded at {}); versions are immutable: upload this one under a new version",
-                    existing.digest, existing.uploaded_at
-                ),
-            )
-        };
-        // A version that is taken is refused before the bundle costs a
-        // directory or a load.
-        let (_, stored) = app.store.models(name)?;
-        if let Some(existing) = stored.iter().find(|v| v.version == version && v.digest != digest) {
-            return Err(taken(existing));
-        }
-        let unpacked = super::models::unpack_cached(&app, &digest, &bytes)?;
-        let dir = &unpacked.dir;
-        let source = dir.to_str().ok_or_else(|| ApiError::internal("checking a model bundle", "non-UTF-8 path"))?;
-        if let Err(error) = tenants::load_model(source) {
-            // A bundle that does not load never will: keep no copy of it.
-            let _ = std::fs::remove_dir_all(dir);
-            return Err(error);
-        }
-        // The deadline answered the client while the bundle was checked:
-        // nobody learns the version, so none is stored.
-        if abandoned.is_set() {
-            if unpacked.made_now {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-            return Err(ApiError::new(ErrorCode::Timeout, "the upload was abandoned; its check was discarded"));
-        }
-        match app.store.add_model(name, &version, &digest, &bytes)? {
-            ModelAdd::Added(stored) | ModelAdd::Unchanged(stored) => Ok(stored),
-            ModelAdd::Taken(existing) => {
-                // Another upload took the version meanwhile: keep no copy of
-                // this bundle unless it was cached before (another version's).
-                if unpacked.made_now {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                Err(taken(&existing))
-            }
-        }
+        bundles::upload(&app, &tenant.record.name, &version, &bytes, &abandoned)
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(stored)))
+    Ok((StatusCode::CREATED, Json(stored.into())))
 }
 
 /// The model version this host serves and every uploaded version.
@@ -129,10 +85,11 @@ pub async fn list_models(
     OperatorTenant { tenant, .. }: OperatorTenant,
 ) -> Result<Json<ModelHistory>, ApiError> {
     let active = tenant.model_version.clone();
-    let (_, versions) =
-        jobs::run(JobKind::Read, tracing::Span::current(), (), move || Ok(app.store.models(&tenant.record.name)?))
-            .await?;
-    Ok(Json(ModelHistory { active, versions }))
+    let (_, versions) = jobs::run(JobKind::Read, tracing::Span::current(), (), move || {
+        Ok::<_, Error>(app.store.models(&tenant.record.name)?)
+    })
+    .await?;
+    Ok(Json(ModelHistory { active, versions: versions.into_iter().map(Into::into).collect() }))
 }
 
 /// Activates an uploaded model version: loaded before the switch, then
@@ -141,20 +98,20 @@ pub async fn list_models(
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/models/{version}/activate",
     params(("tenant" = String, Path, description = "tenant name"),
            ("version" = String, Path, description = "model version", pattern = "^[A-Za-z0-9._-]{1,64}$")),
-    responses((status = 200, body = ModelVersion), (status = "4XX", body = ErrorBody)),
+    responses((status = 200, body = ModelVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn activate_model(
     State(app): State<Arc<AppState>>,
     OperatorTenant { tenant, .. }: OperatorTenant,
     ApiPath((_, version)): ApiPath<(String, String)>,
-) -> Result<Json<ModelVersion>, ApiError> {
+) -> Result<Json<ModelVersionJson>, ApiError> {
     check_version_name(&version)?;
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
         tenants::activate_model(&app, &tenant, &version)
     })
     .await?;
-    Ok(Json(record))
+    Ok(Json(record.into()))
 }
 
 /// Returns to the model active before the last activation (the base model

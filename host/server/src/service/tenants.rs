@@ -3,65 +3,35 @@
 //! or loaded, stored, then swapped), and bringing a tenant in line with a
 //! shared store another host changed ([`sync`]).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use edgerec_kernels::item_map::ItemMap;
 use edgerec_kernels::{Backend, BackendChoice, Model};
 
-use super::auth::{Operator, new_key_id, new_secret, secret_hash};
-use super::error::{ApiError, ErrorCode};
+use super::access::Operator;
+use super::app::{AppState, Tenant};
+use super::bundles;
+use super::catalog::CatalogReader;
+use super::encode::{Engine, user_cache};
 use super::pipeline::{self, ActivePipeline};
 use super::scheduler::Scheduler;
-use super::state::{AppState, Tenant};
-use super::store::{ApiKeyRecord, ModelVersion, PipelineRecord, StageSpec, TenantRecord, now_unix};
-
-/// Loads a tenant's model: `"demo"` is the bundled demo, anything else a model directory.
-pub fn load_model(source: &str) -> Result<(Model, ItemMap), ApiError> {
-    if source == "demo" {
-        return super::demo::model().map_err(|e| ApiError::internal("loading the bundled demo model", e));
-    }
-    let dir = Path::new(source);
-    if !dir.is_dir() {
-        return Err(ApiError::new(
-            ErrorCode::UnknownModel,
-            format!(
-                "no model directory at {source:?} on the server; give \"demo\" or a directory with config.json, model.safetensors and items.json (`edgerec model import` or `edgerec train` write one)"
-            ),
-        ));
-    }
-    let invalid = |what: String| {
-        ApiError::new(
-            ErrorCode::InvalidModel,
-            format!(
-                "model {source:?}: {what}; give \"demo\" or a directory with config.json, model.safetensors and items.json"
-            ),
-        )
-    };
-    super::models::check_declared_size(dir).map_err(invalid)?;
-    let model = Model::load(dir).map_err(|e| invalid(e.to_string()))?;
-    let items = ItemMap::load(dir).map_err(|e| invalid(e.to_string()))?;
-    if items.len() != model.config.num_items {
-        return Err(invalid(format!(
-            "items.json maps {} items but the model has {}",
-            items.len(),
-            model.config.num_items
-        )));
-    }
-    Ok((model, items))
-}
+use super::{Error, Result};
+use crate::clock::now_unix;
+use crate::error_code::ErrorCode;
+use crate::ids::{new_key_id, new_secret, secret_hash};
+use crate::store::{ApiKeyRecord, ModelVersion, PipelineRecord, StageSpec, TenantRecord};
 
 /// The backend a tenant is served with: its record's choice, else the
 /// server's. Under `auto`, the log says which backend serves and, on the CPU,
 /// why CUDA was refused.
-pub fn open_backend(app: &AppState, record: &TenantRecord, model: &Arc<Model>) -> Result<Arc<dyn Backend>, ApiError> {
+pub fn open_backend(app: &AppState, record: &TenantRecord, model: &Arc<Model>) -> Result<Arc<dyn Backend>> {
     let choice = match &record.backend {
-        Some(name) => name.parse::<BackendChoice>().map_err(ApiError::bad_request)?,
+        Some(name) => name.parse::<BackendChoice>().map_err(Error::bad_request)?,
         None => app.config.backend,
     };
     let selected = edgerec_kernels::open_backend(choice, model.clone()).map_err(|e| {
-        ApiError::new(
+        Error::new(
             ErrorCode::BackendUnavailable,
             format!("tenant {:?}: {e}; choose another backend (cpu always runs)", record.name),
         )
@@ -98,33 +68,44 @@ fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
         Some(old) => (old.pipeline.clone(), old.activation.clone()),
         None => (Arc::new(ArcSwap::from_pointee(loaded.pipeline)), Arc::default()),
     };
-    Tenant {
-        record,
+    let engine = Arc::new(Engine {
+        tenant: record.name.clone(),
         model: loaded.model,
         backend: loaded.backend,
-        model_version: loaded.model_version,
-        scheduler: Scheduler::new(
-            app.store.clone(),
-            app.encode_slots.clone(),
-            config.max_batch,
-            config.max_wait_us,
-            config.candidates,
-        ),
         items: Arc::new(loaded.items),
-        pipeline,
-        activation,
         // A new model starts with an empty cache: no encoder state of the old
         // model is ever used with the new one.
-        cache: AppState::user_cache(config.cache_bytes),
-        attributes: match shared {
-            Some(old) => old.attributes.clone(),
-            None => AppState::attribute_cache(config.attribute_cache_bytes),
+        cache: user_cache(config.cache_bytes),
+        catalog: match shared {
+            Some(old) => old.engine.catalog.clone(),
+            None => CatalogReader::new(app.store.clone(), &record.name, config.attribute_cache_bytes),
         },
+    });
+    let scheduler = Scheduler::new(
+        engine.clone(),
+        app.store.clone(),
+        app.encode_slots.clone(),
+        config.max_batch,
+        config.max_wait_us,
+        config.candidates,
+    );
+    Tenant {
+        record,
+        engine,
+        model_version: loaded.model_version,
+        scheduler,
+        pipeline,
+        activation,
         plugin_share: match shared {
             Some(old) => old.plugin_share.clone(),
             None => Arc::new(tokio::sync::Semaphore::new(config.tenant_plugin_permits())),
         },
     }
+}
+
+/// Builds a pipeline version of tenant `name` with the server's plugin host.
+fn build_pipeline(app: &AppState, name: &str, record: &PipelineRecord) -> Result<ActivePipeline> {
+    pipeline::build(&app.plugins, app.store.as_ref(), &app.config, name, record)
 }
 
 /// A new storefront key: the key itself (shown once) and its stored record.
@@ -135,12 +116,12 @@ pub fn issue_key() -> (String, ApiKeyRecord) {
 }
 
 /// Creates a tenant (409 conflict when the name is taken).
-pub fn create(app: &AppState, _operator: &Operator, record: TenantRecord) -> Result<(), ApiError> {
-    let (model, items) = load_model(&record.model)?;
+pub fn create(app: &AppState, _operator: &Operator, record: TenantRecord) -> Result<()> {
+    let (model, items) = bundles::load_model(&record.model)?;
     let model = Arc::new(model);
     let backend = open_backend(app, &record, &model)?;
     if !app.store.create_tenant(&record)? {
-        return Err(ApiError::new(
+        return Err(Error::new(
             ErrorCode::Conflict,
             format!("a tenant named {:?} exists already; pick another name", record.name),
         ));
@@ -179,12 +160,12 @@ pub fn load_all(app: &AppState) -> anyhow::Result<()> {
 }
 
 fn load_one(app: &AppState, record: &TenantRecord) -> Result<Loaded, String> {
-    let (model, items, model_version) = load_active_model(app, record).map_err(|e| e.message)?;
-    let backend = open_backend(app, record, &model).map_err(|e| e.message)?;
+    let (model, items, model_version) = load_active_model(app, record).map_err(|e| e.report())?;
+    let backend = open_backend(app, record, &model).map_err(|e| e.report())?;
     let (active, versions) = app.store.pipelines(&record.name).map_err(|e| e.to_string())?;
     let pipeline = match active.and_then(|v| versions.into_iter().find(|p| p.version == v)) {
         Some(pipeline) => {
-            pipeline::build(app, &record.name, &pipeline).map_err(|e| format!("pipeline: {}", e.message))?
+            build_pipeline(app, &record.name, &pipeline).map_err(|e| format!("pipeline: {}", e.report()))?
         }
         None => ActivePipeline::empty(),
     };
@@ -192,19 +173,16 @@ fn load_one(app: &AppState, record: &TenantRecord) -> Result<Loaded, String> {
 }
 
 /// The tenant's active model: the stored version activated last, else its base model.
-fn load_active_model(app: &AppState, record: &TenantRecord) -> Result<(Arc<Model>, ItemMap, Option<String>), ApiError> {
+fn load_active_model(app: &AppState, record: &TenantRecord) -> Result<(Arc<Model>, ItemMap, Option<String>)> {
     let (active, versions) = app.store.models(&record.name)?;
     let (model, items) = match &active {
         Some(name) => {
             let version = versions.iter().find(|v| &v.version == name).ok_or_else(|| {
-                ApiError::internal(
-                    "loading the active model",
-                    format!("model version {name:?} is active but not stored"),
-                )
+                Error::internal("loading the active model", format!("model version {name:?} is active but not stored"))
             })?;
-            super::models::load_version(app, &record.name, version)?
+            bundles::load_version(app, &record.name, version)?
         }
-        None => load_model(&record.model)?,
+        None => bundles::load_model(&record.model)?,
     };
     Ok((Arc::new(model), items, active))
 }
@@ -213,7 +191,7 @@ fn load_active_model(app: &AppState, record: &TenantRecord) -> Result<(Arc<Model
 /// rollback here or on another host): the new model, backend and item map
 /// replace the old ones in one swap of the tenant; requests in flight finish
 /// on the model they started with. Callers hold the tenant's activation lock.
-pub fn swap_model(app: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
+pub fn swap_model(app: &AppState, tenant: &Tenant) -> Result<()> {
     let name = &tenant.record.name;
     let record = stored_record(app, tenant)?;
     let (model, items, model_version) = load_active_model(app, &record)?;
@@ -230,17 +208,17 @@ pub fn swap_model(app: &AppState, tenant: &Tenant) -> Result<(), ApiError> {
 
 /// Activates a stored model version: loaded and checked before the active
 /// pointer moves, then swapped in (404 unknown_model when there is none).
-pub fn activate_model(app: &AppState, tenant: &Tenant, version: &str) -> Result<ModelVersion, ApiError> {
+pub fn activate_model(app: &AppState, tenant: &Tenant, version: &str) -> Result<ModelVersion> {
     let name = &tenant.record.name;
     let unknown = || {
-        ApiError::new(
+        Error::new(
             ErrorCode::UnknownModel,
             format!("tenant {name:?} has no model version {version:?}; upload it with PUT …/models/{version}"),
         )
     };
     let (_, versions) = app.store.models(name)?;
     let target = versions.into_iter().find(|v| v.version == version).ok_or_else(unknown)?;
-    let (model, items) = super::models::load_version(app, name, &target)?;
+    let (model, items) = bundles::load_version(app, name, &target)?;
     let model = Arc::new(model);
     let record = stored_record(app, tenant)?;
     let backend = open_backend(app, &record, &model)?;
@@ -255,9 +233,9 @@ pub fn activate_model(app: &AppState, tenant: &Tenant, version: &str) -> Result<
 
 /// Returns to the model active before the last activation (the base model
 /// after the first); 409 when no model version was activated.
-pub fn rollback_model(app: &AppState, tenant: &Tenant) -> Result<Option<String>, ApiError> {
+pub fn rollback_model(app: &AppState, tenant: &Tenant) -> Result<Option<String>> {
     let active = app.store.rollback_model(&tenant.record.name)?.ok_or_else(|| {
-        ApiError::new(ErrorCode::Conflict, "no model version was activated: there is nothing to roll back")
+        Error::new(ErrorCode::Conflict, "no model version was activated: there is nothing to roll back")
     })?;
     swap_model(app, tenant)?;
     Ok(active)
@@ -267,7 +245,7 @@ pub fn rollback_model(app: &AppState, tenant: &Tenant) -> Result<Option<String>,
 /// loads it when it is new here (or could not load before), takes its keys,
 /// and builds and swaps the active pipeline when another version is active.
 /// Serialised with this host's own changes of the tenant (its activation lock).
-pub fn sync(app: &AppState, name: &str) -> Result<(), ApiError> {
+pub fn sync(app: &AppState, name: &str) -> Result<()> {
     let Ok(tenant) = app.lookup_tenant(name) else {
         let Some(record) = app.store.tenant(name)? else { return Ok(()) };
         match load_one(app, &record) {
@@ -294,7 +272,7 @@ pub fn sync(app: &AppState, name: &str) -> Result<(), ApiError> {
     let wanted = active.unwrap_or(0);
     if tenant.pipeline.load().version != wanted {
         let pipeline = match versions.iter().find(|p| p.version == wanted) {
-            Some(record) => pipeline::build(app, name, record)?,
+            Some(record) => build_pipeline(app, name, record)?,
             None => ActivePipeline::empty(),
         };
         tenant.pipeline.store(Arc::new(pipeline));
@@ -304,16 +282,16 @@ pub fn sync(app: &AppState, name: &str) -> Result<(), ApiError> {
 }
 
 /// The tenant's record as stored now (keys change after registration).
-pub fn stored_record(app: &AppState, tenant: &Tenant) -> Result<TenantRecord, ApiError> {
+pub fn stored_record(app: &AppState, tenant: &Tenant) -> Result<TenantRecord> {
     let name = &tenant.record.name;
     app.store
         .tenant(name)?
-        .ok_or_else(|| ApiError::internal("reading the tenant", format!("tenant {name} vanished from the store")))
+        .ok_or_else(|| Error::internal("reading the tenant", format!("tenant {name} vanished from the store")))
 }
 
 /// Adds a storefront key to a tenant; returns the key (shown once) and its
 /// record. Callers serialise key changes per tenant (its activation lock).
-pub fn add_key(app: &AppState, tenant: &Tenant) -> Result<(String, ApiKeyRecord), ApiError> {
+pub fn add_key(app: &AppState, tenant: &Tenant) -> Result<(String, ApiKeyRecord)> {
     let (key, key_record) = issue_key();
     let mut record = stored_record(app, tenant)?;
     record.keys.push(key_record.clone());
@@ -323,12 +301,12 @@ pub fn add_key(app: &AppState, tenant: &Tenant) -> Result<(String, ApiKeyRecord)
 }
 
 /// Revokes a key by id (404 when the tenant has no such key).
-pub fn revoke_key(app: &AppState, tenant: &Tenant, id: &str) -> Result<(), ApiError> {
+pub fn revoke_key(app: &AppState, tenant: &Tenant, id: &str) -> Result<()> {
     let mut record = stored_record(app, tenant)?;
     let before = record.keys.len();
     record.keys.retain(|k| k.id != id);
     if record.keys.len() == before {
-        return Err(ApiError::new(
+        return Err(Error::new(
             ErrorCode::UnknownKey,
             format!("tenant {:?} has no key {id:?}; list its keys with GET …/keys", record.name),
         ));
@@ -339,7 +317,7 @@ pub fn revoke_key(app: &AppState, tenant: &Tenant, id: &str) -> Result<(), ApiEr
 }
 
 /// Resolves, checks, stores and activates a new pipeline version.
-pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> Result<PipelineRecord, ApiError> {
+pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> Result<PipelineRecord> {
     let name = &tenant.record.name;
     let plugins = app.store.plugins(name)?;
     for (index, stage) in stages.iter_mut().enumerate() {
@@ -347,13 +325,13 @@ pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> 
         let version = match stage.version {
             Some(v) if versions.contains(&v) => v,
             Some(v) => {
-                return Err(ApiError::new(
+                return Err(Error::new(
                     ErrorCode::UnknownPlugin,
                     format!("stage {index}: plugin {:?} has no version {v} (versions: {versions:?})", stage.plugin),
                 ));
             }
             None => *versions.iter().max().ok_or_else(|| {
-                ApiError::new(
+                Error::new(
                     ErrorCode::UnknownPlugin,
                     format!(
                         "stage {index}: no plugin named {:?}; upload it with PUT …/plugins/{}",
@@ -366,7 +344,7 @@ pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> 
     }
     // Built (compiled, config checked) before anything is stored or swapped.
     let candidate = PipelineRecord { version: 0, stages: stages.clone(), created_at: 0 };
-    let mut active = pipeline::build(app, name, &candidate)?;
+    let mut active = build_pipeline(app, name, &candidate)?;
     let record = app.store.add_pipeline(name, stages)?;
     active.version = record.version;
     tenant.pipeline.store(Arc::new(active));
@@ -377,18 +355,18 @@ pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> 
 
 /// Activates a stored pipeline version (404 unknown_pipeline_version when
 /// there is none of that number).
-pub fn activate_version(app: &AppState, tenant: &Tenant, version: u32) -> Result<PipelineRecord, ApiError> {
+pub fn activate_version(app: &AppState, tenant: &Tenant, version: u32) -> Result<PipelineRecord> {
     let name = &tenant.record.name;
     let (_, versions) = app.store.pipelines(name)?;
     let unknown = || {
-        ApiError::new(
+        Error::new(
             ErrorCode::UnknownPipelineVersion,
             format!("tenant {name:?} has no pipeline version {version}; GET …/pipeline lists the versions"),
         )
     };
     let target = versions.into_iter().find(|p| p.version == version).ok_or_else(unknown)?;
     // Built before the pointer moves: a version that no longer builds changes nothing.
-    let active = pipeline::build(app, name, &target)?;
+    let active = build_pipeline(app, name, &target)?;
     let record = app.store.activate_pipeline(name, version)?.ok_or_else(unknown)?;
     tenant.pipeline.store(Arc::new(active));
     metrics::counter!("edgerec_pipeline_activations_total", "tenant" => name.clone()).increment(1);
@@ -397,16 +375,16 @@ pub fn activate_version(app: &AppState, tenant: &Tenant, version: u32) -> Result
 }
 
 /// Returns to the previously active version (409 when there is none).
-pub fn rollback(app: &AppState, tenant: &Tenant) -> Result<PipelineRecord, ApiError> {
+pub fn rollback(app: &AppState, tenant: &Tenant) -> Result<PipelineRecord> {
     let name = &tenant.record.name;
-    let no_previous = || ApiError::new(ErrorCode::Conflict, "there is no previous pipeline version to roll back to");
+    let no_previous = || Error::new(ErrorCode::Conflict, "there is no previous pipeline version to roll back to");
     let target = app.store.rollback_target(name)?.ok_or_else(no_previous)?;
     // Built before anything is committed: a version that no longer builds
     // leaves the store and the served pipeline as they were.
-    let active = pipeline::build(app, name, &target)?;
+    let active = build_pipeline(app, name, &target)?;
     let record = app.store.rollback(name)?.ok_or_else(no_previous)?;
     if record.version != target.version {
-        return Err(ApiError::internal(
+        return Err(Error::internal(
             "the rollback",
             format!("the store rolled back to {} while {} was built", record.version, target.version),
         ));

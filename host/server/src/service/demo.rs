@@ -4,28 +4,17 @@
 //! that `edgerec serve` alone gives a working recommender.
 
 use anyhow::Context;
-use edgerec_kernels::item_map::ItemMap;
-use edgerec_kernels::{Model, ModelConfig, Weights};
 use serde_json::json;
 
-use super::auth::{Operator, secret_hash};
-use super::state::AppState;
-use super::store::{ApiKeyRecord, OnErrorPolicy, StageSpec, TenantRecord, now_unix};
-use super::tenants;
+use super::access::Operator;
+use super::app::AppState;
+use super::{Error, tenants};
+use crate::clock::now_unix;
+use crate::error_code::ErrorCode;
+use crate::ids::secret_hash;
+use crate::store::{ApiKeyRecord, OnErrorPolicy, StageSpec, TenantRecord};
 
-const CONFIG: &str = include_str!("../../../examples/demo/model/config.json");
-const WEIGHTS: &[u8] = include_bytes!("../../../examples/demo/model/model.safetensors");
-const ITEMS: &str = include_str!("../../../examples/demo/model/items.json");
-const CATALOG: &str = include_str!("../../../examples/demo/catalog.jsonl");
-
-/// The bundled demo model and its item map.
-pub fn model() -> anyhow::Result<(Model, ItemMap)> {
-    let config = ModelConfig::from_json(CONFIG).context("bundled config.json")?;
-    let weights = Weights::from_safetensors(&config, WEIGHTS).context("bundled model.safetensors")?;
-    let model = Model::new(config, weights).context("bundled model")?;
-    let items = ItemMap::from_json(ITEMS).map_err(|e| anyhow::anyhow!("bundled items.json: {e}"))?;
-    Ok((model, items))
-}
+const CATALOG: &str = include_str!("../../../../examples/demo/catalog.jsonl");
 
 /// The default pipeline: in stock only, no recent purchases, at most two
 /// items per category in the top k.
@@ -43,7 +32,7 @@ fn default_stages() -> Vec<(&'static str, serde_json::Value)> {
 pub fn ensure(app: &AppState) -> anyhow::Result<()> {
     let operator = Operator::start_up();
     let env_key = std::env::var("EDGEREC_DEMO_API_KEY").ok().filter(|k| !k.is_empty());
-    let fail = |what: &str, e: super::error::ApiError| anyhow::anyhow!("demo tenant: {what}: {}", e.message);
+    let fail = |what: &str, e: Error| anyhow::anyhow!("demo tenant: {what}: {}", e.report());
     if app.has_tenant("demo") {
         if let Some(key) = env_key {
             let hash = secret_hash(&key);
@@ -75,7 +64,7 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
     match tenants::create(app, &operator, record) {
         Ok(()) => {}
         // Another host on the same shared store created it first: serve theirs.
-        Err(e) if e.code == super::error::ErrorCode::Conflict => {
+        Err(e) if e.code() == ErrorCode::Conflict => {
             tenants::sync(app, "demo").map_err(|e| fail("load", e))?;
             return Ok(());
         }

@@ -2,7 +2,7 @@
 //! servers batch: recommends of one tenant queue here, and one gatherer
 //! task per tenant takes what has queued (up to `max_batch`, waiting at most
 //! `max_wait_us` after the oldest arrived for more) into one
-//! [`recommend::encode_and_score`] call on the blocking pool.
+//! [`super::encode::encode_and_score`] call on the blocking pool.
 //!
 //! A tenant runs one batch at a time, and each batch holds one of the
 //! server's encode permits: requests that arrive while a batch computes
@@ -17,28 +17,27 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::error::ApiError;
-use crate::jobs::{self, JobKind};
-use crate::recommend::{self, EncodeRequest, Encoded};
-use crate::state::Tenant;
+use super::encode::{self, EncodeRequest, Engine, Retrieval};
+use super::jobs::{self, JobKind};
+use super::{Error, Result};
 use crate::store::Store;
 
-/// Anything a queued request keeps alive until its work ends (its permits).
-pub type Held = Box<dyn Send>;
+/// The permits a queued request keeps alive until its batch ends.
+pub type Permits = Box<dyn Send>;
 
 struct Queued {
-    // Each request carries its tenant (the same for the whole queue):
-    // the scheduler lives inside the `Tenant`, so it cannot hold it.
-    tenant: Arc<Tenant>,
     request: EncodeRequest,
-    held: Held,
+    permits: Permits,
     arrived: Instant,
-    reply: oneshot::Sender<Result<Encoded, ApiError>>,
+    reply: oneshot::Sender<Result<Retrieval>>,
 }
 
 /// One tenant's queue and gatherer (started on the first request).
 pub struct Scheduler {
     queue: OnceLock<mpsc::UnboundedSender<Queued>>,
+    /// What the batches compute with: the tenant's model, backend, item map
+    /// and caches (not the tenant, which owns this scheduler).
+    engine: Arc<Engine>,
     store: Arc<dyn Store>,
     encode_slots: Arc<Semaphore>,
     max_batch: usize,
@@ -47,8 +46,9 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler whose batches take one of `encode_slots` each.
+    /// A scheduler of `engine`'s batches, each taking one of `encode_slots`.
     pub fn new(
+        engine: Arc<Engine>,
         store: Arc<dyn Store>,
         encode_slots: Arc<Semaphore>,
         max_batch: usize,
@@ -57,6 +57,7 @@ impl Scheduler {
     ) -> Scheduler {
         Scheduler {
             queue: OnceLock::new(),
+            engine,
             store,
             encode_slots,
             max_batch: max_batch.max(1),
@@ -65,13 +66,14 @@ impl Scheduler {
         }
     }
 
-    /// Queues `request` for `tenant` and waits for its batch's answer. Must
-    /// be called inside the tokio runtime (the gatherer is a task).
-    pub async fn submit(&self, tenant: Arc<Tenant>, request: EncodeRequest, held: Held) -> Result<Encoded, ApiError> {
+    /// Queues `request` and waits for its batch's answer. Must be called
+    /// inside the tokio runtime (the gatherer is a task).
+    pub async fn submit(&self, request: EncodeRequest, permits: Permits) -> Result<Retrieval> {
         let queue = self.queue.get_or_init(|| {
             let (sender, receiver) = mpsc::unbounded_channel();
             tokio::spawn(gather(
                 receiver,
+                self.engine.clone(),
                 self.store.clone(),
                 self.encode_slots.clone(),
                 self.max_batch,
@@ -82,9 +84,9 @@ impl Scheduler {
         });
         let (reply, answer) = oneshot::channel();
         queue
-            .send(Queued { tenant, request, held, arrived: Instant::now(), reply })
-            .map_err(|_| ApiError::internal("the encode scheduler", "its gatherer stopped"))?;
-        answer.await.map_err(|_| ApiError::internal("the encode scheduler", "a batch ended without answering"))?
+            .send(Queued { request, permits, arrived: Instant::now(), reply })
+            .map_err(|_| Error::internal("the encode scheduler", "its gatherer stopped"))?;
+        answer.await.map_err(|_| Error::internal("the encode scheduler", "a batch ended without answering"))?
     }
 }
 
@@ -100,6 +102,7 @@ fn take_queued(queue: &mut mpsc::UnboundedReceiver<Queued>, batch: &mut Vec<Queu
 
 async fn gather(
     mut queue: mpsc::UnboundedReceiver<Queued>,
+    engine: Arc<Engine>,
     store: Arc<dyn Store>,
     encode_slots: Arc<Semaphore>,
     max_batch: usize,
@@ -124,19 +127,20 @@ async fn gather(
             continue;
         }
         metrics::histogram!("edgerec_batch_size").record(batch.len() as f64);
-        let store = store.clone();
+        let (engine, store) = (engine.clone(), store.clone());
         let span = tracing::info_span!("encode_batch", size = batch.len());
         let _ = jobs::run(JobKind::Encode, span, slot, move || {
-            let tenant = batch[0].tenant.clone();
             let (requests, waiting): (Vec<EncodeRequest>, Vec<_>) =
-                batch.into_iter().map(|q| (q.request, (q.reply, q.held))).unzip();
-            let results = recommend::encode_and_score(store.as_ref(), &tenant, &requests, candidates);
-            for ((reply, held), result) in waiting.into_iter().zip(results) {
+                batch.into_iter().map(|q| (q.request, (q.reply, q.permits))).unzip();
+            let results = encode::encode_and_score(store.as_ref(), &engine, &requests, candidates);
+            for ((reply, permits), result) in waiting.into_iter().zip(results) {
                 // The client may have gone; its work is done either way.
-                let _ = reply.send(result);
-                drop(held);
+                if let Err(Err(error)) = reply.send(result) {
+                    error.log_unanswered();
+                }
+                drop(permits);
             }
-            Ok(())
+            Ok::<(), Error>(())
         })
         .await;
     }

@@ -17,10 +17,12 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::auth::{MaybeOperator, Operator};
-use super::error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
-use super::state::AppState;
-use super::{model_routes, operator, storefront};
+use super::auth::{MaybeOperator, OperatorAccess};
+use super::error::{ApiError, ErrorBody, ErrorDetail};
+use super::{bounds, catalog, events, models, operator, recommend};
+use crate::error_code::ErrorCode;
+use crate::service::app::AppState;
+use crate::service::pipeline::stage_maxima;
 
 /// The document's frame: title, tags, the error schema and the bearer
 /// scheme. Its paths come from the router itself (see [`api`]).
@@ -52,7 +54,7 @@ pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::Open
         .routes(routes!(operator::put_plugin))
         .layer(DefaultBodyLimit::max(app.config.max_plugin_bytes));
     let model_uploads = OpenApiRouter::new()
-        .routes(routes!(model_routes::put_model))
+        .routes(routes!(models::put_model))
         .layer(DefaultBodyLimit::max(app.config.max_model_bytes));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
@@ -66,16 +68,16 @@ pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::Open
         .routes(routes!(operator::delete_plugin_version))
         .merge(uploads)
         .merge(model_uploads)
-        .routes(routes!(model_routes::list_models))
-        .routes(routes!(model_routes::activate_model))
-        .routes(routes!(model_routes::rollback_model))
+        .routes(routes!(models::list_models))
+        .routes(routes!(models::activate_model))
+        .routes(routes!(models::rollback_model))
         .routes(routes!(operator::put_pipeline, operator::get_pipeline))
         .routes(routes!(operator::rollback))
         .routes(routes!(operator::activate_pipeline_version))
-        .routes(routes!(storefront::recommend))
-        .routes(routes!(storefront::post_events))
-        .routes(routes!(storefront::upsert_items, storefront::list_items))
-        .routes(routes!(storefront::get_item))
+        .routes(routes!(recommend::recommend))
+        .routes(routes!(events::post_events))
+        .routes(routes!(catalog::upsert_items, catalog::list_items))
+        .routes(routes!(catalog::get_item))
         .split_for_parts()
 }
 
@@ -83,40 +85,21 @@ pub fn api(app: &Arc<AppState>) -> (Router<Arc<AppState>>, utoipa::openapi::Open
 /// that depend on this server's configuration (and clock) filled in.
 pub fn with_config(openapi: &utoipa::openapi::OpenApi, app: &AppState) -> serde_json::Value {
     let mut doc = serde_json::to_value(openapi).unwrap_or_default();
+    bounds::document_parameters(&mut doc["paths"]);
     let schemas = &mut doc["components"]["schemas"];
+    bounds::document(schemas);
     schemas["RecommendRequest"]["properties"]["k"]["maximum"] = app.config.max_k.into();
-    let latest = super::store::now_unix().saturating_add(app.config.max_future_skew_s);
+    let latest = crate::clock::now_unix().saturating_add(app.config.max_future_skew_s);
     schemas["Event"]["properties"]["ts"]["maximum"] = latest.into();
-    // Free-form maps, bounded as the handlers bound them (utoipa's derive
-    // cannot say this about a `serde_json::Map`).
-    let text = |max: usize| json!({"type": "string", "maxLength": max});
-    schemas["RecommendRequest"]["properties"]["context"] = json!({
-        "type": "object",
-        "description": "Request attributes handed to the plugins (page, locale, …).",
-        "maxProperties": storefront::MAX_CONTEXT_ENTRIES,
-        "propertyNames": text(storefront::MAX_CONTEXT_VALUE_LEN),
-        "additionalProperties": {"oneOf": [text(storefront::MAX_CONTEXT_VALUE_LEN), {"type": "boolean"}, {"type": "integer", "minimum": -1e15, "maximum": 1e15}]},
-    });
-    schemas["CatalogItem"]["properties"]["attributes"] = json!({
-        "type": "object",
-        "description": "Attributes plugins read as typed columns: numbers, booleans, strings, lists of strings.",
-        "maxProperties": storefront::MAX_ATTRIBUTES,
-        "propertyNames": {"type": "string", "minLength": 1, "maxLength": storefront::MAX_ATTRIBUTE_NAME_LEN},
-        "additionalProperties": {"oneOf": [
-            {"type": "null"}, {"type": "boolean"}, {"type": "number"},
-            text(storefront::MAX_ATTRIBUTE_STRING_LEN),
-            {"type": "array", "maxItems": storefront::MAX_ATTRIBUTE_LIST_LEN, "items": text(storefront::MAX_ATTRIBUTE_LIST_STRING_LEN)},
-        ]},
-    });
     // POST …/events needs each event's user_id (a recommend's events do not).
     let mut posted = schemas["Event"].clone();
-    posted["properties"]["user_id"] = json!({"type": "string", "minLength": 1, "maxLength": storefront::MAX_ID_LEN});
+    posted["properties"]["user_id"] = json!({"type": "string", "minLength": 1, "maxLength": bounds::MAX_ID_LEN});
     if let Some(required) = posted["required"].as_array_mut() {
         required.push("user_id".into());
     }
     schemas["PostedEvent"] = posted;
     schemas["EventsRequest"]["properties"]["events"]["items"] = json!({"$ref": "#/components/schemas/PostedEvent"});
-    let maxima = super::pipeline::stage_maxima(&app.config);
+    let maxima = stage_maxima(&app.config);
     let bounded = |min: u64, max: u64| json!({"type": "integer", "format": "int64", "minimum": min, "maximum": max});
     schemas["StageSpec"]["properties"]["limits"] = json!({
         "type": ["object", "null"],
@@ -258,7 +241,7 @@ async fn readyz(
 /// Prometheus text (operator token: the labels name tenants).
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "health")]
-async fn metrics_text(State(app): State<Arc<AppState>>, _operator: Operator) -> Result<Response, ApiError> {
+async fn metrics_text(State(app): State<Arc<AppState>>, _operator: OperatorAccess) -> Result<Response, ApiError> {
     let text = app.metrics.render();
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

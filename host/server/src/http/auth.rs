@@ -3,65 +3,24 @@
 //! extractor: an unauthenticated request is answered 401 without its body
 //! being read. A handler reaches a tenant only through [`TenantAccess`] or
 //! [`OperatorTenant`], so a route that forgets its check does not compile.
-//!
-//! Secrets are stored and compared as SHA-256 hashes: API keys and the
-//! operator token are 128-bit random strings, so a fast hash is enough (no
-//! password stretching needed), and a leaked store file reveals no usable key.
+//! Whose secret it is, the service decides ([`AppState::caller`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawPathParams};
 use axum::http::request::Parts;
-use rand::Rng;
-use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
-use crate::state::{AppState, Tenant};
-
-/// A random secret: `prefix_` then 32 hex characters (128 bits).
-pub fn new_secret(prefix: &str) -> String {
-    let bytes: [u8; 16] = rand::rng().random();
-    format!("{prefix}_{}", hex(&bytes))
-}
-
-/// A short random identifier for a stored key (not secret).
-pub fn new_key_id() -> String {
-    let bytes: [u8; 4] = rand::rng().random();
-    format!("k{}", hex(&bytes))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// The SHA-256 of a secret, as lowercase hex: what the store keeps.
-pub fn secret_hash(secret: &str) -> String {
-    hex(&Sha256::digest(secret.as_bytes()))
-}
-
-/// Compares two hashes in time independent of where they differ.
-pub fn same_hash(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+use super::error::ApiError;
+use crate::service::access::{Caller, Operator};
+use crate::service::app::{AppState, Tenant};
 
 fn bearer(parts: &Parts) -> Option<&str> {
     parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
-/// Who the presented secret belongs to.
-enum Caller {
-    Operator,
-    Tenant(String),
-}
-
 fn caller(parts: &Parts, app: &AppState) -> Result<Caller, ApiError> {
     let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-    let hash = secret_hash(token);
-    if same_hash(&hash, &app.operator_hash) {
-        return Ok(Caller::Operator);
-    }
-    app.tenant_of_key_hash(&hash).map(Caller::Tenant).ok_or_else(ApiError::unauthorized)
+    app.caller(token).ok_or_else(ApiError::unauthorized)
 }
 
 /// The `{tenant}` segment of the matched route.
@@ -76,23 +35,15 @@ async fn tenant_param(parts: &mut Parts) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::internal("resolving the tenant", "route without a {tenant} segment"))
 }
 
-/// Proof that the request carries the operator token. Only this module (and
-/// start-up code, through `Operator::start_up`) can make one.
-pub struct Operator(());
+/// The operator token, as an extractor: the service's proof of it.
+pub struct OperatorAccess(pub Operator);
 
-impl Operator {
-    /// The server itself at start-up (loading tenants, the demo tenant).
-    pub(crate) fn start_up() -> Operator {
-        Operator(())
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for Operator {
+impl FromRequestParts<Arc<AppState>> for OperatorAccess {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         match caller(parts, app)? {
-            Caller::Operator => Ok(Operator(())),
+            Caller::Operator(operator) => Ok(OperatorAccess(operator)),
             Caller::Tenant(_) => Err(ApiError::forbidden()),
         }
     }
@@ -107,7 +58,10 @@ impl FromRequestParts<Arc<AppState>> for MaybeOperator {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        Ok(MaybeOperator(matches!(caller(parts, app), Ok(Caller::Operator)).then_some(Operator(()))))
+        Ok(MaybeOperator(match caller(parts, app) {
+            Ok(Caller::Operator(operator)) => Some(operator),
+            _ => None,
+        }))
     }
 }
 
@@ -144,29 +98,8 @@ impl FromRequestParts<Arc<AppState>> for OperatorTenant {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let operator = Operator::from_request_parts(parts, app).await?;
+        let OperatorAccess(operator) = OperatorAccess::from_request_parts(parts, app).await?;
         let name = tenant_param(parts).await?;
         Ok(OperatorTenant { operator, tenant: app.lookup_tenant(&name)? })
-    }
-}
-
-/// Key hash → tenant name, for the storefront routes.
-pub type KeyIndex = HashMap<String, String>;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hashes_are_stable_hex_and_compare_exactly() {
-        let a = secret_hash("ek_0123");
-        assert_eq!(a.len(), 64);
-        assert_eq!(a, secret_hash("ek_0123"));
-        assert!(same_hash(&a, &secret_hash("ek_0123")));
-        assert!(!same_hash(&a, &secret_hash("ek_0124")));
-        assert!(!same_hash(&a, &a[..63]));
-        let secret = new_secret("ek");
-        assert!(secret.starts_with("ek_") && secret.len() == 35);
-        assert_ne!(secret, new_secret("ek"));
     }
 }

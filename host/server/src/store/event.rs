@@ -1,35 +1,30 @@
-//! The server's one event type: what a storefront sends (in a recommend or
-//! in `POST …/events`), what the store keeps and reads back, and what a
-//! history is built from. Ids stay external here: the model's ids
-//! (`edgerec_kernels::Event`) and the plugin contract's (`edgerec_runtime`)
-//! are taken from it where the history is built, because those two change
-//! with the model while a stored event must outlive it.
+//! An event as the store keeps it: what a storefront sent (the HTTP layer's
+//! `IngestEvent`, field for field), read back to build a history. Ids stay
+//! external here: the model's ids (`edgerec_kernels::Event`) and the plugin
+//! contract's (`edgerec_runtime::Event`) are taken from it where the history
+//! is built, because those two change with the model while a stored event
+//! must outlive it.
 
 use serde::{Deserialize, Serialize};
 
-/// One thing a shopper did.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+/// One thing a shopper did, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct Event {
+pub struct StoredEvent {
     /// The shopper (required in `POST …/events`, optional in recommend,
     /// where the request's `user_id` applies).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 256)]
     pub user_id: Option<String>,
     /// The client's id for this event: an event id stored before is not stored again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 256)]
     pub event_id: Option<String>,
     /// External item id.
-    #[schema(min_length = 1, max_length = 256)]
     pub item: String,
     /// Unix seconds, from 1970 to at most `max_future_skew_s` (default a day) ahead of the server clock.
-    #[serde(deserialize_with = "crate::extract::integral::required")]
-    #[schema(minimum = 0, maximum = 4102444800.0, format = Int64)]
+    #[serde(deserialize_with = "crate::integral::required")]
     pub ts: i64,
     /// view, cart, purchase, … (default `view`).
     #[serde(default = "default_action")]
-    #[schema(min_length = 1, max_length = 32)]
     pub action: String,
 }
 
@@ -43,7 +38,7 @@ mod tests {
 
     #[test]
     fn a_stored_event_reads_back_as_it_was_written_and_old_rows_still_parse() {
-        let event = Event {
+        let event = StoredEvent {
             user_id: Some("u".into()),
             event_id: Some("e-1".into()),
             item: "sku".into(),
@@ -51,10 +46,10 @@ mod tests {
             action: "cart".into(),
         };
         let bytes = serde_json::to_vec(&event).unwrap();
-        assert_eq!(serde_json::from_slice::<Event>(&bytes).unwrap(), event);
+        assert_eq!(serde_json::from_slice::<StoredEvent>(&bytes).unwrap(), event);
         // Rows written before events carried their ids: item, ts, action only.
-        let old: Event = serde_json::from_str(r#"{"item":"sku","ts":7,"action":"view"}"#).unwrap();
+        let old: StoredEvent = serde_json::from_str(r#"{"item":"sku","ts":7,"action":"view"}"#).unwrap();
         assert_eq!((old.user_id, old.event_id, old.ts), (None, None, 7));
-        assert!(serde_json::from_str::<Event>(r#"{"item":"sku","ts":7,"colour":"red"}"#).is_err());
+        assert!(serde_json::from_str::<StoredEvent>(r#"{"item":"sku","ts":7,"colour":"red"}"#).is_err());
     }
 }

@@ -12,13 +12,14 @@ use edgerec_runtime::{
     CandidateBatch, Column, ColumnValues, CompiledPlugin, Event, LimitMaxima, Limits, OnError, Pipeline, PipelineError,
     RequestContext, Runtime, RuntimeConfig, StageStatus,
 };
-use serde::Serialize;
 use serde_json::Value;
 
-use super::error::{ApiError, ErrorCode};
-use super::recommend::stage_done;
-use super::state::{AppState, Tenant};
-use super::store::{OnErrorPolicy, PipelineRecord, StageSpec};
+use super::encode::Engine;
+use super::{Error, Result};
+use crate::config::ServerConfig;
+use crate::error_code::ErrorCode;
+use crate::store::{OnErrorPolicy, PipelineRecord, StageSpec, Store};
+use crate::timing::stage_done;
 
 /// What the plugins may know about the request.
 pub struct RequestInfo {
@@ -53,15 +54,14 @@ impl ActivePipeline {
     }
 }
 
-/// What one stage did, for `explain`.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct StageTrace {
+/// What one stage did, for `explain` (and for the error of a failed stage).
+#[derive(Clone, Debug)]
+pub struct StageSummary {
     /// `plugin@version`.
     pub stage: String,
     /// `ran`, `skipped` (failed, on_error = skip: candidates passed unchanged) or `failed`.
     pub status: String,
     /// Why it failed, when it did.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
     /// Candidates in.
     pub input_len: usize,
@@ -76,15 +76,9 @@ pub struct StageTrace {
     /// Wall time of the call in microseconds.
     pub micros: f64,
     /// The stage's log lines (`level: message`), bounded by its limits.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<String>,
     /// Log lines the stage wrote beyond its limits.
-    #[serde(skip_serializing_if = "is_zero")]
     pub logs_dropped: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// The pipeline's result.
@@ -96,7 +90,7 @@ pub struct Outcome {
     /// Reason codes per kept candidate (aligned with `items`).
     pub reasons: Vec<Vec<String>>,
     /// Per-stage trace.
-    pub trace: Vec<StageTrace>,
+    pub trace: Vec<StageSummary>,
     /// The shared store could not be reached: the stages saw the attributes
     /// this host last read (none for items it never read).
     pub degraded: bool,
@@ -109,17 +103,17 @@ pub struct PluginHost {
     compiled: Mutex<HashMap<String, Arc<CompiledPlugin>>>,
 }
 
-fn invalid_plugin(error: impl std::fmt::Display) -> ApiError {
-    ApiError::new(ErrorCode::InvalidPlugin, format!("the plugin was refused: {error}"))
+fn invalid_plugin(error: impl std::fmt::Display) -> Error {
+    Error::new(ErrorCode::InvalidPlugin, format!("the plugin was refused: {error}"))
 }
 
-fn invalid_pipeline(message: String) -> ApiError {
-    ApiError::new(ErrorCode::InvalidPipeline, message)
+fn invalid_pipeline(message: String) -> Error {
+    Error::new(ErrorCode::InvalidPipeline, message)
 }
 
 impl PluginHost {
     /// A runtime whose compiled artifacts are cached under the data directory.
-    pub fn new(config: &crate::config::ServerConfig, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+    pub fn new(config: &ServerConfig, data_dir: &std::path::Path) -> anyhow::Result<Self> {
         let config = RuntimeConfig {
             cache_dir: Some(data_dir.join("plugin-cache")),
             max_upload_bytes: config.max_plugin_bytes,
@@ -131,7 +125,7 @@ impl PluginHost {
 
     /// Compiles and checks an upload for `tenant` (world, sample run);
     /// returns its content hash.
-    pub fn check(&self, bytes: &[u8], tenant: &str) -> Result<String, ApiError> {
+    pub fn check(&self, bytes: &[u8], tenant: &str) -> Result<String> {
         // The sample run is the uploading tenant's own: a plugin that behaves
         // only for other tenants' names is caught here (and the per-call
         // limits stop it anyway).
@@ -142,13 +136,13 @@ impl PluginHost {
         Ok(hash)
     }
 
-    fn plugin(&self, app: &AppState, tenant: &str, digest: &str) -> Result<Arc<CompiledPlugin>, ApiError> {
+    fn plugin(&self, store: &dyn Store, tenant: &str, digest: &str) -> Result<Arc<CompiledPlugin>> {
         if let Some(plugin) = self.compiled.lock().unwrap_or_else(PoisonError::into_inner).get(digest) {
             return Ok(plugin.clone());
         }
-        let bytes = app.store.blob(tenant, digest)?.ok_or_else(|| {
-            ApiError::internal("loading a plugin", format!("component {digest} missing from the store"))
-        })?;
+        let bytes = store
+            .blob(tenant, digest)?
+            .ok_or_else(|| Error::internal("loading a plugin", format!("component {digest} missing from the store")))?;
         let plugin = self.runtime.compile(&bytes).map_err(invalid_plugin)?;
         self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(digest.to_string(), plugin.clone());
         Ok(plugin)
@@ -158,7 +152,7 @@ impl PluginHost {
 /// The limits of a stage that sets none: the runtime's for the plugin's
 /// language, with the server's deadline (for JavaScript at least the
 /// language's own: an interpreter needs it).
-pub fn stage_defaults(config: &crate::config::ServerConfig, language: Option<&str>) -> Limits {
+pub fn stage_defaults(config: &ServerConfig, language: Option<&str>) -> Limits {
     let defaults = Limits::for_language(language);
     let deadline_us = match language {
         None => config.plugin_deadline_us,
@@ -168,15 +162,21 @@ pub fn stage_defaults(config: &crate::config::ServerConfig, language: Option<&st
 }
 
 /// The most a stage may ask for (the OpenAPI document declares the same).
-pub fn stage_maxima(config: &crate::config::ServerConfig) -> LimitMaxima {
+pub fn stage_maxima(config: &ServerConfig) -> LimitMaxima {
     let maxima = LimitMaxima::default();
     LimitMaxima { deadline_us: maxima.deadline_us.max(config.plugin_deadline_us), ..maxima }
 }
 
 /// Builds a pipeline version: every stage's plugin compiled (or reused) and
 /// its config accepted by the plugin, before anything is activated.
-pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<ActivePipeline, ApiError> {
-    let versions = app.store.plugins(tenant)?;
+pub fn build(
+    plugins: &PluginHost,
+    store: &dyn Store,
+    config: &ServerConfig,
+    tenant: &str,
+    record: &PipelineRecord,
+) -> Result<ActivePipeline> {
+    let versions = store.plugins(tenant)?;
     let mut stages = Vec::with_capacity(record.stages.len());
     for (index, spec) in record.stages.iter().enumerate() {
         let version =
@@ -186,26 +186,25 @@ pub fn build(app: &AppState, tenant: &str, record: &PipelineRecord) -> Result<Ac
                     spec.plugin, spec.version
                 ))
             })?;
-        let plugin = app.plugins.plugin(app, tenant, &version.digest)?;
-        let config = match &spec.config {
+        let plugin = plugins.plugin(store, tenant, &version.digest)?;
+        let stage_config = match &spec.config {
             Value::Null => Vec::new(),
-            other => serde_json::to_vec(other).map_err(|e| ApiError::internal("encoding a stage config", e))?,
+            other => serde_json::to_vec(other).map_err(|e| Error::internal("encoding a stage config", e))?,
         };
         let on_error = match spec.on_error {
             OnErrorPolicy::Fail => OnError::Fail,
             OnErrorPolicy::Skip => OnError::Skip,
         };
-        let defaults = stage_defaults(&app.config, plugin.language());
-        let maxima = stage_maxima(&app.config);
+        let defaults = stage_defaults(config, plugin.language());
+        let maxima = stage_maxima(config);
         let limits = match &spec.limits {
             Some(given) => given.resolve(&defaults, &maxima),
             None => defaults.check(&maxima).map(|()| defaults),
         }
         .map_err(|e| invalid_pipeline(format!("stage {index} ({}): limits: {e}", spec.plugin)))?;
-        let stage = app
-            .plugins
+        let stage = plugins
             .runtime
-            .stage(plugin, config, on_error, limits)
+            .stage(plugin, stage_config, on_error, limits)
             .map_err(|e| invalid_pipeline(format!("stage {index} ({}@{}): {e}", spec.plugin, version.version)))?;
         stages.push(stage);
     }
@@ -238,13 +237,13 @@ fn column(name: &str, values: &[Option<&Value>]) -> Column {
 
 /// Runs the pipeline over the candidates (model ids) and returns them re-ranked.
 pub fn run(
-    app: &AppState,
-    tenant: &Tenant,
+    plugins: &PluginHost,
+    engine: &Engine,
     active: &ActivePipeline,
     info: &RequestInfo,
     candidates: Vec<Scored>,
     explain: bool,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome> {
     if active.pipeline.stages.is_empty() {
         let reasons = vec![Vec::new(); candidates.len()];
         return Ok(Outcome { version: active.version, items: candidates, reasons, trace: Vec::new(), degraded: false });
@@ -252,32 +251,15 @@ pub fn run(
     let span = tracing::info_span!("plugins", pipeline_version = active.version, stages = active.specs.len());
     let _entered = span.enter();
     let start = Instant::now();
-    let external = |id: u64| tenant.items.external(id as u32).unwrap_or("").to_string();
+    let external = |id: u64| engine.items.external(id as u32).unwrap_or("").to_string();
     let required = active.pipeline.required_columns();
     let mut columns = Vec::with_capacity(required.len());
     let mut degraded = false;
     if !required.is_empty() {
         let ids: Vec<String> = candidates.iter().map(|c| external(c.item as u64)).collect();
-        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
-        let attributes = match app.store.items_many(&tenant.record.name, &refs) {
-            Ok(attributes) => {
-                // Written only when the catalog changed: a deep clone and a
-                // cache insert per candidate on every request were ~5 % of
-                // the recommend route under load (`perf`, bench http).
-                for (id, value) in ids.iter().zip(&attributes) {
-                    if tenant.attributes.get(id).is_none_or(|cached| *cached != *value) {
-                        tenant.attributes.insert(id.clone(), Arc::new(value.clone()));
-                    }
-                }
-                attributes
-            }
-            // The edge keeps answering while the core is away, on what it last read.
-            Err(error) if error.is_unavailable() => {
-                degraded = true;
-                ids.iter().map(|id| tenant.attributes.get(id).and_then(|cached| Option::clone(&cached))).collect()
-            }
-            Err(error) => return Err(error.into()),
-        };
+        let attributes = engine.catalog.attributes(&ids)?;
+        degraded = attributes.degraded;
+        let attributes = attributes.values;
         for name in &required {
             let values: Vec<Option<&Value>> =
                 attributes.iter().map(|a| a.as_ref().and_then(|a| a.get(name)).filter(|v| !v.is_null())).collect();
@@ -304,14 +286,14 @@ pub fn run(
             .map(|(item, action, ts)| Event { item: *item as u64, action: action.clone(), ts: *ts })
             .collect(),
     };
-    let result = app.plugins.runtime.run_pipeline(&active.pipeline, &ctx, &batch);
+    let result = plugins.runtime.run_pipeline(&active.pipeline, &ctx, &batch);
     let (outcome, traces) = match result {
         Ok(outcome) => {
             let traces = outcome.stages.clone();
             (Some(outcome), traces)
         }
         Err(PipelineError::StageFailed { trace, .. }) => (None, trace),
-        Err(PipelineError::Input(e)) => return Err(ApiError::internal("building the candidate batch", e)),
+        Err(PipelineError::Input(e)) => return Err(Error::internal("building the candidate batch", e)),
     };
     let mut trace = Vec::with_capacity(traces.len());
     for t in &traces {
@@ -340,7 +322,7 @@ pub fn run(
                 .increment(1);
         }
         if explain || failure.is_some() {
-            trace.push(StageTrace {
+            trace.push(StageSummary {
                 stage,
                 status: status.to_string(),
                 failure,
@@ -358,7 +340,7 @@ pub fn run(
     stage_done("plugins", start);
     let Some(outcome) = outcome else {
         let failed = trace.last().map(|t| format!("{}: {}", t.stage, t.failure.clone().unwrap_or_default()));
-        return Err(ApiError::new(
+        return Err(Error::new(
             ErrorCode::PluginFailed,
             format!(
                 "a stage with on_error = fail failed ({}); fix or roll back the pipeline",

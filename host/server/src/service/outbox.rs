@@ -18,9 +18,7 @@ use std::time::Duration;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
-use crate::state::AppState;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError, StoredEvent};
 
 /// Queued batches: arrival sequence → JSON [`Queued`].
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
@@ -35,7 +33,7 @@ const IDLE: Duration = Duration::from_millis(50);
 #[derive(Serialize, Deserialize)]
 struct Queued {
     tenant: String,
-    events: Vec<Event>,
+    events: Vec<StoredEvent>,
     batch_key: String,
     keep: usize,
 }
@@ -63,7 +61,7 @@ impl Outbox {
     }
 
     /// Queues a batch durably (committed and fsync'd on return).
-    pub fn push(&self, tenant: &str, events: &[Event], batch_key: &str, keep: usize) -> Result<(), StoreError> {
+    pub fn push(&self, tenant: &str, events: &[StoredEvent], batch_key: &str, keep: usize) -> Result<(), StoreError> {
         let queued =
             Queued { tenant: tenant.to_string(), events: events.to_vec(), batch_key: batch_key.to_string(), keep };
         let txn = self.db.begin_write()?;
@@ -106,16 +104,16 @@ impl Outbox {
     }
 }
 
-/// Forwards queued batches to the store, oldest first, on a thread of its own.
-pub fn start_forwarder(app: Arc<AppState>) {
-    let spawned = std::thread::Builder::new().name("edgerec-outbox".into()).spawn(move || forward(&app));
+/// Forwards `outbox`'s batches to `store`, oldest first, on a thread of its own.
+pub fn start_forwarder(outbox: Arc<Outbox>, store: Arc<dyn Store>) {
+    let spawned =
+        std::thread::Builder::new().name("edgerec-outbox".into()).spawn(move || forward(&outbox, store.as_ref()));
     if let Err(error) = spawned {
         tracing::error!(%error, "cannot start the outbox forwarder: queued events stay queued until a restart");
     }
 }
 
-fn forward(app: &AppState) {
-    let Some(outbox) = app.outbox.as_ref() else { return };
+fn forward(outbox: &Outbox, store: &dyn Store) {
     loop {
         let front = match outbox.front(FORWARD_AT_ONCE) {
             Ok(front) => front,
@@ -132,7 +130,7 @@ fn forward(app: &AppState) {
         let mut forwarded = Vec::with_capacity(front.len());
         let mut pause = None;
         for (seq, batch) in front {
-            match app.store.append_events(&batch.tenant, &batch.events, Some(&batch.batch_key), batch.keep) {
+            match store.append_events(&batch.tenant, &batch.events, Some(&batch.batch_key), batch.keep) {
                 Ok(outcome) => {
                     tracing::debug!(
                         tenant = %batch.tenant, accepted = outcome.accepted, duplicates = outcome.duplicates,

@@ -1,96 +1,45 @@
-//! Shared server state: tenants (model, item map, active pipeline), the
-//! store, credentials, the encoder-state cache and the concurrency limits.
+//! The service's state: the tenant registry (each tenant's engine, active
+//! pipeline and caches), the store, credentials and the concurrency limits.
+//! Built whole by [`AppState::new`]; the HTTP layer holds it in an `Arc`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use arc_swap::ArcSwap;
-use edgerec_kernels::item_map::ItemMap;
-use edgerec_kernels::{Backend, BackendState, Model};
 use tokio::sync::Semaphore;
 
-use super::auth::{KeyIndex, Operator};
-use super::config::ServerConfig;
-use super::error::ApiError;
-use super::pipeline::ActivePipeline;
+use super::access::{Caller, Operator};
+use super::encode::Engine;
+use super::outbox::Outbox;
+use super::pipeline::{ActivePipeline, PluginHost};
 use super::quota::Quotas;
-use super::store::{Store, TenantRecord};
-
-/// One user's cached encoder state and the embedding of its last encode.
-pub struct CachedUser {
-    /// The state (kept window and per-layer keys/values), where the
-    /// tenant's backend keeps it (host or device memory).
-    pub state: BackendState,
-    /// The embedding at `state.query_time()`.
-    pub embedding: Vec<f32>,
-}
-
-/// One tenant's per-user encoder states (key: user id), bounded by their size in bytes.
-pub type UserCache = moka::sync::Cache<String, Arc<Mutex<CachedUser>>>;
+use super::scheduler::Scheduler;
+use super::{Error, Result};
+use crate::config::ServerConfig;
+use crate::ids::{same_hash, secret_hash};
+use crate::store::{ApiKeyRecord, Store, TenantRecord};
 
 /// A tenant loaded in memory.
 pub struct Tenant {
     /// As stored.
     pub record: TenantRecord,
-    /// The tenant's model.
-    pub model: Arc<Model>,
+    /// What encodes and scores for it: model, backend, item map, encoder
+    /// states. Shared with its scheduler.
+    pub engine: Arc<Engine>,
     /// The uploaded model version it is (`None`: the record's base model).
     pub model_version: Option<String>,
-    /// The engine that encodes and scores for this tenant.
-    pub backend: Arc<dyn Backend>,
     /// Gathers this tenant's concurrent recommends into backend batches.
-    pub scheduler: super::scheduler::Scheduler,
-    /// External ↔ model item ids.
-    pub items: Arc<ItemMap>,
+    pub scheduler: Scheduler,
     /// The active pipeline; swapped atomically, each request keeps the `Arc`
     /// it loaded. Shared with the tenant a model swap replaces.
     pub pipeline: Arc<ArcSwap<ActivePipeline>>,
     /// Serialises pipeline activations and key changes of this tenant.
     pub activation: Arc<tokio::sync::Mutex<()>>,
-    /// This tenant's encoder states: its own byte bound (host and device
-    /// bytes together), so that one tenant's users never evict another's;
-    /// an evicted user is encoded from scratch on their next request.
-    pub cache: UserCache,
-    /// Catalog attributes of the candidates this host last read (item →
-    /// attributes, `None`: not in the catalog): what the pipeline sees while
-    /// the shared store is unreachable. Never read otherwise. Bounded in
-    /// bytes per tenant (`attribute_cache_bytes`).
-    pub attributes: AttributeCache,
     /// This tenant's share of the plugin slots
     /// (`tenant_plugin_concurrency`): its recommends wait for one of these
     /// before they take one of the server's, so that they never hold them all.
     pub plugin_share: Arc<Semaphore>,
-}
-
-/// A tenant's last-read catalog attributes, weighed by their size in bytes.
-/// Shared (`Arc`) so that checking an entry against a fresh read clones nothing.
-pub type AttributeCache = moka::sync::Cache<String, Arc<Option<serde_json::Value>>>;
-
-/// Bytes an attribute entry is weighed at: its id, its JSON text and a
-/// fixed overhead per entry (the map's node and the `Value` tree around the text).
-pub fn attribute_weight(id: &str, value: &Option<serde_json::Value>) -> u32 {
-    const ENTRY_OVERHEAD: usize = 128;
-    let json = value.as_ref().map_or(0, json_len);
-    u32::try_from(id.len() + json + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
-}
-
-/// The length of `value`'s compact JSON text, without building the text.
-pub fn json_len(value: &serde_json::Value) -> usize {
-    struct Counter(usize);
-    impl std::io::Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len();
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    // Writing a `Value` to a sink that never fails cannot fail.
-    let _ = serde_json::to_writer(&mut counter, value);
-    counter.0
 }
 
 /// A tenant as the server holds it: serving, or refused with the reason it
@@ -105,7 +54,10 @@ pub enum TenantSlot {
     },
 }
 
-/// Everything the handlers share.
+/// API key hash → tenant name, for the storefront routes.
+type KeyIndex = HashMap<String, String>;
+
+/// Everything the service shares.
 pub struct AppState {
     /// The resolved configuration.
     pub config: ServerConfig,
@@ -129,7 +81,7 @@ pub struct AppState {
     /// permit until it ends, even when its client stopped waiting.
     pub upload_slots: Arc<Semaphore>,
     /// The compiler/runner of plugin components.
-    pub plugins: super::pipeline::PluginHost,
+    pub plugins: PluginHost,
     /// Renders /metrics.
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// False until start-up finished and after shutdown began.
@@ -139,7 +91,7 @@ pub struct AppState {
     pub store_reachable: AtomicBool,
     /// Event batches acknowledged while the shared store was unreachable
     /// (shared stores only).
-    pub outbox: Option<super::outbox::Outbox>,
+    pub outbox: Option<Arc<Outbox>>,
 }
 
 impl AppState {
@@ -148,7 +100,8 @@ impl AppState {
         config: ServerConfig,
         store: Arc<dyn Store>,
         operator_hash: String,
-        plugins: super::pipeline::PluginHost,
+        plugins: PluginHost,
+        outbox: Option<Arc<Outbox>>,
         metrics: metrics_exporter_prometheus::PrometheusHandle,
     ) -> AppState {
         AppState {
@@ -161,7 +114,7 @@ impl AppState {
             metrics,
             ready: AtomicBool::new(false),
             store_reachable: AtomicBool::new(true),
-            outbox: None,
+            outbox,
             tenants: RwLock::default(),
             keys: RwLock::default(),
             operator_hash,
@@ -170,48 +123,34 @@ impl AppState {
         }
     }
 
-    /// A tenant's cache bounded by `cache_bytes`, weighing each user by its state's size.
-    pub fn user_cache(cache_bytes: u64) -> UserCache {
-        moka::sync::Cache::builder()
-            .max_capacity(cache_bytes)
-            .weigher(|_key: &String, value: &Arc<Mutex<CachedUser>>| {
-                let bytes =
-                    value.lock().map_or(0, |u| u.state.host_bytes() + u.state.device_bytes() + u.embedding.len() * 4);
-                u32::try_from(bytes).unwrap_or(u32::MAX)
-            })
-            .build()
-    }
-
-    /// A tenant's attribute cache bounded by `bytes`, weighing each entry by its size.
-    pub fn attribute_cache(bytes: u64) -> AttributeCache {
-        moka::sync::Cache::builder()
-            .max_capacity(bytes)
-            .weigher(|id: &String, value: &Arc<Option<serde_json::Value>>| attribute_weight(id, value))
-            .build()
-    }
-
     /// Whether the server is ready for traffic.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
 
-    /// The tenant whose API key hashes to `hash`.
-    pub(crate) fn tenant_of_key_hash(&self, hash: &str) -> Option<String> {
-        self.keys.read().unwrap_or_else(PoisonError::into_inner).get(hash).cloned()
+    /// The owner of `secret` (the operator token or a tenant's storefront
+    /// key), or `None` when it opens nothing.
+    pub fn caller(&self, secret: &str) -> Option<Caller> {
+        let hash = secret_hash(secret);
+        if same_hash(&hash, &self.operator_hash) {
+            return Some(Caller::Operator(Operator::verified()));
+        }
+        self.keys.read().unwrap_or_else(PoisonError::into_inner).get(&hash).cloned().map(Caller::Tenant)
     }
 
     /// A tenant by name: 404 when unknown, 503 when it could not load.
-    /// Reached by handlers only through the extractors of [`crate::auth`].
-    pub(crate) fn lookup_tenant(&self, name: &str) -> Result<Arc<Tenant>, ApiError> {
+    /// Reached by handlers only through the HTTP layer's extractors, after
+    /// the caller's key or token was checked.
+    pub(crate) fn lookup_tenant(&self, name: &str) -> Result<Arc<Tenant>> {
         match self.tenants.read().unwrap_or_else(PoisonError::into_inner).get(name) {
             Some(TenantSlot::Ready(tenant)) => Ok(tenant.clone()),
-            Some(TenantSlot::Unavailable { reason }) => Err(ApiError::tenant_unavailable(name, reason)),
-            None => Err(ApiError::unknown_tenant(name)),
+            Some(TenantSlot::Unavailable { reason }) => Err(Error::tenant_unavailable(name, reason)),
+            None => Err(Error::unknown_tenant(name)),
         }
     }
 
     /// A tenant by name, for the operator (and start-up code).
-    pub fn tenant(&self, _operator: &Operator, name: &str) -> Result<Arc<Tenant>, ApiError> {
+    pub fn tenant(&self, _operator: &Operator, name: &str) -> Result<Arc<Tenant>> {
         self.lookup_tenant(name)
     }
 
@@ -259,7 +198,7 @@ impl AppState {
     }
 
     /// Replaces the keys that open a tenant's storefront routes.
-    pub fn set_tenant_keys(&self, name: &str, records: &[crate::store::ApiKeyRecord]) {
+    pub fn set_tenant_keys(&self, name: &str, records: &[ApiKeyRecord]) {
         let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
         keys.retain(|_, owner| owner != name);
         for key in records {

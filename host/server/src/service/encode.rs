@@ -1,30 +1,73 @@
-//! The recommend path minus HTTP: history (stored events merged with the
+//! A recommend's retrieval: history (stored events merged with the
 //! request's), then encode (through the per-user cache) and score through the
 //! tenant's backend, for one request or a batch of them (see
-//! [`crate::scheduler`]). Everything here blocks (disk, math) and runs on
+//! [`super::scheduler`]). Everything here blocks (disk, math) and runs on
 //! tokio's blocking pool.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use edgerec_kernels::{AppendRequest, BackendError, Event, InputError, Scored, UserHistory};
+use edgerec_kernels::item_map::ItemMap;
+use edgerec_kernels::{
+    AppendRequest, Backend, BackendError, BackendState, Event as ModelEvent, InputError, Model, Scored, UserHistory,
+};
 
-use super::error::{ApiError, ErrorCode};
-use super::state::{CachedUser, Tenant};
-use super::store::Store;
-use crate::event::Event as ShopperEvent;
+use super::catalog::CatalogReader;
+use super::{Error, Result};
+use crate::error_code::ErrorCode;
+use crate::store::{Store, StoredEvent};
+use crate::timing::stage_done;
 
-/// Records the time of one stage as a metric (the span records it for traces).
-pub fn stage_done(stage: &'static str, start: Instant) {
-    metrics::histogram!("edgerec_stage_seconds", "stage" => stage).record(start.elapsed().as_secs_f64());
+/// One user's cached encoder state and the embedding of its last encode.
+pub struct CachedUser {
+    /// The state (kept window and per-layer keys/values), where the
+    /// tenant's backend keeps it (host or device memory).
+    pub state: BackendState,
+    /// The embedding at `state.query_time()`.
+    pub embedding: Vec<f32>,
+}
+
+/// One tenant's per-user encoder states (key: user id), bounded by their size in bytes.
+pub type UserCache = moka::sync::Cache<String, Arc<Mutex<CachedUser>>>;
+
+/// What encodes and scores for one tenant: its model, the backend that
+/// runs it, its item map, its encoder states and its catalog. The tenant
+/// and its scheduler share one.
+pub struct Engine {
+    /// The tenant's name (store keys, logs).
+    pub tenant: String,
+    /// The model.
+    pub model: Arc<Model>,
+    /// The backend that encodes and scores with it.
+    pub backend: Arc<dyn Backend>,
+    /// External ↔ model item ids.
+    pub items: Arc<ItemMap>,
+    /// This tenant's encoder states: its own byte bound (host and device
+    /// bytes together), so that one tenant's users never evict another's;
+    /// an evicted user is encoded from scratch on their next request.
+    pub cache: UserCache,
+    /// The catalog, for items the model does not know.
+    pub catalog: CatalogReader,
+}
+
+/// A tenant's cache bounded by `cache_bytes`, weighing each user by its state's size.
+pub fn user_cache(cache_bytes: u64) -> UserCache {
+    moka::sync::Cache::builder()
+        .max_capacity(cache_bytes)
+        .weigher(|_key: &String, value: &Arc<Mutex<CachedUser>>| {
+            let bytes =
+                value.lock().map_or(0, |u| u.state.host_bytes() + u.state.device_bytes() + u.embedding.len() * 4);
+            u32::try_from(bytes).unwrap_or(u32::MAX)
+        })
+        .build()
 }
 
 /// A user's history ready for the model: model-id events in the kept window
 /// (sorted by time, last ≤ L) and their actions (for the plugins' context).
 pub struct History {
     /// Kept window, model ids.
-    pub events: Vec<Event>,
+    pub events: Vec<ModelEvent>,
     /// Action of each kept event.
     pub actions: Vec<String>,
     /// The query time used.
@@ -40,19 +83,19 @@ pub struct History {
 /// cannot encode them); items known to neither are a 404 unknown_item.
 pub fn build_history(
     store: &dyn Store,
-    tenant: &Tenant,
+    engine: &Engine,
     user: Option<&str>,
-    request_events: &[ShopperEvent],
+    request_events: &[StoredEvent],
     query_time: Option<i64>,
-) -> Result<History, ApiError> {
+) -> Result<History> {
     let _span = tracing::info_span!("history").entered();
     let start = Instant::now();
-    let max_len = tenant.model.config.max_seq_len;
+    let max_len = engine.model.config.max_seq_len;
     let mut degraded = false;
-    let mut merged: Vec<ShopperEvent> = match user {
+    let mut merged: Vec<StoredEvent> = match user {
         // Twice L by arrival: events arrive roughly in time order, and the
         // sort below then keeps the newest L by timestamp.
-        Some(user) => match store.recent_events(&tenant.record.name, user, 2 * max_len) {
+        Some(user) => match store.recent_events(&engine.tenant, user, 2 * max_len) {
             Ok(events) => events,
             // The edge keeps answering while the core is away.
             Err(error) if error.is_unavailable() => {
@@ -68,14 +111,14 @@ pub fn build_history(
     let mut events = Vec::with_capacity(merged.len());
     let mut actions = Vec::with_capacity(merged.len());
     for e in &merged {
-        match tenant.items.internal(&e.item) {
+        match engine.items.internal(&e.item) {
             Some(item) => {
-                events.push(Event { item, ts: e.ts });
+                events.push(ModelEvent { item, ts: e.ts });
                 actions.push(e.action.clone());
             }
-            None => match store.item(&tenant.record.name, &e.item) {
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(ApiError::unknown_item(&e.item)),
+            None => match engine.catalog.contains(&e.item) {
+                Ok(true) => {}
+                Ok(false) => return Err(Error::unknown_item(&e.item)),
                 // Unknown to the model either way: skipped, as a catalog item would be.
                 Err(error) if error.is_unavailable() => degraded = true,
                 Err(error) => return Err(error.into()),
@@ -91,14 +134,14 @@ pub fn build_history(
     let query_time = match (query_time, last_ts) {
         (Some(q), Some(last)) => q.max(last),
         (Some(q), None) => q,
-        (None, Some(last)) => super::store::now_unix().max(last),
-        (None, None) => super::store::now_unix(),
+        (None, Some(last)) => crate::clock::now_unix().max(last),
+        (None, None) => crate::clock::now_unix(),
     };
     stage_done("history", start);
     Ok(History { events, actions, query_time, degraded })
 }
 
-fn input_error(error: InputError) -> ApiError {
+fn input_error(error: InputError) -> Error {
     let code = match error {
         InputError::NoEvents => ErrorCode::EmptyHistory,
         _ => ErrorCode::BadRequest,
@@ -107,13 +150,13 @@ fn input_error(error: InputError) -> ApiError {
         InputError::NoEvents => "the user has no history the model knows: send `events` (items of the model's catalog) or a `user_id` with stored events".to_string(),
         other => other.to_string(),
     };
-    ApiError::new(code, message)
+    Error::new(code, message)
 }
 
-fn backend_error(error: BackendError) -> ApiError {
+fn backend_error(error: BackendError) -> Error {
     match error {
         BackendError::Input(batch) => input_error(batch.source),
-        other => ApiError::internal("the encoding backend", other),
+        other => Error::internal("the encoding backend", other),
     }
 }
 
@@ -123,13 +166,13 @@ pub struct EncodeRequest {
     /// their encoder state is cached.
     pub user: Option<String>,
     /// The request's own events.
-    pub events: Vec<ShopperEvent>,
+    pub events: Vec<StoredEvent>,
     /// The request's time (default: now, never before the newest event).
     pub query_time: Option<i64>,
 }
 
-/// What the engine answers one recommend: its history and the model's candidates.
-pub struct Encoded {
+/// What retrieval answers one recommend: its history and the model's candidates.
+pub struct Retrieval {
     /// The history the model saw.
     pub history: History,
     /// The model's best `candidates` items, the history's items excluded.
@@ -143,15 +186,15 @@ pub struct Encoded {
 /// request, in order; a bad request fails only itself.
 pub fn encode_and_score(
     store: &dyn Store,
-    tenant: &Tenant,
+    engine: &Engine,
     requests: &[EncodeRequest],
     candidates: usize,
-) -> Vec<Result<Encoded, ApiError>> {
-    let histories: Vec<Result<History, ApiError>> =
-        requests.iter().map(|r| build_history(store, tenant, r.user.as_deref(), &r.events, r.query_time)).collect();
+) -> Vec<Result<Retrieval>> {
+    let histories: Vec<Result<History>> =
+        requests.iter().map(|r| build_history(store, engine, r.user.as_deref(), &r.events, r.query_time)).collect();
     let _span = tracing::info_span!("encode", batch = requests.len()).entered();
     let start = Instant::now();
-    let mut embeddings: Vec<Option<Result<Vec<f32>, ApiError>>> = (0..requests.len()).map(|_| None).collect();
+    let mut embeddings: Vec<Option<Result<Vec<f32>>>> = (0..requests.len()).map(|_| None).collect();
     for (i, history) in histories.iter().enumerate() {
         if let Ok(history) = history
             && history.events.is_empty()
@@ -159,11 +202,10 @@ pub fn encode_and_score(
             embeddings[i] = Some(Err(input_error(InputError::NoEvents)));
         }
     }
-    let pending =
-        |embeddings: &[Option<Result<Vec<f32>, ApiError>>], i: usize| embeddings[i].is_none() && histories[i].is_ok();
+    let pending = |embeddings: &[Option<Result<Vec<f32>>>], i: usize| embeddings[i].is_none() && histories[i].is_ok();
     let anonymous: Vec<usize> =
         (0..requests.len()).filter(|&i| requests[i].user.is_none() && pending(&embeddings, i)).collect();
-    encode_anonymous(tenant, &histories, &anonymous, &mut embeddings);
+    encode_anonymous(engine, &histories, &anonymous, &mut embeddings);
     // A user twice in one batch: the second request sees the state the
     // first left, so each round takes every user once.
     loop {
@@ -175,7 +217,7 @@ pub fn encode_and_score(
         if round.is_empty() {
             break;
         }
-        encode_known(tenant, requests, &histories, &round, &mut embeddings);
+        encode_known(engine, requests, &histories, &round, &mut embeddings);
     }
     stage_done("encode", start);
     drop(_span);
@@ -183,7 +225,7 @@ pub fn encode_and_score(
     let _span = tracing::info_span!("score", candidates).entered();
     let start = Instant::now();
     let scored: Vec<usize> = (0..requests.len()).filter(|&i| matches!(embeddings[i], Some(Ok(_)))).collect();
-    let mut lists: Vec<Option<Result<Vec<Scored>, ApiError>>> = (0..requests.len()).map(|_| None).collect();
+    let mut lists: Vec<Option<Result<Vec<Scored>>>> = (0..requests.len()).map(|_| None).collect();
     if !scored.is_empty() {
         let excludes: Vec<Vec<u32>> = scored
             .iter()
@@ -192,7 +234,7 @@ pub fn encode_and_score(
         let exclude: Vec<&[u32]> = excludes.iter().map(Vec::as_slice).collect();
         let vectors: Vec<Vec<f32>> =
             scored.iter().filter_map(|&i| embeddings[i].as_ref().and_then(|e| e.as_ref().ok()).cloned()).collect();
-        match tenant.backend.top_k_batch(&vectors, candidates, &exclude) {
+        match engine.backend.top_k_batch(&vectors, candidates, &exclude) {
             Ok(results) => {
                 for (&i, list) in scored.iter().zip(results) {
                     lists[i] = Some(Ok(list));
@@ -215,8 +257,8 @@ pub fn encode_and_score(
         .enumerate()
         .map(|(i, ((history, embedding), list))| match (history, embedding, list) {
             (Err(e), _, _) | (_, Some(Err(e)), _) | (_, _, Some(Err(e))) => Err(e),
-            (Ok(history), Some(Ok(_)), Some(Ok(candidates))) => Ok(Encoded { history, candidates }),
-            _ => Err(ApiError::internal("the encode batch", format!("request {i} got no result"))),
+            (Ok(history), Some(Ok(_)), Some(Ok(candidates))) => Ok(Retrieval { history, candidates }),
+            _ => Err(Error::internal("the encode batch", format!("request {i} got no result"))),
         })
         .collect()
 }
@@ -224,10 +266,10 @@ pub fn encode_and_score(
 /// Users without an id: one stacked `encode_batch`, nothing cached. An
 /// input error names its user; that one fails and the rest are retried.
 fn encode_anonymous(
-    tenant: &Tenant,
-    histories: &[Result<History, ApiError>],
+    engine: &Engine,
+    histories: &[Result<History>],
     indices: &[usize],
-    embeddings: &mut [Option<Result<Vec<f32>, ApiError>>],
+    embeddings: &mut [Option<Result<Vec<f32>>>],
 ) {
     let mut left: Vec<usize> = indices.to_vec();
     while !left.is_empty() {
@@ -236,7 +278,7 @@ fn encode_anonymous(
             .filter_map(|&i| histories[i].as_ref().ok())
             .map(|h| UserHistory { events: &h.events, query_time: h.query_time })
             .collect();
-        match tenant.backend.encode_batch(&users) {
+        match engine.backend.encode_batch(&users) {
             Ok(vectors) => {
                 for (&i, vector) in left.iter().zip(vectors) {
                     embeddings[i] = Some(Ok(vector));
@@ -263,17 +305,17 @@ fn encode_anonymous(
 /// the users whose cached window is a prefix of their new one, and a fresh
 /// state for the rest (new, evicted, or whose window slid).
 fn encode_known(
-    tenant: &Tenant,
+    engine: &Engine,
     requests: &[EncodeRequest],
-    histories: &[Result<History, ApiError>],
+    histories: &[Result<History>],
     round: &[usize],
-    embeddings: &mut [Option<Result<Vec<f32>, ApiError>>],
+    embeddings: &mut [Option<Result<Vec<f32>>>],
 ) {
     let mut appends: Vec<(usize, Arc<Mutex<CachedUser>>)> = Vec::new();
     let mut fresh: Vec<usize> = Vec::new();
     for &i in round {
         let (Some(user), Ok(history)) = (requests[i].user.as_deref(), &histories[i]) else { continue };
-        let Some(entry) = tenant.cache.get(user) else {
+        let Some(entry) = engine.cache.get(user) else {
             fresh.push(i);
             continue;
         };
@@ -293,20 +335,20 @@ fn encode_known(
         // Distinct users, so distinct locks: holding them all cannot deadlock.
         // The prefix is checked again under the lock: an unbatched request
         // of the same user may have moved the state since.
-        let mut guards: Vec<Locked<'_>> = Vec::new();
+        let mut guards: Vec<AppendSlot<'_>> = Vec::new();
         for (i, entry) in &appends {
             let guard = lock(entry);
             let Ok(history) = &histories[*i] else { continue };
             let kept = guard.state.events();
             if history.events.len() >= kept.len() && history.events[..kept.len()] == *kept {
-                guards.push((*i, entry, history, guard));
+                guards.push(AppendSlot { index: *i, entry, history, guard });
             } else {
                 fresh.push(*i);
             }
         }
         let mut calls: Vec<AppendRequest<'_>> = guards
             .iter_mut()
-            .map(|(_, _, history, guard)| {
+            .map(|AppendSlot { history, guard, .. }| {
                 let kept = guard.state.events().len();
                 AppendRequest {
                     state: &mut guard.state,
@@ -315,10 +357,10 @@ fn encode_known(
                 }
             })
             .collect();
-        let results = tenant.backend.append_batch(&mut calls);
+        let results = engine.backend.append_batch(&mut calls);
         drop(calls);
         let mut updated = Vec::with_capacity(guards.len());
-        for ((i, entry, _, mut guard), result) in guards.into_iter().zip(results) {
+        for (AppendSlot { index: i, entry, mut guard, .. }, result) in guards.into_iter().zip(results) {
             embeddings[i] = Some(match result {
                 Ok(vector) => {
                     guard.embedding.clone_from(&vector);
@@ -332,15 +374,15 @@ fn encode_known(
         for (i, entry) in updated {
             // Re-inserting re-weighs the grown state against the byte bound.
             if let Some(user) = &requests[i].user {
-                tenant.cache.insert(user.clone(), entry);
+                engine.cache.insert(user.clone(), entry);
             }
         }
     }
     for i in fresh {
         let (Some(user), Ok(history)) = (&requests[i].user, &histories[i]) else { continue };
-        embeddings[i] = Some(match tenant.backend.new_state(&history.events, history.query_time) {
+        embeddings[i] = Some(match engine.backend.new_state(&history.events, history.query_time) {
             Ok((state, vector)) => {
-                tenant
+                engine
                     .cache
                     .insert(user.clone(), Arc::new(Mutex::new(CachedUser { state, embedding: vector.clone() })));
                 metrics::counter!("edgerec_encoder_cache_total", "result" => "miss").increment(1);
@@ -351,9 +393,17 @@ fn encode_known(
     }
 }
 
-/// A user of an append batch: request index, cache entry, new history, and
-/// the entry's lock, held until the batch's results are written back.
-type Locked<'a> = (usize, &'a Arc<Mutex<CachedUser>>, &'a History, MutexGuard<'a, CachedUser>);
+/// A user of an append batch, locked until the batch's results are written back.
+struct AppendSlot<'a> {
+    /// The request's index in the batch.
+    index: usize,
+    /// The user's cache entry.
+    entry: &'a Arc<Mutex<CachedUser>>,
+    /// The user's new history.
+    history: &'a History,
+    /// The entry's lock.
+    guard: MutexGuard<'a, CachedUser>,
+}
 
 /// A poisoned entry is still a consistent state: a failed append leaves it unchanged.
 fn lock(entry: &Mutex<CachedUser>) -> MutexGuard<'_, CachedUser> {

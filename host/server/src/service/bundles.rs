@@ -8,18 +8,22 @@
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 
-use edgerec_kernels::Model;
+use anyhow::Context;
 use edgerec_kernels::item_map::ItemMap;
+use edgerec_kernels::{Model, ModelConfig, Weights};
+use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, ErrorCode};
-use super::state::AppState;
-use super::store::ModelVersion;
+use super::app::AppState;
+use super::jobs::Abandoned;
+use super::{Error, Result};
+use crate::error_code::ErrorCode;
+use crate::store::{ModelAdd, ModelVersion};
 
 /// The files of a bundle, each required once, nothing else.
 const FILES: [&str; 3] = ["config.json", "model.safetensors", "items.json"];
 
-fn invalid(message: String) -> ApiError {
-    ApiError::new(
+fn invalid(message: String) -> Error {
+    Error::new(
         ErrorCode::InvalidModel,
         format!(
             "{message}; a model bundle is a tar of config.json, model.safetensors and items.json (e.g. `tar -cf model.tar -C MODEL_DIR config.json model.safetensors items.json`)"
@@ -31,7 +35,7 @@ fn invalid(message: String) -> ApiError {
 /// paths outside the bundle's top level, unknown and missing files, and an
 /// entry whose header declares more bytes than `max_bytes` or than the
 /// bundle holds, before anything is allocated for it.
-pub fn unpack(bytes: &[u8], dir: &Path, max_bytes: usize) -> Result<(), ApiError> {
+pub fn unpack(bytes: &[u8], dir: &Path, max_bytes: usize) -> Result<()> {
     let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
     let mut archive = tar::Archive::new(bytes);
     let entries = archive.entries().map_err(|e| invalid(format!("the body is not a tar archive ({e})")))?;
@@ -75,9 +79,9 @@ pub fn unpack(bytes: &[u8], dir: &Path, max_bytes: usize) -> Result<(), ApiError
     if !missing.is_empty() {
         return Err(invalid(format!("the bundle lacks {}", missing.join(", "))));
     }
-    std::fs::create_dir_all(dir).map_err(|e| ApiError::internal("unpacking a model bundle", e))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::internal("unpacking a model bundle", e))?;
     for (name, content) in files {
-        std::fs::write(dir.join(name), content).map_err(|e| ApiError::internal("unpacking a model bundle", e))?;
+        std::fs::write(dir.join(name), content).map_err(|e| Error::internal("unpacking a model bundle", e))?;
     }
     Ok(())
 }
@@ -99,16 +103,16 @@ pub struct Unpacked {
 /// Unpacks `bytes` (the bundle `digest`) into this host's cache unless it
 /// is there already. Written beside and renamed into place, so a directory
 /// that exists is complete.
-pub fn unpack_cached(app: &AppState, digest: &str, bytes: &[u8]) -> Result<Unpacked, ApiError> {
+pub fn unpack_cached(app: &AppState, digest: &str, bytes: &[u8]) -> Result<Unpacked> {
     let dir = bundle_dir(app, digest);
     if dir.is_dir() {
         return Ok(Unpacked { dir, made_now: false });
     }
-    let staging = dir.with_extension(format!("partial-{}", super::auth::new_key_id()));
+    let staging = dir.with_extension(format!("partial-{}", crate::ids::new_key_id()));
     let unpacked = unpack(bytes, &staging, app.config.max_model_bytes).and_then(|()| {
         std::fs::rename(&staging, &dir).or_else(|e| {
             // Another request unpacked the same bundle first.
-            if dir.is_dir() { Ok(()) } else { Err(ApiError::internal("unpacking a model bundle", e)) }
+            if dir.is_dir() { Ok(()) } else { Err(Error::internal("unpacking a model bundle", e)) }
         })
     });
     let _ = std::fs::remove_dir_all(&staging);
@@ -116,21 +120,126 @@ pub fn unpack_cached(app: &AppState, digest: &str, bytes: &[u8]) -> Result<Unpac
 }
 
 /// Loads a stored model version, from this host's cache or the store.
-pub fn load_version(app: &AppState, tenant: &str, version: &ModelVersion) -> Result<(Model, ItemMap), ApiError> {
+pub fn load_version(app: &AppState, tenant: &str, version: &ModelVersion) -> Result<(Model, ItemMap)> {
     let dir = bundle_dir(app, &version.digest);
     let dir = if dir.is_dir() {
         dir
     } else {
         let bytes = app.store.blob(tenant, &version.digest)?.ok_or_else(|| {
-            ApiError::internal(
+            Error::internal(
                 "loading a model version",
                 format!("the bundle of model version {:?} is missing from the store", version.version),
             )
         })?;
         unpack_cached(app, &version.digest, &bytes)?.dir
     };
-    let source = dir.to_str().ok_or_else(|| ApiError::internal("loading a model version", "a non-UTF-8 data_dir"))?;
-    super::tenants::load_model(source)
+    let source = dir.to_str().ok_or_else(|| Error::internal("loading a model version", "a non-UTF-8 data_dir"))?;
+    load_model(source)
+}
+
+/// Checks an uploaded bundle (unpacked into this host's cache, loaded) and
+/// stores it as `version` of `tenant`: the same bundle again is the same
+/// version, another bundle under a stored version a 409. Blocks: run it as
+/// a job. Stores nothing, and keeps no copy it made, when its request was
+/// `abandoned` meanwhile.
+pub fn upload(
+    app: &AppState,
+    tenant: &str,
+    version: &str,
+    bytes: &[u8],
+    abandoned: &Abandoned,
+) -> Result<ModelVersion> {
+    let digest = format!("{:x}", Sha256::digest(bytes));
+    let taken = |existing: &ModelVersion| {
+        Error::new(
+            ErrorCode::Conflict,
+            format!(
+                "model version {version:?} holds another bundle (sha256 {}, uploaded at {}); versions are immutable: upload this one under a new version",
+                existing.digest, existing.uploaded_at
+            ),
+        )
+    };
+    // A version that is taken is refused before the bundle costs a
+    // directory or a load.
+    let (_, stored) = app.store.models(tenant)?;
+    if let Some(existing) = stored.iter().find(|v| v.version == version && v.digest != digest) {
+        return Err(taken(existing));
+    }
+    let unpacked = unpack_cached(app, &digest, bytes)?;
+    let dir = &unpacked.dir;
+    let source = dir.to_str().ok_or_else(|| Error::internal("checking a model bundle", "non-UTF-8 path"))?;
+    if let Err(error) = load_model(source) {
+        // A bundle that does not load never will: keep no copy of it.
+        let _ = std::fs::remove_dir_all(dir);
+        return Err(error);
+    }
+    // The deadline answered the client while the bundle was checked:
+    // nobody learns the version, so none is stored.
+    if abandoned.is_set() {
+        if unpacked.made_now {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        return Err(Error::new(ErrorCode::Timeout, "the upload was abandoned; its check was discarded"));
+    }
+    match app.store.add_model(tenant, version, &digest, bytes)? {
+        ModelAdd::Added(stored) | ModelAdd::Unchanged(stored) => Ok(stored),
+        ModelAdd::Taken(existing) => {
+            // Another upload took the version meanwhile: keep no copy of
+            // this bundle unless it was cached before (another version's).
+            if unpacked.made_now {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            Err(taken(&existing))
+        }
+    }
+}
+
+/// Loads a tenant's model: `"demo"` is the bundled demo, anything else a model directory.
+pub fn load_model(source: &str) -> Result<(Model, ItemMap)> {
+    if source == "demo" {
+        return demo_model().map_err(|e| Error::internal("loading the bundled demo model", e));
+    }
+    let dir = Path::new(source);
+    if !dir.is_dir() {
+        return Err(Error::new(
+            ErrorCode::UnknownModel,
+            format!(
+                "no model directory at {source:?} on the server; give \"demo\" or a directory with config.json, model.safetensors and items.json (`edgerec model import` or `edgerec train` write one)"
+            ),
+        ));
+    }
+    let invalid = |what: String| {
+        Error::new(
+            ErrorCode::InvalidModel,
+            format!(
+                "model {source:?}: {what}; give \"demo\" or a directory with config.json, model.safetensors and items.json"
+            ),
+        )
+    };
+    check_declared_size(dir).map_err(invalid)?;
+    let model = Model::load(dir).map_err(|e| invalid(e.to_string()))?;
+    let items = ItemMap::load(dir).map_err(|e| invalid(e.to_string()))?;
+    if items.len() != model.config.num_items {
+        return Err(invalid(format!(
+            "items.json maps {} items but the model has {}",
+            items.len(),
+            model.config.num_items
+        )));
+    }
+    Ok((model, items))
+}
+
+const CONFIG: &str = include_str!("../../../../examples/demo/model/config.json");
+const WEIGHTS: &[u8] = include_bytes!("../../../../examples/demo/model/model.safetensors");
+const ITEMS: &str = include_str!("../../../../examples/demo/model/items.json");
+
+/// The bundled demo model and its item map.
+pub fn demo_model() -> anyhow::Result<(Model, ItemMap)> {
+    let config = ModelConfig::from_json(CONFIG).context("bundled config.json")?;
+    let weights = Weights::from_safetensors(&config, WEIGHTS).context("bundled model.safetensors")?;
+    let model = Model::new(config, weights).context("bundled model")?;
+    let items = ItemMap::from_json(ITEMS).map_err(|e| anyhow::anyhow!("bundled items.json: {e}"))?;
+    Ok((model, items))
 }
 
 /// Largest `config.json` read: a model's configuration is a few hundred bytes.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
-use crate::error::ApiError;
+use super::Error;
 
 /// What a blocking job does; each kind has its own gauge on `/metrics`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,18 +69,35 @@ impl Drop for Running {
     }
 }
 
+/// An error a job may end with. Internal faults are logged where they are
+/// answered; one whose caller stopped waiting is answered to nobody, so the
+/// job logs it instead.
+pub trait JobError: From<Error> + Send + 'static {
+    /// Logs the error if it is an internal fault (its caller is gone).
+    fn log_unanswered(&self);
+}
+
+impl JobError for Error {
+    fn log_unanswered(&self) {
+        Error::log_unanswered(self);
+    }
+}
+
 /// Runs `work` on the blocking pool inside `span`. `permits` are held until
-/// `work` returns, even when the caller stops waiting.
-pub async fn run<T, P>(
+/// `work` returns, even when the caller stops waiting. `work` reports the
+/// service's errors or its caller's (the HTTP layer runs its own work here too).
+pub async fn run<T, P, E>(
     kind: JobKind,
     span: tracing::Span,
     permits: P,
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError>
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
 where
     T: Send + 'static,
     P: Send + 'static,
+    E: JobError,
 {
+    let (answer, answered) = tokio::sync::oneshot::channel();
     tokio::task::spawn_blocking(move || {
         let running = Running::enter(kind);
         let result = span.in_scope(work);
@@ -88,10 +105,12 @@ where
         // two overlap in the count and the peak reads one over the bound.
         drop(running);
         drop(permits);
-        result
-    })
-    .await
-    .map_err(|e| ApiError::internal(&format!("the {} job", kind.label()), e))?
+        if let Err(Err(error)) = answer.send(result) {
+            error.log_unanswered();
+        }
+    });
+    // Closed without an answer: `work` panicked (the panic is in the log).
+    answered.await.map_err(|_| E::from(Error::internal(&format!("the {} job", kind.label()), "it panicked")))?
 }
 
 /// Tells a blocking job that its request is gone: set when the

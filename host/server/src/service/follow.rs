@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::state::AppState;
+use super::app::AppState;
 use super::tenants;
 
 /// How long one read of the stream waits for a change.
@@ -49,7 +49,7 @@ fn run(app: &AppState, mut cursor: Option<String>) {
             Ok(changes) => {
                 for change in changes {
                     apply(app, &change.tenant);
-                    let lag_ms = unix_ms().saturating_sub(change.at_ms);
+                    let lag_ms = crate::clock::now_unix_ms().saturating_sub(change.at_ms);
                     metrics::histogram!("edgerec_change_lag_seconds").record(lag_ms as f64 / 1000.0);
                     cursor = Some(change.id);
                 }
@@ -76,10 +76,6 @@ fn resync(app: &AppState) -> Result<Option<String>, crate::store::StoreError> {
 
 fn apply(app: &AppState, tenant: &str) {
     if let Err(error) = tenants::sync(app, tenant) {
-        tracing::error!(tenant, error = %error.message, "cannot apply a change made on another host; the tenant keeps what it serves");
+        tracing::error!(tenant, error = %error.report(), "cannot apply a change made on another host; the tenant keeps what it serves");
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }

@@ -1,0 +1,96 @@
+//! The storefront's catalog operations: upserting items and reading them
+//! back (one item, or a page bounded in count and bytes).
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::app::{AppState, Tenant};
+use super::jobs::{self, JobKind};
+use super::{Error, Result};
+use crate::error_code::ErrorCode;
+use crate::json_size::json_len;
+
+/// One catalog item: its id and attributes.
+pub type Item = (String, Map<String, Value>);
+
+/// A page of the catalog.
+pub struct Page {
+    /// Items in id order.
+    pub items: Vec<Item>,
+    /// The `after` of the next page (`None` on the last one).
+    pub next: Option<String>,
+}
+
+/// Inserts or replaces checked items, holding the tenant's write `quota` permit.
+pub async fn upsert(
+    app: &AppState,
+    tenant: Arc<Tenant>,
+    quota: OwnedSemaphorePermit,
+    rows: Vec<(String, Value)>,
+) -> Result<()> {
+    let store = app.store.clone();
+    jobs::run(JobKind::Write, tracing::Span::current(), quota, move || {
+        Ok(store.upsert_items(&tenant.record.name, &rows)?)
+    })
+    .await
+}
+
+/// One item (404 unknown_item when the catalog has none of that id).
+pub async fn item(app: &AppState, tenant: Arc<Tenant>, quota: OwnedSemaphorePermit, id: String) -> Result<Item> {
+    let store = app.store.clone();
+    jobs::run(JobKind::Read, tracing::Span::current(), quota, move || match store.item(&tenant.record.name, &id)? {
+        Some(Value::Object(attributes)) => Ok((id, attributes)),
+        _ => Err(Error::new(
+            ErrorCode::UnknownItem,
+            format!("the catalog has no item {id:?}; upsert it with PUT …/catalog/items"),
+        )),
+    })
+    .await
+}
+
+/// The page after `after`: at most `limit` items and at most the server's
+/// `max_page_bytes` of attributes (at least one item).
+pub async fn page(
+    app: &Arc<AppState>,
+    tenant: Arc<Tenant>,
+    quota: OwnedSemaphorePermit,
+    after: Option<String>,
+    limit: usize,
+) -> Result<Page> {
+    let app = app.clone();
+    jobs::run(JobKind::Read, tracing::Span::current(), quota, move || {
+        read_page(&app, &tenant.record.name, after, limit)
+    })
+    .await
+}
+
+/// Read from the store in chunks so that no read holds much more than the page.
+fn read_page(app: &AppState, tenant: &str, mut after: Option<String>, limit: usize) -> Result<Page> {
+    let budget = app.config.max_page_bytes;
+    // Items of the largest size a chunk may hold while the page still has room.
+    let chunk = (budget / app.config.max_item_bytes.max(1)).clamp(1, limit);
+    let (mut items, mut bytes) = (Vec::new(), 0usize);
+    loop {
+        let want = chunk.min(limit - items.len());
+        let rows = app.store.items_page(tenant, after.as_deref(), want)?;
+        let exhausted = rows.len() < want;
+        for (id, value) in rows {
+            let size = id.len() + json_len(&value);
+            if !items.is_empty() && bytes + size > budget {
+                // Full by bytes: the next page starts at this item.
+                return Ok(Page { next: after, items });
+            }
+            bytes += size;
+            after = Some(id.clone());
+            items.push((id, value.as_object().cloned().unwrap_or_default()));
+        }
+        if exhausted {
+            return Ok(Page { items, next: None });
+        }
+        if items.len() == limit {
+            return Ok(Page { next: after, items });
+        }
+    }
+}
