@@ -289,3 +289,65 @@ fn hostile_uploads_are_refused_while_the_server_stays_alive_and_small() {
     let (_, plugins) = server.get("/v1/tenants/shop/plugins", Some(OPERATOR));
     assert_eq!(plugins["plugins"], json!([]), "nothing refused is stored");
 }
+
+/// The `__compile-plugin` children of `pid` alive now.
+fn compile_children(pid: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .flatten()
+        .filter(|entry| {
+            let dir = entry.path();
+            let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+            let parent = status.lines().find_map(|l| l.strip_prefix("PPid:")).map(str::trim);
+            let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+            parent == Some(pid.to_string().as_str())
+                && cmdline.split(|&b| b == 0).any(|arg| arg == edgerec_runtime::COMPILE_SUBCOMMAND.as_bytes())
+        })
+        .count()
+}
+
+/// An upload within the structure caps whose compile passes its time or
+/// memory bound is refused (400, saying which bound), and one whose request
+/// is abandoned has its compile process killed: what one upload may cost is
+/// bounded by the kernel, not by the compiler.
+#[test]
+fn a_compile_past_its_bounds_or_abandoned_is_stopped() {
+    let scratch = Scratch::new();
+    let model = scratch.path("model");
+    write_model(&model, 40, 5);
+    // 90,000 functions: under the structure caps, seconds of Cranelift.
+    let heavy = many_functions(90_000);
+    let bounded = |key: &str, value: &str, fragment: &str| {
+        // A compile stopped by its memory bound may take longer than the
+        // default request deadline on a loaded machine.
+        let env = vec![
+            (format!("EDGEREC_SERVE_{key}"), value.to_string()),
+            ("EDGEREC_SERVE_REQUEST_TIMEOUT_MS".into(), "120000".into()),
+        ];
+        let server = Server::start(&scratch.path(&format!("data-{key}")), &Options { env, ..Default::default() });
+        create_tenant(&server, "shop", &model);
+        let started = Instant::now();
+        let (status, answer) =
+            server.request("PUT", "/v1/tenants/shop/plugins/heavy", Some(OPERATOR), Some(heavy.clone()));
+        println!("{key} = {value}: {status} in {:.0} ms: {}", started.elapsed().as_secs_f64() * 1e3, answer["error"]);
+        assert_eq!((status, code(&answer)), (400, "invalid_plugin"), "{answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(fragment), "{message}");
+        assert_eq!(compile_children(server.pid()), 0, "the compile process is gone");
+    };
+    bounded("PLUGIN_COMPILE_TIMEOUT_MS", "200", "longer than its 200 ms bound");
+    bounded("PLUGIN_COMPILE_MEMORY_BYTES", "25165824", "more than its 25165824 bytes of memory");
+
+    let env = vec![("EDGEREC_SERVE_REQUEST_TIMEOUT_MS".into(), "300".into())];
+    let server = Server::start(&scratch.path("data-abandoned"), &Options { env, ..Default::default() });
+    create_tenant(&server, "shop", &model);
+    let (status, answer) = server.request("PUT", "/v1/tenants/shop/plugins/heavy", Some(OPERATOR), Some(heavy));
+    assert_eq!((status, code(&answer)), (503, "timeout"), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while compile_children(server.pid()) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(compile_children(server.pid()), 0, "the abandoned upload's compile process was killed");
+    let (_, plugins) = server.get("/v1/tenants/shop/plugins", Some(OPERATOR));
+    assert_eq!(plugins["plugins"], json!([]), "nothing abandoned is stored");
+}

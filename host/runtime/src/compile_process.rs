@@ -93,7 +93,7 @@ impl CompileProcess {
             let why = if cancel.load(Ordering::Relaxed) {
                 Some("the upload was abandoned".to_owned())
             } else if Instant::now() >= deadline {
-                Some(format!("compiling took longer than {} ms (compile_timeout_ms)", config.compile_timeout_ms))
+                Some(format!("compiling took longer than its {} ms bound", config.compile_timeout_ms))
             } else {
                 None
             };
@@ -133,10 +133,10 @@ fn death(status: std::process::ExitStatus, config: &RuntimeConfig, message: &str
     match status.signal() {
         // Rust aborts when an allocation fails: the data cap was reached.
         Some(SIGABRT) => {
-            format!("compiling needed more than {} bytes of memory (compile_memory_bytes)", config.compile_memory_bytes)
+            format!("compiling needed more than its {} bytes of memory", config.compile_memory_bytes)
         }
         Some(SIGXCPU) | Some(SIGKILL) => {
-            format!("compiling used more than its CPU time (compile_timeout_ms: {} ms)", config.compile_timeout_ms)
+            format!("compiling used more than its {} ms of CPU time", config.compile_timeout_ms)
         }
         Some(signal) => format!("the compile process died of signal {signal}: {message}"),
         None => format!("the compile process failed ({status}): {message}"),

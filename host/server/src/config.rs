@@ -107,6 +107,10 @@ config_keys! {
         "plugin pipelines one tenant may run at once (0 = half of plugin_concurrency, at least 1); its other recommends wait within the request deadline";
     upload_concurrency: usize = "2",
         "plugin and model uploads checked (compiled, unpacked, loaded) at once; more get 503 overloaded with Retry-After";
+    plugin_compile_timeout_ms: u64 = "60000",
+        "the time one plugin upload's compile (a child process) may take before it is killed and the upload refused";
+    plugin_compile_memory_bytes: u64 = "2147483648",
+        "the memory one plugin upload's compile (a child process) may use before it fails and the upload is refused";
 }
 
 impl Default for ServerConfig {
@@ -190,6 +194,11 @@ impl ServerConfig {
         anyhow::ensure!(self.max_item_bytes > 0, "max_item_bytes must be at least 1");
         anyhow::ensure!(self.max_page_bytes > 0, "max_page_bytes must be at least 1");
         anyhow::ensure!(self.upload_concurrency > 0, "upload_concurrency must be at least 1");
+        anyhow::ensure!(self.plugin_compile_timeout_ms > 0, "plugin_compile_timeout_ms must be at least 1");
+        anyhow::ensure!(
+            self.plugin_compile_memory_bytes >= 16 << 20,
+            "plugin_compile_memory_bytes must be at least 16 MiB (16777216): a compiler needs that much to start"
+        );
         anyhow::ensure!(
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be \"text\" or \"json\", not {:?}",

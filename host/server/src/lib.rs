@@ -108,8 +108,19 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
 
 /// Opens the store in the data directory (mode 0700, files 0600), resolves
 /// the operator token, loads every tenant and, when configured, creates the
-/// demo tenant. Everything `serve` does before it listens.
+/// demo tenant. Everything `serve` does before it listens, except that
+/// uploads are compiled in this process (`serve` compiles them in bounded
+/// child processes of its binary: [`open_with_compiler`]).
 pub fn open(config: ServerConfig, metrics: PrometheusHandle) -> anyhow::Result<Opened> {
+    open_with_compiler(config, metrics, None)
+}
+
+/// [`open`], compiling uploaded plugins with `compiler` (`None`: in process).
+pub fn open_with_compiler(
+    config: ServerConfig,
+    metrics: PrometheusHandle,
+    compiler: Option<edgerec_runtime::CompileProcess>,
+) -> anyhow::Result<Opened> {
     private_dir(&config.data_dir)?;
     let store = store::open(&config.store, &config.data_dir, config.user_ttl())?;
     if store.kind() == "redb" {
@@ -121,7 +132,7 @@ pub fn open(config: ServerConfig, metrics: PrometheusHandle) -> anyhow::Result<O
     // another host makes while this one loads.
     let cursor = store.change_cursor()?;
     let (operator_hash, new_operator_token) = operator_token(store.as_ref())?;
-    let plugins = pipeline::PluginHost::new(&config, &config.data_dir)?;
+    let plugins = pipeline::PluginHost::new(&config, &config.data_dir, compiler)?;
     let outbox = if store.is_shared() { Some(Arc::new(outbox::Outbox::open(&config.data_dir)?)) } else { None };
     let app = Arc::new(AppState::new(config, store, operator_hash, plugins, outbox, metrics));
     tenants::load_all(&app)?;
@@ -167,7 +178,10 @@ fn operator_token(store: &dyn Store) -> anyhow::Result<(String, Option<String>)>
 /// finishes the requests in flight, flushes the exporter and closes the store.
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let telemetry = telemetry::init(&config)?;
-    let Opened { app, new_operator_token } = open(config, telemetry.metrics.clone())?;
+    // This binary compiles uploads in children of itself (`edgerec
+    // __compile-plugin`), bounded in time and memory.
+    let compiler = edgerec_runtime::CompileProcess::current_exe().context("cannot find this server's executable")?;
+    let Opened { app, new_operator_token } = open_with_compiler(config, telemetry.metrics.clone(), Some(compiler))?;
     let listener = tokio::net::TcpListener::bind(app.config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (in use? pass --listen)", app.config.listen))?;

@@ -82,7 +82,8 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
     }
     app.store.upsert_items("demo", &items)?;
     for (name, bytes) in edgerec_runtime::first_party::all() {
-        let digest = app.plugins.check(bytes, "demo").map_err(|e| fail(name, e))?;
+        let digest =
+            app.plugins.check(bytes, "demo", &std::sync::atomic::AtomicBool::new(false)).map_err(|e| fail(name, e))?;
         app.store.add_plugin("demo", name, &digest, bytes, edgerec_runtime::declared_name(bytes).as_deref())?;
     }
     let stages = default_stages()

@@ -125,6 +125,12 @@ impl Abandoned {
     pub fn is_set(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
+
+    /// The flag itself, for work that polls it (a compile process is killed
+    /// when it turns true).
+    pub fn flag(&self) -> &AtomicBool {
+        &self.0
+    }
 }
 
 /// Held by a handler while it awaits its job; dropping it sets [`Abandoned`].

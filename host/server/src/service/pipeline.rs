@@ -4,13 +4,14 @@
 //! catalog attributes the stages declared, as typed columns.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use edgerec_kernels::Scored;
 use edgerec_runtime::{
-    CandidateBatch, Column, ColumnValues, CompiledPlugin, Event, LimitMaxima, Limits, OnError, Pipeline, PipelineError,
-    RequestContext, Runtime, RuntimeConfig, StageStatus,
+    CandidateBatch, Column, ColumnValues, CompileProcess, CompiledPlugin, Event, LimitMaxima, Limits, OnError,
+    Pipeline, PipelineError, PluginError, RequestContext, Runtime, RuntimeConfig, StageStatus,
 };
 use serde_json::Value;
 
@@ -112,25 +113,42 @@ fn invalid_pipeline(message: String) -> Error {
 }
 
 impl PluginHost {
-    /// A runtime whose compiled artifacts are cached under the data directory.
-    pub fn new(config: &ServerConfig, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+    /// A runtime whose compiled artifacts are cached under the data
+    /// directory; uploads are compiled by `compiler` when given (bounded,
+    /// cancellable child processes), else in this process.
+    pub fn new(
+        config: &ServerConfig,
+        data_dir: &std::path::Path,
+        compiler: Option<CompileProcess>,
+    ) -> anyhow::Result<Self> {
         let config = RuntimeConfig {
             cache_dir: Some(data_dir.join("plugin-cache")),
             max_upload_bytes: config.max_plugin_bytes,
+            compile_timeout_ms: config.plugin_compile_timeout_ms,
+            compile_memory_bytes: config.plugin_compile_memory_bytes,
             ..RuntimeConfig::default()
         };
-        let runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut runtime = Runtime::new(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(compiler) = compiler {
+            runtime = runtime.with_compile_process(compiler);
+        }
         Ok(PluginHost { runtime, compiled: Mutex::new(HashMap::new()) })
     }
 
     /// Compiles and checks an upload for `tenant` (world, sample run);
-    /// returns its content hash.
-    pub fn check(&self, bytes: &[u8], tenant: &str) -> Result<String> {
+    /// returns its content hash. A compile process stops as soon as
+    /// `abandoned` is set.
+    pub fn check(&self, bytes: &[u8], tenant: &str, abandoned: &AtomicBool) -> Result<String> {
         // The sample run is the uploading tenant's own: a plugin that behaves
         // only for other tenants' names is caught here (and the per-call
         // limits stop it anyway).
         let sample = RequestContext::new(tenant);
-        let plugin = self.runtime.compile_for(None, bytes, &sample).map_err(invalid_plugin)?;
+        let plugin = self.runtime.compile_cancellable(None, bytes, &sample, abandoned).map_err(|e| match e {
+            PluginError::CompileBound { .. } => invalid_plugin(format!(
+                "{e} (this server's bounds: plugin_compile_timeout_ms, plugin_compile_memory_bytes)"
+            )),
+            e => invalid_plugin(e),
+        })?;
         let hash = plugin.hash().to_string();
         self.compiled.lock().unwrap_or_else(PoisonError::into_inner).insert(hash.clone(), plugin);
         Ok(hash)

@@ -58,12 +58,14 @@ pub fn upload(
     replace: bool,
     abandoned: &Abandoned,
 ) -> Result<PluginVersion> {
-    let digest = app.plugins.check(bytes, tenant)?;
-    // The deadline answered the client while the compile ran: nobody
-    // learns the version, so none is stored.
+    let checked = app.plugins.check(bytes, tenant, abandoned.flag());
+    // The deadline answered the client while the compile ran (and the
+    // compile process was stopped): nobody learns the version, so none is
+    // stored.
     if abandoned.is_set() {
         return Err(Error::new(ErrorCode::Timeout, "the upload was abandoned; its check was discarded"));
     }
+    let digest = checked?;
     let declared = edgerec_runtime::declared_name(bytes);
     check_plugin_name(app, tenant, name, bytes, declared.as_deref(), replace)?;
     Ok(app.store.add_plugin(tenant, name, &digest, bytes, declared.as_deref())?)
