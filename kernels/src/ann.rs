@@ -3,10 +3,11 @@
 //!
 //! The graph only proposes candidates: each query asks it for more rows than
 //! it returns (`ef_search`), and the proposals are re-scored with the exact
-//! path's own f32 cosine ([`crate::score::cosine`]) and ordered as the exact
+//! path's own f32 cosine (`score::cosine`) and ordered as the exact
 //! scan orders them. So every score an answer carries is exact; only which
-//! rows were found is approximate (recall, measured by `edgerec bench
-//! kernels` against [`crate::QuantizedTable::top_k`] on the same queries).
+//! rows were found is approximate (recall@10 against
+//! [`crate::QuantizedTable::top_k`] on the same queries: `cargo run --release
+//! -p edgerec-bench --example bench_ann`).
 //!
 //! Rows change without a rebuild: [`AnnIndex::set_row`] links the new vector
 //! into the graph (the old node stays, found under the same row and re-scored
@@ -35,9 +36,9 @@ pub struct AnnConfig {
 }
 
 impl Default for AnnConfig {
-    /// `M` 24, `ef_construction` 200, `ef` 160: recall@10 above 0.99 on
-    /// random 50-dimensional tables (the hardest case: no cluster structure);
-    /// `edgerec bench kernels` prints it.
+    /// `M` 24, `ef_construction` 200, `ef` 160, chosen for recall@10 of
+    /// 0.99 on random 50-dimensional tables (the hardest case: no cluster
+    /// structure); the `bench_ann` example of edgerec-bench measures it.
     fn default() -> Self {
         AnnConfig { max_connections: 24, ef_construction: 200, ef_search: 160 }
     }
