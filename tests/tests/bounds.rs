@@ -338,7 +338,9 @@ fn a_compile_past_its_bounds_or_abandoned_is_stopped() {
     bounded("PLUGIN_COMPILE_TIMEOUT_MS", "200", "longer than its 200 ms bound");
     bounded("PLUGIN_COMPILE_MEMORY_BYTES", "25165824", "more than its 25165824 bytes of memory");
 
-    let env = vec![("EDGEREC_SERVE_REQUEST_TIMEOUT_MS".into(), "300".into())];
+    // A deadline far below the heavy compile's seconds, far above what
+    // creating a small tenant takes on a loaded machine.
+    let env = vec![("EDGEREC_SERVE_REQUEST_TIMEOUT_MS".into(), "2000".into())];
     let server = Server::start(&scratch.path("data-abandoned"), &Options { env, ..Default::default() });
     create_tenant(&server, "shop", &model);
     let (status, answer) = server.request("PUT", "/v1/tenants/shop/plugins/heavy", Some(OPERATOR), Some(heavy));
