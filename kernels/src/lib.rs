@@ -6,7 +6,6 @@
 //! benchmark table); every fast path here is tested against a plain f64
 //! reference forward in `tests/`.
 
-pub mod ann;
 pub mod backend;
 pub mod config;
 pub mod cuda;
@@ -20,7 +19,6 @@ pub mod model;
 pub mod retrieval;
 pub mod score;
 
-pub use ann::{AnnConfig, AnnIndex};
 pub use backend::{
     AppendRequest, Backend, BackendChoice, BackendState, CpuBackend, Selected, open_backend, select_backend,
 };
