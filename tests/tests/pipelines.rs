@@ -1,5 +1,6 @@
 //! Plugin pipelines end to end: hot swap under load, rollback, explain,
-//! on_error policies, restart, and the demo tenant's default pipeline.
+//! on_error policies, restart, the demo tenant's default pipeline, and the
+//! first-party plugins and the default pipeline for any tenant.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -260,4 +261,139 @@ fn plugin_names_are_protected_and_unused_versions_can_be_deleted() {
     // The first version is still what a rollback to pipeline 1 runs.
     let (status, body) = server.request("POST", "/v1/tenants/shop/pipeline/rollback", Some(OPERATOR), None);
     assert_eq!(status, 200, "{body}");
+}
+
+/// The stages of a pipeline version as (plugin, version, config, on_error).
+fn stage_specs(version: &Value) -> Vec<(Value, Value, Value, Value)> {
+    version["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .map(|s| (s["plugin"].clone(), s["version"].clone(), s["config"].clone(), s["on_error"].clone()))
+        .collect()
+}
+
+/// The (name, version) of a tenant's stored plugins.
+fn plugin_versions(server: &Server, tenant: &str) -> Vec<(String, u64)> {
+    let (status, listed) = server.get(&format!("/v1/tenants/{tenant}/plugins"), Some(OPERATOR));
+    assert_eq!(status, 200, "{listed}");
+    listed["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap_or_default().to_string(), p["version"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+#[test]
+fn any_tenant_uses_the_first_party_plugins_and_gets_the_default_pipeline_in_one_call() {
+    let scratch = Scratch::new();
+    let model = scratch.path("model");
+    let ids = write_model(&model, 60, 5);
+    let data = scratch.path("data");
+    let options = Options { demo: true, ..Default::default() };
+    let server = Server::start(&data, &options);
+    let create = |name: &str, pipeline: Option<&str>| {
+        let mut request = json!({"name": name, "model": model.to_str().expect("utf-8 path")});
+        if let Some(pipeline) = pipeline {
+            request["pipeline"] = pipeline.into();
+        }
+        server.json("POST", "/v1/tenants", Some(OPERATOR), &request)
+    };
+
+    // Another named pipeline: refused, and no tenant is created.
+    let (status, body) = create("shop", Some("fancy"));
+    assert_eq!((status, code(&body)), (400, "invalid_pipeline"), "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("\"default\"")), "{body}");
+    assert_eq!(server.get("/v1/tenants/shop", Some(OPERATOR)).0, 404);
+
+    // "default": created with the demo tenant's pipeline active, in one call, with no upload.
+    let (status, body) = create("shop", Some("default"));
+    assert_eq!((status, body["pipeline_version"].as_u64()), (201, Some(1)), "{body}");
+    let key = body["api_key"].as_str().expect("api_key").to_string();
+    let (_, mine) = server.get("/v1/tenants/shop/pipeline", Some(OPERATOR));
+    let (_, demo) = server.get("/v1/tenants/demo/pipeline", Some(OPERATOR));
+    assert_eq!(mine["active"], 1, "{mine}");
+    assert_eq!(stage_specs(&mine["versions"][0]), stage_specs(&demo["versions"][0]), "the demo's stages and configs");
+    assert_eq!(
+        plugin_versions(&server, "shop"),
+        [("diversity".to_string(), 1), ("exclude-recent".to_string(), 1), ("in-stock".to_string(), 1)]
+    );
+
+    // It answers through the stages: nothing out of stock, nothing bought, at most two per category.
+    let catalog: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| json!({"id": id, "attributes": {"stock": (i % 3) as i64, "category": format!("c{}", i % 4)}}))
+        .collect();
+    assert_eq!(server.json("PUT", "/v1/tenants/shop/catalog/items", Some(&key), &json!({"items": catalog})).0, 200);
+    let bought = &ids[4];
+    let history =
+        json!([{"item": ids[1], "ts": 100, "action": "view"}, {"item": bought, "ts": 200, "action": "purchase"}]);
+    let recommend = |server: &Server, tenant: &str, key: &str| {
+        let request = json!({"events": history, "k": 6, "query_time": 1000, "explain": true});
+        let (status, body) = server.json("POST", &format!("/v1/tenants/{tenant}/recommend"), Some(key), &request);
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let answer = recommend(&server, "shop", &key);
+    let trace = answer["trace"].as_array().expect("trace");
+    let stages: Vec<&str> = trace.iter().map(|t| t["stage"].as_str().unwrap_or_default()).collect();
+    assert_eq!(stages, ["in-stock@1", "exclude-recent@1", "diversity@1"], "{answer}");
+    assert!(trace.iter().all(|t| t["status"] == "ran"), "{answer}");
+    let got = items(&answer);
+    assert!(!got.is_empty(), "{answer}");
+    let mut per_category: HashMap<usize, usize> = HashMap::new();
+    for id in &got {
+        let index = ids.iter().position(|i| i == id).expect("a catalog item");
+        assert_ne!(index % 3, 0, "{id} is out of stock but was recommended");
+        assert_ne!(id, bought, "a purchased item was recommended");
+        *per_category.entry(index % 4).or_insert(0) += 1;
+    }
+    assert!(per_category.values().all(|&n| n <= 2), "more than 2 per category: {per_category:?}");
+
+    // Without "pipeline": none active; a pipeline naming a first-party plugin needs no upload.
+    let (status, body) = create("outlet", None);
+    assert_eq!((status, body["pipeline_version"].as_u64()), (201, Some(0)), "{body}");
+    let outlet_key = body["api_key"].as_str().expect("api_key").to_string();
+    assert_eq!(
+        server.json("PUT", "/v1/tenants/outlet/catalog/items", Some(&outlet_key), &json!({"items": catalog})).0,
+        200
+    );
+    let in_stock = json!({"stages": [{"plugin": "in-stock", "config": {"attribute": "stock", "min": 1}}]});
+    let put = |pipeline: &Value| server.json("PUT", "/v1/tenants/outlet/pipeline", Some(OPERATOR), pipeline);
+    let (status, body) = put(&in_stock);
+    assert_eq!((status, body["version"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(body["stages"][0]["version"], 1, "pinned to the stored version: {body}");
+    // Used again: the same stored version, none added.
+    let (status, body) = put(&json!({"stages": []}));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = put(&in_stock);
+    assert_eq!((status, body["stages"][0]["version"].as_u64()), (200, Some(1)), "{body}");
+    assert_eq!(plugin_versions(&server, "outlet"), [("in-stock".to_string(), 1)]);
+    // A version of a first-party plugin that does not exist is still unknown.
+    let (status, body) = put(&json!({"stages": [{"plugin": "boost", "version": 2, "config": {"rules": []}}]}));
+    assert_eq!((status, code(&body)), (404, "unknown_plugin"), "{body}");
+
+    // The protected name still takes only the first-party component.
+    let (status, body) = server.request(
+        "PUT",
+        "/v1/tenants/outlet/plugins/in-stock",
+        Some(OPERATOR),
+        Some(edgerec_runtime::first_party::BOOST.to_vec()),
+    );
+    assert_eq!((status, code(&body)), (409, "conflict"), "{body}");
+
+    // Rollback, activating an older version and a restart serve the stored first-party version.
+    let (status, body) = server.request("POST", "/v1/tenants/outlet/pipeline/rollback", Some(OPERATOR), None);
+    assert_eq!((status, body["version"].as_u64()), (200, Some(2)), "{body}");
+    let (status, body) =
+        server.request("POST", "/v1/tenants/outlet/pipeline/versions/1/activate", Some(OPERATOR), None);
+    assert_eq!((status, body["version"].as_u64()), (200, Some(1)), "{body}");
+    drop(server);
+    let server = Server::start(&data, &options);
+    let answer = recommend(&server, "outlet", &outlet_key);
+    assert_eq!(answer["pipeline_version"], 1, "{answer}");
+    assert_eq!(answer["trace"][0]["stage"], "in-stock@1", "{answer}");
+    assert_eq!(recommend(&server, "shop", &key)["trace"].as_array().map(Vec::len), Some(3));
 }

@@ -1,7 +1,8 @@
 //! Secrets and identifiers: API keys and the operator token (128-bit random
 //! strings, stored and compared as SHA-256 hashes: a fast hash is enough,
 //! no password stretching needed, and a leaked store file reveals no usable
-//! key), and short ids for stored keys and error reports. A leaf.
+//! key), short ids for stored keys and error reports, and content digests.
+//! A leaf.
 
 use rand::Rng;
 use sha2::{Digest, Sha256};
@@ -25,6 +26,12 @@ fn hex(bytes: &[u8]) -> String {
 /// The SHA-256 of a secret, as lowercase hex: what the store keeps.
 pub fn secret_hash(secret: &str) -> String {
     hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// The SHA-256 of some content (a plugin component), as lowercase hex: the
+/// digest the plugin runtime and the store name a component by.
+pub fn content_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// Compares two hashes in time independent of where they differ.

@@ -113,3 +113,23 @@ async fn a_backend_this_host_cannot_run_is_a_conflict_not_bad_input() {
         other => panic!("POST /v1/tenants with backend cuda answered {other}: {answer}"),
     }
 }
+
+/// `"pipeline"` in `POST /v1/tenants`: the document says exactly what is
+/// accepted (`"default"`), and any other value is refused before a tenant
+/// is created.
+#[tokio::test]
+async fn a_tenant_asks_for_the_default_pipeline_by_name_and_nothing_else() {
+    let app = app();
+    let (_, doc) = send(&app, &Method::GET, "/openapi.json", None, Body::empty()).await;
+    let field = &doc["components"]["schemas"]["CreateTenant"]["properties"]["pipeline"];
+    assert_eq!(field["pattern"], "^default$", "{field}");
+    for bad in ["fancy", "Default", "default ", ""] {
+        let body = Body::from(serde_json::json!({"name": "shop", "model": "demo", "pipeline": bad}).to_string());
+        let (status, answer) = send(&app, &Method::POST, "/v1/tenants", Some(&app.operator), body).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_pipeline")));
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("{bad:?}")) && message.contains("\"default\""), "{message}");
+    }
+    let (status, answer) = send(&app, &Method::GET, "/v1/tenants/shop", Some(&app.operator), Body::empty()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a refused pipeline creates no tenant: {answer}");
+}

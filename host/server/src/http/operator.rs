@@ -16,7 +16,7 @@ use crate::clock::now_unix;
 use crate::error_code::ErrorCode;
 use crate::service::app::{AppState, Tenant};
 use crate::service::jobs::{self, JobKind};
-use crate::service::{Error, plugins, tenants};
+use crate::service::{Error, first_party, plugins, tenants};
 use crate::store::TenantRecord;
 
 /// Body of `POST /v1/tenants`.
@@ -32,6 +32,12 @@ pub struct CreateTenant {
     #[serde(default)]
     #[schema(pattern = "^(auto|cpu|cuda|cuda-emu)$")]
     pub backend: Option<String>,
+    /// `"default"`: activate the default pipeline of first-party plugins
+    /// (in-stock, exclude-recent, diversity: the demo tenant's) in the same
+    /// call. Absent: no pipeline (the model's ranking) until `PUT …/pipeline`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^default$")]
+    pub pipeline: Option<String>,
 }
 
 /// A tenant as the operator sees it.
@@ -81,7 +87,7 @@ fn view(tenant: &Tenant) -> TenantView {
     }
 }
 
-/// Creates a tenant with a model; answers its API key once.
+/// Creates a tenant with a model (and, asked, the default pipeline); answers its API key once.
 #[utoipa::path(post, path = "/v1/tenants", request_body = CreateTenant,
     responses((status = 201, body = TenantView), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
@@ -99,6 +105,19 @@ pub async fn create_tenant(
             request.name
         )));
     }
+    let default_pipeline = match request.pipeline.as_deref() {
+        None => false,
+        Some(first_party::DEFAULT_PIPELINE) => true,
+        Some(other) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidPipeline,
+                format!(
+                    "pipeline {other:?} is not one this server names: give \"{}\" for the default pipeline, or leave \"pipeline\" out and PUT …/pipeline your own stages",
+                    first_party::DEFAULT_PIPELINE
+                ),
+            ));
+        }
+    };
     let (key, key_record) = tenants::issue_key();
     let record = TenantRecord {
         name: request.name.clone(),
@@ -110,7 +129,16 @@ pub async fn create_tenant(
     };
     let tenant = jobs::run(JobKind::Write, tracing::Span::current(), (), move || {
         tenants::create(&app, &operator, record)?;
-        app.tenant(&operator, &request.name)
+        let tenant = app.tenant(&operator, &request.name)?;
+        if default_pipeline {
+            tenants::activate_default(&app, &tenant).map_err(|e| {
+                e.context(format!(
+                    "tenant {:?} was created, but its default pipeline was not activated (PUT …/pipeline activates one)",
+                    request.name
+                ))
+            })?;
+        }
+        Ok::<_, Error>(tenant)
     })
     .await?;
     let mut view = view(&tenant);

@@ -1,30 +1,20 @@
 //! The embedded default: the `demo` tenant with the bundled demo model
 //! (`examples/demo/model`), the demo catalog (`examples/demo/catalog.jsonl`)
-//! and a default pipeline of first-party plugins, created on first start so
+//! and the default pipeline of first-party plugins
+//! ([`super::first_party::default_stages`]), created on first start so
 //! that `edgerec serve` alone gives a working recommender.
 
 use anyhow::Context;
-use serde_json::json;
 
 use super::access::Operator;
 use super::app::AppState;
-use super::{Error, tenants};
+use super::{Error, first_party, tenants};
 use crate::clock::now_unix;
 use crate::error_code::ErrorCode;
 use crate::ids::secret_hash;
-use crate::store::{ApiKeyRecord, OnErrorPolicy, StageSpec, TenantRecord};
+use crate::store::{ApiKeyRecord, TenantRecord};
 
 const CATALOG: &str = include_str!("../../../../examples/demo/catalog.jsonl");
-
-/// The default pipeline: in stock only, no recent purchases, at most two
-/// items per category in the top k.
-fn default_stages() -> Vec<(&'static str, serde_json::Value)> {
-    vec![
-        ("in-stock", json!({"attribute": "stock", "min": 1})),
-        ("exclude-recent", json!({"actions": ["purchase"], "window_seconds": 2_592_000})),
-        ("diversity", json!({"attribute": "category", "max_per_group": 2})),
-    ]
-}
 
 /// Creates the demo tenant on first start; applies `EDGEREC_DEMO_API_KEY`
 /// (which then replaces the demo's keys). A generated key is printed once,
@@ -81,23 +71,13 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
         items.push((id.to_string(), value["attributes"].clone()));
     }
     app.store.upsert_items("demo", &items)?;
-    for (name, bytes) in edgerec_runtime::first_party::all() {
-        let digest =
-            app.plugins.check(bytes, "demo", &std::sync::atomic::AtomicBool::new(false)).map_err(|e| fail(name, e))?;
-        app.store.add_plugin("demo", name, &digest, bytes, edgerec_runtime::declared_name(bytes).as_deref())?;
+    // Every first-party plugin, the ones the default pipeline leaves out too,
+    // so that the demo lists them all.
+    for (name, _) in edgerec_runtime::first_party::all() {
+        first_party::ensure_stored(app, "demo", &[], name).map_err(|e| fail(name, e))?;
     }
-    let stages = default_stages()
-        .into_iter()
-        .map(|(plugin, config)| StageSpec {
-            plugin: plugin.into(),
-            version: None,
-            config,
-            on_error: OnErrorPolicy::Skip,
-            limits: None,
-        })
-        .collect();
     let demo = app.tenant(&operator, "demo").map_err(|e| fail("load", e))?;
-    tenants::activate(app, &demo, stages).map_err(|e| fail("default pipeline", e))?;
+    tenants::activate(app, &demo, first_party::default_stages()).map_err(|e| fail("default pipeline", e))?;
     tracing::info!(items = items.len(), "demo tenant created");
     Ok(())
 }

@@ -53,6 +53,17 @@ impl Error {
         Self::new(ErrorCode::BadRequest, message)
     }
 
+    /// The same error with `what` said first: before a refusal's message
+    /// (its code and retry kept), or before a fault's context.
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        match self {
+            Error::Refused { code, message, retry_after_s } => {
+                Error::Refused { code, message: format!("{what}: {message}"), retry_after_s }
+            }
+            Error::Internal { context, cause } => Error::Internal { context: format!("{what}: {context}"), cause },
+        }
+    }
+
     /// The error's code (`internal` for a fault).
     pub fn code(&self) -> ErrorCode {
         match self {

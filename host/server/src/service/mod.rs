@@ -4,7 +4,8 @@
 //! [`scheduler`], then the plugin [`pipeline`] over [`catalog`] attributes),
 //! ingest ([`ingest`]: the store, or the [`outbox`] while a shared store is
 //! away), operator actions (pipelines, plugins, model [`bundles`], keys),
-//! quotas, blocking jobs, following other hosts ([`follow`]) and the demo
+//! quotas, blocking jobs, following other hosts ([`follow`]), the
+//! first-party plugins every tenant may use ([`first_party`]) and the demo
 //! tenant. It speaks in its own [`Error`] and knows no HTTP or OpenAPI
 //! types; it depends on the store and the leaves only.
 
@@ -15,6 +16,7 @@ pub mod catalog;
 pub mod demo;
 pub mod encode;
 mod error;
+pub mod first_party;
 pub mod follow;
 pub mod ingest;
 pub mod items;

@@ -2,6 +2,7 @@
 //! stored as a new immutable version) and deletions of unused versions.
 
 use super::app::AppState;
+use super::first_party;
 use super::jobs::Abandoned;
 use super::{Error, Result};
 use crate::error_code::ErrorCode;
@@ -19,7 +20,7 @@ fn check_plugin_name(
     replace: bool,
 ) -> Result<()> {
     let conflict = |message: String| Error::new(ErrorCode::Conflict, message);
-    if let Some((_, official)) = edgerec_runtime::first_party::all().into_iter().find(|(n, _)| *n == name) {
+    if let Some(official) = first_party::component(name) {
         if official != bytes {
             return Err(conflict(format!(
                 "plugin name {name:?} is reserved for the first-party component; upload yours under a name of its own"

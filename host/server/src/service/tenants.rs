@@ -14,6 +14,7 @@ use super::app::{AppState, Tenant};
 use super::bundles;
 use super::catalog::CatalogReader;
 use super::encode::{Engine, user_cache};
+use super::first_party;
 use super::pipeline::{self, ActivePipeline};
 use super::scheduler::Scheduler;
 use super::{Error, Result};
@@ -316,10 +317,17 @@ pub fn revoke_key(app: &AppState, tenant: &Tenant, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Resolves, checks, stores and activates a new pipeline version.
+/// Resolves, checks, stores and activates a new pipeline version. A stage
+/// naming a first-party plugin stores its embedded component for the tenant
+/// first, when the tenant does not hold it yet (see [`first_party`]).
 pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> Result<PipelineRecord> {
     let name = &tenant.record.name;
-    let plugins = app.store.plugins(name)?;
+    let mut plugins = app.store.plugins(name)?;
+    for stage in &stages {
+        if let Some(stored) = first_party::ensure_stored(app, name, &plugins, &stage.plugin)? {
+            plugins.push(stored);
+        }
+    }
     for (index, stage) in stages.iter_mut().enumerate() {
         let versions: Vec<u32> = plugins.iter().filter(|p| p.name == stage.plugin).map(|p| p.version).collect();
         let version = match stage.version {
@@ -372,6 +380,13 @@ pub fn activate_version(app: &AppState, tenant: &Tenant, version: u32) -> Result
     metrics::counter!("edgerec_pipeline_activations_total", "tenant" => name.clone()).increment(1);
     tracing::info!(tenant = %name, version, "pipeline version activated");
     Ok(record)
+}
+
+/// Activates the default pipeline ([`first_party::default_stages`]) for a
+/// tenant, serialised with its other activations. Blocks: call it from a job.
+pub fn activate_default(app: &AppState, tenant: &Tenant) -> Result<PipelineRecord> {
+    let _serial = tenant.activation.blocking_lock();
+    activate(app, tenant, first_party::default_stages())
 }
 
 /// Returns to the previously active version (409 when there is none).
