@@ -31,6 +31,58 @@ pub const MAX_EVENTS: usize = 1000;
 pub const MAX_ITEMS: usize = 1000;
 /// Most items in one catalog page (`limit`).
 pub const MAX_PAGE_ITEMS: usize = 1000;
+/// Longest tenant, plugin or model-version name, in characters.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Which characters a kind of name may hold: ASCII digits, lowercase
+/// letters, uppercase letters where allowed, and `extra`; 1 to
+/// [`MAX_NAME_LEN`] of them. The checks and the document's patterns both
+/// come from it.
+pub struct NameRule {
+    /// What is named, for messages.
+    pub what: &'static str,
+    /// Whether A-Z is allowed.
+    pub uppercase: bool,
+    /// The other characters allowed, as they appear in the pattern's class.
+    pub extra: &'static str,
+}
+
+/// Tenant names (they appear in keys and paths: lowercase only).
+pub const TENANT_NAME: NameRule = NameRule { what: "tenant name", uppercase: false, extra: "_-" };
+/// Plugin names.
+pub const PLUGIN_NAME: NameRule = NameRule { what: "plugin name", uppercase: true, extra: "_-" };
+/// Model version names.
+pub const MODEL_VERSION: NameRule = NameRule { what: "model version", uppercase: true, extra: "._-" };
+
+impl NameRule {
+    /// Whether `name` follows the rule.
+    pub fn allows(&self, name: &str) -> bool {
+        (1..=MAX_NAME_LEN).contains(&name.len())
+            && name.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || (self.uppercase && b.is_ascii_uppercase())
+                    || self.extra.as_bytes().contains(&b)
+            })
+    }
+
+    /// The JSON Schema pattern of the rule.
+    pub fn pattern(&self) -> String {
+        let letters = if self.uppercase { "A-Za-z" } else { "a-z" };
+        format!("^[{letters}0-9{}]{{1,{MAX_NAME_LEN}}}$", self.extra)
+    }
+
+    /// "`what` "x" is invalid: use …", the message of a name that breaks the rule.
+    pub fn refusal(&self, name: &str) -> String {
+        let mut allowed = vec!["a-z".to_string()];
+        if self.uppercase {
+            allowed.push("A-Z".into());
+        }
+        allowed.push("0-9".into());
+        allowed.extend(self.extra.chars().rev().map(|c| format!("'{c}'")));
+        format!("{} {name:?} is invalid: use 1..={MAX_NAME_LEN} of {}", self.what, allowed.join(", "))
+    }
+}
 
 /// Where each fixed bound appears in the document: (schema, property,
 /// JSON Schema keyword, bound).
@@ -46,14 +98,30 @@ const DOCUMENTED: &[(&str, &str, &str, usize)] = &[
     ("UpsertItems", "items", "maxItems", MAX_ITEMS),
 ];
 
-/// Writes the bounds of query parameters into `paths` (the document's
-/// `paths`): (path, method, parameter, bound).
+/// Writes the bounds of query and path parameters into `paths` (the
+/// document's `paths`): `limit`'s maximum, and the pattern of every plugin
+/// name and model version in a path.
 pub fn document_parameters(paths: &mut Value) {
     let parameters = [("/v1/tenants/{tenant}/catalog/items", "get", "limit", MAX_PAGE_ITEMS)];
     for (path, method, name, bound) in parameters {
         if let Some(list) = paths[path][method]["parameters"].as_array_mut() {
             for parameter in list.iter_mut().filter(|p| p["name"] == name) {
                 parameter["schema"]["maximum"] = bound.into();
+            }
+        }
+    }
+    let Some(paths) = paths.as_object_mut() else { return };
+    for (path, operations) in paths.iter_mut() {
+        let named = [("/plugins/{name}", "name", &PLUGIN_NAME), ("/models/{version}", "version", &MODEL_VERSION)];
+        for (segment, parameter, rule) in named {
+            if !path.contains(segment) {
+                continue;
+            }
+            for operation in operations.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+                let list = operation["parameters"].as_array_mut().into_iter().flatten();
+                for p in list.filter(|p| p["name"] == parameter && p["in"] == "path") {
+                    p["schema"]["pattern"] = rule.pattern().into();
+                }
             }
         }
     }
@@ -67,6 +135,7 @@ pub fn document(schemas: &mut Value) {
     for (schema, property, keyword, bound) in DOCUMENTED {
         schemas[*schema]["properties"][*property][*keyword] = (*bound).into();
     }
+    schemas["CreateTenant"]["properties"]["name"]["pattern"] = TENANT_NAME.pattern().into();
     let text = |max: usize| json!({"type": "string", "maxLength": max});
     schemas["RecommendRequest"]["properties"]["context"] = json!({
         "type": "object",
@@ -86,4 +155,29 @@ pub fn document(schemas: &mut Value) {
             {"type": "array", "maxItems": MAX_ATTRIBUTE_LIST_LEN, "items": text(MAX_ATTRIBUTE_LIST_STRING_LEN)},
         ]},
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_name_rule_checks_and_documents_the_same_characters() {
+        assert_eq!(TENANT_NAME.pattern(), "^[a-z0-9_-]{1,64}$");
+        assert_eq!(PLUGIN_NAME.pattern(), "^[A-Za-z0-9_-]{1,64}$");
+        assert_eq!(MODEL_VERSION.pattern(), "^[A-Za-z0-9._-]{1,64}$");
+        let longest = "a".repeat(MAX_NAME_LEN);
+        for rule in [&TENANT_NAME, &PLUGIN_NAME, &MODEL_VERSION] {
+            assert!(rule.allows("shop-2_x") && rule.allows(&longest), "{}", rule.what);
+            for bad in ["", "a b", "a/b", "ü", &format!("{longest}a")] {
+                assert!(!rule.allows(bad), "{} allows {bad:?}", rule.what);
+            }
+        }
+        assert!(!TENANT_NAME.allows("Shop") && PLUGIN_NAME.allows("Shop"));
+        assert!(MODEL_VERSION.allows("v1.2") && !PLUGIN_NAME.allows("v1.2"));
+        assert_eq!(
+            MODEL_VERSION.refusal("a b"),
+            "model version \"a b\" is invalid: use 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'"
+        );
+    }
 }

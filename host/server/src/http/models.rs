@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 
 use super::auth::OperatorTenant;
+use super::bounds::MODEL_VERSION;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, body_error};
 use super::records::ModelVersionJson;
@@ -35,15 +36,9 @@ pub struct ModelRollback {
 }
 
 fn check_version_name(version: &str) -> Result<(), ApiError> {
-    let valid = !version.is_empty()
-        && version.len() <= 64
-        && version.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        // `…/models/rollback` is the rollback route.
-        && version != "rollback";
-    if !valid {
-        return Err(ApiError::bad_request(format!(
-            "model version {version:?} is invalid: use 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'"
-        )));
+    // `…/models/rollback` is the rollback route.
+    if !MODEL_VERSION.allows(version) || version == "rollback" {
+        return Err(ApiError::bad_request(MODEL_VERSION.refusal(version)));
     }
     Ok(())
 }
@@ -55,7 +50,7 @@ fn check_version_name(version: &str) -> Result<(), ApiError> {
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/models/{version}",
     request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "the bundle: a tar of config.json, model.safetensors and items.json"),
     params(("tenant" = String, Path, description = "tenant name"),
-           ("version" = String, Path, description = "model version: 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+           ("version" = String, Path, description = "model version: 1..=64 of a-z, A-Z, 0-9, '-', '_', '.'")),
     responses((status = 201, body = ModelVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn put_model(
@@ -97,7 +92,7 @@ pub async fn list_models(
 /// model they started with; the new model starts with an empty encoder cache).
 #[utoipa::path(post, path = "/v1/tenants/{tenant}/models/{version}/activate",
     params(("tenant" = String, Path, description = "tenant name"),
-           ("version" = String, Path, description = "model version", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+           ("version" = String, Path, description = "model version")),
     responses((status = 200, body = ModelVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
 pub async fn activate_model(

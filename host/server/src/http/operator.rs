@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{OperatorAccess, OperatorTenant};
+use super::bounds::{PLUGIN_NAME, TENANT_NAME};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, body_error};
 use super::records::{PipelineRecordJson, PluginVersionJson, StageSpecJson};
@@ -24,7 +25,6 @@ use crate::store::TenantRecord;
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Name: 1..=64 of a-z, 0-9, `-`, `_`.
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub name: String,
     /// `"demo"` (the bundled model) or a model directory on the server (config.json, model.safetensors, items.json).
     pub model: String,
@@ -96,14 +96,8 @@ pub async fn create_tenant(
     OperatorAccess(operator): OperatorAccess,
     ApiJson(request): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
-    let valid = !request.name.is_empty()
-        && request.name.len() <= 64
-        && request.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if !valid {
-        return Err(ApiError::bad_request(format!(
-            "tenant name {:?} is invalid: use 1..=64 characters of a-z, 0-9, '-', '_'",
-            request.name
-        )));
+    if !TENANT_NAME.allows(&request.name) {
+        return Err(ApiError::bad_request(TENANT_NAME.refusal(&request.name)));
     }
     let default_pipeline = match request.pipeline.as_deref() {
         None => false,
@@ -265,7 +259,7 @@ pub struct UploadQuery {
 #[utoipa::path(put, path = "/v1/tenants/{tenant}/plugins/{name}",
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "the component (binary)"),
     params(("tenant" = String, Path, description = "tenant name"),
-           ("name" = String, Path, description = "plugin name: 1..=64 of a-z, A-Z, 0-9, '-', '_'", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+           ("name" = String, Path, description = "plugin name: 1..=64 of a-z, A-Z, 0-9, '-', '_'"),
            UploadQuery),
     responses((status = 201, body = PluginVersionJson), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
@@ -305,11 +299,8 @@ pub(crate) fn upload_slot(app: &AppState) -> Result<tokio::sync::OwnedSemaphoreP
 }
 
 fn check_plugin_name_syntax(name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
-        return Err(ApiError::bad_request(format!(
-            "plugin name {name:?} is invalid: use 1..=64 of a-z, A-Z, 0-9, '-', '_'"
-        )));
+    if !PLUGIN_NAME.allows(name) {
+        return Err(ApiError::bad_request(PLUGIN_NAME.refusal(name)));
     }
     Ok(())
 }
@@ -318,7 +309,7 @@ fn check_plugin_name_syntax(name: &str) -> Result<(), ApiError> {
 /// pipeline versions that do: roll forward past them first).
 #[utoipa::path(delete, path = "/v1/tenants/{tenant}/plugins/{name}/versions/{version}",
     params(("tenant" = String, Path, description = "tenant name"),
-           ("name" = String, Path, description = "plugin name", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+           ("name" = String, Path, description = "plugin name"),
            ("version" = u32, Path, description = "plugin version", minimum = 1)),
     responses((status = 204, description = "deleted"), (status = "4XX", body = ErrorBody)),
     security(("bearer" = [])), tag = "operator")]
