@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::wire;
-use crate::error::InputError;
+use crate::error::CandidatesError;
 
 /// One thing the shopper did recently.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,25 +146,25 @@ impl CandidateBatch {
     }
 
     /// Checks every list has one entry per candidate and column names are unique.
-    pub fn validate(&self) -> Result<(), InputError> {
+    pub fn validate(&self) -> Result<(), CandidatesError> {
         let n = self.ids.len();
         if self.scores.len() != n {
-            return Err(InputError::Length { what: "scores".into(), len: self.scores.len(), expected: n });
+            return Err(CandidatesError::Length { what: "scores".into(), len: self.scores.len(), expected: n });
         }
         for (i, column) in self.columns.iter().enumerate() {
             if column.values.len() != n {
-                return Err(InputError::Length {
+                return Err(CandidatesError::Length {
                     what: format!("column `{}`", column.name),
                     len: column.values.len(),
                     expected: n,
                 });
             }
             if self.columns[..i].iter().any(|c| c.name == column.name) {
-                return Err(InputError::DuplicateColumn(column.name.clone()));
+                return Err(CandidatesError::DuplicateColumn(column.name.clone()));
             }
         }
         if n > u32::MAX as usize / 2 {
-            return Err(InputError::TooMany(n));
+            return Err(CandidatesError::TooMany(n));
         }
         Ok(())
     }

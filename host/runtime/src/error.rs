@@ -211,9 +211,9 @@ pub enum StageFailure {
     },
 }
 
-/// A request's input is malformed.
+/// The candidates handed to a pipeline are malformed.
 #[derive(Clone, Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
-pub enum InputError {
+pub enum CandidatesError {
     /// A list whose length differs from the number of candidates.
     #[error("{what} has {len} entries for {expected} candidates")]
     Length {

@@ -49,7 +49,7 @@ mod wasi;
 pub use batch::{CandidateBatch, Column, ColumnValues, Event, RequestContext};
 pub use compile_process::{COMPILE_SUBCOMMAND, CompileProcess, child_main};
 pub use config::{LimitMaxima, Limits, LimitsError, LimitsSpec, RuntimeConfig};
-pub use error::{InputError, OutputProblem, PluginError, StageFailure};
+pub use error::{CandidatesError, OutputProblem, PluginError, StageFailure};
 pub use name::{
     LANGUAGE_SECTION, NAME_SECTION, declared_language, declared_name, with_declared_language, with_declared_name,
 };

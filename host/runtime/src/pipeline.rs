@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::{CandidateBatch, EncodedColumn, RequestContext};
 use crate::bindings::wire;
 use crate::config::Limits;
-use crate::error::{InputError, PluginError, StageFailure};
+use crate::error::{CandidatesError, PluginError, StageFailure};
 use crate::runtime::{CompiledPlugin, Runtime};
 use crate::trace::{FinalCandidate, PipelineOutcome, StageStatus, StageTrace, moved_count};
 
@@ -229,7 +229,7 @@ impl ReasonLog {
 pub enum PipelineError {
     /// The candidates are malformed.
     #[error("invalid candidates: {0}")]
-    Input(#[from] InputError),
+    Input(#[from] CandidatesError),
     /// A stage with `on_error: fail` failed.
     #[error("stage {stage} ({plugin}) failed: {failure}")]
     StageFailed {
