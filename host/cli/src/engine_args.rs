@@ -97,14 +97,14 @@ pub fn prepare(args: &EncodeArgs) -> anyhow::Result<Prepared> {
         Model::load(&args.model).with_context(|| format!("cannot load model directory {}", args.model.display()))?;
     kept_window(&model.config, &events, query_time)
         .with_context(|| format!("invalid request in {}", args.input.display()))?;
-    let backend = open_backend(args.backend.into(), Arc::new(model))?;
+    let backend = open_backend_announced(args.backend.into(), Arc::new(model))?;
     Ok(Prepared { backend, events, query_time })
 }
 
 /// Opens the backend (the choice `edgerec_kernels::open_backend` makes) and
 /// logs one stderr line saying which one serves, and under `auto` why CUDA
 /// was refused.
-fn open_backend(choice: BackendChoice, model: Arc<Model>) -> anyhow::Result<Box<dyn Backend>> {
+fn open_backend_announced(choice: BackendChoice, model: Arc<Model>) -> anyhow::Result<Box<dyn Backend>> {
     let selected = edgerec_kernels::open_backend(choice, model)?;
     let name = selected.backend.name();
     match (choice, &selected.cuda_refused) {

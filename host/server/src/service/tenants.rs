@@ -26,7 +26,7 @@ use crate::store::{ApiKeyRecord, ModelVersion, PipelineRecord, StageSpec, Tenant
 /// The backend a tenant is served with: its record's choice, else the
 /// server's. Under `auto`, the log says which backend serves and, on the CPU,
 /// why CUDA was refused.
-pub fn open_backend(app: &AppState, record: &TenantRecord, model: &Arc<Model>) -> Result<Arc<dyn Backend>> {
+pub fn tenant_backend(app: &AppState, record: &TenantRecord, model: &Arc<Model>) -> Result<Arc<dyn Backend>> {
     let choice = match &record.backend {
         Some(name) => name.parse::<BackendChoice>().map_err(Error::bad_request)?,
         None => app.config.backend,
@@ -120,7 +120,7 @@ pub fn issue_key() -> (String, ApiKeyRecord) {
 pub fn create(app: &AppState, _operator: &Operator, record: TenantRecord) -> Result<()> {
     let (model, items) = bundles::load_model(&record.model)?;
     let model = Arc::new(model);
-    let backend = open_backend(app, &record, &model)?;
+    let backend = tenant_backend(app, &record, &model)?;
     if !app.store.create_tenant(&record)? {
         return Err(Error::new(
             ErrorCode::Conflict,
@@ -162,7 +162,7 @@ pub fn load_all(app: &AppState) -> anyhow::Result<()> {
 
 fn load_one(app: &AppState, record: &TenantRecord) -> Result<Loaded, String> {
     let (model, items, model_version) = load_active_model(app, record).map_err(|e| e.report())?;
-    let backend = open_backend(app, record, &model).map_err(|e| e.report())?;
+    let backend = tenant_backend(app, record, &model).map_err(|e| e.report())?;
     let (active, versions) = app.store.pipelines(&record.name).map_err(|e| e.to_string())?;
     let pipeline = match active.and_then(|v| versions.into_iter().find(|p| p.version == v)) {
         Some(pipeline) => {
@@ -199,7 +199,7 @@ pub fn swap_model(app: &AppState, tenant: &Tenant) -> Result<()> {
     if model_version == tenant.model_version {
         return Ok(());
     }
-    let backend = open_backend(app, &record, &model)?;
+    let backend = tenant_backend(app, &record, &model)?;
     let loaded = Loaded { model, backend, items, model_version, pipeline: ActivePipeline::empty() };
     tracing::info!(tenant = %name, model_version = loaded.model_version.as_deref().unwrap_or("base"), "model swapped");
     metrics::counter!("edgerec_model_activations_total", "tenant" => name.clone()).increment(1);
@@ -222,7 +222,7 @@ pub fn activate_model(app: &AppState, tenant: &Tenant, version: &str) -> Result<
     let (model, items) = bundles::load_version(app, name, &target)?;
     let model = Arc::new(model);
     let record = stored_record(app, tenant)?;
-    let backend = open_backend(app, &record, &model)?;
+    let backend = tenant_backend(app, &record, &model)?;
     app.store.activate_model(name, version)?.ok_or_else(unknown)?;
     let loaded =
         Loaded { model, backend, items, model_version: Some(version.to_string()), pipeline: ActivePipeline::empty() };
