@@ -38,27 +38,23 @@
 //! that has gone away fails a call quickly ([`StoreError::Unavailable`])
 //! instead of holding a thread.
 
-use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, Script, Value};
+use redis::AsyncCommands;
 
 use super::redis_scripts::Scripts;
 use serde::{Deserialize, Serialize};
 
+use self::client::{COMMAND_TIMEOUT, Client};
 use super::StoredEvent;
 use super::{
     AppendOutcome, BATCH_KEY_TTL, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion,
-    StageSpec, Store, StoreError, TenantRecord, event_id_window, timed,
+    StageSpec, Store, StoreError, TenantRecord, event_id_window,
 };
 use crate::clock::{now_unix, now_unix_ms as unix_ms};
 
-/// How long a command may take before the call fails as `Unavailable`.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long connecting may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+mod client;
+
 /// The change stream keeps about this many entries (a host that was away
 /// longer resynchronises from the full state anyway).
 const CHANGES_KEPT: usize = 100_000;
@@ -67,58 +63,10 @@ const CHANGES: &str = "er:changes";
 /// The set of tenant names.
 const TENANTS: &str = "er:tenants";
 
-/// One connection to Redis or to a Redis Cluster, multiplexed and
-/// reconnecting; cheap to clone.
-#[derive(Clone)]
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
 /// The Redis store (see the module documentation for its key layout).
 pub struct RedisStore {
-    /// Drives the client's connections; shut down without blocking on drop.
-    runtime: Option<tokio::runtime::Runtime>,
-    handle: tokio::runtime::Handle,
-    /// Every command but the change stream's.
-    conn: Conn,
-    /// `XREAD BLOCK` only: a blocking read would stall the multiplexed connection.
-    follow_conn: Conn,
+    client: Client,
     scripts: Scripts,
-    /// What the operator gave (`redis://…`), for messages.
-    address: String,
-    /// Until when calls fail at once after Redis was found unreachable: the
-    /// edge answers degraded in microseconds instead of each request waiting
-    /// for the client's reconnect attempts. One call after it probes again.
-    away_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// Seconds a user's keys live after their last event (0: for ever).
     user_ttl_s: u64,
     /// Seconds an event batch's answer is kept for retries with its key.
@@ -127,18 +75,6 @@ pub struct RedisStore {
 
 /// How long a user's keys live after their last event unless configured.
 pub const DEFAULT_USER_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
-
-/// How long calls fail fast after Redis was found unreachable.
-const PROBE_EVERY: Duration = Duration::from_millis(250);
-
-impl Drop for RedisStore {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which tokio forbids inside another runtime.
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
 
 /// A pipeline version as stored (its number is the hash field).
 #[derive(Serialize, Deserialize)]
@@ -176,42 +112,13 @@ impl RedisStore {
     /// Connects to `redis://HOST:PORT` (or `rediss://`, with a password in
     /// the URL if needed) or to a cluster, `redis+cluster://H1:P1,H2:P2,…`.
     pub fn connect(address: &str) -> anyhow::Result<RedisStore> {
-        use anyhow::Context;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("edgerec-redis")
-            .enable_all()
-            .build()
-            .context("cannot start the Redis client's runtime")?;
-        let handle = runtime.handle().clone();
-        let spec = address.to_string();
-        // Spawned and waited for, not `block_on`: `serve` opens the store
-        // from inside its own runtime, where blocking on another is refused.
-        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        handle.spawn(async move {
-            let connected = tokio::time::timeout(CONNECT_TIMEOUT * 3, connect_pair(&spec)).await;
-            let _ = sender.send(connected);
-        });
-        let (conn, follow_conn) = receiver
-            .recv()
-            .map_err(|_| anyhow::anyhow!("the Redis client's runtime stopped"))?
-            .map_err(|_| anyhow::anyhow!("no answer within {:?}", CONNECT_TIMEOUT * 3))
-            .and_then(|r| r)
-            .with_context(|| {
-                format!("cannot reach Redis at {address}; start it (redis-server) or fix --store / EDGEREC_SERVE_STORE")
-            })?;
         let store = RedisStore {
-            runtime: Some(runtime),
-            handle,
-            conn,
-            follow_conn,
+            client: Client::connect(address)?,
             scripts: Scripts::new(),
-            address: address.to_string(),
-            away_until: std::sync::Mutex::default(),
             user_ttl_s: DEFAULT_USER_TTL.as_secs(),
             batch_key_ttl_s: BATCH_KEY_TTL.as_secs(),
         };
-        store.warn_unless_durable();
+        store.client.warn_unless_durable();
         Ok(store)
     }
 
@@ -230,88 +137,9 @@ impl RedisStore {
         self
     }
 
-    /// Runs `work` on the client's runtime and waits for it, at most
-    /// [`COMMAND_TIMEOUT`].
-    fn block<T, F>(&self, op: &'static str, work: impl FnOnce(Conn) -> F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T, StoreError>> + Send + 'static,
-    {
-        let away_until = *self.away_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if away_until.is_some_and(|until| std::time::Instant::now() < until) {
-            return Err(StoreError::Unavailable(format!("{} did not answer moments ago", self.address)));
-        }
-        let result = timed(op, || {
-            let future = work(self.conn.clone());
-            let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-            self.handle.spawn(async move {
-                let result = match tokio::time::timeout(COMMAND_TIMEOUT, future).await {
-                    Ok(result) => result,
-                    Err(_) => Err(StoreError::Unavailable(format!("no answer within {COMMAND_TIMEOUT:?}"))),
-                };
-                let _ = sender.send(result);
-            });
-            receiver.recv().map_err(|_| StoreError::Unavailable("the Redis client stopped".into()))?
-        });
-        let mut until = self.away_until.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *until = match &result {
-            Err(error) if error.is_unavailable() => Some(std::time::Instant::now() + PROBE_EVERY),
-            _ => None,
-        };
-        result
-    }
-
-    /// Runs one of [`Scripts`] with these keys and arguments.
-    fn run_script<T>(
-        &self,
-        op: &'static str,
-        script: &Script,
-        keys: Vec<String>,
-        args: Vec<Vec<u8>>,
-    ) -> Result<T, StoreError>
-    where
-        T: redis::FromRedisValue + Send + 'static,
-    {
-        let script = script.clone();
-        self.block(op, move |mut conn| async move {
-            let mut call = script.prepare_invoke();
-            for key in &keys {
-                call.key(key);
-            }
-            for arg in &args {
-                call.arg(arg.as_slice());
-            }
-            Ok(call.invoke_async(&mut conn).await?)
-        })
-    }
-
-    /// Logs a warning when Redis would lose acknowledged writes on a crash.
-    fn warn_unless_durable(&self) {
-        let Conn::Single(_) = self.conn else { return };
-        let config = self.block("config", |mut conn| async move {
-            let values: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("append*").query_async(&mut conn).await?;
-            Ok(values)
-        });
-        let Ok(values) = config else { return };
-        let get = |name: &str| {
-            values.chunks(2).find_map(|pair| match pair {
-                [key, value] if key == name => Some(value.clone()),
-                _ => None,
-            })
-        };
-        if get("appendonly").as_deref() != Some("yes") || get("appendfsync").as_deref() != Some("always") {
-            tracing::warn!(
-                store = %self.address,
-                appendonly = ?get("appendonly"),
-                appendfsync = ?get("appendfsync"),
-                "Redis may lose acknowledged events on a crash: run it with `appendonly yes` and `appendfsync always`"
-            );
-        }
-    }
-
     fn publish(&self, tenant: &str, kind: &'static str) -> Result<(), StoreError> {
         let tenant = tenant.to_string();
-        self.block("publish", move |mut conn| async move {
+        self.client.block("publish", move |mut conn| async move {
             let _: String = redis::cmd("XADD")
                 .arg(CHANGES)
                 .arg("MAXLEN")
@@ -331,37 +159,6 @@ impl RedisStore {
     }
 }
 
-async fn connect_pair(address: &str) -> anyhow::Result<(Conn, Conn)> {
-    if let Some(nodes) = address.strip_prefix("redis+cluster://") {
-        let nodes: Vec<String> = nodes.split(',').filter(|n| !n.is_empty()).map(|n| format!("redis://{n}")).collect();
-        anyhow::ensure!(!nodes.is_empty(), "redis+cluster:// names no node; give redis+cluster://HOST:PORT,HOST:PORT");
-        let client = |response: Duration| {
-            redis::cluster::ClusterClient::builder(nodes.clone())
-                .connection_timeout(CONNECT_TIMEOUT)
-                .response_timeout(response)
-                .retries(2)
-                .build()
-        };
-        let conn = client(COMMAND_TIMEOUT)?.get_async_connection().await?;
-        let follow = client(FOLLOW_RESPONSE_TIMEOUT)?.get_async_connection().await?;
-        return Ok((Conn::Cluster(conn), Conn::Cluster(follow)));
-    }
-    let client = redis::Client::open(address)?;
-    let config = |response: Duration| {
-        ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(response))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500))
-    };
-    let conn = ConnectionManager::new_with_config(client.clone(), config(COMMAND_TIMEOUT)).await?;
-    let follow = ConnectionManager::new_with_config(client, config(FOLLOW_RESPONSE_TIMEOUT)).await?;
-    Ok((Conn::Single(conn), Conn::Single(follow)))
-}
-
-/// The follower's reads block up to their `wait`; its connection must wait longer.
-const FOLLOW_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
 impl Store for RedisStore {
     fn kind(&self) -> &'static str {
         "redis"
@@ -369,12 +166,12 @@ impl Store for RedisStore {
 
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         let key = format!("er:meta:{key}");
-        self.block("meta", |mut conn| async move { Ok(conn.get(key).await?) })
+        self.client.block("meta", |mut conn| async move { Ok(conn.get(key).await?) })
     }
 
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let (key, value) = (format!("er:meta:{key}"), value.to_string());
-        self.block("set_meta", |mut conn| async move {
+        self.client.block("set_meta", |mut conn| async move {
             let () = conn.set(key, value).await?;
             Ok(())
         })
@@ -382,7 +179,7 @@ impl Store for RedisStore {
 
     fn init_meta(&self, key: &str, value: &str) -> Result<String, StoreError> {
         let (key, value) = (format!("er:meta:{key}"), value.to_string());
-        self.block("init_meta", |mut conn| async move {
+        self.client.block("init_meta", |mut conn| async move {
             let before: Option<String> =
                 redis::cmd("SET").arg(&key).arg(&value).arg("NX").arg("GET").query_async(&mut conn).await?;
             Ok(before.unwrap_or(value))
@@ -391,14 +188,14 @@ impl Store for RedisStore {
 
     fn remove_meta(&self, key: &str) -> Result<(), StoreError> {
         let key = format!("er:meta:{key}");
-        self.block("remove_meta", |mut conn| async move {
+        self.client.block("remove_meta", |mut conn| async move {
             let () = conn.del(key).await?;
             Ok(())
         })
     }
 
     fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        self.block("tenants", |mut conn| async move {
+        self.client.block("tenants", |mut conn| async move {
             let mut names: Vec<String> = conn.smembers(TENANTS).await?;
             names.sort();
             let mut out = Vec::with_capacity(names.len());
@@ -415,7 +212,7 @@ impl Store for RedisStore {
 
     fn tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
         let key = tenant_key(name, "tenant");
-        self.block("tenant", |mut conn| async move {
+        self.client.block("tenant", |mut conn| async move {
             let record: Option<Vec<u8>> = conn.get(key).await?;
             Ok(match record {
                 Some(record) => Some(serde_json::from_slice(&record)?),
@@ -427,7 +224,7 @@ impl Store for RedisStore {
     fn create_tenant(&self, record: &TenantRecord) -> Result<bool, StoreError> {
         let json = serde_json::to_vec(record)?;
         let name = record.name.clone();
-        let created = self.block("create_tenant", move |mut conn| async move {
+        let created = self.client.block("create_tenant", move |mut conn| async move {
             // Listed first: a name without a record is skipped by `tenants`,
             // a record without its name would be invisible.
             let _: () = conn.sadd(TENANTS, &name).await?;
@@ -449,7 +246,7 @@ impl Store for RedisStore {
     fn put_tenant(&self, record: &TenantRecord) -> Result<(), StoreError> {
         let json = serde_json::to_vec(record)?;
         let key = tenant_key(&record.name, "tenant");
-        self.block("put_tenant", |mut conn| async move {
+        self.client.block("put_tenant", |mut conn| async move {
             let () = conn.set(key, json).await?;
             Ok(())
         })?;
@@ -488,7 +285,7 @@ impl Store for RedisStore {
         let ttl = self.user_ttl_s;
         let batch_key_ttl_s = self.batch_key_ttl_s;
         let script = self.scripts.append.clone();
-        self.block("append_events", move |mut conn| async move {
+        self.client.block("append_events", move |mut conn| async move {
             if let Some(batch) = &batch {
                 let first: Option<Vec<u8>> = conn.get(batch).await?;
                 if let Some(first) = first {
@@ -521,7 +318,7 @@ impl Store for RedisStore {
             return Ok(Vec::new());
         }
         let key = user_key(tenant, user, "events");
-        self.block("recent_events", move |mut conn| async move {
+        self.client.block("recent_events", move |mut conn| async move {
             let rows: Vec<Vec<u8>> = conn.lrange(key, -(limit as isize), -1).await?;
             rows.iter().map(|row| Ok(serde_json::from_slice(row)?)).collect()
         })
@@ -538,7 +335,7 @@ impl Store for RedisStore {
             pipe.hset(&catalog, id, serde_json::to_vec(attributes)?).ignore();
             pipe.zadd(&ids, id, 0).ignore();
         }
-        self.block("upsert_items", move |mut conn| async move {
+        self.client.block("upsert_items", move |mut conn| async move {
             let () = pipe.query_async(&mut conn).await?;
             Ok(())
         })
@@ -546,7 +343,7 @@ impl Store for RedisStore {
 
     fn item(&self, tenant: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
         let (key, id) = (tenant_key(tenant, "catalog"), id.to_string());
-        self.block("item", |mut conn| async move {
+        self.client.block("item", |mut conn| async move {
             let value: Option<Vec<u8>> = conn.hget(key, id).await?;
             Ok(match value {
                 Some(value) => Some(serde_json::from_slice(&value)?),
@@ -561,7 +358,7 @@ impl Store for RedisStore {
         }
         let key = tenant_key(tenant, "catalog");
         let ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
-        self.block("items_many", |mut conn| async move {
+        self.client.block("items_many", |mut conn| async move {
             let values: Vec<Option<Vec<u8>>> = redis::cmd("HMGET").arg(key).arg(ids).query_async(&mut conn).await?;
             values
                 .into_iter()
@@ -584,7 +381,7 @@ impl Store for RedisStore {
         }
         let (catalog, ids) = (tenant_key(tenant, "catalog"), tenant_key(tenant, "catalog-ids"));
         let start = after.map_or_else(|| "-".to_string(), |a| format!("({a}"));
-        self.block("items_page", move |mut conn| async move {
+        self.client.block("items_page", move |mut conn| async move {
             let page: Vec<String> = redis::cmd("ZRANGE")
                 .arg(&ids)
                 .arg(start)
@@ -626,7 +423,7 @@ impl Store for RedisStore {
             uploaded_at: now_unix(),
             declared_name: declared_name.map(str::to_string),
         };
-        let stored: Vec<u8> = self.run_script(
+        let stored: Vec<u8> = self.client.run_script(
             "add_plugin",
             &self.scripts.add_plugin,
             vec![tenant_key(tenant, "plugins"), tenant_key(tenant, &format!("blob:{digest}"))],
@@ -639,7 +436,7 @@ impl Store for RedisStore {
 
     fn plugins(&self, tenant: &str) -> Result<Vec<PluginVersion>, StoreError> {
         let key = tenant_key(tenant, "plugins");
-        let mut all: Vec<PluginVersion> = self.block("plugins", |mut conn| async move {
+        let mut all: Vec<PluginVersion> = self.client.block("plugins", |mut conn| async move {
             let values: Vec<Vec<u8>> = conn.hvals(key).await?;
             values.iter().map(|v| Ok(serde_json::from_slice(v)?)).collect()
         })?;
@@ -648,7 +445,7 @@ impl Store for RedisStore {
     }
 
     fn delete_plugin_version(&self, tenant: &str, name: &str, version: u32) -> Result<PluginDeletion, StoreError> {
-        let answer: Vec<String> = self.run_script(
+        let answer: Vec<String> = self.client.run_script(
             "delete_plugin_version",
             &self.scripts.delete_plugin,
             vec![tenant_key(tenant, "plugins"), tenant_key(tenant, "pipelines")],
@@ -671,12 +468,12 @@ impl Store for RedisStore {
 
     fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let key = tenant_key(tenant, &format!("blob:{digest}"));
-        self.block("blob", |mut conn| async move { Ok(conn.get(key).await?) })
+        self.client.block("blob", |mut conn| async move { Ok(conn.get(key).await?) })
     }
 
     fn add_pipeline(&self, tenant: &str, stages: Vec<StageSpec>) -> Result<PipelineRecord, StoreError> {
         let body = PipelineBody { stages, created_at: now_unix() };
-        let version: u32 = self.run_script(
+        let version: u32 = self.client.run_script(
             "add_pipeline",
             &self.scripts.add_pipeline,
             vec![
@@ -691,7 +488,7 @@ impl Store for RedisStore {
     }
 
     fn activate_pipeline(&self, tenant: &str, version: u32) -> Result<Option<PipelineRecord>, StoreError> {
-        let body: Option<Vec<u8>> = self.run_script(
+        let body: Option<Vec<u8>> = self.client.run_script(
             "activate_pipeline",
             &self.scripts.activate,
             vec![tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations")],
@@ -705,7 +502,7 @@ impl Store for RedisStore {
 
     fn rollback_target(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
         let (pipelines, activations) = (tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations"));
-        self.block("rollback_target", |mut conn| async move {
+        self.client.block("rollback_target", |mut conn| async move {
             let previous: Option<u32> = conn.lindex(&activations, -2).await?;
             let Some(version) = previous else { return Ok(None) };
             let body: Option<Vec<u8>> = conn.hget(&pipelines, version).await?;
@@ -717,7 +514,7 @@ impl Store for RedisStore {
     }
 
     fn rollback(&self, tenant: &str) -> Result<Option<PipelineRecord>, StoreError> {
-        let answer: Option<(u32, Option<Vec<u8>>)> = self.run_script(
+        let answer: Option<(u32, Option<Vec<u8>>)> = self.client.run_script(
             "rollback",
             &self.scripts.rollback,
             vec![tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations")],
@@ -731,7 +528,7 @@ impl Store for RedisStore {
 
     fn pipelines(&self, tenant: &str) -> Result<(Option<u32>, Vec<PipelineRecord>), StoreError> {
         let (pipelines, activations) = (tenant_key(tenant, "pipelines"), tenant_key(tenant, "activations"));
-        self.block("pipelines", |mut conn| async move {
+        self.client.block("pipelines", |mut conn| async move {
             let active: Option<u32> = conn.lindex(&activations, -1).await?;
             let all: Vec<(u32, Vec<u8>)> = conn.hgetall(&pipelines).await?;
             let mut records = Vec::with_capacity(all.len());
@@ -759,12 +556,12 @@ impl Store for RedisStore {
         // A version already stored costs nothing: no bytes are written.
         let (key, name) = (models.clone(), field.clone());
         let existing: Option<Vec<u8>> =
-            self.block("add_model", |mut conn| async move { Ok(conn.hget(key, name).await?) })?;
+            self.client.block("add_model", |mut conn| async move { Ok(conn.hget(key, name).await?) })?;
         if let Some(existing) = existing {
             return stored_as(existing, digest);
         }
         let (models_key, blob_key, bytes) = (models.clone(), blob.clone(), bytes.to_vec());
-        let added = self.block("add_model", move |mut conn| async move {
+        let added = self.client.block("add_model", move |mut conn| async move {
             // The bundle first: a version is never listed without its bytes.
             let () = conn.set(&blob, bytes).await?;
             let added: bool = conn.hset_nx(&models, &field, json).await?;
@@ -779,7 +576,7 @@ impl Store for RedisStore {
             Some(existing) => {
                 // Another upload took the version meanwhile: leave no bytes
                 // behind that no version lists.
-                let _: i64 = self.run_script(
+                let _: i64 = self.client.run_script(
                     "add_model",
                     &self.scripts.drop_unlisted_blob,
                     vec![models_key, blob_key],
@@ -796,7 +593,7 @@ impl Store for RedisStore {
 
     fn models(&self, tenant: &str) -> Result<(Option<String>, Vec<ModelVersion>), StoreError> {
         let (models, log) = (tenant_key(tenant, "models"), tenant_key(tenant, "model-activations"));
-        self.block("models", |mut conn| async move {
+        self.client.block("models", |mut conn| async move {
             let active: Option<String> = conn.lindex(&log, -1).await?;
             let values: Vec<Vec<u8>> = conn.hvals(&models).await?;
             let mut all: Vec<ModelVersion> =
@@ -807,7 +604,7 @@ impl Store for RedisStore {
     }
 
     fn activate_model(&self, tenant: &str, version: &str) -> Result<Option<ModelVersion>, StoreError> {
-        let record: Option<Vec<u8>> = self.run_script(
+        let record: Option<Vec<u8>> = self.client.run_script(
             "activate_model",
             &self.scripts.activate,
             vec![tenant_key(tenant, "models"), tenant_key(tenant, "model-activations")],
@@ -820,7 +617,7 @@ impl Store for RedisStore {
     }
 
     fn rollback_model(&self, tenant: &str) -> Result<Option<Option<String>>, StoreError> {
-        let active: Option<String> = self.run_script(
+        let active: Option<String> = self.client.run_script(
             "rollback_model",
             &self.scripts.model_rollback,
             vec![tenant_key(tenant, "model-activations")],
@@ -836,7 +633,7 @@ impl Store for RedisStore {
     }
 
     fn change_cursor(&self) -> Result<Option<String>, StoreError> {
-        self.block("change_cursor", |mut conn| async move {
+        self.client.block("change_cursor", |mut conn| async move {
             let newest: redis::streams::StreamRangeReply = conn.xrevrange_count(CHANGES, "+", "-", 1).await?;
             Ok(Some(newest.ids.first().map_or_else(|| "0-0".to_string(), |entry| entry.id.clone())))
         })
@@ -844,10 +641,10 @@ impl Store for RedisStore {
 
     fn follow(&self, after: Option<&str>, wait: Duration) -> Result<Vec<Change>, StoreError> {
         let after = after.unwrap_or("0-0").to_string();
-        let mut conn = self.follow_conn.clone();
+        let mut conn = self.client.follow_conn.clone();
         let wait_ms = wait.as_millis().max(1) as u64;
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
-        self.handle.spawn(async move {
+        self.client.handle.spawn(async move {
             let read = async {
                 let options = redis::streams::StreamReadOptions::default().block(wait_ms as usize).count(256);
                 let reply: Option<redis::streams::StreamReadReply> =
