@@ -14,7 +14,7 @@ use crate::encode::{EncoderState, encode_batch};
 use crate::error::{BackendError, BatchError, InputError};
 use crate::history::{Event, UserHistory};
 use crate::model::Model;
-use crate::retrieval::QuantizedTable;
+use crate::retrieval::{QuantizedTable, RowMask};
 use crate::score::Scored;
 
 /// One user's incremental-encode state (kept window plus every layer's
@@ -108,6 +108,17 @@ pub trait Backend: Send + Sync {
         exclude: &[&[u32]],
     ) -> Result<Vec<Vec<Scored>>, BackendError>;
 
+    /// [`Backend::top_k_batch`] over only the rows set in `allow` (a
+    /// pipeline's retrieval filter: bit r is item row r): each list holds
+    /// `k` items whenever `k` rows pass, however few that is of the table.
+    fn top_k_allowed(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+        exclude: &[&[u32]],
+        allow: &RowMask,
+    ) -> Result<Vec<Vec<Scored>>, BackendError>;
+
     /// Encodes a user from scratch and keeps their state (see
     /// [`EncoderState::new`]). Returns the state and the L2-normalised embedding.
     fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError>;
@@ -192,6 +203,20 @@ impl Backend for CpuBackend {
             .map_err(|e| BackendError::InvalidCall(e.to_string()))
     }
 
+    fn top_k_allowed(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+        exclude: &[&[u32]],
+        allow: &RowMask,
+    ) -> Result<Vec<Vec<Scored>>, BackendError> {
+        check_top_k_call(&self.model, embeddings, exclude)?;
+        let queries: Vec<&[f32]> = embeddings.iter().map(Vec::as_slice).collect();
+        self.items
+            .top_k(&self.model.weights.item_emb, &queries, k, exclude, Some(allow))
+            .map_err(|e| BackendError::InvalidCall(e.to_string()))
+    }
+
     fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError> {
         let (state, embedding) = EncoderState::new(&self.model, events, query_time).map_err(input)?;
         Ok((BackendState::Cpu(state), embedding))
@@ -241,6 +266,20 @@ impl Backend for CudaBackend {
     ) -> Result<Vec<Vec<Scored>>, BackendError> {
         check_top_k_call(self.served_model(), embeddings, exclude)?;
         self.top_k_device(embeddings, k, exclude)
+    }
+
+    /// On the host, over the same quantised table and exact bound: the
+    /// device's threshold selection knows no mask, and a filter that drops
+    /// most rows would leave it short of `k` allowed candidates.
+    fn top_k_allowed(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+        exclude: &[&[u32]],
+        allow: &RowMask,
+    ) -> Result<Vec<Vec<Scored>>, BackendError> {
+        check_top_k_call(self.served_model(), embeddings, exclude)?;
+        self.top_k_host_allowed(embeddings, k, exclude, allow)
     }
 
     fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError> {

@@ -116,8 +116,8 @@ fn plugins_are_content_addressed_and_pipelines_roll_back(open: &Open) {
     assert_eq!(store.plugins("a").unwrap().len(), 2);
     assert!(store.plugins("b").unwrap().is_empty());
 
-    let p1 = store.add_pipeline("a", vec![]).unwrap();
-    let p2 = store.add_pipeline("a", vec![]).unwrap();
+    let p1 = store.add_pipeline("a", vec![].into()).unwrap();
+    let p2 = store.add_pipeline("a", vec![].into()).unwrap();
     assert_eq!((p1.version, p2.version), (1, 2));
     assert_eq!(store.rollback("a").unwrap().map(|p| p.version), Some(1));
     assert!(store.rollback("a").unwrap().is_none());
@@ -138,9 +138,9 @@ fn a_plugin_version_is_deleted_only_when_no_pipeline_version_uses_it(open: &Open
         on_error: OnErrorPolicy::Skip,
         limits: None,
     };
-    store.add_pipeline("a", vec![stage(1)]).unwrap();
-    store.add_pipeline("a", vec![stage(2)]).unwrap();
-    store.add_pipeline("a", vec![stage(1)]).unwrap();
+    store.add_pipeline("a", vec![stage(1)].into()).unwrap();
+    store.add_pipeline("a", vec![stage(2)].into()).unwrap();
+    store.add_pipeline("a", vec![stage(1)].into()).unwrap();
     assert_eq!(store.delete_plugin_version("a", "boost", 1).unwrap(), PluginDeletion::InUse(vec![1, 3]));
     assert_eq!(store.delete_plugin_version("a", "boost", 9).unwrap(), PluginDeletion::NotFound);
     assert_eq!(store.delete_plugin_version("b", "mine", 1).unwrap(), PluginDeletion::Deleted);
@@ -152,9 +152,9 @@ fn a_plugin_version_is_deleted_only_when_no_pipeline_version_uses_it(open: &Open
 
 fn pipelines_activate_by_version_and_roll_back_through_the_log(open: &Open) {
     let store = open();
-    let p1 = store.add_pipeline("a", vec![]).unwrap();
-    let p2 = store.add_pipeline("a", vec![]).unwrap();
-    let p3 = store.add_pipeline("a", vec![]).unwrap();
+    let p1 = store.add_pipeline("a", vec![].into()).unwrap();
+    let p2 = store.add_pipeline("a", vec![].into()).unwrap();
+    let p3 = store.add_pipeline("a", vec![].into()).unwrap();
     assert_eq!(store.activate_pipeline("a", p1.version).unwrap().map(|p| p.version), Some(1));
     assert!(store.activate_pipeline("a", 9).unwrap().is_none(), "no version 9");
     assert!(store.activate_pipeline("b", 1).unwrap().is_none(), "tenant b has no pipelines");
@@ -323,7 +323,7 @@ fn redis_keys_of_a_tenant_stay_under_its_own_prefix() {
             on_error: OnErrorPolicy::Skip,
             limits: None,
         };
-        store.add_pipeline(tenant, vec![stage]).unwrap();
+        store.add_pipeline(tenant, vec![stage].into()).unwrap();
     }
     store.init_meta("operator_token_sha256", "hash").unwrap();
     let keys: HashSet<String> = redis.cli(&["--scan"]).lines().map(str::to_string).collect();

@@ -30,8 +30,16 @@ pub struct Filter {
     pub predicates: Vec<Predicate>,
 }
 
+impl Filter {
+    /// True for a filter without predicates (every row passes).
+    pub fn is_empty(&self) -> bool {
+        self.predicates.is_empty()
+    }
+}
+
 /// `attribute op value`, e.g. `{"attribute": "stock", "op": "gt", "value": 0}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Predicate {
     /// The catalog attribute it reads.
@@ -46,6 +54,7 @@ pub struct Predicate {
 
 /// A comparison (JSON: lowercase names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Op {
     /// Equal.

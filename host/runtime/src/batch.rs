@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use edgerec_catalog::{GatheredColumn, GatheredValues};
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::wire;
@@ -175,6 +176,62 @@ impl CandidateBatch {
     }
 }
 
+/// The candidates entering a pipeline with columns a catalog snapshot
+/// gathered ([`edgerec_catalog::CatalogSnapshot::gather`]): typed and
+/// dictionary-encoded already, so a run parses and hashes nothing.
+#[derive(Clone, Debug, Default)]
+pub struct GatheredCandidates {
+    /// Item ids.
+    pub ids: Vec<u64>,
+    /// Model scores, higher is better.
+    pub scores: Vec<f32>,
+    /// The columns the pipeline's stages read, one value per candidate.
+    pub columns: Vec<GatheredColumn>,
+}
+
+impl GatheredCandidates {
+    /// Checks every list has one entry per candidate and column names are unique.
+    pub fn validate(&self) -> Result<(), CandidatesError> {
+        let n = self.ids.len();
+        if self.scores.len() != n {
+            return Err(CandidatesError::Length { what: "scores".into(), len: self.scores.len(), expected: n });
+        }
+        for (i, column) in self.columns.iter().enumerate() {
+            let len = gathered_len(&column.values);
+            if len != n || column.missing.iter().any(|&m| m as usize >= n) {
+                return Err(CandidatesError::Length { what: format!("column `{}`", column.name), len, expected: n });
+            }
+            if self.columns[..i].iter().any(|c| c.name == column.name) {
+                return Err(CandidatesError::DuplicateColumn(column.name.clone()));
+            }
+        }
+        if n > u32::MAX as usize / 2 {
+            return Err(CandidatesError::TooMany(n));
+        }
+        Ok(())
+    }
+}
+
+/// Candidates in a gathered column; a code outside its dictionary or a
+/// list offset past its codes counts as a length mismatch (`usize::MAX`).
+fn gathered_len(values: &GatheredValues) -> usize {
+    match values {
+        GatheredValues::F64s { values } => values.len(),
+        GatheredValues::I64s { values } => values.len(),
+        GatheredValues::Bools { values } => values.len(),
+        GatheredValues::Strings { codes, dictionary } => {
+            if codes.iter().any(|&c| c as usize >= dictionary.len().max(1)) { usize::MAX } else { codes.len() }
+        }
+        GatheredValues::StringLists { offsets, codes, dictionary } => {
+            let sane = offsets.first() == Some(&0)
+                && offsets.windows(2).all(|w| w[0] <= w[1])
+                && offsets.last().is_some_and(|&last| last as usize == codes.len())
+                && codes.iter().all(|&c| (c as usize) < dictionary.len());
+            if sane { offsets.len() - 1 } else { usize::MAX }
+        }
+    }
+}
+
 /// A column encoded once per pipeline run in the contract's form, from which
 /// each stage's rows are gathered.
 pub(crate) struct EncodedColumn {
@@ -235,6 +292,35 @@ impl EncodedColumn {
             }
         };
         EncodedColumn { name: column.name.clone(), values, missing }
+    }
+
+    /// A column the catalog snapshot encoded: the contract's form already,
+    /// only the missing positions turned into flags.
+    pub fn from_gathered(column: GatheredColumn) -> Self {
+        let GatheredColumn { name, values, missing: positions } = column;
+        let values = match values {
+            GatheredValues::F64s { values } => wire::ColumnValues::F64s(values),
+            GatheredValues::I64s { values } => wire::ColumnValues::I64s(values),
+            GatheredValues::Bools { values } => wire::ColumnValues::Bools(values),
+            GatheredValues::Strings { codes, dictionary } => {
+                wire::ColumnValues::Strings(wire::StringColumn { codes, dictionary })
+            }
+            GatheredValues::StringLists { offsets, codes, dictionary } => {
+                wire::ColumnValues::StringLists(wire::StringListColumn { offsets, codes, dictionary })
+            }
+        };
+        let rows = match &values {
+            wire::ColumnValues::F64s(v) => v.len(),
+            wire::ColumnValues::I64s(v) => v.len(),
+            wire::ColumnValues::Bools(v) => v.len(),
+            wire::ColumnValues::Strings(c) => c.codes.len(),
+            wire::ColumnValues::StringLists(c) => c.offsets.len().saturating_sub(1),
+        };
+        let mut missing = vec![false; rows];
+        for position in positions {
+            missing[position as usize] = true;
+        }
+        EncodedColumn { name, values, missing }
     }
 
     /// This column's rows at `rows` (indices into the batch), in that order.

@@ -46,7 +46,7 @@ mod trace;
 mod validate;
 mod wasi;
 
-pub use batch::{CandidateBatch, Column, ColumnValues, Event, RequestContext};
+pub use batch::{CandidateBatch, Column, ColumnValues, Event, GatheredCandidates, RequestContext};
 pub use compile_process::{COMPILE_SUBCOMMAND, CompileProcess, child_main};
 pub use config::{LimitMaxima, Limits, LimitsError, LimitsSpec, RuntimeConfig};
 pub use error::{CandidatesError, OutputProblem, PluginError, StageFailure};

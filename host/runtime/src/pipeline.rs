@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::batch::{CandidateBatch, EncodedColumn, RequestContext};
+use crate::batch::{CandidateBatch, EncodedColumn, GatheredCandidates, RequestContext};
 use crate::bindings::wire;
 use crate::config::Limits;
 use crate::error::{CandidatesError, PluginError, StageFailure};
@@ -102,9 +102,37 @@ impl Runtime {
             .into_iter()
             .filter_map(|name| batch.column(&name).map(|c| (name, EncodedColumn::encode(c))))
             .collect();
+        self.run_encoded(pipeline, ctx, &batch.ids, &batch.scores, &encoded)
+    }
+
+    /// [`Runtime::run_pipeline`] over columns a catalog snapshot already
+    /// typed and dictionary-encoded ([`edgerec_catalog::GatheredColumn`], one value per
+    /// candidate): nothing is parsed or hashed per request. Blocks: call it
+    /// from a blocking pool.
+    pub fn run_pipeline_gathered(
+        &self,
+        pipeline: &Pipeline,
+        ctx: &RequestContext,
+        candidates: GatheredCandidates,
+    ) -> Result<PipelineOutcome, PipelineError> {
+        candidates.validate()?;
+        let GatheredCandidates { ids, scores, columns } = candidates;
+        let encoded: HashMap<String, EncodedColumn> =
+            columns.into_iter().map(|c| (c.name.clone(), EncodedColumn::from_gathered(c))).collect();
+        self.run_encoded(pipeline, ctx, &ids, &scores, &encoded)
+    }
+
+    fn run_encoded(
+        &self,
+        pipeline: &Pipeline,
+        ctx: &RequestContext,
+        ids: &[u64],
+        scores: &[f32],
+        encoded: &HashMap<String, EncodedColumn>,
+    ) -> Result<PipelineOutcome, PipelineError> {
         let wire_ctx = ctx.to_wire();
-        let mut rows: Vec<u32> = (0..batch.len() as u32).collect();
-        let mut scores = batch.scores.clone();
+        let mut rows: Vec<u32> = (0..ids.len() as u32).collect();
+        let mut scores = scores.to_vec();
         // Reason codes as (input row, code id), codes made once per distinct
         // (stage, reason): a stage's reasons repeat ("acme" on every acme item)
         // and most candidates are dropped later, so strings are only cloned
@@ -113,7 +141,7 @@ impl Runtime {
         let mut traces = Vec::with_capacity(pipeline.stages.len());
         for (at, stage) in pipeline.stages.iter().enumerate() {
             let candidates = wire::Candidates {
-                ids: rows.iter().map(|&r| batch.ids[r as usize]).collect(),
+                ids: rows.iter().map(|&r| ids[r as usize]).collect(),
                 scores: scores.clone(),
                 columns: stage.columns.iter().filter_map(|name| encoded.get(name)).map(|c| c.gather(&rows)).collect(),
             };
@@ -132,8 +160,7 @@ impl Runtime {
                 Ok(output) => {
                     let mut kept = vec![false; rows.len()];
                     output.order.iter().for_each(|&j| kept[j as usize] = true);
-                    trace.removed =
-                        (0..rows.len()).filter(|&j| !kept[j]).map(|j| batch.ids[rows[j] as usize]).collect();
+                    trace.removed = (0..rows.len()).filter(|&j| !kept[j]).map(|j| ids[rows[j] as usize]).collect();
                     trace.moved = moved_count(&output.order);
                     trace.output_len = output.order.len();
                     let new_scores = match output.scores {
@@ -168,14 +195,9 @@ impl Runtime {
         let mut candidates: Vec<FinalCandidate> = rows
             .iter()
             .zip(&scores)
-            .map(|(&row, &score)| FinalCandidate {
-                index: row,
-                id: batch.ids[row as usize],
-                score,
-                reasons: Vec::new(),
-            })
+            .map(|(&row, &score)| FinalCandidate { index: row, id: ids[row as usize], score, reasons: Vec::new() })
             .collect();
-        reasons.attach(&rows, batch.len(), &mut candidates);
+        reasons.attach(&rows, ids.len(), &mut candidates);
         Ok(PipelineOutcome { candidates, stages: traces })
     }
 }

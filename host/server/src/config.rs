@@ -101,8 +101,10 @@ config_keys! {
         "largest catalog item (its attributes as JSON); a larger one gets 413 payload_too_large";
     max_page_bytes: usize = "1048576",
         "largest catalog listing page (attributes as JSON); a page ends early, with `next`, when the next item would pass it (a page holds at least one item)";
-    attribute_cache_bytes: u64 = "16777216",
-        "memory bound of EACH tenant's cache of catalog attributes (what degraded answers use while the shared store is away)";
+    catalog_memory_bytes: usize = "1073741824",
+        "memory bound of EACH tenant's in-memory catalog snapshot (typed columns; about 35 bytes per item for five attributes); an upsert that would pass it gets 507 catalog_full";
+    known_items_cache_bytes: u64 = "16777216",
+        "memory bound of EACH tenant's cache of ids of catalog items its model does not know (what event checks use while the shared store is away)";
     tenant_plugin_concurrency: usize = "0",
         "plugin pipelines one tenant may run at once (0 = half of plugin_concurrency, at least 1); its other recommends wait within the request deadline";
     upload_concurrency: usize = "2",

@@ -87,6 +87,9 @@ error_codes! {
     NotReady = "not_ready", 503;
     /// The shared store (Redis) cannot be reached and the request needs it (503, `Retry-After`).
     StoreUnavailable = "store_unavailable", 503;
+    /// An upsert would take the tenant's in-memory catalog past the server's
+    /// `catalog_memory_bytes` (507); nothing was written.
+    CatalogFull = "catalog_full", 507;
     /// A pipeline stage with `on_error = fail` failed (502).
     PluginFailed = "plugin_failed", 502;
     /// A fault on the server's side (500); the details are in the server's log.

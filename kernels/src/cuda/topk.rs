@@ -8,6 +8,7 @@
 //! same f32 scores, ties by the smaller id.
 
 use crate::error::BackendError;
+use crate::retrieval::RowMask;
 use crate::score::{Scored, top_k};
 
 use super::CudaBackend;
@@ -59,6 +60,21 @@ impl CudaBackend {
             out.extend(self.top_k_group(&embeddings[start..end], k, &lists)?);
         }
         Ok(out)
+    }
+
+    /// The filtered top-k on the host from the backend's copy of the
+    /// quantised table (see `Backend::top_k_allowed`).
+    pub(crate) fn top_k_host_allowed(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+        exclude: &[&[u32]],
+        allow: &RowMask,
+    ) -> Result<Vec<Vec<Scored>>, BackendError> {
+        let queries: Vec<&[f32]> = embeddings.iter().map(Vec::as_slice).collect();
+        self.table
+            .top_k(&self.model.weights.item_emb, &queries, k, exclude, Some(allow))
+            .map_err(|e| BackendError::InvalidCall(e.to_string()))
     }
 
     fn top_k_group(

@@ -12,13 +12,13 @@ use super::auth::{OperatorAccess, OperatorTenant};
 use super::bounds::{PLUGIN_NAME, TENANT_NAME};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ApiPath, ApiQuery, body_error};
-use super::records::{PipelineRecordJson, PluginVersionJson, StageSpecJson};
+use super::records::{PipelineRecordJson, PluginVersionJson, RetrieveJson, StageSpecJson};
 use crate::clock::now_unix;
 use crate::error_code::ErrorCode;
 use crate::service::app::{AppState, Tenant};
 use crate::service::jobs::{self, JobKind};
 use crate::service::{Error, first_party, plugins, tenants};
-use crate::store::TenantRecord;
+use crate::store::{PipelineSpec, TenantRecord};
 
 /// Body of `POST /v1/tenants`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -355,6 +355,10 @@ pub async fn list_plugins(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutPipeline {
+    /// Hard filters retrieval applies before it takes the candidates
+    /// (absent: every item may be retrieved).
+    #[serde(default)]
+    pub retrieve: Option<RetrieveJson>,
     /// Stages in order (an empty list = the model's ranking unchanged).
     pub stages: Vec<StageSpecJson>,
 }
@@ -387,7 +391,11 @@ pub async fn put_pipeline(
     })?;
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
-        tenants::activate(&app, &tenant, request.stages.into_iter().map(Into::into).collect())
+        let spec = PipelineSpec {
+            retrieve: request.retrieve.map(Into::into).unwrap_or_default(),
+            stages: request.stages.into_iter().map(Into::into).collect(),
+        };
+        tenants::activate(&app, &tenant, spec)
     })
     .await?;
     Ok(Json(record.into()))

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use edgerec_catalog::Filter;
+
 use crate::integral;
 use crate::store::{ModelVersion, OnErrorPolicy, PipelineRecord, PluginVersion, StageSpec};
 
@@ -103,12 +105,38 @@ impl From<OnErrorPolicyJson> for OnErrorPolicy {
     }
 }
 
+/// A pipeline's retrieval step.
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Retrieve)]
+pub struct RetrieveJson {
+    /// Hard filters over catalog attributes, all of which must hold:
+    /// retrieval keeps only the items they let through before it takes the
+    /// candidates, so a filtered item never reaches a stage. Ops: `eq ne gt
+    /// ge lt le` (numbers; `eq ne` for booleans and strings), `in` (an
+    /// array), `contains` (substring of a string, element of a list),
+    /// `present`, `missing`. A missing value passes only `missing`. Checked
+    /// against the catalog when the version is activated: the attribute must
+    /// be in the catalog, the op must fit its type.
+    #[serde(rename = "where")]
+    pub predicates: Vec<edgerec_catalog::Predicate>,
+}
+
+impl From<RetrieveJson> for Filter {
+    fn from(r: RetrieveJson) -> Self {
+        Filter { predicates: r.predicates }
+    }
+}
+
 /// One pipeline version.
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = PipelineRecord)]
 pub struct PipelineRecordJson {
     /// 1, 2, … per tenant.
     pub version: u32,
+    /// Retrieval's hard filters (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retrieve: Option<RetrieveJson>,
     /// Stages in order, with resolved plugin versions.
     pub stages: Vec<StageSpecJson>,
     /// Unix seconds.
@@ -119,6 +147,7 @@ impl From<PipelineRecord> for PipelineRecordJson {
     fn from(r: PipelineRecord) -> Self {
         PipelineRecordJson {
             version: r.version,
+            retrieve: (!r.retrieve.is_empty()).then_some(RetrieveJson { predicates: r.retrieve.predicates }),
             stages: r.stages.into_iter().map(Into::into).collect(),
             created_at: r.created_at,
         }

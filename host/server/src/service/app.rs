@@ -36,6 +36,11 @@ pub struct Tenant {
     pub pipeline: Arc<ArcSwap<ActivePipeline>>,
     /// Serialises pipeline activations and key changes of this tenant.
     pub activation: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises this tenant's catalog writes (store write, then snapshot)
+    /// with model swaps, which read the whole catalog into a new snapshot:
+    /// no upsert lands between that read and the new engine's registration.
+    /// Shared with the tenant a model swap replaces.
+    pub catalog_writes: Arc<std::sync::Mutex<()>>,
     /// This tenant's share of the plugin slots
     /// (`tenant_plugin_concurrency`): its recommends wait for one of these
     /// before they take one of the server's, so that they never hold them all.

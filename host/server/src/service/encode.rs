@@ -10,7 +10,8 @@ use std::time::Instant;
 
 use edgerec_kernels::item_map::ItemMap;
 use edgerec_kernels::{
-    AppendRequest, Backend, BackendError, BackendState, Event as ModelEvent, InputError, Model, Scored, UserHistory,
+    AppendRequest, Backend, BackendError, BackendState, Event as ModelEvent, InputError, Model, RowMask, Scored,
+    UserHistory,
 };
 
 use super::catalog::CatalogReader;
@@ -47,7 +48,8 @@ pub struct Engine {
     /// bytes together), so that one tenant's users never evict another's;
     /// an evicted user is encoded from scratch on their next request.
     pub cache: UserCache,
-    /// The catalog, for items the model does not know.
+    /// The catalog in memory: the candidates' columns and the retrieval
+    /// filters' masks (and, through the store, items the model does not know).
     pub catalog: CatalogReader,
 }
 
@@ -169,6 +171,8 @@ pub struct EncodeRequest {
     pub events: Vec<StoredEvent>,
     /// The request's time (default: now, never before the newest event).
     pub query_time: Option<i64>,
+    /// The rows its pipeline's retrieval filter lets through (`None`: all).
+    pub allow: Option<Arc<RowMask>>,
 }
 
 /// What retrieval answers one recommend: its history and the model's candidates.
@@ -227,25 +231,23 @@ pub fn encode_and_score(
     let scored: Vec<usize> = (0..requests.len()).filter(|&i| matches!(embeddings[i], Some(Ok(_)))).collect();
     let mut lists: Vec<Option<Result<Vec<Scored>>>> = (0..requests.len()).map(|_| None).collect();
     if !scored.is_empty() {
-        let excludes: Vec<Vec<u32>> = scored
-            .iter()
-            .map(|&i| histories[i].as_ref().map(|h| h.events.iter().map(|e| e.item).collect()).unwrap_or_default())
-            .collect();
-        let exclude: Vec<&[u32]> = excludes.iter().map(Vec::as_slice).collect();
-        let vectors: Vec<Vec<f32>> =
-            scored.iter().filter_map(|&i| embeddings[i].as_ref().and_then(|e| e.as_ref().ok()).cloned()).collect();
-        match engine.backend.top_k_batch(&vectors, candidates, &exclude) {
-            Ok(results) => {
-                for (&i, list) in scored.iter().zip(results) {
-                    lists[i] = Some(Ok(list));
-                }
+        // One pass per distinct filter mask: requests of one pipeline
+        // version share theirs (an activation mid-batch makes two groups).
+        let mut groups: Vec<(Option<&Arc<RowMask>>, Vec<usize>)> = Vec::new();
+        for &i in &scored {
+            let allow = requests[i].allow.as_ref();
+            let same = |(mask, _): &&mut (Option<&Arc<RowMask>>, Vec<usize>)| match (mask, allow) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            };
+            match groups.iter_mut().find(same) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((allow, vec![i])),
             }
-            Err(e) => {
-                let error = backend_error(e);
-                for &i in &scored {
-                    lists[i] = Some(Err(error.clone()));
-                }
-            }
+        }
+        for (allow, members) in groups {
+            score_group(engine, &histories, &embeddings, &members, allow.map(Arc::as_ref), candidates, &mut lists);
         }
     }
     stage_done("score", start);
@@ -261,6 +263,43 @@ pub fn encode_and_score(
             _ => Err(Error::internal("the encode batch", format!("request {i} got no result"))),
         })
         .collect()
+}
+
+/// Scores the embeddings of `members` in one backend call (filtered by
+/// `allow` when given), their own kept events excluded.
+fn score_group(
+    engine: &Engine,
+    histories: &[Result<History>],
+    embeddings: &[Option<Result<Vec<f32>>>],
+    members: &[usize],
+    allow: Option<&RowMask>,
+    candidates: usize,
+    lists: &mut [Option<Result<Vec<Scored>>>],
+) {
+    let excludes: Vec<Vec<u32>> = members
+        .iter()
+        .map(|&i| histories[i].as_ref().map(|h| h.events.iter().map(|e| e.item).collect()).unwrap_or_default())
+        .collect();
+    let exclude: Vec<&[u32]> = excludes.iter().map(Vec::as_slice).collect();
+    let vectors: Vec<Vec<f32>> =
+        members.iter().filter_map(|&i| embeddings[i].as_ref().and_then(|e| e.as_ref().ok()).cloned()).collect();
+    let scored = match allow {
+        Some(allow) => engine.backend.top_k_allowed(&vectors, candidates, &exclude, allow),
+        None => engine.backend.top_k_batch(&vectors, candidates, &exclude),
+    };
+    match scored {
+        Ok(results) => {
+            for (&i, list) in members.iter().zip(results) {
+                lists[i] = Some(Ok(list));
+            }
+        }
+        Err(e) => {
+            let error = backend_error(e);
+            for &i in members {
+                lists[i] = Some(Err(error.clone()));
+            }
+        }
+    }
 }
 
 /// Users without an id: one stacked `encode_batch`, nothing cached. An

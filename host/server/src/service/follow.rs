@@ -1,17 +1,17 @@
 //! Following the shared store's change stream: what any host changed (a
 //! tenant created, keys rotated, a plugin uploaded or deleted, a pipeline
-//! activated or rolled back) is applied here, tenant by tenant, with the same
-//! atomic swap a local change uses. When the stream cannot be read (Redis
-//! away) the host keeps serving what it holds, reports itself degraded, and
-//! on reconnect resynchronises every tenant from the full state before it
-//! follows again.
+//! activated or rolled back, catalog items upserted) is applied here, tenant
+//! by tenant, with the same atomic swap a local change uses. When the stream
+//! cannot be read (Redis away) the host keeps serving what it holds, reports
+//! itself degraded, and on reconnect resynchronises every tenant from the
+//! full state (catalogs re-read whole) before it follows again.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::app::AppState;
-use super::tenants;
+use super::{items, tenants};
 
 /// How long one read of the stream waits for a change.
 const WAIT: Duration = Duration::from_secs(2);
@@ -48,7 +48,10 @@ fn run(app: &AppState, mut cursor: Option<String>) {
         match app.store.follow(cursor.as_deref(), WAIT) {
             Ok(changes) => {
                 for change in changes {
-                    apply(app, &change.tenant);
+                    match change.kind.as_str() {
+                        "catalog" => refresh_items(app, &change.tenant, &change.items),
+                        _ => apply(app, &change.tenant),
+                    }
                     let lag_ms = crate::clock::now_unix_ms().saturating_sub(change.at_ms);
                     metrics::histogram!("edgerec_change_lag_seconds").record(lag_ms as f64 / 1000.0);
                     cursor = Some(change.id);
@@ -70,8 +73,22 @@ fn resync(app: &AppState) -> Result<Option<String>, crate::store::StoreError> {
     let cursor = app.store.change_cursor()?;
     for record in app.store.tenants()? {
         apply(app, &record.name);
+        reload_catalog(app, &record.name);
     }
     Ok(cursor)
+}
+
+fn refresh_items(app: &AppState, tenant: &str, ids: &[String]) {
+    if let Err(error) = items::refresh(app, tenant, ids) {
+        tracing::error!(tenant, error = %error.report(), "cannot apply catalog items upserted on another host; the catalog keeps its version");
+    }
+}
+
+/// The upserts this host missed while away: the whole catalog read again.
+fn reload_catalog(app: &AppState, tenant: &str) {
+    if let Err(error) = tenants::reload_catalog(app, tenant) {
+        tracing::error!(tenant, error = %error.report(), "cannot re-read the catalog after the shared store returned; the catalog keeps its version");
+    }
 }
 
 fn apply(app: &AppState, tenant: &str) {

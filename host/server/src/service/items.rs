@@ -1,7 +1,7 @@
 //! The storefront's catalog operations: upserting items and reading them
 //! back (one item, or a page bounded in count and bytes).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use serde_json::{Map, Value};
 use tokio::sync::OwnedSemaphorePermit;
@@ -23,18 +23,36 @@ pub struct Page {
     pub next: Option<String>,
 }
 
-/// Inserts or replaces checked items, holding the tenant's write `quota` permit.
+/// Inserts or replaces checked items, holding the tenant's write `quota`
+/// permit: in the store, then in the catalog snapshot the next recommend
+/// reads (507 catalog_full, nothing written, when the snapshot would pass
+/// `catalog_memory_bytes`).
 pub async fn upsert(
-    app: &AppState,
+    app: &Arc<AppState>,
     tenant: Arc<Tenant>,
     quota: OwnedSemaphorePermit,
     rows: Vec<(String, Value)>,
 ) -> Result<()> {
-    let store = app.store.clone();
+    let app = app.clone();
     jobs::run(JobKind::Write, tracing::Span::current(), quota, move || {
-        Ok(store.upsert_items(&tenant.record.name, &rows)?)
+        let _writes = tenant.catalog_writes.lock().unwrap_or_else(PoisonError::into_inner);
+        // The engine serving now: a model swap may have replaced the one
+        // this request resolved (it read the catalog under the same lock).
+        let engine = app.lookup_tenant(&tenant.record.name)?.engine.clone();
+        engine.catalog.apply(&rows, true)?;
+        app.store.upsert_items(&tenant.record.name, &rows)?;
+        engine.catalog.apply(&rows, false)
     })
     .await
+}
+
+/// Applies items another host upserted (the change stream named them) to
+/// the tenant's catalog snapshot, read back from the shared store.
+pub fn refresh(app: &AppState, tenant: &str, ids: &[String]) -> Result<()> {
+    let Ok(tenant) = app.lookup_tenant(tenant) else { return Ok(()) };
+    let _writes = tenant.catalog_writes.lock().unwrap_or_else(PoisonError::into_inner);
+    let engine = app.lookup_tenant(&tenant.record.name)?.engine.clone();
+    engine.catalog.refresh(ids)
 }
 
 /// One item (404 unknown_item when the catalog has none of that id).

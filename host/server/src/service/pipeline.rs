@@ -1,20 +1,23 @@
-//! The tenant's plugin pipeline: built (every stage compiled, checked and its
-//! config accepted by the plugin) once per activation through edgerec-runtime,
-//! run per request on the blocking pool over the model's candidates with the
-//! catalog attributes the stages declared, as typed columns.
+//! The tenant's plugin pipeline: built (its retrieval filter checked against
+//! the catalog, every stage compiled, checked and its config accepted by the
+//! plugin) once per activation through edgerec-runtime, run per request on
+//! the blocking pool over the model's candidates with the catalog columns
+//! the stages declared, gathered from the snapshot the request pinned.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
+use edgerec_catalog::{CompiledFilter, Filter};
 use edgerec_kernels::Scored;
 use edgerec_runtime::{
-    CandidateBatch, Column, ColumnValues, CompileProcess, CompiledPlugin, Event, LimitMaxima, Limits, OnError,
-    Pipeline, PipelineError, PluginError, RequestContext, Runtime, RuntimeConfig, StageStatus,
+    CompileProcess, CompiledPlugin, Event, GatheredCandidates, LimitMaxima, Limits, OnError, Pipeline, PipelineError,
+    PluginError, RequestContext, Runtime, RuntimeConfig, StageStatus,
 };
 use serde_json::Value;
 
+use super::catalog::{CatalogReader, CatalogView};
 use super::encode::Engine;
 use super::{Error, Result};
 use crate::config::ServerConfig;
@@ -42,6 +45,11 @@ pub struct RequestInfo {
 pub struct ActivePipeline {
     /// Version (0 = none activated).
     pub version: u32,
+    /// The hard filters as stored (for listings).
+    pub filter: Filter,
+    /// The same, checked against the catalog: retrieval keeps only the rows
+    /// it lets through (`None`: no filter).
+    pub retrieve: Option<Arc<CompiledFilter>>,
     /// Stages as configured (names and versions for traces and metrics).
     pub specs: Vec<StageSpec>,
     /// The runtime's pipeline.
@@ -51,7 +59,13 @@ pub struct ActivePipeline {
 impl ActivePipeline {
     /// No stages: the model's ranking unchanged.
     pub fn empty() -> Self {
-        ActivePipeline { version: 0, specs: Vec::new(), pipeline: Pipeline::default() }
+        ActivePipeline {
+            version: 0,
+            filter: Filter::default(),
+            retrieve: None,
+            specs: Vec::new(),
+            pipeline: Pipeline::default(),
+        }
     }
 }
 
@@ -92,8 +106,8 @@ pub struct Outcome {
     pub reasons: Vec<Vec<String>>,
     /// Per-stage trace.
     pub trace: Vec<StageSummary>,
-    /// The shared store could not be reached: the stages saw the attributes
-    /// this host last read (none for items it never read).
+    /// The shared store could not be reached: the stages saw the catalog as
+    /// this host last heard of it.
     pub degraded: bool,
 }
 
@@ -185,15 +199,28 @@ pub fn stage_maxima(config: &ServerConfig) -> LimitMaxima {
     LimitMaxima { deadline_us: maxima.deadline_us.max(config.plugin_deadline_us), ..maxima }
 }
 
-/// Builds a pipeline version: every stage's plugin compiled (or reused) and
-/// its config accepted by the plugin, before anything is activated.
+/// Builds a pipeline version: its retrieval filter checked against the
+/// tenant's catalog, every stage's plugin compiled (or reused) and its config
+/// accepted by the plugin, before anything is activated.
 pub fn build(
     plugins: &PluginHost,
     store: &dyn Store,
     config: &ServerConfig,
     tenant: &str,
+    catalog: &CatalogReader,
     record: &PipelineRecord,
 ) -> Result<ActivePipeline> {
+    let retrieve = match record.retrieve.is_empty() {
+        true => None,
+        false => {
+            let compiled = record.retrieve.compile(&catalog.view().snapshot).map_err(|e| {
+                invalid_pipeline(format!(
+                    "retrieve.where: {e} (filters read the tenant's catalog as upserted; upsert items with the attribute first)"
+                ))
+            })?;
+            Some(Arc::new(compiled))
+        }
+    };
     let versions = store.plugins(tenant)?;
     let mut stages = Vec::with_capacity(record.stages.len());
     for (index, spec) in record.stages.iter().enumerate() {
@@ -226,41 +253,28 @@ pub fn build(
             .map_err(|e| invalid_pipeline(format!("stage {index} ({}@{}): {e}", spec.plugin, version.version)))?;
         stages.push(stage);
     }
-    Ok(ActivePipeline { version: record.version, specs: record.stages.clone(), pipeline: Pipeline { stages } })
+    Ok(ActivePipeline {
+        version: record.version,
+        filter: record.retrieve.clone(),
+        retrieve,
+        specs: record.stages.clone(),
+        pipeline: Pipeline { stages },
+    })
 }
 
-/// One typed column from JSON attribute values: the type of the first
-/// present value decides; values of another type count as missing.
-fn column(name: &str, values: &[Option<&Value>]) -> Column {
-    let first = values.iter().flatten().next();
-    let values = match first {
-        Some(Value::Bool(_)) => ColumnValues::Bool(values.iter().map(|v| v.and_then(Value::as_bool)).collect()),
-        Some(Value::Number(n)) if n.is_i64() && values.iter().flatten().all(|v| v.is_i64()) => {
-            ColumnValues::I64(values.iter().map(|v| v.and_then(Value::as_i64)).collect())
-        }
-        Some(Value::Number(_)) => ColumnValues::F64(values.iter().map(|v| v.and_then(Value::as_f64)).collect()),
-        Some(Value::Array(_)) => ColumnValues::StringList(
-            values
-                .iter()
-                .map(|v| {
-                    v.and_then(Value::as_array)
-                        .map(|list| list.iter().filter_map(|s| s.as_str().map(String::from)).collect())
-                })
-                .collect(),
-        ),
-        _ => ColumnValues::String(values.iter().map(|v| v.and_then(Value::as_str).map(String::from)).collect()),
-    };
-    Column { name: name.to_string(), values }
-}
-
-/// Runs the pipeline over the candidates (model ids) and returns them re-ranked.
+/// Runs the pipeline over the candidates (model ids) with the columns of
+/// the catalog version the request pinned, and returns them re-ranked.
+/// `store_away`: the shared store cannot be reached (the catalog may lag).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     plugins: &PluginHost,
     engine: &Engine,
     active: &ActivePipeline,
+    catalog: &CatalogView,
     info: &RequestInfo,
     candidates: Vec<Scored>,
     explain: bool,
+    store_away: bool,
 ) -> Result<Outcome> {
     if active.pipeline.stages.is_empty() {
         let reasons = vec![Vec::new(); candidates.len()];
@@ -271,23 +285,14 @@ pub fn run(
     let start = Instant::now();
     let external = |id: u64| engine.items.external(id as u32).unwrap_or("").to_string();
     let required = active.pipeline.required_columns();
-    let mut columns = Vec::with_capacity(required.len());
-    let mut degraded = false;
-    if !required.is_empty() {
-        let ids: Vec<String> = candidates.iter().map(|c| external(c.item as u64)).collect();
-        let attributes = engine.catalog.attributes(&ids)?;
-        degraded = attributes.degraded;
-        let attributes = attributes.values;
-        for name in &required {
-            let values: Vec<Option<&Value>> =
-                attributes.iter().map(|a| a.as_ref().and_then(|a| a.get(name)).filter(|v| !v.is_null())).collect();
-            // An attribute no candidate has is absent, as the contract says.
-            if values.iter().any(Option::is_some) {
-                columns.push(column(name, &values));
-            }
-        }
-    }
-    let batch = CandidateBatch {
+    let rows: Vec<u32> = candidates.iter().map(|c| c.item).collect();
+    // Candidates are the model's rows, the snapshot's row space.
+    let columns = catalog
+        .snapshot
+        .gather(&required, &rows)
+        .map_err(|e| Error::internal("gathering the candidates' columns", e))?;
+    let degraded = store_away && !required.is_empty();
+    let batch = GatheredCandidates {
         ids: candidates.iter().map(|c| c.item as u64).collect(),
         scores: candidates.iter().map(|c| c.score).collect(),
         columns,
@@ -304,7 +309,7 @@ pub fn run(
             .map(|(item, action, ts)| Event { item: *item as u64, action: action.clone(), ts: *ts })
             .collect(),
     };
-    let result = plugins.runtime.run_pipeline(&active.pipeline, &ctx, &batch);
+    let result = plugins.runtime.run_pipeline_gathered(&active.pipeline, &ctx, batch);
     let (outcome, traces) = match result {
         Ok(outcome) => {
             let traces = outcome.stages.clone();
@@ -374,23 +379,6 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn columns_take_the_type_of_the_first_present_value() {
-        let (a, b, c, s) = (json!(3), json!(4.5), json!(true), json!("x"));
-        let ints = column("n", &[Some(&a), None, Some(&a)]);
-        assert_eq!(ints.values, ColumnValues::I64(vec![Some(3), None, Some(3)]));
-        let floats = column("n", &[Some(&a), Some(&b)]);
-        assert_eq!(floats.values, ColumnValues::F64(vec![Some(3.0), Some(4.5)]));
-        let bools = column("b", &[None, Some(&c), Some(&s)]);
-        assert_eq!(bools.values, ColumnValues::Bool(vec![None, Some(true), None]));
-        let list = json!(["a", "b"]);
-        let lists = column("t", &[Some(&list), Some(&s)]);
-        assert_eq!(lists.values, ColumnValues::StringList(vec![Some(vec!["a".into(), "b".into()]), None]));
-        let strings = column("s", &[Some(&s), Some(&a)]);
-        assert_eq!(strings.values, ColumnValues::String(vec![Some("x".into()), None]));
-    }
 
     #[test]
     fn a_javascript_stage_gets_the_interpreter_defaults_and_a_native_one_the_servers() {

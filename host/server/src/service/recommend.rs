@@ -4,6 +4,7 @@
 //! plugin pipeline over the candidates, and the answer in external ids.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
@@ -65,7 +66,7 @@ pub struct Recommendation {
     /// With `explain`: what each stage did.
     pub trace: Option<Vec<StageSummary>>,
     /// The shared store could not be reached: the answer used the request's
-    /// own events and this host's cached catalog attributes.
+    /// own events and the catalog as this host last heard of it.
     pub degraded: bool,
 }
 
@@ -79,9 +80,12 @@ pub async fn recommend(
     let span = tracing::info_span!("recommend", tenant = %tenant.record.name);
     let RecommendQuery { user, events, k, query_time, context, explain } = query;
     let held = admission.0;
-    // The version is pinned here: a swap during this request does not affect it.
+    // The pipeline and the catalog are pinned here: a swap or an upsert
+    // during this request does not affect it.
     let active = tenant.pipeline.load_full();
-    let request = EncodeRequest { user: user.clone(), events, query_time };
+    let catalog = tenant.engine.catalog.view();
+    let allow = active.retrieve.as_ref().map(|filter| catalog.mask(filter));
+    let request = EncodeRequest { user: user.clone(), events, query_time, allow };
     let Retrieval { history, candidates } = if app.config.max_batch > 1 {
         tenant.scheduler.submit(request, Box::new(held.clone())).instrument(span.clone()).await?
     } else {
@@ -106,10 +110,11 @@ pub async fn recommend(
         attributes: context,
         history: history.events.iter().zip(&history.actions).map(|(e, a)| (e.item, a.clone(), e.ts)).collect(),
     };
+    let store_away = !app.store_reachable.load(Ordering::Acquire);
     let outcome = {
         let (app, engine) = (app.clone(), tenant.engine.clone());
         jobs::run(JobKind::Plugins, span, (share, plugin_slot, held), move || {
-            pipeline::run(&app.plugins, &engine, &active, &info, candidates, explain)
+            pipeline::run(&app.plugins, &engine, &active, &catalog, &info, candidates, explain, store_away)
         })
         .await?
     };

@@ -3,7 +3,7 @@
 //! or loaded, stored, then swapped), and bringing a tenant in line with a
 //! shared store another host changed ([`sync`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use arc_swap::ArcSwap;
 use edgerec_kernels::item_map::ItemMap;
@@ -21,7 +21,7 @@ use super::{Error, Result};
 use crate::clock::now_unix;
 use crate::error_code::ErrorCode;
 use crate::ids::{new_key_id, new_secret, secret_hash};
-use crate::store::{ApiKeyRecord, ModelVersion, PipelineRecord, StageSpec, TenantRecord};
+use crate::store::{ApiKeyRecord, ModelVersion, PipelineRecord, PipelineSpec, TenantRecord};
 
 /// The backend a tenant is served with: its record's choice, else the
 /// server's. Under `auto`, the log says which backend serves and, on the CPU,
@@ -51,9 +51,24 @@ pub fn tenant_backend(app: &AppState, record: &TenantRecord, model: &Arc<Model>)
 struct Loaded {
     model: Arc<Model>,
     backend: Arc<dyn Backend>,
-    items: ItemMap,
+    items: Arc<ItemMap>,
+    catalog: CatalogReader,
     model_version: Option<String>,
     pipeline: ActivePipeline,
+}
+
+/// The tenant's catalog over `items`' rows, read whole from the store.
+/// Callers that replace a serving tenant hold its catalog write lock from
+/// here until the registration.
+fn load_catalog(app: &AppState, name: &str, items: &Arc<ItemMap>) -> Result<CatalogReader> {
+    let config = &app.config;
+    CatalogReader::load(
+        app.store.clone(),
+        name,
+        items.clone(),
+        config.catalog_memory_bytes,
+        config.known_items_cache_bytes,
+    )
 }
 
 /// Registers a tenant; with `shared`, the pipeline and activation lock of
@@ -65,23 +80,24 @@ fn register(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
 
 fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option<&Tenant>) -> Tenant {
     let config = &app.config;
-    let (pipeline, activation) = match shared {
-        Some(old) => (old.pipeline.clone(), old.activation.clone()),
-        None => (Arc::new(ArcSwap::from_pointee(loaded.pipeline)), Arc::default()),
+    let (pipeline, activation, catalog_writes) = match shared {
+        Some(old) => (old.pipeline.clone(), old.activation.clone(), old.catalog_writes.clone()),
+        None => (Arc::new(ArcSwap::from_pointee(loaded.pipeline)), Arc::default(), Arc::default()),
     };
     let engine = Arc::new(Engine {
         tenant: record.name.clone(),
         model: loaded.model,
         backend: loaded.backend,
-        items: Arc::new(loaded.items),
+        items: loaded.items,
         // A new model starts with an empty cache: no encoder state of the old
         // model is ever used with the new one.
         cache: user_cache(config.cache_bytes),
-        catalog: match shared {
-            Some(old) => old.engine.catalog.clone(),
-            None => CatalogReader::new(app.store.clone(), &record.name, config.attribute_cache_bytes),
-        },
+        catalog: loaded.catalog,
     });
+    // The served pipeline's retrieval filter, kept current in the new catalog.
+    if let Some(filter) = &pipeline.load().retrieve {
+        engine.catalog.register_filter(filter);
+    }
     let scheduler = Scheduler::new(
         engine.clone(),
         app.store.clone(),
@@ -97,6 +113,7 @@ fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
         scheduler,
         pipeline,
         activation,
+        catalog_writes,
         plugin_share: match shared {
             Some(old) => old.plugin_share.clone(),
             None => Arc::new(tokio::sync::Semaphore::new(config.tenant_plugin_permits())),
@@ -104,9 +121,30 @@ fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
     }
 }
 
-/// Builds a pipeline version of tenant `name` with the server's plugin host.
-fn build_pipeline(app: &AppState, name: &str, record: &PipelineRecord) -> Result<ActivePipeline> {
-    pipeline::build(&app.plugins, app.store.as_ref(), &app.config, name, record)
+/// Builds a pipeline version of tenant `name` with the server's plugin
+/// host, its retrieval filter checked against `catalog`.
+fn build_pipeline(
+    app: &AppState,
+    name: &str,
+    catalog: &CatalogReader,
+    record: &PipelineRecord,
+) -> Result<ActivePipeline> {
+    pipeline::build(&app.plugins, app.store.as_ref(), &app.config, name, catalog, record)
+}
+
+/// The engine serving `tenant` now (a model swap replaces the one it holds).
+fn current_engine(app: &AppState, tenant: &Tenant) -> Arc<Engine> {
+    app.lookup_tenant(&tenant.record.name).map_or_else(|_| tenant.engine.clone(), |t| t.engine.clone())
+}
+
+/// Swaps `active` in. Its retrieval filter's mask is made and kept current
+/// in the catalog first, so that the first request on it finds it ready.
+/// Callers hold the tenant's activation lock (model swaps take it too).
+fn serve_pipeline(app: &AppState, tenant: &Tenant, active: ActivePipeline) {
+    if let Some(filter) = &active.retrieve {
+        current_engine(app, tenant).catalog.register_filter(filter);
+    }
+    tenant.pipeline.store(Arc::new(active));
 }
 
 /// A new storefront key: the key itself (shown once) and its stored record.
@@ -119,7 +157,7 @@ pub fn issue_key() -> (String, ApiKeyRecord) {
 /// Creates a tenant (409 conflict when the name is taken).
 pub fn create(app: &AppState, _operator: &Operator, record: TenantRecord) -> Result<()> {
     let (model, items) = bundles::load_model(&record.model)?;
-    let model = Arc::new(model);
+    let (model, items) = (Arc::new(model), Arc::new(items));
     let backend = tenant_backend(app, &record, &model)?;
     if !app.store.create_tenant(&record)? {
         return Err(Error::new(
@@ -127,7 +165,8 @@ pub fn create(app: &AppState, _operator: &Operator, record: TenantRecord) -> Res
             format!("a tenant named {:?} exists already; pick another name", record.name),
         ));
     }
-    let loaded = Loaded { model, backend, items, model_version: None, pipeline: ActivePipeline::empty() };
+    let catalog = load_catalog(app, &record.name, &items)?;
+    let loaded = Loaded { model, backend, items, catalog, model_version: None, pipeline: ActivePipeline::empty() };
     register(app, record, loaded, None);
     Ok(())
 }
@@ -163,18 +202,19 @@ pub fn load_all(app: &AppState) -> anyhow::Result<()> {
 fn load_one(app: &AppState, record: &TenantRecord) -> Result<Loaded, String> {
     let (model, items, model_version) = load_active_model(app, record).map_err(|e| e.report())?;
     let backend = tenant_backend(app, record, &model).map_err(|e| e.report())?;
+    let catalog = load_catalog(app, &record.name, &items).map_err(|e| format!("catalog: {}", e.report()))?;
     let (active, versions) = app.store.pipelines(&record.name).map_err(|e| e.to_string())?;
     let pipeline = match active.and_then(|v| versions.into_iter().find(|p| p.version == v)) {
         Some(pipeline) => {
-            build_pipeline(app, &record.name, &pipeline).map_err(|e| format!("pipeline: {}", e.report()))?
+            build_pipeline(app, &record.name, &catalog, &pipeline).map_err(|e| format!("pipeline: {}", e.report()))?
         }
         None => ActivePipeline::empty(),
     };
-    Ok(Loaded { model, backend, items, model_version, pipeline })
+    Ok(Loaded { model, backend, items, catalog, model_version, pipeline })
 }
 
 /// The tenant's active model: the stored version activated last, else its base model.
-fn load_active_model(app: &AppState, record: &TenantRecord) -> Result<(Arc<Model>, ItemMap, Option<String>)> {
+fn load_active_model(app: &AppState, record: &TenantRecord) -> Result<(Arc<Model>, Arc<ItemMap>, Option<String>)> {
     let (active, versions) = app.store.models(&record.name)?;
     let (model, items) = match &active {
         Some(name) => {
@@ -185,7 +225,7 @@ fn load_active_model(app: &AppState, record: &TenantRecord) -> Result<(Arc<Model
         }
         None => bundles::load_model(&record.model)?,
     };
-    Ok((Arc::new(model), items, active))
+    Ok((Arc::new(model), Arc::new(items), active))
 }
 
 /// Serves the tenant's active model as stored now (after an activation or
@@ -200,7 +240,9 @@ pub fn swap_model(app: &AppState, tenant: &Tenant) -> Result<()> {
         return Ok(());
     }
     let backend = tenant_backend(app, &record, &model)?;
-    let loaded = Loaded { model, backend, items, model_version, pipeline: ActivePipeline::empty() };
+    let _writes = tenant.catalog_writes.lock().unwrap_or_else(PoisonError::into_inner);
+    let catalog = load_catalog(app, name, &items)?;
+    let loaded = Loaded { model, backend, items, catalog, model_version, pipeline: ActivePipeline::empty() };
     tracing::info!(tenant = %name, model_version = loaded.model_version.as_deref().unwrap_or("base"), "model swapped");
     metrics::counter!("edgerec_model_activations_total", "tenant" => name.clone()).increment(1);
     register(app, record, loaded, Some(tenant));
@@ -220,12 +262,15 @@ pub fn activate_model(app: &AppState, tenant: &Tenant, version: &str) -> Result<
     let (_, versions) = app.store.models(name)?;
     let target = versions.into_iter().find(|v| v.version == version).ok_or_else(unknown)?;
     let (model, items) = bundles::load_version(app, name, &target)?;
-    let model = Arc::new(model);
+    let (model, items) = (Arc::new(model), Arc::new(items));
     let record = stored_record(app, tenant)?;
     let backend = tenant_backend(app, &record, &model)?;
+    let _writes = tenant.catalog_writes.lock().unwrap_or_else(PoisonError::into_inner);
+    let catalog = load_catalog(app, name, &items)?;
     app.store.activate_model(name, version)?.ok_or_else(unknown)?;
+    let version_name = Some(version.to_string());
     let loaded =
-        Loaded { model, backend, items, model_version: Some(version.to_string()), pipeline: ActivePipeline::empty() };
+        Loaded { model, backend, items, catalog, model_version: version_name, pipeline: ActivePipeline::empty() };
     register(app, record, loaded, Some(tenant));
     metrics::counter!("edgerec_model_activations_total", "tenant" => name.clone()).increment(1);
     tracing::info!(tenant = %name, model_version = version, "model version activated");
@@ -273,13 +318,21 @@ pub fn sync(app: &AppState, name: &str) -> Result<()> {
     let wanted = active.unwrap_or(0);
     if tenant.pipeline.load().version != wanted {
         let pipeline = match versions.iter().find(|p| p.version == wanted) {
-            Some(record) => build_pipeline(app, name, record)?,
+            Some(record) => build_pipeline(app, name, &current_engine(app, &tenant).catalog, record)?,
             None => ActivePipeline::empty(),
         };
-        tenant.pipeline.store(Arc::new(pipeline));
+        serve_pipeline(app, &tenant, pipeline);
         tracing::info!(tenant = %name, version = wanted, "pipeline swapped (changed on another host)");
     }
     Ok(())
+}
+
+/// Re-reads a tenant's whole catalog into its snapshot (after the shared
+/// store was away: the upserts of other hosts it missed).
+pub fn reload_catalog(app: &AppState, name: &str) -> Result<()> {
+    let Ok(tenant) = app.lookup_tenant(name) else { return Ok(()) };
+    let _writes = tenant.catalog_writes.lock().unwrap_or_else(PoisonError::into_inner);
+    current_engine(app, &tenant).catalog.reload()
 }
 
 /// The tenant's record as stored now (keys change after registration).
@@ -320,7 +373,8 @@ pub fn revoke_key(app: &AppState, tenant: &Tenant, id: &str) -> Result<()> {
 /// Resolves, checks, stores and activates a new pipeline version. A stage
 /// naming a first-party plugin stores its embedded component for the tenant
 /// first, when the tenant does not hold it yet (see [`first_party`]).
-pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> Result<PipelineRecord> {
+pub fn activate(app: &AppState, tenant: &Tenant, spec: impl Into<PipelineSpec>) -> Result<PipelineRecord> {
+    let PipelineSpec { retrieve, mut stages } = spec.into();
     let name = &tenant.record.name;
     let mut plugins = app.store.plugins(name)?;
     for stage in &stages {
@@ -351,11 +405,11 @@ pub fn activate(app: &AppState, tenant: &Tenant, mut stages: Vec<StageSpec>) -> 
         stage.version = Some(version);
     }
     // Built (compiled, config checked) before anything is stored or swapped.
-    let candidate = PipelineRecord { version: 0, stages: stages.clone(), created_at: 0 };
-    let mut active = build_pipeline(app, name, &candidate)?;
-    let record = app.store.add_pipeline(name, stages)?;
+    let candidate = PipelineRecord { version: 0, retrieve: retrieve.clone(), stages: stages.clone(), created_at: 0 };
+    let mut active = build_pipeline(app, name, &current_engine(app, tenant).catalog, &candidate)?;
+    let record = app.store.add_pipeline(name, PipelineSpec { retrieve, stages })?;
     active.version = record.version;
-    tenant.pipeline.store(Arc::new(active));
+    serve_pipeline(app, tenant, active);
     metrics::counter!("edgerec_pipeline_activations_total", "tenant" => name.clone()).increment(1);
     tracing::info!(tenant = %name, version = record.version, "pipeline activated");
     Ok(record)
@@ -374,9 +428,9 @@ pub fn activate_version(app: &AppState, tenant: &Tenant, version: u32) -> Result
     };
     let target = versions.into_iter().find(|p| p.version == version).ok_or_else(unknown)?;
     // Built before the pointer moves: a version that no longer builds changes nothing.
-    let active = build_pipeline(app, name, &target)?;
+    let active = build_pipeline(app, name, &current_engine(app, tenant).catalog, &target)?;
     let record = app.store.activate_pipeline(name, version)?.ok_or_else(unknown)?;
-    tenant.pipeline.store(Arc::new(active));
+    serve_pipeline(app, tenant, active);
     metrics::counter!("edgerec_pipeline_activations_total", "tenant" => name.clone()).increment(1);
     tracing::info!(tenant = %name, version, "pipeline version activated");
     Ok(record)
@@ -396,7 +450,7 @@ pub fn rollback(app: &AppState, tenant: &Tenant) -> Result<PipelineRecord> {
     let target = app.store.rollback_target(name)?.ok_or_else(no_previous)?;
     // Built before anything is committed: a version that no longer builds
     // leaves the store and the served pipeline as they were.
-    let active = build_pipeline(app, name, &target)?;
+    let active = build_pipeline(app, name, &current_engine(app, tenant).catalog, &target)?;
     let record = app.store.rollback(name)?.ok_or_else(no_previous)?;
     if record.version != target.version {
         return Err(Error::internal(
@@ -404,7 +458,7 @@ pub fn rollback(app: &AppState, tenant: &Tenant) -> Result<PipelineRecord> {
             format!("the store rolled back to {} while {} was built", record.version, target.version),
         ));
     }
-    tenant.pipeline.store(Arc::new(active));
+    serve_pipeline(app, tenant, active);
     tracing::info!(tenant = %name, version = record.version, "pipeline rolled back");
     Ok(record)
 }

@@ -17,6 +17,7 @@ mod redis_scripts;
 
 use std::time::{Duration, Instant};
 
+use edgerec_catalog::Filter;
 use serde::{Deserialize, Serialize};
 
 pub use self::event::StoredEvent;
@@ -196,10 +197,31 @@ pub enum OnErrorPolicy {
 pub struct PipelineRecord {
     /// 1, 2, … per tenant.
     pub version: u32,
+    /// Hard filters retrieval applies before it takes the candidates
+    /// (versions stored before filters existed have none).
+    #[serde(default, skip_serializing_if = "Filter::is_empty")]
+    pub retrieve: Filter,
     /// Stages in order, with resolved plugin versions.
     pub stages: Vec<StageSpec>,
     /// Unix seconds.
     pub created_at: i64,
+}
+
+/// A pipeline version to store: what `PUT …/pipeline` asked for, plugin
+/// versions resolved.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineSpec {
+    /// Hard filters retrieval applies before it takes the candidates.
+    pub retrieve: Filter,
+    /// Stages in order, with resolved plugin versions.
+    pub stages: Vec<StageSpec>,
+}
+
+impl From<Vec<StageSpec>> for PipelineSpec {
+    /// These stages, with no retrieval filter.
+    fn from(stages: Vec<StageSpec>) -> Self {
+        PipelineSpec { retrieve: Filter::default(), stages }
+    }
 }
 
 /// One uploaded model version of a tenant (the bundle is stored by digest).
@@ -233,9 +255,12 @@ pub struct Change {
     pub id: String,
     /// The tenant that changed.
     pub tenant: String,
-    /// What changed (`tenant`, `keys`, `plugin`, `pipeline`): informative,
-    /// a follower resynchronises the whole tenant whatever it is.
+    /// What changed (`tenant`, `keys`, `plugin`, `pipeline`, `model`,
+    /// `catalog`): a follower applies a catalog change item by item and
+    /// resynchronises the whole tenant for any other.
     pub kind: String,
+    /// For a `catalog` change: the ids of the items upserted.
+    pub items: Vec<String>,
     /// When the change was written (Unix milliseconds, the writer's clock).
     pub at_ms: u64,
 }
@@ -315,7 +340,7 @@ pub trait Store: Send + Sync {
     fn blob(&self, tenant: &str, digest: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Stores a new pipeline version and activates it, at once.
-    fn add_pipeline(&self, tenant: &str, stages: Vec<StageSpec>) -> Result<PipelineRecord, StoreError>;
+    fn add_pipeline(&self, tenant: &str, spec: PipelineSpec) -> Result<PipelineRecord, StoreError>;
     /// Activates a stored pipeline version; `None` when there is no such version.
     fn activate_pipeline(&self, tenant: &str, version: u32) -> Result<Option<PipelineRecord>, StoreError>;
     /// The version a rollback would return to, without changing anything

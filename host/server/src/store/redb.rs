@@ -14,7 +14,7 @@ use redb::{Database, ReadableTable, TableDefinition};
 
 use super::StoredEvent as Event;
 use super::{
-    AppendOutcome, BATCH_KEY_TTL, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion, StageSpec,
+    AppendOutcome, BATCH_KEY_TTL, ModelAdd, ModelVersion, PipelineRecord, PipelineSpec, PluginDeletion, PluginVersion,
     Store, StoreError, TenantRecord, timed,
 };
 use crate::clock::now_unix;
@@ -343,7 +343,7 @@ impl Store for RedbStore {
         Ok(table.get(digest)?.map(|v| v.value().to_vec()))
     }
 
-    fn add_pipeline(&self, tenant: &str, stages: Vec<StageSpec>) -> Result<PipelineRecord, StoreError> {
+    fn add_pipeline(&self, tenant: &str, spec: PipelineSpec) -> Result<PipelineRecord, StoreError> {
         timed("add_pipeline", || {
             let txn = self.db.begin_write()?;
             let record = {
@@ -353,7 +353,8 @@ impl Store for RedbStore {
                     .next_back()
                     .transpose()?
                     .map_or(0, |(k, _)| k.value().1);
-                let record = PipelineRecord { version: latest + 1, stages, created_at: now_unix() };
+                let PipelineSpec { retrieve, stages } = spec;
+                let record = PipelineRecord { version: latest + 1, retrieve, stages, created_at: now_unix() };
                 pipelines.insert((tenant, record.version), serde_json::to_vec(&record)?.as_slice())?;
                 let mut activations = txn.open_table(ACTIVATIONS)?;
                 let mut log: Vec<u32> = match activations.get(tenant)? {

@@ -48,8 +48,8 @@ use serde::{Deserialize, Serialize};
 use self::client::{COMMAND_TIMEOUT, Client};
 use super::StoredEvent;
 use super::{
-    AppendOutcome, BATCH_KEY_TTL, Change, ModelAdd, ModelVersion, PipelineRecord, PluginDeletion, PluginVersion,
-    StageSpec, Store, StoreError, TenantRecord, event_id_window,
+    AppendOutcome, BATCH_KEY_TTL, Change, Filter, ModelAdd, ModelVersion, PipelineRecord, PipelineSpec, PluginDeletion,
+    PluginVersion, StageSpec, Store, StoreError, TenantRecord, event_id_window,
 };
 use crate::clock::{now_unix, now_unix_ms as unix_ms};
 
@@ -79,13 +79,15 @@ pub const DEFAULT_USER_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// A pipeline version as stored (its number is the hash field).
 #[derive(Serialize, Deserialize)]
 struct PipelineBody {
+    #[serde(default, skip_serializing_if = "Filter::is_empty")]
+    retrieve: Filter,
     stages: Vec<StageSpec>,
     created_at: i64,
 }
 
 impl PipelineBody {
     fn record(self, version: u32) -> PipelineRecord {
-        PipelineRecord { version, stages: self.stages, created_at: self.created_at }
+        PipelineRecord { version, retrieve: self.retrieve, stages: self.stages, created_at: self.created_at }
     }
 }
 
@@ -335,6 +337,24 @@ impl Store for RedisStore {
             pipe.hset(&catalog, id, serde_json::to_vec(attributes)?).ignore();
             pipe.zadd(&ids, id, 0).ignore();
         }
+        // Announced in the same transaction: no upsert reaches the catalog
+        // without its change, which other hosts apply to their snapshots.
+        let upserted: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+        pipe.cmd("XADD")
+            .arg(CHANGES)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(CHANGES_KEPT)
+            .arg("*")
+            .arg("tenant")
+            .arg(tenant)
+            .arg("kind")
+            .arg("catalog")
+            .arg("at")
+            .arg(unix_ms())
+            .arg("items")
+            .arg(serde_json::to_string(&upserted)?)
+            .ignore();
         self.client.block("upsert_items", move |mut conn| async move {
             let () = pipe.query_async(&mut conn).await?;
             Ok(())
@@ -471,8 +491,9 @@ impl Store for RedisStore {
         self.client.block("blob", |mut conn| async move { Ok(conn.get(key).await?) })
     }
 
-    fn add_pipeline(&self, tenant: &str, stages: Vec<StageSpec>) -> Result<PipelineRecord, StoreError> {
-        let body = PipelineBody { stages, created_at: now_unix() };
+    fn add_pipeline(&self, tenant: &str, spec: PipelineSpec) -> Result<PipelineRecord, StoreError> {
+        let PipelineSpec { retrieve, stages } = spec;
+        let body = PipelineBody { retrieve, stages, created_at: now_unix() };
         let version: u32 = self.client.run_script(
             "add_pipeline",
             &self.scripts.add_pipeline,
@@ -658,6 +679,7 @@ impl Store for RedisStore {
                             tenant: text("tenant"),
                             kind: text("kind"),
                             at_ms: text("at").parse().unwrap_or(0),
+                            items: serde_json::from_str(&text("items")).unwrap_or_default(),
                         });
                     }
                 }
