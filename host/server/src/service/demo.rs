@@ -8,7 +8,7 @@ use anyhow::Context;
 
 use super::access::Operator;
 use super::app::AppState;
-use super::{Error, first_party, tenants};
+use super::{Error, first_party, items, tenants};
 use crate::clock::now_unix;
 use crate::error_code::ErrorCode;
 use crate::ids::secret_hash;
@@ -63,21 +63,21 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
     if let Some(key) = shown {
         println!("demo tenant API key (shown once, store it): {key}");
     }
-    let mut items = Vec::new();
+    let mut catalog = Vec::new();
     for (number, line) in CATALOG.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let value: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("catalog.jsonl line {}", number + 1))?;
         let id = value["id"].as_str().with_context(|| format!("catalog.jsonl line {}: no id", number + 1))?;
-        items.push((id.to_string(), value["attributes"].clone()));
+        catalog.push((id.to_string(), value["attributes"].clone()));
     }
-    app.store.upsert_items("demo", &items)?;
+    let demo = app.tenant(&operator, "demo").map_err(|e| fail("load", e))?;
+    items::write(app, &demo, &catalog).map_err(|e| fail("catalog", e))?;
     // Every first-party plugin, the ones the default pipeline leaves out too,
     // so that the demo lists them all.
     for (name, _) in edgerec_runtime::first_party::all() {
         first_party::ensure_stored(app, "demo", &[], name).map_err(|e| fail(name, e))?;
     }
-    let demo = app.tenant(&operator, "demo").map_err(|e| fail("load", e))?;
     tenants::activate(app, &demo, first_party::default_stages()).map_err(|e| fail("default pipeline", e))?;
-    tracing::info!(items = items.len(), "demo tenant created");
+    tracing::info!(items = catalog.len(), "demo tenant created");
     Ok(())
 }

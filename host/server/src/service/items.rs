@@ -34,16 +34,18 @@ pub async fn upsert(
     rows: Vec<(String, Value)>,
 ) -> Result<()> {
     let app = app.clone();
-    jobs::run(JobKind::Write, tracing::Span::current(), quota, move || {
-        let _writes = tenant.catalog_writes.lock().unwrap_or_else(PoisonError::into_inner);
-        // The engine serving now: a model swap may have replaced the one
-        // this request resolved (it read the catalog under the same lock).
-        let engine = app.lookup_tenant(&tenant.record.name)?.engine.clone();
-        engine.catalog.apply(&rows, true)?;
-        app.store.upsert_items(&tenant.record.name, &rows)?;
-        engine.catalog.apply(&rows, false)
-    })
-    .await
+    jobs::run(JobKind::Write, tracing::Span::current(), quota, move || write(&app, &tenant, &rows)).await
+}
+
+/// [`upsert`] without the job: blocks on the store.
+pub fn write(app: &AppState, tenant: &Tenant, rows: &[(String, Value)]) -> Result<()> {
+    let _writes = tenant.catalog_writes.lock().unwrap_or_else(PoisonError::into_inner);
+    // The engine serving now: a model swap may have replaced the one this
+    // request resolved (it read the catalog under the same lock).
+    let engine = app.lookup_tenant(&tenant.record.name)?.engine.clone();
+    engine.catalog.apply(rows, true)?;
+    app.store.upsert_items(&tenant.record.name, rows)?;
+    engine.catalog.apply(rows, false)
 }
 
 /// Applies items another host upserted (the change stream named them) to
