@@ -5,6 +5,11 @@
 #   host/bench/http.sh BIN demo   [bench args...]  the demo tenant (bundled model, 50-event histories)
 #   host/bench/http.sh BIN ml-1m  [bench args...]  a random ML-1M-shape model (D 50, 2 layers,
 #                                                  L 200, 3,953 items) and 200-event histories
+#   host/bench/http.sh BIN large  [bench args...]  the same shape over 1,000,000 items (EDGEREC_BENCH_ITEMS
+#                                                  sets another count), five attributes each, the pipeline
+#                                                  in-stock, boost, diversity and 200-event histories (see
+#                                                  large-catalog.py; EDGEREC_BENCH_FILTER=1 adds
+#                                                  `retrieve.where stock gt 0`)
 #
 # EDGEREC_SERVE_* variables in the environment configure the server, e.g.
 # EDGEREC_SERVE_MAX_BATCH=1 (batching off) or EDGEREC_SERVE_BACKEND=cpu.
@@ -63,6 +68,17 @@ PY
                 --data-binary "@$page" "$base/v1/tenants/ml1m/catalog/items" > /dev/null
         done
         exec_args=(--tenant ml1m --api-key "$key" --history 200) ;;
-    *) echo "mode must be demo or ml-1m, not $mode" >&2; exit 2 ;;
+    large)
+        items=${EDGEREC_BENCH_ITEMS:-1000000}
+        "$bin" model random --shape ml-1m --num-items "$items" --seed 1 --out "$work/model" 2> /dev/null
+        key=$(curl -sf -H "Authorization: Bearer bench-operator" -H 'content-type: application/json' \
+            -d "{\"name\": \"large\", \"model\": \"$work/model\"}" "$base/v1/tenants" |
+            python3 -c 'import json, sys; print(json.load(sys.stdin)["api_key"])')
+        start=$(date +%s.%N)
+        python3 "$(dirname "$0")/large-catalog.py" "$base" large "$key" "$items"
+        echo "catalog of $items items upserted and pipeline activated in $(python3 -c "import time; print(round(time.time() - $start, 1))") s"
+        echo "server RSS $(($(awk '/VmRSS/ {print $2}' "/proc/$server/status") / 1024)) MiB"
+        exec_args=(--tenant large --api-key "$key" --history 200) ;;
+    *) echo "mode must be demo, ml-1m or large, not $mode" >&2; exit 2 ;;
 esac
 "$bin" bench http --url "$base" --operator-token bench-operator "${exec_args[@]}" "$@"

@@ -107,6 +107,8 @@ config_keys! {
         "memory bound of EACH tenant's cache of ids of catalog items its model does not know (what event checks use while the shared store is away)";
     tenant_plugin_concurrency: usize = "0",
         "plugin pipelines one tenant may run at once (0 = half of plugin_concurrency, at least 1); its other recommends wait within the request deadline";
+    tenant_catalog_read_concurrency: usize = "1",
+        "catalog reads (GET …/catalog/items, …/items/{id}) one tenant may run at once; its other reads wait within the request deadline, so that a tenant paging through large items holds at most this many threads";
     upload_concurrency: usize = "2",
         "plugin and model uploads checked (compiled, unpacked, loaded) at once; more get 503 overloaded with Retry-After";
     plugin_compile_timeout_ms: u64 = "60000",

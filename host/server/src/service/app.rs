@@ -45,6 +45,9 @@ pub struct Tenant {
     /// (`tenant_plugin_concurrency`): its recommends wait for one of these
     /// before they take one of the server's, so that they never hold them all.
     pub plugin_share: Arc<Semaphore>,
+    /// This tenant's catalog reads at once (`tenant_catalog_read_concurrency`):
+    /// reading large items costs threads, and one tenant never holds more.
+    pub read_share: Arc<Semaphore>,
 }
 
 /// A tenant as the server holds it: serving, or refused with the reason it

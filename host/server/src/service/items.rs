@@ -60,12 +60,15 @@ pub fn refresh(app: &AppState, tenant: &str, ids: &[String]) -> Result<()> {
 /// One item (404 unknown_item when the catalog has none of that id).
 pub async fn item(app: &AppState, tenant: Arc<Tenant>, quota: OwnedSemaphorePermit, id: String) -> Result<Item> {
     let store = app.store.clone();
-    jobs::run(JobKind::Read, tracing::Span::current(), quota, move || match store.item(&tenant.record.name, &id)? {
-        Some(Value::Object(attributes)) => Ok((id, attributes)),
-        _ => Err(Error::new(
-            ErrorCode::UnknownItem,
-            format!("the catalog has no item {id:?}; upsert it with PUT …/catalog/items"),
-        )),
+    let share = read_share(&tenant).await?;
+    jobs::run(JobKind::Read, tracing::Span::current(), (quota, share), move || {
+        match store.item(&tenant.record.name, &id)? {
+            Some(Value::Object(attributes)) => Ok((id, attributes)),
+            _ => Err(Error::new(
+                ErrorCode::UnknownItem,
+                format!("the catalog has no item {id:?}; upsert it with PUT …/catalog/items"),
+            )),
+        }
     })
     .await
 }
@@ -80,10 +83,16 @@ pub async fn page(
     limit: usize,
 ) -> Result<Page> {
     let app = app.clone();
-    jobs::run(JobKind::Read, tracing::Span::current(), quota, move || {
+    let share = read_share(&tenant).await?;
+    jobs::run(JobKind::Read, tracing::Span::current(), (quota, share), move || {
         read_page(&app, &tenant.record.name, after, limit)
     })
     .await
+}
+
+/// One of the tenant's catalog-read permits, waited for within the request's deadline.
+async fn read_share(tenant: &Tenant) -> Result<OwnedSemaphorePermit> {
+    tenant.read_share.clone().acquire_owned().await.map_err(|_| Error::overloaded(1))
 }
 
 /// Read from the store in chunks so that no read holds much more than the page.

@@ -114,6 +114,10 @@ fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
         pipeline,
         activation,
         catalog_writes,
+        read_share: match shared {
+            Some(old) => old.read_share.clone(),
+            None => Arc::new(tokio::sync::Semaphore::new(config.tenant_catalog_read_concurrency.max(1))),
+        },
         plugin_share: match shared {
             Some(old) => old.plugin_share.clone(),
             None => Arc::new(tokio::sync::Semaphore::new(config.tenant_plugin_permits())),
