@@ -140,22 +140,24 @@ impl RedisStore {
     }
 
     fn publish(&self, tenant: &str, kind: &'static str) -> Result<(), StoreError> {
+        self.append_change(tenant, kind, None)
+    }
+
+    /// Announces a catalog upsert with the ids it wrote (a JSON array).
+    fn publish_items(&self, tenant: &str, ids: String) -> Result<(), StoreError> {
+        self.append_change(tenant, "catalog", Some(ids))
+    }
+
+    fn append_change(&self, tenant: &str, kind: &'static str, items: Option<String>) -> Result<(), StoreError> {
         let tenant = tenant.to_string();
         self.client.block("publish", move |mut conn| async move {
-            let _: String = redis::cmd("XADD")
-                .arg(CHANGES)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(CHANGES_KEPT)
-                .arg("*")
-                .arg("tenant")
-                .arg(tenant)
-                .arg("kind")
-                .arg(kind)
-                .arg("at")
-                .arg(unix_ms())
-                .query_async(&mut conn)
-                .await?;
+            let mut command = redis::cmd("XADD");
+            command.arg(CHANGES).arg("MAXLEN").arg("~").arg(CHANGES_KEPT).arg("*");
+            command.arg("tenant").arg(tenant).arg("kind").arg(kind).arg("at").arg(unix_ms());
+            if let Some(items) = items {
+                command.arg("items").arg(items);
+            }
+            let _: String = command.query_async(&mut conn).await?;
             Ok(())
         })
     }
@@ -337,28 +339,16 @@ impl Store for RedisStore {
             pipe.hset(&catalog, id, serde_json::to_vec(attributes)?).ignore();
             pipe.zadd(&ids, id, 0).ignore();
         }
-        // Announced in the same transaction: no upsert reaches the catalog
-        // without its change, which other hosts apply to their snapshots.
-        let upserted: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
-        pipe.cmd("XADD")
-            .arg(CHANGES)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(CHANGES_KEPT)
-            .arg("*")
-            .arg("tenant")
-            .arg(tenant)
-            .arg("kind")
-            .arg("catalog")
-            .arg("at")
-            .arg(unix_ms())
-            .arg("items")
-            .arg(serde_json::to_string(&upserted)?)
-            .ignore();
         self.client.block("upsert_items", move |mut conn| async move {
             let () = pipe.query_async(&mut conn).await?;
             Ok(())
-        })
+        })?;
+        // Announced after the write (the stream's key lives in another
+        // cluster slot than the tenant's, so one transaction cannot hold
+        // both). A failure here fails the request: upserts are idempotent,
+        // and the client's retry writes and announces again.
+        let upserted: Vec<&str> = items.iter().map(|(id, _)| id.as_str()).collect();
+        self.publish_items(tenant, serde_json::to_string(&upserted)?)
     }
 
     fn item(&self, tenant: &str, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
