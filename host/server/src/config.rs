@@ -109,6 +109,8 @@ config_keys! {
         "plugin pipelines one tenant may run at once (0 = half of plugin_concurrency, at least 1); its other recommends wait within the request deadline";
     tenant_catalog_read_concurrency: usize = "1",
         "catalog reads (GET …/catalog/items, …/items/{id}) one tenant may run at once; its other reads wait within the request deadline, so that a tenant paging through large items holds at most this many threads";
+    tenant_catalog_read_bytes_rate: u64 = "16777216",
+        "bytes of attributes per second one tenant's catalog reads may return (0 = unlimited): after a read of B bytes the tenant's next read waits B / rate seconds (within the request deadline), so that paging through large items costs its own time, not the host's";
     upload_concurrency: usize = "2",
         "plugin and model uploads checked (compiled, unpacked, loaded) at once; more get 503 overloaded with Retry-After";
     plugin_compile_timeout_ms: u64 = "60000",

@@ -21,6 +21,8 @@ pub struct Page {
     pub items: Vec<Item>,
     /// The `after` of the next page (`None` on the last one).
     pub next: Option<String>,
+    /// Ids and attributes as JSON, in bytes: what the page costs its tenant.
+    pub bytes: usize,
 }
 
 /// Inserts or replaces checked items, holding the tenant's write `quota`
@@ -61,7 +63,7 @@ pub fn refresh(app: &AppState, tenant: &str, ids: &[String]) -> Result<()> {
 pub async fn item(app: &AppState, tenant: Arc<Tenant>, quota: OwnedSemaphorePermit, id: String) -> Result<Item> {
     let store = app.store.clone();
     let share = read_share(&tenant).await?;
-    jobs::run(JobKind::Read, tracing::Span::current(), (quota, share), move || {
+    let item = jobs::run(JobKind::Read, tracing::Span::current(), quota, move || {
         match store.item(&tenant.record.name, &id)? {
             Some(Value::Object(attributes)) => Ok((id, attributes)),
             _ => Err(Error::new(
@@ -70,7 +72,10 @@ pub async fn item(app: &AppState, tenant: Arc<Tenant>, quota: OwnedSemaphorePerm
             )),
         }
     })
-    .await
+    .await?;
+    let bytes = item.0.len() + item.1.iter().map(|(k, v)| k.len() + json_len(v)).sum::<usize>();
+    pace(app, share, bytes);
+    Ok(item)
 }
 
 /// The page after `after`: at most `limit` items and at most the server's
@@ -82,17 +87,34 @@ pub async fn page(
     after: Option<String>,
     limit: usize,
 ) -> Result<Page> {
-    let app = app.clone();
     let share = read_share(&tenant).await?;
-    jobs::run(JobKind::Read, tracing::Span::current(), (quota, share), move || {
-        read_page(&app, &tenant.record.name, after, limit)
+    let reader = app.clone();
+    let page = jobs::run(JobKind::Read, tracing::Span::current(), quota, move || {
+        read_page(&reader, &tenant.record.name, after, limit)
     })
-    .await
+    .await?;
+    pace(app, share, page.bytes);
+    Ok(page)
 }
 
 /// One of the tenant's catalog-read permits, waited for within the request's deadline.
 async fn read_share(tenant: &Tenant) -> Result<OwnedSemaphorePermit> {
     tenant.read_share.clone().acquire_owned().await.map_err(|_| Error::overloaded(1))
+}
+
+/// Holds the tenant's read permit for `bytes / tenant_catalog_read_bytes_rate`
+/// after a read returned that many bytes, without delaying its answer: the
+/// tenant's next read waits instead.
+fn pace(app: &AppState, share: OwnedSemaphorePermit, bytes: usize) {
+    let rate = app.config.tenant_catalog_read_bytes_rate;
+    if rate == 0 || bytes == 0 {
+        return;
+    }
+    let hold = std::time::Duration::from_secs_f64(bytes as f64 / rate as f64);
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        drop(share);
+    });
 }
 
 /// Read from the store in chunks so that no read holds much more than the page.
@@ -109,17 +131,17 @@ fn read_page(app: &AppState, tenant: &str, mut after: Option<String>, limit: usi
             let size = id.len() + json_len(&value);
             if !items.is_empty() && bytes + size > budget {
                 // Full by bytes: the next page starts at this item.
-                return Ok(Page { next: after, items });
+                return Ok(Page { next: after, items, bytes });
             }
             bytes += size;
             after = Some(id.clone());
             items.push((id, value.as_object().cloned().unwrap_or_default()));
         }
         if exhausted {
-            return Ok(Page { items, next: None });
+            return Ok(Page { items, next: None, bytes });
         }
         if items.len() == limit {
-            return Ok(Page { next: after, items });
+            return Ok(Page { next: after, items, bytes });
         }
     }
 }
