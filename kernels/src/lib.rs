@@ -28,5 +28,5 @@ pub use error::{BackendError, BatchError, InputError, ModelError};
 pub use history::{Event, UserHistory, kept_items, kept_window};
 pub use microkernel::{PORTABLE_ENV, set_portable, simd_in_use};
 pub use model::{LayerWeights, Model, Weights};
-pub use retrieval::{QuantizedTable, RetrievalError, RowMask};
+pub use retrieval::{AnnIndex, AnnOptions, AnnStorage, QuantizedTable, RetrievalError, RowMask};
 pub use score::{Scored, top_k};

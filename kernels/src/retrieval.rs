@@ -9,7 +9,12 @@
 //! result is the f32 scan's result, scores and tie order included, always.
 //! Why that holds is in the crate README ("Exact retrieval from a quantised
 //! table").
+//!
+//! [`AnnIndex`] (ann.rs) answers the same calls approximately from an HNSW
+//! graph, for catalogs where a full scan costs too much; its scores are the
+//! exact path's, only rows the graph misses differ.
 
+mod ann;
 mod bound;
 mod scan;
 mod select;
@@ -21,6 +26,7 @@ use rayon::prelude::*;
 use crate::model::Model;
 use crate::model::item_norm;
 use crate::score::{Scored, better, cosine};
+pub use ann::{AnnIndex, AnnOptions, AnnStorage};
 pub(crate) use bound::QueryCodes;
 use bound::{RowBound, TableBound, quantize_query, quantize_row};
 use scan::{BLOCK_ROWS, Line, ScanPath, ZERO_LINE, block_masks, scan_path};
@@ -92,6 +98,14 @@ pub enum RetrievalError {
     /// The dimension is zero.
     #[error("a table needs a dimension of at least 1")]
     ZeroDimension,
+    /// The ANN index (usearch) refused an operation.
+    #[error("could not {action} the ANN index: {reason}")]
+    Index {
+        /// What was asked of the index ("load", "add a row to", ...).
+        action: &'static str,
+        /// What the index or the file system said.
+        reason: String,
+    },
 }
 
 /// The quantised copy of an item table that [`QuantizedTable::top_k`] scans.
