@@ -1,8 +1,9 @@
 //! `edgerec recommend`.
 
 use anyhow::Context;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use edgerec_kernels::item_map::{ITEMS_FILE, ItemMap};
+use edgerec_kernels::{AnnIndex, AnnOptions};
 
 use crate::engine_args::{EncodeArgs, encode_one, prepare};
 
@@ -18,6 +19,20 @@ pub struct RecommendArgs {
     /// as the reference's evaluation does).
     #[arg(long)]
     no_exclude_history: bool,
+    /// `exact`: the exact top-k (a scan of a quantised copy of the item
+    /// table); `ann`: an HNSW graph built for this call first (what a tenant
+    /// created with `"retrieval": "ann"` serves; approximate).
+    #[arg(long, value_enum, default_value_t = Retrieval::Exact)]
+    retrieval: Retrieval,
+}
+
+/// How `edgerec recommend` takes the top items.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Retrieval {
+    /// Exact.
+    Exact,
+    /// Approximate, from an HNSW graph.
+    Ann,
 }
 
 /// `edgerec recommend`: prints `{"items":[{"item":ID,"score":S},…]}`, best
@@ -40,7 +55,13 @@ pub fn recommend(args: RecommendArgs) -> anyhow::Result<()> {
     } else {
         edgerec_kernels::kept_items(model, &prepared.events, prepared.query_time)?
     };
-    let mut lists = prepared.backend.top_k_batch(&[embedding], args.k, &[&exclude])?;
+    let mut lists = match args.retrieval {
+        Retrieval::Exact => prepared.backend.top_k_batch(&[embedding], args.k, &[&exclude])?,
+        Retrieval::Ann => {
+            let index = AnnIndex::from_model(model, AnnOptions::default()).context("building the ann index")?;
+            vec![index.search(&model.weights.item_emb, &embedding, args.k, &exclude, None)?]
+        }
+    };
     let items: Vec<serde_json::Value> = lists
         .pop()
         .unwrap_or_default()

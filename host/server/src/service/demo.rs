@@ -12,7 +12,7 @@ use super::{Error, first_party, items, tenants};
 use crate::clock::now_unix;
 use crate::error_code::ErrorCode;
 use crate::ids::secret_hash;
-use crate::store::{ApiKeyRecord, TenantRecord};
+use crate::store::{ApiKeyRecord, RetrievalMode, TenantRecord};
 
 const CATALOG: &str = include_str!("../../../../examples/demo/catalog.jsonl");
 
@@ -47,6 +47,7 @@ pub fn ensure(app: &AppState) -> anyhow::Result<()> {
         name: "demo".into(),
         model: "demo".into(),
         backend: None,
+        retrieval: RetrievalMode::Exact,
         keys,
         created_at: now_unix(),
         legacy_api_key: None,

@@ -8,16 +8,17 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use arc_swap::ArcSwapOption;
 use edgerec_kernels::item_map::ItemMap;
 use edgerec_kernels::{
-    AppendRequest, Backend, BackendError, BackendState, Event as ModelEvent, InputError, Model, RowMask, Scored,
-    UserHistory,
+    AnnIndex, AnnOptions, AppendRequest, Backend, BackendError, BackendState, Event as ModelEvent, InputError, Model,
+    RowMask, Scored, UserHistory,
 };
 
 use super::catalog::CatalogReader;
 use super::{Error, Result};
 use crate::error_code::ErrorCode;
-use crate::store::{Store, StoredEvent};
+use crate::store::{RetrievalMode, Store, StoredEvent};
 use crate::timing::stage_done;
 
 /// One user's cached encoder state and the embedding of its last encode.
@@ -51,6 +52,44 @@ pub struct Engine {
     /// The catalog in memory: the candidates' columns and the retrieval
     /// filters' masks (and, through the store, items the model does not know).
     pub catalog: CatalogReader,
+    /// The HNSW index of an `ann` tenant once built ([`build_ann`]); exact
+    /// retrieval serves while it is `None`.
+    pub ann: ArcSwapOption<AnnIndex>,
+}
+
+impl Engine {
+    /// The retrieval answering now.
+    pub fn retrieval_serving(&self) -> RetrievalMode {
+        match self.ann.load().is_some() {
+            true => RetrievalMode::Ann,
+            false => RetrievalMode::Exact,
+        }
+    }
+}
+
+/// Builds the engine's HNSW index on a thread of its own (it takes the
+/// rayon pool while it runs, off the request path) and swaps it in; exact
+/// retrieval serves until then. Rebuilt whenever the tenant's engine is
+/// (at start, on a model swap): building is cheaper to keep than a file per
+/// model version (docs/perf/retrieval.md).
+pub fn build_ann(engine: &Arc<Engine>) {
+    let engine = engine.clone();
+    let spawned = std::thread::Builder::new().name("edgerec-ann-build".into()).spawn(move || {
+        let start = Instant::now();
+        match AnnIndex::from_model(&engine.model, AnnOptions::default()) {
+            Ok(index) => {
+                let ms = start.elapsed().as_millis() as u64;
+                tracing::info!(tenant = %engine.tenant, items = index.len(), ms, "ann index built: ann retrieval serves");
+                engine.ann.store(Some(Arc::new(index)));
+            }
+            Err(error) => {
+                tracing::error!(tenant = %engine.tenant, %error, "cannot build the ann index: exact retrieval keeps serving")
+            }
+        }
+    });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start building an ann index: exact retrieval keeps serving");
+    }
 }
 
 /// A tenant's cache bounded by `cache_bytes`, weighing each user by its state's size.
@@ -283,9 +322,14 @@ fn score_group(
     let exclude: Vec<&[u32]> = excludes.iter().map(Vec::as_slice).collect();
     let vectors: Vec<Vec<f32>> =
         members.iter().filter_map(|&i| embeddings[i].as_ref().and_then(|e| e.as_ref().ok()).cloned()).collect();
-    let scored = match allow {
-        Some(allow) => engine.backend.top_k_allowed(&vectors, candidates, &exclude, allow),
-        None => engine.backend.top_k_batch(&vectors, candidates, &exclude),
+    let scored = match (engine.ann.load().as_deref(), allow) {
+        (Some(ann), allow) => {
+            let queries: Vec<&[f32]> = vectors.iter().map(Vec::as_slice).collect();
+            ann.search_batch(&engine.model.weights.item_emb, &queries, candidates, &exclude, allow)
+                .map_err(|e| BackendError::InvalidCall(e.to_string()))
+        }
+        (None, Some(allow)) => engine.backend.top_k_allowed(&vectors, candidates, &exclude, allow),
+        (None, None) => engine.backend.top_k_batch(&vectors, candidates, &exclude),
     };
     match scored {
         Ok(results) => {

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, PoisonError};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use edgerec_kernels::item_map::ItemMap;
 use edgerec_kernels::{Backend, BackendChoice, Model};
 
@@ -13,7 +13,7 @@ use super::access::Operator;
 use super::app::{AppState, Tenant};
 use super::bundles;
 use super::catalog::CatalogReader;
-use super::encode::{Engine, user_cache};
+use super::encode::{self, Engine, user_cache};
 use super::first_party;
 use super::pipeline::{self, ActivePipeline};
 use super::scheduler::Scheduler;
@@ -21,7 +21,7 @@ use super::{Error, Result};
 use crate::clock::now_unix;
 use crate::error_code::ErrorCode;
 use crate::ids::{new_key_id, new_secret, secret_hash};
-use crate::store::{ApiKeyRecord, ModelVersion, PipelineRecord, PipelineSpec, TenantRecord};
+use crate::store::{ApiKeyRecord, ModelVersion, PipelineRecord, PipelineSpec, RetrievalMode, TenantRecord};
 
 /// The backend a tenant is served with: its record's choice, else the
 /// server's. Under `auto`, the log says which backend serves and, on the CPU,
@@ -93,7 +93,11 @@ fn assemble(app: &AppState, record: TenantRecord, loaded: Loaded, shared: Option
         // model is ever used with the new one.
         cache: user_cache(config.cache_bytes),
         catalog: loaded.catalog,
+        ann: ArcSwapOption::empty(),
     });
+    if record.retrieval == RetrievalMode::Ann {
+        encode::build_ann(&engine);
+    }
     // The served pipeline's retrieval filter, kept current in the new catalog.
     if let Some(filter) = &pipeline.load().retrieve {
         engine.catalog.register_filter(filter);

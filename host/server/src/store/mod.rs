@@ -96,6 +96,9 @@ pub struct TenantRecord {
     /// The backend this tenant is served with, when not the server's `backend`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// How retrieval takes the candidates.
+    #[serde(default, skip_serializing_if = "RetrievalMode::is_exact")]
+    pub retrieval: RetrievalMode,
     /// The storefront API keys that are valid, as hashes (never the keys).
     #[serde(default)]
     pub keys: Vec<ApiKeyRecord>,
@@ -105,6 +108,34 @@ pub struct TenantRecord {
     /// hashed into `keys` at start, never written again.
     #[serde(default, rename = "api_key", skip_serializing)]
     pub legacy_api_key: Option<String>,
+}
+
+/// How a tenant's retrieval takes the candidates from its model's items.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrievalMode {
+    /// The exact top candidates: a scan of the quantised item table with an
+    /// exact bound, re-ranked in f32 (the default).
+    #[default]
+    Exact,
+    /// An HNSW graph (approximate: recall@10 against exact is measured in
+    /// docs/perf/retrieval.md), built when the tenant loads; exact serves
+    /// until it is ready.
+    Ann,
+}
+
+impl RetrievalMode {
+    /// `exact` or `ann`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RetrievalMode::Exact => "exact",
+            RetrievalMode::Ann => "ann",
+        }
+    }
+
+    fn is_exact(&self) -> bool {
+        *self == RetrievalMode::Exact
+    }
 }
 
 /// One storefront API key of a tenant, as stored.
