@@ -120,7 +120,7 @@ fn added_updated_and_removed_rows_are_seen_by_the_next_search() {
     let new = index.len();
     rows.extend_from_slice(&q);
     index.set_row(new, &q).expect("appending");
-    index.set_row(best, &rows[best * D..(best + 1) * D].to_vec()).expect("re-adding");
+    index.set_row(best, &rows[best * D..(best + 1) * D]).expect("re-adding");
     let got = index.search(&rows, &q, K, &[], None).expect("valid call");
     let top: Vec<usize> = got.iter().take(2).map(|s| s.item as usize).collect();
     assert!(top.contains(&new) && top.contains(&far), "appended and updated rows first: {got:?}");
