@@ -14,8 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use super::access::{Caller, Operator};
-use super::app::AppState;
+use super::access::Operator;
 use crate::ids::{new_secret, same_hash, secret_hash};
 
 /// At most this many sessions at once: a login beyond it ends the oldest.
@@ -73,13 +72,9 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// Starts a session when `token` is the operator token; `None` for any
-    /// other secret (a storefront key included).
-    pub fn login(&self, app: &AppState, token: &str) -> Option<Login> {
-        if !matches!(app.caller(token)?, Caller::Operator(_)) {
-            return None;
-        }
-        let ttl = Duration::from_secs(app.config.console_session_ttl_s);
+    /// Starts a session for the operator (the proof: [`super::app::AppState::caller`]
+    /// found the operator token), lasting `ttl`.
+    pub fn login(&self, _operator: Operator, ttl: Duration) -> Login {
         let id = new_secret("es");
         let now = Instant::now();
         let session = Session { expires: now + ttl, created: now, csrf: new_secret("ct"), flashes: Vec::new() };
@@ -91,7 +86,7 @@ impl Sessions {
             sessions.remove(&oldest);
         }
         sessions.insert(secret_hash(&id), session);
-        Some(Login { id, ttl })
+        Login { id, ttl }
     }
 
     /// The session of cookie value `id`, when it is live.

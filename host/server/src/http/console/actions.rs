@@ -19,7 +19,7 @@ use super::views::{TraceRow, TrialForm, TrialItem, TrialView};
 use crate::http::bounds::{MODEL_VERSION, PLUGIN_NAME};
 use crate::http::events::IngestEvent;
 use crate::http::extract::ApiPath;
-use crate::http::operator::upload_slot;
+use crate::http::operator::{PutPipeline, integral_limits, upload_slot};
 use crate::http::recommend::{RecommendRequest, check};
 use crate::service::app::{AppState, Tenant};
 use crate::service::console::FlashKind;
@@ -72,6 +72,45 @@ pub async fn activate_pipeline(
     Ok(report(&app, &session, &name, "versions", outcome))
 }
 
+/// Body of the new-pipeline form.
+#[derive(serde::Deserialize)]
+pub struct PipelineForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    stages: String,
+}
+
+/// Stores and activates a new pipeline version from the form's JSON
+/// (`tenants::activate`, as `PUT …/pipeline`, read the same way).
+pub async fn put_pipeline(
+    State(app): State<Arc<AppState>>,
+    session: ConsoleSession,
+    ApiPath(name): ApiPath<String>,
+    Form(form): Form<PipelineForm>,
+) -> Result<Response, Refusal> {
+    session.check_csrf(&app, &form.csrf)?;
+    let outcome = async {
+        let mut raw: serde_json::Value = serde_json::from_str(&form.stages).map_err(|e| {
+            Error::bad_request(format!("the stages are not JSON: {e}; edit them into {{\"stages\": [...]}}"))
+        })?;
+        integral_limits(&mut raw);
+        let request: PutPipeline = serde_json::from_value(raw).map_err(|e| {
+            Error::bad_request(format!("the stages are not a pipeline: {e}; see StageSpec in /openapi.json"))
+        })?;
+        let tenant = tenant(&app, &session, &name)?;
+        let serial = tenant.activation.clone().lock_owned().await;
+        let job_app = app.clone();
+        let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
+            tenants::activate(&job_app, &tenant, request.stages.into_iter().map(Into::into).collect())
+        })
+        .await?;
+        Ok(format!("Pipeline version {} stored and active.", record.version))
+    }
+    .await;
+    Ok(report(&app, &session, &name, "versions", outcome))
+}
+
 /// Returns to the previously active pipeline version (`tenants::rollback`, as `POST …/pipeline/rollback`).
 pub async fn rollback_pipeline(
     State(app): State<Arc<AppState>>,
@@ -93,11 +132,14 @@ pub async fn rollback_pipeline(
     Ok(report(&app, &session, &name, "versions", outcome))
 }
 
-/// A multipart form's fields, whole (the body limit bounds them).
-async fn fields(multipart: Result<Multipart, MultipartRejection>) -> Result<HashMap<String, Bytes>, Error> {
-    let unreadable = |e: &dyn std::fmt::Display| {
-        Error::bad_request(format!("the form could not be read: {e}; submit it again from the console"))
-    };
+/// A multipart form's fields, whole (the body limit bounds them), once its
+/// CSRF token is this session's.
+async fn checked_fields(
+    app: &AppState,
+    session: &ConsoleSession,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<HashMap<String, Bytes>, Refusal> {
+    let unreadable = |e: &dyn std::fmt::Display| Refusal::Unreadable(e.to_string());
     let mut multipart = multipart.map_err(|e| unreadable(&e))?;
     let mut fields = HashMap::new();
     while let Some(field) = multipart.next_field().await.map_err(|e| unreadable(&e))? {
@@ -105,26 +147,12 @@ async fn fields(multipart: Result<Multipart, MultipartRejection>) -> Result<Hash
         let bytes = field.bytes().await.map_err(|e| unreadable(&e))?;
         fields.insert(name, bytes);
     }
+    session.check_csrf(app, &text(&fields, "csrf"))?;
     Ok(fields)
 }
 
 fn text(fields: &HashMap<String, Bytes>, name: &str) -> String {
     fields.get(name).map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default()
-}
-
-/// The multipart form's fields, once its CSRF token is this session's.
-async fn checked_fields(
-    app: &AppState,
-    session: &ConsoleSession,
-    multipart: Result<Multipart, MultipartRejection>,
-) -> Result<Result<HashMap<String, Bytes>, Error>, Refusal> {
-    let fields = match fields(multipart).await {
-        Ok(fields) => fields,
-        // Unreadable: it cannot show a token either.
-        Err(_) => return Err(Refusal::Forged),
-    };
-    session.check_csrf(app, &text(&fields, "csrf"))?;
-    Ok(Ok(fields))
 }
 
 /// Uploads a plugin component (`plugins::upload`, as `PUT …/plugins/{name}`):
@@ -137,7 +165,6 @@ pub async fn upload_plugin(
 ) -> Result<Response, Refusal> {
     let fields = checked_fields(&app, &session, multipart).await?;
     let outcome = async {
-        let fields = fields?;
         let tenant = tenant(&app, &session, &tenant_name)?;
         let name = text(&fields, "name");
         if !PLUGIN_NAME.allows(&name) {
@@ -209,7 +236,6 @@ pub async fn upload_model(
 ) -> Result<Response, Refusal> {
     let fields = checked_fields(&app, &session, multipart).await?;
     let outcome = async {
-        let fields = fields?;
         let tenant = tenant(&app, &session, &tenant_name)?;
         let version = text(&fields, "version");
         check_model_version(&version)?;
@@ -302,7 +328,7 @@ pub async fn issue_key(
                 FlashKind::Secret,
                 format!("New key {}: {key} (shown once: copy it now; the server keeps only its hash)", record.id),
             );
-            Ok(super::actions::back(&name, "keys"))
+            Ok(back(&name, "keys"))
         }
         Err(error) => Ok(report(&app, &session, &name, "keys", Err(error))),
     }
@@ -334,6 +360,7 @@ pub async fn revoke_key(
 /// The try-it form: the fields of [`TrialForm`] and the CSRF token.
 #[derive(serde::Deserialize)]
 pub struct TrialPost {
+    #[serde(default)]
     csrf: String,
     #[serde(flatten)]
     form: TrialForm,

@@ -48,6 +48,7 @@ pub fn router(app: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/console/tenants", get(pages::tenants_page))
         .route("/console/tenants/{tenant}", get(pages::tenant_page))
         .route("/console/tenants/{tenant}/try", post(actions::try_it))
+        .route("/console/tenants/{tenant}/pipeline", post(actions::put_pipeline))
         .route("/console/tenants/{tenant}/pipeline/rollback", post(actions::rollback_pipeline))
         .route("/console/tenants/{tenant}/pipeline/versions/{version}/activate", post(actions::activate_pipeline))
         .route("/console/tenants/{tenant}/plugins/{name}/versions/{version}/delete", post(actions::delete_plugin))

@@ -4,6 +4,7 @@
 //! any host shows on every host's console at its next page.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use askama::Template;
 use axum::Form;
@@ -16,11 +17,13 @@ use serde::Deserialize;
 use super::session::{self, ConsoleSession, LOGIN_PATH, Refusal};
 use super::views::{self, Chrome, FlashView, LoginPage, TenantPage, TenantRow, TenantsPage, TrialForm, TrialView};
 use crate::http::extract::ApiPath;
+use crate::http::records::StageSpecJson;
 use crate::metrics_ring;
-use crate::service::access::Operator;
+use crate::service::access::{Caller, Operator};
 use crate::service::app::AppState;
 use crate::service::jobs::{self, JobKind};
 use crate::service::{Error, tenants};
+use crate::store::StageSpec;
 
 /// A page, or the plain answer of a failure to render one.
 pub fn render(page: &impl Template) -> Response {
@@ -59,7 +62,11 @@ pub struct LoginForm {
 /// Checks the operator token once; a session cookie on success, the form
 /// again (401) on anything else. The token is neither logged nor echoed.
 pub async fn login(State(app): State<Arc<AppState>>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
-    let Some(login) = app.console_sessions.login(&app, form.token.trim()) else {
+    let ttl = Duration::from_secs(app.config.console_session_ttl_s);
+    let Some(login) = (match app.caller(form.token.trim()) {
+        Some(Caller::Operator(operator)) => Some(app.console_sessions.login(operator, ttl)),
+        _ => None,
+    }) else {
         let chrome = Chrome {
             title: "Log in".into(),
             csrf: None,
@@ -79,7 +86,8 @@ pub async fn login(State(app): State<Arc<AppState>>, headers: HeaderMap, Form(fo
 /// Body of a form that carries only the CSRF token.
 #[derive(Deserialize)]
 pub struct CsrfForm {
-    /// The session's CSRF token.
+    /// The session's CSRF token (absent: refused as forged, not as malformed).
+    #[serde(default)]
     pub csrf: String,
 }
 
@@ -143,6 +151,12 @@ pub async fn tenants_page(State(app): State<Arc<AppState>>, session: ConsoleSess
     let page =
         TenantsPage { chrome: chrome(&app, &session, "Tenants"), minutes: views::recent_minutes(), tenants: rows };
     render(&page)
+}
+
+/// Stages as the body of `PUT …/pipeline`, pretty-printed.
+fn stages_json(stages: &[StageSpec]) -> String {
+    let stages: Vec<StageSpecJson> = stages.iter().cloned().map(Into::into).collect();
+    serde_json::to_string_pretty(&serde_json::json!({ "stages": stages })).unwrap_or_default()
 }
 
 fn model_label(base: &str, version: Option<&str>) -> String {
@@ -230,6 +244,7 @@ fn tenant_state(
         rate,
         charts: views::tenant_charts(name, now),
         stages: views::stage_rows(name, &active.specs, now),
+        stages_json: stages_json(&active.specs),
         rollback,
         versions: views::version_rows(&pipelines, active.version, &active.specs),
         trial_form,

@@ -47,6 +47,8 @@ pub enum Refusal {
     },
     /// A state-changing request without this session's CSRF token, or sent from another origin.
     Forged,
+    /// A form whose body could not be read (too large, cut off, not multipart).
+    Unreadable(String),
 }
 
 impl IntoResponse for Refusal {
@@ -65,12 +67,19 @@ impl IntoResponse for Refusal {
                 "Refused: the form did not come from this console",
                 "The request lacked this session's form token or came from another site. Reload the console page and submit the form from there.",
             ),
+            Refusal::Unreadable(why) => refusal_page(
+                StatusCode::BAD_REQUEST,
+                "The form could not be read",
+                &format!("{why}. Go back, check the file (its size is bounded by the server's upload limits) and submit again."),
+            ),
         }
     }
 }
 
-/// A minimal page for refusals (no template: nothing of the session is in it).
+/// A minimal page for refusals (no template: nothing of the session is in
+/// it; the message is escaped, as it may quote the request).
 fn refusal_page(status: StatusCode, title: &str, message: &str) -> Response {
+    let message = askama::filters::escape(message, askama::filters::Html).map(|m| m.to_string()).unwrap_or_default();
     let body = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
          <link rel=\"stylesheet\" href=\"/console/assets/console.css\"></head>\
@@ -160,7 +169,9 @@ pub async fn headers(State(_app): State<Arc<AppState>>, request: Request, next: 
     headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    // Not `no-referrer`: under it browsers send `Origin: null` with the
+    // console's own forms, which the same-origin check must refuse.
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

@@ -124,6 +124,8 @@ pub struct TenantPage {
     pub charts: Vec<Chart>,
     /// The active pipeline's stages.
     pub stages: Vec<StageRow>,
+    /// The active pipeline as `PUT …/pipeline`'s body, to start a new version from.
+    pub stages_json: String,
     /// What a rollback would serve, when there is something to roll back to.
     pub rollback: Option<RollbackView>,
     /// Every pipeline version, newest first.
