@@ -120,7 +120,8 @@ fn auth_matrix_refuses_and_leaks_nothing() {
     // token starts one. Bearer secrets (the operator's included: the console
     // reads no Authorization header) and cookies holding a key open nothing;
     // a page sends the visitor to the login form, anything else is refused.
-    let no_redirects = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let no_redirects =
+        reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let console: Vec<(&str, &str)> = vec![
         ("GET", "/console/tenants"),
         ("GET", "/console/tenants/alpha"),
@@ -167,13 +168,18 @@ fn auth_matrix_refuses_and_leaks_nothing() {
         }
     }
     // A tenant key does not log in; the operator token does (and the alpha key's tenant is untouched).
-    let login = |token: &str| no_redirects.post(format!("{}/console/login", server.base)).form(&[("token", token)]).send().unwrap();
+    let login = |token: &str| {
+        no_redirects.post(format!("{}/console/login", server.base)).form(&[("token", token)]).send().unwrap()
+    };
     assert_eq!(login(&key_a).status().as_u16(), 401);
     assert!(login(&key_a).headers().get("set-cookie").is_none());
     let operator_login = login(OPERATOR);
     assert_eq!(operator_login.status().as_u16(), 303);
     let cookie = operator_login.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains(OPERATOR), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains(OPERATOR),
+        "{cookie}"
+    );
     // The console's routes are pages, not API: none is in the OpenAPI document.
     let (_, doc) = server.get("/openapi.json", None);
     assert!(doc["paths"].as_object().unwrap().keys().all(|path| !path.starts_with("/console")));

@@ -44,13 +44,19 @@ fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     match (chromium, driver) {
         (Some(chromium), Some(driver)) => Some((chromium, driver)),
         (chromium, driver) => {
-            let missing: Vec<&str> =
-                [(chromium.is_none(), "chromium"), (driver.is_none(), "chromedriver")].iter().filter(|m| m.0).map(|m| m.1).collect();
+            let missing: Vec<&str> = [(chromium.is_none(), "chromium"), (driver.is_none(), "chromedriver")]
+                .iter()
+                .filter(|m| m.0)
+                .map(|m| m.1)
+                .collect();
             let message = format!(
                 "the console's browser tests need {} on PATH: install them (Debian: apt-get install chromium chromium-driver; .ci/run does)",
                 missing.join(" and ")
             );
-            assert!(!browser_required(), "{message} (CI or EDGEREC_REQUIRE_BROWSER is set, so this fails rather than skips)");
+            assert!(
+                !browser_required(),
+                "{message} (CI or EDGEREC_REQUIRE_BROWSER is set, so this fails rather than skips)"
+            );
             eprintln!("skipping: {message}");
             None
         }
@@ -210,7 +216,8 @@ fn an_operator_walks_through_the_console_in_a_browser() {
     let scratch = Scratch::new();
     let server = Server::start(&scratch.path("data"), &Options { demo: true, ..Default::default() });
     // A second pipeline version (in-stock alone), so that the demo's first is an older one.
-    let (status, body) = server.json("PUT", "/v1/tenants/demo/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "in-stock"}]}));
+    let (status, body) =
+        server.json("PUT", "/v1/tenants/demo/pipeline", Some(OPERATOR), &json!({"stages": [{"plugin": "in-stock"}]}));
     assert_eq!(status, 200, "{body}");
     assert_eq!(active_pipeline(&server), 2);
     // A few recommends, so that the charts and the stage costs have something to show.
@@ -299,13 +306,16 @@ fn an_operator_walks_through_the_console_in_a_browser() {
 
     // Try it: a recommend with explain, its trace as a table.
     browser.type_into("#try-items", "sku-00001, sku-00002");
+    browser.eval("document.getElementById('try-k').value = ''; return null;");
+    browser.type_into("#try-k", "4");
     browser.click("#try-run");
     let trace = browser.text("#trace");
+    assert_eq!(browser.eval("return document.querySelectorAll('#try-result table')[0].tBodies[0].rows.length;"), 4);
     for stage in ["in-stock@1", "my-boost@1"] {
         assert!(trace.contains(stage), "{stage} missing from the trace:\n{trace}");
     }
     assert!(trace.contains("ran"), "{trace}");
-    browser.eval("document.getElementById('try').scrollIntoView(); return null;");
+    browser.eval("document.getElementById('try-result').scrollIntoView(); return null;");
     browser.screenshot("try-it.png");
 
     // Watch its stage's cost: the try-it call above is in the server's own metrics.

@@ -91,8 +91,16 @@ pub fn chart(title: &str, id: &str, unit: Unit, series: Vec<(String, Vec<Option<
                     let y = TOP + HEIGHT - (value / top) * HEIGHT;
                     Some(format!("{x:.1},{y:.1}"))
                 })
-                .collect::<Vec<_>>()
-                .join(" ");
+                .collect::<Vec<_>>();
+            // A lone point draws nothing as a polyline: a short dash instead.
+            let points = match points.as_slice() {
+                [only] => {
+                    let (x, y) = only.split_once(',').unwrap_or((only, "0"));
+                    let x: f64 = x.parse().unwrap_or(LEFT);
+                    format!("{:.1},{y} {:.1},{y}", (x - 3.0).max(LEFT), x + 3.0)
+                }
+                _ => points.join(" "),
+            };
             Line { name, class: format!("s{}", index % 6), points, latest }
         })
         .collect();
@@ -106,9 +114,10 @@ pub fn chart(title: &str, id: &str, unit: Unit, series: Vec<(String, Vec<Option<
     }
 }
 
-/// Per slot: count per second.
+/// Per slot: count per second (`None` where nothing was recorded: drawn as
+/// zero, and not the legend's latest value).
 pub fn rates(window: &Window) -> Vec<Option<f64>> {
-    window.slots.iter().map(|s| Some(s.count as f64 / SLOT_SECONDS as f64)).collect()
+    window.slots.iter().map(|s| (s.count > 0).then(|| s.count as f64 / SLOT_SECONDS as f64)).collect()
 }
 
 /// Per slot: the `q` quantile (seconds), `None` where nothing was recorded.
@@ -141,6 +150,10 @@ mod tests {
             })
             .collect();
         assert_eq!(points.len(), 2, "slots without values are not drawn for durations");
+        let mut lone = vec![None; SLOTS];
+        lone[10] = Some(1.0);
+        let dash = chart("l", "l", Unit::Seconds, vec![("x".into(), lone)]);
+        assert_eq!(dash.lines[0].points.split(' ').count(), 2, "a lone value is drawn as a dash");
         assert_eq!(points[0].0, LEFT);
         assert!((points[1].0 - (LEFT + WIDTH)).abs() < 0.1);
         // The highest value sits at 1/1.1 of the height, the other at half of that.

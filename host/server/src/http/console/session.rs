@@ -70,7 +70,9 @@ impl IntoResponse for Refusal {
             Refusal::Unreadable(why) => refusal_page(
                 StatusCode::BAD_REQUEST,
                 "The form could not be read",
-                &format!("{why}. Go back, check the file (its size is bounded by the server's upload limits) and submit again."),
+                &format!(
+                    "{why}. Go back, check the file (its size is bounded by the server's upload limits) and submit again."
+                ),
             ),
         }
     }
