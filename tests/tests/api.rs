@@ -115,6 +115,74 @@ fn auth_matrix_refuses_and_leaks_nothing() {
     let (status, page) = server.get("/v1/tenants/beta/catalog/items", Some(&key_b));
     assert_eq!(status, 200);
     assert_eq!(page["items"], json!([]));
+
+    // The console's routes: only a session opens them, and only the operator
+    // token starts one. Bearer secrets (the operator's included: the console
+    // reads no Authorization header) and cookies holding a key open nothing;
+    // a page sends the visitor to the login form, anything else is refused.
+    let no_redirects =
+        reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let console: Vec<(&str, &str)> = vec![
+        ("GET", "/console/tenants"),
+        ("GET", "/console/tenants/alpha"),
+        ("POST", "/console/logout"),
+        ("POST", "/console/tenants/alpha/try"),
+        ("POST", "/console/tenants/alpha/pipeline"),
+        ("POST", "/console/tenants/alpha/pipeline/rollback"),
+        ("POST", "/console/tenants/alpha/pipeline/versions/1/activate"),
+        ("POST", "/console/tenants/alpha/plugins"),
+        ("POST", "/console/tenants/alpha/plugins/p/versions/1/delete"),
+        ("POST", "/console/tenants/alpha/models"),
+        ("POST", "/console/tenants/alpha/models/rollback"),
+        ("POST", "/console/tenants/alpha/models/v1/activate"),
+        ("POST", "/console/tenants/alpha/keys"),
+        ("POST", "/console/tenants/alpha/keys/k1/revoke"),
+    ];
+    let cookie_a = format!("edgerec_console={key_a}");
+    let cookie_operator = format!("edgerec_console={OPERATOR}");
+    let credentials: Vec<(&str, Option<(&str, String)>)> = vec![
+        ("nothing", None),
+        ("the operator token as bearer", Some(("authorization", format!("Bearer {OPERATOR}")))),
+        ("a tenant key as bearer", Some(("authorization", format!("Bearer {key_a}")))),
+        ("a tenant key as the cookie", Some(("cookie", cookie_a))),
+        ("the operator token as the cookie", Some(("cookie", cookie_operator))),
+    ];
+    for (method, path) in &console {
+        for (what, header) in &credentials {
+            let mut request = no_redirects
+                .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", server.base))
+                .form(&[("csrf", "x")]);
+            if let Some((name, value)) = header {
+                request = request.header(*name, value);
+            }
+            let response = request.send().unwrap();
+            let status = response.status().as_u16();
+            let location = response.headers().get("location").map(|l| l.to_str().unwrap().to_string());
+            let body = response.text().unwrap();
+            if *method == "GET" {
+                assert_eq!((status, location.as_deref()), (303, Some("/console/login")), "{what}: {method} {path}");
+            } else {
+                assert_eq!(status, 403, "{what}: {method} {path}");
+            }
+            assert!(!body.contains("alpha-secret-title") && !body.contains(&key_a), "leak in {body}");
+        }
+    }
+    // A tenant key does not log in; the operator token does (and the alpha key's tenant is untouched).
+    let login = |token: &str| {
+        no_redirects.post(format!("{}/console/login", server.base)).form(&[("token", token)]).send().unwrap()
+    };
+    assert_eq!(login(&key_a).status().as_u16(), 401);
+    assert!(login(&key_a).headers().get("set-cookie").is_none());
+    let operator_login = login(OPERATOR);
+    assert_eq!(operator_login.status().as_u16(), 303);
+    let cookie = operator_login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains(OPERATOR),
+        "{cookie}"
+    );
+    // The console's routes are pages, not API: none is in the OpenAPI document.
+    let (_, doc) = server.get("/openapi.json", None);
+    assert!(doc["paths"].as_object().unwrap().keys().all(|path| !path.starts_with("/console")));
 }
 
 #[test]

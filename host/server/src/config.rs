@@ -117,6 +117,11 @@ config_keys! {
         "the time one plugin upload's compile (a child process) may take before it is killed and the upload refused";
     plugin_compile_memory_bytes: u64 = "2147483648",
         "the memory one plugin upload's compile (a child process) may use before it fails and the upload is refused";
+    // The operator console (issue 25).
+    console_session_ttl_s: u64 = "28800",
+        "how long a console login lasts (seconds) before the operator must log in again";
+    console_secure_cookie: bool = "false",
+        "mark the console's session cookie Secure (HTTPS only): set it when a TLS proxy serves the console (a request forwarded with X-Forwarded-Proto: https gets a Secure cookie regardless)";
 }
 
 impl Default for ServerConfig {
@@ -200,6 +205,7 @@ impl ServerConfig {
         anyhow::ensure!(self.max_item_bytes > 0, "max_item_bytes must be at least 1");
         anyhow::ensure!(self.max_page_bytes > 0, "max_page_bytes must be at least 1");
         anyhow::ensure!(self.upload_concurrency > 0, "upload_concurrency must be at least 1");
+        anyhow::ensure!(self.console_session_ttl_s > 0, "console_session_ttl_s must be at least 1");
         anyhow::ensure!(self.plugin_compile_timeout_ms > 0, "plugin_compile_timeout_ms must be at least 1");
         anyhow::ensure!(
             self.plugin_compile_memory_bytes >= 16 << 20,

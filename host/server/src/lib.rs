@@ -19,7 +19,7 @@
 //! - [`store`]: the embedded (redb) and shared (Redis) stores behind one trait.
 //! - Leaves, which import nothing of the crate but the configuration:
 //!   [`config`], [`clock`], [`ids`], [`timing`], [`integral`], [`json_size`],
-//!   [`error_code`], `telemetry`.
+//!   [`error_code`], [`metrics_ring`], `telemetry`.
 //!
 //! This file wires them: [`open`] builds the state, [`serve`] accepts.
 //!
@@ -63,6 +63,7 @@ pub mod http;
 pub mod ids;
 pub mod integral;
 pub mod json_size;
+pub mod metrics_ring;
 pub mod service;
 pub mod store;
 mod telemetry;

@@ -1,5 +1,6 @@
 //! Logs (text or JSON on stderr), spans exported over OTLP/HTTP when an
-//! endpoint is configured, and the Prometheus recorder behind /metrics.
+//! endpoint is configured, and the Prometheus recorder behind /metrics
+//! (wrapped so that the console's metrics ring sees the same calls).
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -12,6 +13,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use super::config::ServerConfig;
+use super::metrics_ring::RingRecorder;
 
 /// Latency buckets (seconds): 50 µs to 5 s, for the request and stage histograms.
 const LATENCY_BUCKETS: &[f64] =
@@ -64,11 +66,13 @@ pub fn init(config: &ServerConfig) -> anyhow::Result<Telemetry> {
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter()).boxed()
     };
     tracing_subscriber::registry().with(fmt).with(otel).try_init().context("cannot install the log subscriber")?;
-    let metrics = PrometheusBuilder::new()
+    let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .context("latency buckets")?
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
+        .build_recorder();
+    let metrics = recorder.handle();
+    // The console's charts read the same calls from the in-memory ring.
+    metrics::set_global_recorder(RingRecorder::new(recorder)).context("cannot install the metrics recorder")?;
     Ok(Telemetry { provider, metrics })
 }
 

@@ -419,8 +419,9 @@ pub async fn put_pipeline(
 }
 
 /// Writes `limits` numbers like `178.0` as the integers JSON Schema says they
-/// are, so that the runtime's integer fields accept them.
-fn integral_limits(raw: &mut serde_json::Value) {
+/// are, so that the runtime's integer fields accept them (the console's
+/// pipeline form reads its JSON the same way).
+pub(crate) fn integral_limits(raw: &mut serde_json::Value) {
     let Some(stages) = raw.get_mut("stages").and_then(serde_json::Value::as_array_mut) else { return };
     for limits in stages.iter_mut().filter_map(|s| s.get_mut("limits")).filter_map(serde_json::Value::as_object_mut) {
         for value in limits.values_mut() {

@@ -160,8 +160,9 @@ impl From<Recommendation> for RecommendResponse {
     }
 }
 
-/// Checks a recommend against the bounds and the configuration.
-fn check(app: &AppState, request: RecommendRequest) -> Result<RecommendQuery, ApiError> {
+/// Checks a recommend against the bounds and the configuration (the
+/// console's try-it runs the same checks).
+pub(crate) fn check(app: &AppState, request: RecommendRequest) -> Result<RecommendQuery, ApiError> {
     let RecommendRequest { user_id, events, k, query_time, context, explain } = request;
     if k == 0 || k > app.config.max_k {
         return Err(ApiError::bad_request(format!("k must be in 1..={}, got {k}", app.config.max_k)));

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use super::auth::{MaybeOperator, OperatorAccess};
 use super::error::{ApiError, ErrorBody, ErrorDetail};
-use super::{bounds, catalog, events, models, operator, recommend};
+use super::{bounds, catalog, console, events, models, operator, recommend};
 use crate::error_code::ErrorCode;
 use crate::service::app::AppState;
 use crate::service::pipeline::stage_maxima;
@@ -129,6 +129,8 @@ pub fn router(app: Arc<AppState>) -> Router {
                 async move { Json(with_config(&document, &app)) }
             }),
         )
+        // Pages, not API: outside the OpenAPI document (see `console`).
+        .merge(console::router(&app))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(app.config.max_body_bytes))

@@ -10,6 +10,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use super::access::{Caller, Operator};
+use super::console::Sessions;
 use super::encode::Engine;
 use super::outbox::Outbox;
 use super::pipeline::{ActivePipeline, PluginHost};
@@ -100,6 +101,8 @@ pub struct AppState {
     /// Event batches acknowledged while the shared store was unreachable
     /// (shared stores only).
     pub outbox: Option<Arc<Outbox>>,
+    /// The operator console's logins on this host.
+    pub console_sessions: Sessions,
 }
 
 impl AppState {
@@ -123,6 +126,7 @@ impl AppState {
             ready: AtomicBool::new(false),
             store_reachable: AtomicBool::new(true),
             outbox,
+            console_sessions: Sessions::default(),
             tenants: RwLock::default(),
             keys: RwLock::default(),
             operator_hash,

@@ -5,14 +5,16 @@
 //! ingest ([`ingest`]: the store, or the [`outbox`] while a shared store is
 //! away), operator actions (pipelines, plugins, model [`bundles`], keys),
 //! quotas, blocking jobs, following other hosts ([`follow`]), the
-//! first-party plugins every tenant may use ([`first_party`]) and the demo
-//! tenant. It speaks in its own [`Error`] and knows no HTTP or OpenAPI
-//! types; it depends on the store and the leaves only.
+//! first-party plugins every tenant may use ([`first_party`]), the demo
+//! tenant and the operator console's sessions ([`console`]). It speaks in
+//! its own [`Error`] and knows no HTTP or OpenAPI types; it depends on the
+//! store and the leaves only.
 
 pub mod access;
 pub mod app;
 pub mod bundles;
 pub mod catalog;
+pub mod console;
 pub mod demo;
 pub mod encode;
 mod error;

@@ -341,6 +341,10 @@ pub fn run(
         metrics::counter!("edgerec_plugin_fuel_total", "tenant" => tenant_label.clone(), "stage" => stage_label.clone())
             .increment(t.report.fuel_used);
         if failure.is_some() {
+            if status == "skipped" {
+                metrics::counter!("edgerec_plugin_skips_total", "tenant" => tenant_label.clone(), "stage" => stage_label.clone())
+                    .increment(1);
+            }
             metrics::counter!("edgerec_plugin_errors_total", "tenant" => tenant_label, "stage" => stage_label)
                 .increment(1);
         }
