@@ -57,10 +57,10 @@ use kv_pool::KvPool;
 use launch::Launcher;
 use workspace::{DeviceWeights, Workspace};
 
-pub use emu::{EmuOptions, fp_contract_note};
+pub use emu::{EmuOptions, LOSE_CONTEXT_ENV, fp_contract_note};
 pub use launch::KernelTime;
 pub use roofline::Roofs;
-pub use state::CudaEncoderState;
+pub use state::{CudaEncoderState, NewState};
 
 /// What runs the kernels.
 enum Engine {
