@@ -102,6 +102,11 @@ static inline unsigned atomicAdd(unsigned* p, unsigned v) {
     return old;
 }
 
+static inline double __longlong_as_double(long long i) {
+    double f;
+    memcpy(&f, &i, 8);
+    return f;
+}
 static inline float __int_as_float(int i) {
     float f;
     memcpy(&f, &i, 4);

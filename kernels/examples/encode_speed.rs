@@ -2,13 +2,16 @@
 //! comparisons of a kernels change: one user of L events, a 64-user batch
 //! and a one-event append to a 3/4-full window (state clone included), each
 //! the minimum wall time over a time budget, at the ML-1M and ML-20M shapes
-//! (random weights).
+//! (random weights). Then new states (64 users of L events, 256 of L/10):
+//! `EncoderState::new_batch` against one `EncoderState::new` after another
+//! (the server's loop before `new_state_batch`), both in this run.
 //!
 //! `cargo run --release -p edgerec-kernels --example encode_speed -- [SECONDS_PER_FIGURE]`
 //!
 //! It uses only the crate's public API, so the same file builds against an
-//! older checkout: build both, then alternate the two binaries (see
-//! docs/perf/kernels-cpu.md). Kernels-only: no server, no wasmtime.
+//! older checkout (without the new-state lines before
+//! `EncoderState::new_batch`): build both, then alternate the two binaries
+//! (see docs/perf/kernels-cpu.md). Kernels-only: no server, no wasmtime.
 use std::time::{Duration, Instant};
 
 use edgerec_kernels::{EncoderState, Event, Model, ModelConfig, UserHistory, encode, encode_batch};
@@ -68,6 +71,36 @@ fn main() {
             base.len(),
             ta * 1e6
         );
+        // New states (a server's cache misses and slid windows): one batched
+        // forward against the server's loop before it, one state after
+        // another; the same users, in this run.
+        for (n, count) in [(l, 64usize), (l / 10, 256)] {
+            let users: Vec<Vec<Event>> = (0..count).map(|u| history(v, n, 9000 + u as u64)).collect();
+            let batch: Vec<UserHistory<'_>> = users
+                .iter()
+                .map(|e| UserHistory { events: e, query_time: e.last().map_or(0, |x| x.ts) + 10 })
+                .collect();
+            let (tb, rb) = min_time(budget, || {
+                let built = EncoderState::new_batch(&model, &batch);
+                checksum += built.iter().map(|r| r.as_ref().map_or(0.0, |(_, e)| f64::from(e[0]))).sum::<f64>();
+            });
+            // Kept until the batch ends, as a server keeps (caches) them.
+            let (ts, rs) = min_time(budget, || {
+                let built: Vec<_> =
+                    batch.iter().map(|u| EncoderState::new(&model, u.events, u.query_time).expect("state")).collect();
+                checksum += built.iter().map(|(_, e)| f64::from(e[0])).sum::<f64>();
+            });
+            // For reference: the same users stacked with no state kept.
+            let (te, _) =
+                min_time(budget, || checksum += f64::from(encode_batch(&model, &batch).expect("batch")[0][0]));
+            println!(
+                "{name}: new states, {count} users x {n}: batched {:.2} ms ({rb} reps) | one after another {:.2} ms ({rs} reps) | {:.2}x | (encode_batch, no states: {:.2} ms)",
+                tb * 1e3,
+                ts * 1e3,
+                ts / tb,
+                te * 1e3
+            );
+        }
     }
     eprintln!("checksum {checksum}");
 }

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use crate::cuda::{CudaBackend, CudaEncoderState};
 use crate::encode::{EncoderState, encode_batch};
 use crate::error::{BackendError, BatchError, InputError};
+use crate::failover::{Backoff, Failover, OpenDevice};
 use crate::history::{Event, UserHistory};
 use crate::model::Model;
 use crate::retrieval::{QuantizedTable, RowMask};
@@ -123,6 +124,14 @@ pub trait Backend: Send + Sync {
     /// [`EncoderState::new`]). Returns the state and the L2-normalised embedding.
     fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError>;
 
+    /// [`Backend::new_state`] for many users in one batched forward (cache
+    /// misses and users whose window slid, which a server rebuilds): one
+    /// result per user, in order; a user with a bad history fails only
+    /// itself. The default builds them one by one.
+    fn new_state_batch(&self, users: &[UserHistory<'_>]) -> Vec<Result<(BackendState, Vec<f32>), BackendError>> {
+        users.iter().map(|u| self.new_state(u.events, u.query_time)).collect()
+    }
+
     /// Appends newer events to a state and re-encodes at `query_time`, with
     /// the rules of [`EncoderState::append`] (incremental while the window
     /// has not slid, a full recompute otherwise). A state built by a backend
@@ -130,6 +139,14 @@ pub trait Backend: Send + Sync {
     /// state is unchanged.
     fn append(&self, state: &mut BackendState, new_events: &[Event], query_time: i64)
     -> Result<Vec<f32>, BackendError>;
+
+    /// `None` while the backend serves as chosen; otherwise what it does
+    /// instead and why (a device backend whose context was lost serves on
+    /// the CPU while it is rebuilt: [`crate::failover::Failover`]). Shown
+    /// by the server's `/readyz`.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 
     /// [`Backend::append`] for many users in one call; one result per request,
     /// in order (a bad request fails only itself). The default runs them one
@@ -222,6 +239,14 @@ impl Backend for CpuBackend {
         Ok((BackendState::Cpu(state), embedding))
     }
 
+    /// Stacked groups of users, groups in parallel ([`EncoderState::new_batch`]).
+    fn new_state_batch(&self, users: &[UserHistory<'_>]) -> Vec<Result<(BackendState, Vec<f32>), BackendError>> {
+        EncoderState::new_batch(&self.model, users)
+            .into_iter()
+            .map(|r| r.map(|(state, embedding)| (BackendState::Cpu(state), embedding)).map_err(input))
+            .collect()
+    }
+
     fn append(
         &self,
         state: &mut BackendState,
@@ -285,6 +310,15 @@ impl Backend for CudaBackend {
     fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError> {
         let (state, embedding) = CudaBackend::new_state(self, events, query_time)?;
         Ok((BackendState::Cuda(state), embedding))
+    }
+
+    /// The users' rows go through one launch per kernel per layer (see
+    /// [`CudaBackend::new_states`]).
+    fn new_state_batch(&self, users: &[UserHistory<'_>]) -> Vec<Result<(BackendState, Vec<f32>), BackendError>> {
+        self.new_states(users)
+            .into_iter()
+            .map(|r| r.map(|(state, embedding)| (BackendState::Cuda(state), embedding)))
+            .collect()
     }
 
     fn append(
@@ -386,18 +420,25 @@ pub struct Selected {
 
 /// Creates the backend for `choice` and says, under `Auto`, why CUDA was
 /// refused when it falls back to the CPU. `Cuda` and `CudaEmu` fail with
-/// [`BackendError::Unavailable`] when they cannot run here.
+/// [`BackendError::Unavailable`] when they cannot run here. A device backend
+/// comes inside a [`Failover`]: after a lost context it serves on the CPU
+/// while it is rebuilt.
 pub fn open_backend(choice: BackendChoice, model: Arc<Model>) -> Result<Selected, BackendError> {
+    let emulated: OpenDevice = Box::new(|model| Ok(Box::new(CudaBackend::emulated(model)?)));
     let (backend, cuda_refused): (Box<dyn Backend>, _) = match choice {
         BackendChoice::Cpu => (Box::new(CpuBackend::new(model)), None),
-        BackendChoice::Cuda => (cuda_backend(model)?, None),
-        BackendChoice::CudaEmu => (Box::new(CudaBackend::emulated(model)?), None),
+        BackendChoice::Cuda => (with_failover(cuda_backend(model)?, Box::new(cuda_backend)), None),
+        BackendChoice::CudaEmu => (with_failover(emulated(model)?, emulated), None),
         BackendChoice::Auto => match cuda_backend(model.clone()) {
-            Ok(backend) => (backend, None),
+            Ok(backend) => (with_failover(backend, Box::new(cuda_backend)), None),
             Err(why) => (Box::new(CpuBackend::new(model)), Some(why)),
         },
     };
     Ok(Selected { backend, cuda_refused })
+}
+
+fn with_failover(device: Box<dyn Backend>, open: OpenDevice) -> Box<dyn Backend> {
+    Box::new(Failover::new(device, open, Backoff::default()))
 }
 
 /// Creates the backend for `choice` ([`open_backend`] without the reason):

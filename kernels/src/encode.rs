@@ -43,22 +43,7 @@ pub fn encode_batch(model: &Model, users: &[UserHistory<'_>]) -> Result<Vec<Vec<
             kept_window(&model.config, user.events, user.query_time).map_err(|source| BatchError { index, source })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // The portable products (the `gemm` crate) round a row differently
-    // depending on its neighbours: there, one forward per user keeps a batch
-    // bit-identical to encoding its users one by one.
-    let group_rows = if simd_in_use() { GROUP_ROWS } else { 0 };
-    let mut groups = Vec::new();
-    let (mut first, mut rows) = (0, 0);
-    for (i, window) in windows.iter().enumerate() {
-        if i > first && rows + window.len() > group_rows {
-            groups.push(first..i);
-            (first, rows) = (i, 0);
-        }
-        rows += window.len();
-    }
-    if first < windows.len() {
-        groups.push(first..windows.len());
-    }
+    let groups = stack_groups(windows.iter().map(Vec::len));
     let run = |range: &std::ops::Range<usize>| {
         let mut kvs: Vec<Vec<LayerKv>> = windows[range.clone()].iter().map(|w| empty_kv(model, w.len())).collect();
         let mut rows: Vec<UserRows<'_>> = windows[range.clone()]
@@ -74,6 +59,29 @@ pub fn encode_batch(model: &Model, users: &[UserHistory<'_>]) -> Result<Vec<Vec<
     Ok(per_group.into_iter().flatten().collect())
 }
 
+/// Consecutive users (given their rows) cut into groups of at most
+/// [`GROUP_ROWS`] rows together, a longer user a group alone.
+fn stack_groups(rows_per_user: impl ExactSizeIterator<Item = usize>) -> Vec<std::ops::Range<usize>> {
+    // The portable products (the `gemm` crate) round a row differently
+    // depending on its neighbours: there, one forward per user keeps a batch
+    // bit-identical to encoding its users one by one.
+    let group_rows = if simd_in_use() { GROUP_ROWS } else { 0 };
+    let users = rows_per_user.len();
+    let mut groups = Vec::new();
+    let (mut first, mut rows) = (0, 0);
+    for (i, n) in rows_per_user.enumerate() {
+        if i > first && rows + n > group_rows {
+            groups.push(first..i);
+            (first, rows) = (i, 0);
+        }
+        rows += n;
+    }
+    if first < users {
+        groups.push(first..users);
+    }
+    groups
+}
+
 fn empty_kv(model: &Model, rows: usize) -> Vec<LayerKv> {
     let c = &model.config;
     (0..c.num_layers)
@@ -83,6 +91,9 @@ fn empty_kv(model: &Model, rows: usize) -> Vec<LayerKv> {
         })
         .collect()
 }
+
+/// A user's state and embedding, or why their history was refused.
+pub type Built<S> = Result<(S, Vec<f32>), InputError>;
 
 /// The per-user cache of the incremental encode.
 ///
@@ -115,6 +126,54 @@ impl EncoderState {
     pub fn new(model: &Model, events: &[Event], query_time: i64) -> Result<(Self, Vec<f32>), InputError> {
         let window = kept_window(&model.config, events, query_time)?;
         Ok(Self::from_window(model, window, query_time))
+    }
+
+    /// [`EncoderState::new`] for many users in one batched forward: the
+    /// users are stacked into groups as in [`encode_batch`] (each projection
+    /// one product over a group's rows, groups in parallel), and each keeps
+    /// its state. One result per user, in order; a user with a bad history
+    /// fails only itself. The states and embeddings are bit-identical to
+    /// building them one by one.
+    pub fn new_batch(model: &Model, users: &[UserHistory<'_>]) -> Vec<Built<Self>> {
+        let mut results: Vec<Option<Built<Self>>> = (0..users.len()).map(|_| None).collect();
+        let mut valid: Vec<(usize, Vec<Event>)> = Vec::with_capacity(users.len());
+        for (i, user) in users.iter().enumerate() {
+            match kept_window(&model.config, user.events, user.query_time) {
+                Ok(mut window) => {
+                    window.shrink_to_fit();
+                    valid.push((i, window));
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let groups = stack_groups(valid.iter().map(|(_, w)| w.len()));
+        let run = |range: &std::ops::Range<usize>| {
+            let members = &valid[range.clone()];
+            let mut kvs: Vec<Vec<LayerKv>> = members.iter().map(|(_, w)| empty_kv(model, w.len())).collect();
+            let mut rows: Vec<UserRows<'_>> = members
+                .iter()
+                .zip(&mut kvs)
+                .map(|((i, window), kv)| UserRows { events: window, query_time: users[*i].query_time, start: 0, kv })
+                .collect();
+            let embeddings = forward_group(model, &mut rows);
+            drop(rows);
+            members
+                .iter()
+                .zip(kvs)
+                .zip(embeddings)
+                .map(|(((i, window), kv), embedding)| {
+                    let mut state = EncoderState { events: window.clone(), query_time: users[*i].query_time, kv };
+                    state.drop_newest_row(model);
+                    (*i, state, embedding)
+                })
+                .collect::<Vec<_>>()
+        };
+        let built: Vec<Vec<(usize, Self, Vec<f32>)>> =
+            if groups.len() > 1 { groups.par_iter().map(run).collect() } else { groups.iter().map(run).collect() };
+        for (i, state, embedding) in built.into_iter().flatten() {
+            results[i] = Some(Ok((state, embedding)));
+        }
+        results.into_iter().map(|r| r.expect("every user is refused above or built in a group")).collect()
     }
 
     fn from_window(model: &Model, window: Vec<Event>, query_time: i64) -> (Self, Vec<f32>) {

@@ -59,7 +59,7 @@ pub struct BatchError {
 }
 
 /// Why a backend could not be created or could not serve a call.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     /// A user's request in the batch is invalid.
     #[error(transparent)]
@@ -83,4 +83,23 @@ pub enum BackendError {
         /// The device's error.
         message: String,
     },
+    /// The device's context is lost (a sticky fault: an illegal address, a
+    /// trap, an uncorrectable ECC error): every later call on this backend
+    /// fails the same way, so it must be rebuilt
+    /// ([`crate::failover::Failover`] does, serving on the CPU meanwhile).
+    #[error("{backend} context lost: {message}; the backend must be rebuilt")]
+    ContextLost {
+        /// Which backend.
+        backend: &'static str,
+        /// The device's error.
+        message: String,
+    },
+}
+
+impl BackendError {
+    /// Whether the backend that returned this error can serve no more
+    /// calls (see [`BackendError::ContextLost`]).
+    pub fn is_context_lost(&self) -> bool {
+        matches!(self, BackendError::ContextLost { .. })
+    }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod cuda;
 pub mod encode;
 pub mod error;
+pub mod failover;
 mod forward;
 pub mod history;
 pub mod item_map;
@@ -23,7 +24,7 @@ pub use backend::{
     AppendRequest, Backend, BackendChoice, BackendState, CpuBackend, Selected, open_backend, select_backend,
 };
 pub use config::{ModelConfig, Variant};
-pub use encode::{EncoderState, encode, encode_batch};
+pub use encode::{Built, EncoderState, encode, encode_batch};
 pub use error::{BackendError, BatchError, InputError, ModelError};
 pub use history::{Event, UserHistory, kept_items, kept_window};
 pub use microkernel::{PORTABLE_ENV, set_portable, simd_in_use};

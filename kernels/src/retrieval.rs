@@ -401,9 +401,18 @@ impl QuantizedTable {
     }
 
     /// A query quantised for the scan, or `None` where the bound does not
-    /// apply (then every eligible row is re-ranked).
+    /// apply (then every eligible row is re-ranked). The device quantises
+    /// its queries itself; its test compares with this.
+    #[cfg(test)]
     pub(crate) fn quantize_query(&self, query: &[f32]) -> Option<QueryCodes> {
         quantize_query(query, self.groups, &self.bound)
+    }
+
+    /// The table-wide terms and constants of [`QuantizedTable::quantize_query`]
+    /// for `dim`-value queries, for a device that quantises queries itself
+    /// (see [`bound::QUERY_BOUND_TERMS`]).
+    pub(crate) fn query_bound_terms(&self) -> [f64; bound::QUERY_BOUND_TERMS] {
+        bound::query_bound_terms(&self.bound, self.dim)
     }
 
     /// Rows of block `b` that the scan may return under `allow`.

@@ -201,3 +201,60 @@ fn concurrent_recommends_batched_answer_as_sequential_ones() {
     assert_eq!(batched as usize, 2 * REQUESTS, "every recommend went through a batch");
     assert!(batches < batched, "64 concurrent requests never shared a batch");
 }
+
+/// A device tenant whose context is lost (a fault injected into the
+/// emulator: the process's first kernel launch fails as a sticky GPU error
+/// would) answers on the CPU, `/readyz` says so (the operator learns which
+/// tenant and why, strangers a count), and once the device backend is
+/// rebuilt (after a second) it serves again and `/readyz` is ready.
+#[test]
+fn a_lost_device_context_serves_on_the_cpu_until_rebuilt() {
+    if device_backend() != "cuda-emu" {
+        println!("skipped: the fault is injected into the emulator only");
+        return;
+    }
+    let scratch = Scratch::new();
+    let model = scratch.path("model");
+    let ids = write_model(&model, 200, 13);
+    let env = vec![("EDGEREC_EMU_LOSE_CONTEXT_AT".to_string(), "1".to_string())];
+    let server = Server::start(&scratch.path("data"), &Options { env, ..Default::default() });
+    let cpu = tenant_on(&server, "on-cpu", &model, "cpu");
+    let emu = tenant_on(&server, "on-emu", &model, "cuda-emu");
+    let request = json!({
+        "events": (0..12).map(|i| json!({"item": ids[(i * 5) % ids.len()], "ts": 2_000 + 30 * i})).collect::<Vec<_>>(),
+        "k": 10,
+        "query_time": 50_000
+    });
+    let ask = |tenant: &str, key: &str| {
+        let (status, body) = server.json("POST", &format!("/v1/tenants/{tenant}/recommend"), Some(key), &request);
+        assert_eq!(status, 200, "{tenant}: {body}");
+        ranked(&body)
+    };
+    let expected = ask("on-cpu", &cpu);
+    // The first launch faults: this answer is the CPU's, exactly.
+    assert_eq!(ask("on-emu", &emu), expected, "served on the CPU after the loss");
+    let (status, ready) = server.get("/readyz", None);
+    assert_eq!(status, 200, "{ready}");
+    // The rebuild may already be done on a fast machine; when it is not, say so.
+    if ready["degraded_backend_count"] == 1 {
+        assert_eq!(ready["status"], "degraded", "{ready}");
+        assert!(ready.get("degraded_backends").is_none(), "strangers learn a count only: {ready}");
+        let (_, detail) = server.get("/readyz", Some(OPERATOR));
+        let why = detail["degraded_backends"]["on-emu"].as_str().unwrap_or_default().to_string();
+        if !why.is_empty() {
+            assert!(why.contains("serving on the CPU") && why.contains("injected fault"), "{detail}");
+        }
+    }
+    let start = Instant::now();
+    loop {
+        let (_, ready) = server.get("/readyz", Some(OPERATOR));
+        if ready["degraded_backend_count"] == 0 {
+            assert_eq!(ready["status"], "ready", "{ready}");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "not rebuilt within 60 s: {ready}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Rebuilt: the device serves again, as the CPU does.
+    assert_same_answer("after the rebuild", &expected, &ask("on-emu", &emu), SCORE_TOLERANCE);
+}

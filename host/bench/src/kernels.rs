@@ -218,6 +218,34 @@ pub fn bench_encoder(name: &str, model: &Model, users: usize, budget: Duration) 
         );
     }
 
+    // New states (cache misses and slid windows, which a server rebuilds):
+    // one batched forward (`EncoderState::new_batch`, what the server's
+    // `new_state_batch` runs on the CPU) against the server's loop before it,
+    // one state after another.
+    for (what, batch, n, flops) in [(users, &batch, l, full), (short_users, &short_batch, short_len, short_flops)] {
+        for (how, batched) in [("batched", true), ("one after another", false)] {
+            let secs = median_secs(budget, || {
+                if batched {
+                    std::hint::black_box(EncoderState::new_batch(model, batch));
+                } else {
+                    // Kept until the batch ends, as a server caches them.
+                    let built: Vec<_> = batch
+                        .iter()
+                        .map(|u| EncoderState::new(model, u.events, u.query_time).expect("valid history"))
+                        .collect();
+                    std::hint::black_box(built);
+                }
+            });
+            let per_s = what as f64 / secs;
+            push(
+                &format!("new states, {what} users × {n} events, {how}"),
+                format!("{per_s:.0} users/s"),
+                per_s * flops / 1e9,
+                if batched { threads } else { 1 },
+            );
+        }
+    }
+
     let (state, _) = EncoderState::new(model, &events[..l - 1], events[l - 2].ts).expect("valid history");
     let inc = forward_flops(c, l - 2, l);
     // Each run appends to a fresh copy of the 199-event state; the copies are

@@ -20,9 +20,33 @@ use super::signatures::{KERNELS, Kernel, SOURCES, Source};
 /// Shared memory every CUDA device since sm_20 gives a block without opt-in.
 const DEFAULT_SMEM: usize = 48 * 1024;
 
-/// Maps a driver error to the backend's error.
+/// Maps a driver error to the backend's error: the sticky ones (after which
+/// every call on the context fails, per the CUDA driver API's error list)
+/// to [`BackendError::ContextLost`].
 pub(crate) fn dev_err(context: &str) -> impl Fn(DriverError) -> BackendError + '_ {
-    move |e| BackendError::Device { backend: "cuda", message: format!("{context}: {e}") }
+    use cudarc::driver::sys::CUresult as R;
+    move |e| {
+        let message = format!("{context}: {e}");
+        let sticky = matches!(
+            e.0,
+            R::CUDA_ERROR_ILLEGAL_ADDRESS
+                | R::CUDA_ERROR_LAUNCH_TIMEOUT
+                | R::CUDA_ERROR_ASSERT
+                | R::CUDA_ERROR_HARDWARE_STACK_ERROR
+                | R::CUDA_ERROR_ILLEGAL_INSTRUCTION
+                | R::CUDA_ERROR_MISALIGNED_ADDRESS
+                | R::CUDA_ERROR_INVALID_ADDRESS_SPACE
+                | R::CUDA_ERROR_INVALID_PC
+                | R::CUDA_ERROR_LAUNCH_FAILED
+                | R::CUDA_ERROR_ECC_UNCORRECTABLE
+                | R::CUDA_ERROR_CONTEXT_IS_DESTROYED
+        );
+        if sticky {
+            BackendError::ContextLost { backend: "cuda", message }
+        } else {
+            BackendError::Device { backend: "cuda", message }
+        }
+    }
 }
 
 fn unavailable(reason: impl Into<String>) -> BackendError {

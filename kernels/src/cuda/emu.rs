@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::ffi::{CString, c_char, c_int, c_ulong, c_void};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::config::ModelConfig;
@@ -120,6 +120,30 @@ pub struct EmuOptions {
     /// dynamic shared memory than the host computed (the mutation tests'
     /// host-side shared-memory size mutants).
     pub dyn_smem_shrink: Vec<(String, u32)>,
+    /// Kernel launch (counted from 1) of this backend at which the device
+    /// context is lost, as after an illegal address on a GPU: that launch
+    /// and every later call fail with [`BackendError::ContextLost`] (the
+    /// failover tests). The environment variable [`LOSE_CONTEXT_ENV`] does
+    /// the same for one launch of the whole process.
+    pub lose_context_at_launch: Option<u64>,
+}
+
+/// `EDGEREC_EMU_LOSE_CONTEXT_AT=N`: the process's N-th emulated kernel launch
+/// (counted from 1, over every `cuda-emu` backend) loses its backend's
+/// context, once (how a server test injects a device fault).
+pub const LOSE_CONTEXT_ENV: &str = "EDGEREC_EMU_LOSE_CONTEXT_AT";
+
+/// The launch number [`LOSE_CONTEXT_ENV`] names, read once.
+fn process_loss_at() -> Option<u64> {
+    static AT: OnceLock<Option<u64>> = OnceLock::new();
+    *AT.get_or_init(|| std::env::var(LOSE_CONTEXT_ENV).ok().and_then(|v| v.trim().parse().ok()))
+}
+
+/// Emulated launches of the process so far.
+static PROCESS_LAUNCHES: AtomicU64 = AtomicU64::new(0);
+
+fn context_lost(message: impl Into<String>) -> BackendError {
+    BackendError::ContextLost { backend: "cuda-emu", message: message.into() }
 }
 
 /// `emu_launch` of a compiled `.cu` file (see [`translation_unit`]).
@@ -161,6 +185,10 @@ pub(crate) struct EmuLauncher {
     /// Bytes taken off kernels' dynamic shared memory (mutation tests).
     dyn_smem_shrink: Vec<(String, u32)>,
     profiler: Profiler,
+    /// See [`EmuOptions::lose_context_at_launch`].
+    lose_at: Option<u64>,
+    /// Set by an injected fault: every later call fails, as on a dead context.
+    lost: AtomicBool,
 }
 
 /// FNV-1a, 64 bit: a content hash for the cache (no security role).
@@ -457,7 +485,17 @@ impl EmuLauncher {
             seed: block_order_seed(),
             dyn_smem_shrink: options.dyn_smem_shrink.clone(),
             profiler: Profiler::default(),
+            lose_at: options.lose_context_at_launch,
+            lost: AtomicBool::new(false),
         })
+    }
+
+    /// Fails every call once an injected fault has lost the context.
+    fn alive(&self) -> Result<(), BackendError> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(context_lost("the context was lost by an earlier injected fault"));
+        }
+        Ok(())
     }
 }
 
@@ -467,10 +505,12 @@ impl Launcher for EmuLauncher {
     }
 
     fn alloc_raw(&self, bytes: usize, align: usize) -> Result<RawBuf, BackendError> {
+        self.alive()?;
         Ok(RawBuf::Emu(HostBuf::new(bytes, align)?))
     }
 
     fn upload_raw(&self, dst: &mut RawBuf, offset: usize, src: &[u8]) -> Result<(), BackendError> {
+        self.alive()?;
         let RawBuf::Emu(buf) = dst else {
             return Err(emu_err("a CUDA buffer passed to the emulator"));
         };
@@ -483,6 +523,7 @@ impl Launcher for EmuLauncher {
     }
 
     fn download_raw(&self, src: &RawBuf, offset: usize, dst: &mut [u8]) -> Result<(), BackendError> {
+        self.alive()?;
         let RawBuf::Emu(buf) = src else {
             return Err(emu_err("a CUDA buffer passed to the emulator"));
         };
@@ -502,6 +543,7 @@ impl Launcher for EmuLauncher {
         dst_off: usize,
         bytes: usize,
     ) -> Result<(), BackendError> {
+        self.alive()?;
         let (RawBuf::Emu(s), RawBuf::Emu(d)) = (src, &*dst) else {
             return Err(emu_err("a CUDA buffer passed to the emulator"));
         };
@@ -515,6 +557,16 @@ impl Launcher for EmuLauncher {
     }
 
     fn launch_raw(&self, kernel: Kernel, shape: &Shape, args: &[Arg<'_>]) -> Result<(), BackendError> {
+        self.alive()?;
+        let mine = self.seq.load(Ordering::Relaxed) + 1;
+        let process = PROCESS_LAUNCHES.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.lose_at == Some(mine) || process_loss_at() == Some(process) {
+            self.lost.store(true, Ordering::Relaxed);
+            return Err(context_lost(format!(
+                "injected fault at {} (this backend's launch {mine}, the process's {process})",
+                kernel.name()
+            )));
+        }
         let module = self
             .modules
             .get(&kernel.source())

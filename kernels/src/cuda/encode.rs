@@ -341,6 +341,9 @@ impl CudaBackend {
             &[x_last.arg(), Arg::I32(d_i), sec(s.ident)?, Arg::I32(plan.users as i32), out.arg()],
         )?;
         let host = super::launch::download(l, out, 0, plan.users * d)?;
-        Ok(host.chunks_exact(d).map(<[f32]>::to_vec).collect())
+        let embeddings: Vec<Vec<f32>> = host.chunks_exact(d).map(<[f32]>::to_vec).collect();
+        // They stay on the device too, for the top-k that scores them.
+        ws.resident.keep(l, out, &embeddings)?;
+        Ok(embeddings)
     }
 }

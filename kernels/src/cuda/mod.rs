@@ -27,6 +27,7 @@ mod encode;
 mod host_buf;
 mod kv_pool;
 mod launch;
+mod resident;
 mod roofline;
 mod shapes;
 mod signatures;
@@ -57,10 +58,10 @@ use kv_pool::KvPool;
 use launch::Launcher;
 use workspace::{DeviceWeights, Workspace};
 
-pub use emu::{EmuOptions, fp_contract_note};
+pub use emu::{EmuOptions, LOSE_CONTEXT_ENV, fp_contract_note};
 pub use launch::KernelTime;
 pub use roofline::Roofs;
-pub use state::CudaEncoderState;
+pub use state::{CudaEncoderState, NewState};
 
 /// What runs the kernels.
 enum Engine {
@@ -85,6 +86,8 @@ pub struct CudaBackend {
     /// The incremental states' keys and values (locked after `work`).
     kv_pool: Mutex<KvPool>,
     poison: AtomicBool,
+    /// Top-k queries sent from the host (not left on the device by an encode).
+    staged_queries: AtomicU64,
     /// Unique per backend instance: a state's device cache belongs to one.
     id: u64,
 }
@@ -152,6 +155,7 @@ impl CudaBackend {
             Engine::Emu(e) => e,
         };
         let table = QuantizedTable::from_model(&model);
+        let dim = model.config.d_model;
         let kv_pool = KvPool::new(model.config.num_layers, kv_slot_len(&model.config));
         let weights = DeviceWeights::upload(launcher, &model, &table)?;
         Ok(CudaBackend {
@@ -159,9 +163,10 @@ impl CudaBackend {
             engine,
             weights,
             table,
-            work: Mutex::new(Workspace::new()),
+            work: Mutex::new(Workspace::new(dim)),
             kv_pool: Mutex::new(kv_pool),
             poison: AtomicBool::new(false),
+            staged_queries: AtomicU64::new(0),
             id: next_id(),
         })
     }
@@ -233,6 +238,14 @@ impl CudaBackend {
         // A panic mid-call leaves at worst a stale state behind, which the
         // next append rebuilds (states are marked stale on device errors).
         self.kv_pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Top-k queries the host had to send to the device since the backend
+    /// was built: those no encode of this backend left there (a server's
+    /// cache hits, embeddings from elsewhere). An embedding this backend
+    /// encoded is scored where the encode left it.
+    pub fn staged_top_k_queries(&self) -> u64 {
+        self.staged_queries.load(Ordering::Relaxed)
     }
 
     /// Slots of the key/value pool of incremental states (grown by doubling,

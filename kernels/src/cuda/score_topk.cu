@@ -12,6 +12,10 @@
 // correction 128·Σcodes and its scale t. Every approximation is
 // A = f32(dot) · (t · s_row), the scan's arithmetic, bit for bit.
 //
+// quant_query: the host's `quantize_query` (retrieval/bound.rs) for every
+//   user of the call, one thread per user, reading the embedding where the
+//   encode left it on the device (`resident` row r, or row -1-r of `staged`
+//   for a query the host sent), so scoring needs no host round trip.
 // quant_chunk_kth: block c takes rows [c·TOPK_THREADS, (c+1)·TOPK_THREADS),
 //   one per thread, staged once into shared memory for every user of the
 //   batch (the table is read once per batch). Per user: the chunk's k-th
@@ -182,5 +186,85 @@ quant_select(const unsigned* __restrict__ words, const float* __restrict__ scale
             unsigned at = atomicAdd(count + u, 1u);
             if (at < (unsigned)cap) cand[(long long)u * cap + at] = row;
         }
+    }
+}
+
+// A query's codes as retrieval/bound.rs `quantize_query` makes them: the same
+// f64 arithmetic in the same order (NVRTC may contract a product and a sum
+// into an FMA, which only removes roundings: the bound's slack covers every
+// f64 rounding). `terms` are `query_bound_terms` (f64 bits, in its order).
+// A query outside the bound's domain (a non-finite value, norms past the
+// limits) gets ok = 0, zero codes and 2W = +inf: its threshold is then -inf,
+// and the host re-ranks every row for it, as it does for the host's `None`.
+extern "C" __global__ void
+quant_query(const float* __restrict__ resident, const float* __restrict__ staged, const int* __restrict__ row,
+            int users, int d, int groups, const unsigned long long* __restrict__ terms, int* __restrict__ q_codes,
+            int* __restrict__ q_corr, float* __restrict__ q_scale, float* __restrict__ twice_bound,
+            int* __restrict__ ok) {
+    const double per_query_norm = __longlong_as_double((long long)terms[0]);
+    const double table_coded_norm = __longlong_as_double((long long)terms[1]);
+    const double table_norm = __longlong_as_double((long long)terms[2]);
+    const double gamma3 = __longlong_as_double((long long)terms[3]);
+    const double underflow = __longlong_as_double((long long)terms[4]);
+    const double slack = __longlong_as_double((long long)terms[5]);
+    const double row_norm_limit = __longlong_as_double((long long)terms[6]);
+    const double product_limit = __longlong_as_double((long long)terms[7]);
+    const double code_max = __longlong_as_double((long long)terms[8]);
+    for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < users; u += gridDim.x * blockDim.x) {
+        const int r = row[u];
+        const float* q = r >= 0 ? resident + (long long)r * d : staged + (long long)(-1 - r) * d;
+        int* codes = q_codes + (long long)u * groups;
+        bool finite = true;
+        double sum2 = 0.0, largest = 0.0;
+        for (int i = 0; i < d; i++) {
+            const float v = q[i];
+            finite = finite && (__float_as_uint(v) & 0x7f800000u) != 0x7f800000u;
+            sum2 += (double)v * (double)v;
+            largest = fmax(largest, fabs((double)v));
+        }
+        const double q_norm = sqrt(sum2) * (1.0 + slack);
+        if (!finite || q_norm > row_norm_limit || q_norm * table_norm > product_limit) {
+            for (int g = 0; g < groups; g++) codes[g] = 0;
+            q_corr[u] = 0;
+            q_scale[u] = 0.0f;
+            twice_bound[u] = __int_as_float(0x7f800000);
+            ok[u] = 0;
+            continue;
+        }
+        // The smallest f32 at or above largest / CODE_MAX (≥ 0, finite).
+        const double ratio = largest / code_max;
+        float scale = (float)ratio;
+        if ((double)scale < ratio) scale = __int_as_float(__float_as_int(scale) + 1);
+        double err2 = 0.0, coded2 = 0.0;
+        int sum = 0;
+        for (int g = 0; g < groups; g++) {
+            unsigned word = 0;
+            for (int j = 0; j < 4; j++) {
+                const int i = 4 * g + j;
+                if (i >= d) break;  // padding codes stay 0
+                const double v = (double)q[i];
+                const double code = scale > 0.0f ? fmin(fmax(round(v / (double)scale), -code_max), code_max) : 0.0;
+                const double coded = (double)scale * code;
+                err2 += (v - coded) * (v - coded);
+                coded2 += coded * coded;
+                const int c = (int)code;
+                sum += c;
+                word |= ((unsigned)c & 0xffu) << (8 * j);
+            }
+            codes[g] = (int)word;
+        }
+        const double query_err = sqrt(err2) * (1.0 + slack);
+        const double coded_norm = sqrt(coded2) * (1.0 + slack);
+        const double bound =
+            (q_norm * per_query_norm + query_err * table_coded_norm + gamma3 * coded_norm * table_coded_norm + underflow) *
+            (1.0 + slack);
+        // 2W, rounded up to f32 as the host's `round_up_f32` does.
+        const double twice = 2.0 * bound;
+        float tw = (float)twice;
+        if ((double)tw < twice) tw = __int_as_float(__float_as_int(tw) + 1);
+        q_corr[u] = 128 * sum;
+        q_scale[u] = scale;
+        twice_bound[u] = tw;
+        ok[u] = 1;
     }
 }

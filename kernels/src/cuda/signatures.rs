@@ -140,6 +140,8 @@ pub(crate) enum Kernel {
     GatedLnGemmResid,
     /// hstu_attention.cu `hstu_attention`.
     HstuAttention,
+    /// score_topk.cu `quant_query`.
+    QuantQuery,
     /// score_topk.cu `quant_chunk_kth`.
     QuantChunkKth,
     /// score_topk.cu `quant_threshold`.
@@ -151,7 +153,7 @@ pub(crate) enum Kernel {
 }
 
 /// Every kernel, in the order of [`Kernel::index`].
-pub(crate) const KERNELS: [Kernel; 12] = [
+pub(crate) const KERNELS: [Kernel; 13] = [
     Kernel::EmbedRows,
     Kernel::ScatterKv,
     Kernel::GatherRows,
@@ -160,6 +162,7 @@ pub(crate) const KERNELS: [Kernel; 12] = [
     Kernel::LnGemmSilu,
     Kernel::GatedLnGemmResid,
     Kernel::HstuAttention,
+    Kernel::QuantQuery,
     Kernel::QuantChunkKth,
     Kernel::QuantThreshold,
     Kernel::QuantSelect,
@@ -185,6 +188,7 @@ impl Kernel {
             Kernel::LnGemmSilu => "ln_gemm_silu",
             Kernel::GatedLnGemmResid => "gated_ln_gemm_resid",
             Kernel::HstuAttention => "hstu_attention",
+            Kernel::QuantQuery => "quant_query",
             Kernel::QuantChunkKth => "quant_chunk_kth",
             Kernel::QuantThreshold => "quant_threshold",
             Kernel::QuantSelect => "quant_select",
@@ -200,7 +204,7 @@ impl Kernel {
             }
             Kernel::LnGemmSilu | Kernel::GatedLnGemmResid => Source::Gemm,
             Kernel::HstuAttention => Source::Attention,
-            Kernel::QuantChunkKth | Kernel::QuantThreshold | Kernel::QuantSelect => Source::Topk,
+            Kernel::QuantQuery | Kernel::QuantChunkKth | Kernel::QuantThreshold | Kernel::QuantSelect => Source::Topk,
             Kernel::FmaPeak => Source::Roofline,
         }
     }
@@ -287,6 +291,20 @@ impl Kernel {
                 ("inv_n", Ty::F32),
                 ("heads", Ty::I32),
                 ("out", Ty::Out(F32)),
+            ],
+            Kernel::QuantQuery => &[
+                ("resident", Ty::In(F32)),
+                ("staged", Ty::In(F32)),
+                ("row", Ty::In(I32)),
+                ("users", Ty::I32),
+                ("d", Ty::I32),
+                ("groups", Ty::I32),
+                ("terms", Ty::In(U64)),
+                ("q_codes", Ty::Out(I32)),
+                ("q_corr", Ty::Out(I32)),
+                ("q_scale", Ty::Out(F32)),
+                ("twice_bound", Ty::Out(F32)),
+                ("ok", Ty::Out(I32)),
             ],
             Kernel::QuantChunkKth => &[
                 ("words", Ty::In(U32)),

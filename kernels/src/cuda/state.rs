@@ -12,7 +12,7 @@
 use crate::error::BackendError;
 use crate::error::BatchError;
 use crate::error::InputError;
-use crate::history::{Event, kept_window, validate_items};
+use crate::history::{Event, UserHistory, kept_window, validate_items};
 
 use super::CudaBackend;
 use super::encode::MAX_ROWS_PER_LAUNCH;
@@ -64,6 +64,9 @@ impl CudaEncoderState {
     }
 }
 
+/// A device state and its embedding, or why it could not be built.
+pub type NewState = Result<(CudaEncoderState, Vec<f32>), BackendError>;
+
 /// One prepared append: the state (its events already the new window), the
 /// first row to compute, and what to restore if the device fails.
 struct Prepared<'s> {
@@ -96,6 +99,73 @@ impl CudaBackend {
         let mut out = self.run_group(&mut ws, &pool, &mut [Prepared::fresh(&mut state)])?;
         let embedding = out.pop().ok_or_else(|| self.no_result())?;
         Ok((state, embedding))
+    }
+
+    /// [`CudaBackend::new_state`] for many users: their rows go through one
+    /// launch per kernel per layer (groups of at most MAX_ROWS_PER_LAUNCH
+    /// rows), each user's keys and values written to a slot of its own. One
+    /// result per user, in order; a bad history fails only itself, a device
+    /// error its group.
+    pub fn new_states(&self, users: &[UserHistory<'_>]) -> Vec<NewState> {
+        let mut results: Vec<Option<NewState>> = (0..users.len()).map(|_| None).collect();
+        // The pool may grow (and its buffer move) only while no forward runs:
+        // every slot is taken before the first group runs.
+        let mut ws = self.workspace();
+        let mut pool = self.pool();
+        let mut states: Vec<(usize, CudaEncoderState)> = Vec::with_capacity(users.len());
+        for (i, user) in users.iter().enumerate() {
+            let built =
+                kept_window(&self.model.config, user.events, user.query_time).map_err(input_error).and_then(|events| {
+                    let slot = pool.acquire(self.launcher())?;
+                    Ok(CudaEncoderState {
+                        events,
+                        query_time: user.query_time,
+                        slot,
+                        slot_bytes: self.state_len() * 4,
+                        owner: self.id,
+                        stale: false,
+                    })
+                });
+            match built {
+                Ok(state) => states.push((i, state)),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let mut rest: &mut [(usize, CudaEncoderState)] = &mut states;
+        let mut outcomes: Vec<Result<Vec<Vec<f32>>, BackendError>> = Vec::new();
+        let mut sizes = Vec::new();
+        while !rest.is_empty() {
+            let mut take = 0;
+            let mut rows = 0;
+            while take < rest.len() && (take == 0 || rows + rest[take].1.events.len() <= MAX_ROWS_PER_LAUNCH) {
+                rows += rest[take].1.events.len();
+                take += 1;
+            }
+            let (group, tail) = std::mem::take(&mut rest).split_at_mut(take);
+            rest = tail;
+            let mut prepared: Vec<Prepared<'_>> = group.iter_mut().map(|(_, s)| Prepared::fresh(s)).collect();
+            outcomes.push(self.run_group(&mut ws, &pool, &mut prepared));
+            sizes.push(take);
+        }
+        drop(pool);
+        let mut states = states.into_iter();
+        for (outcome, size) in outcomes.into_iter().zip(sizes) {
+            let members: Vec<(usize, CudaEncoderState)> = states.by_ref().take(size).collect();
+            match outcome {
+                Ok(embeddings) => {
+                    for ((i, state), embedding) in members.into_iter().zip(embeddings) {
+                        results[i] = Some(Ok((state, embedding)));
+                    }
+                }
+                // The states are dropped (their slots freed): nothing to restore.
+                Err(e) => {
+                    for (i, _) in members {
+                        results[i] = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(self.no_result()))).collect()
     }
 
     /// Appends newer events and re-encodes at `query_time`, with the same
@@ -158,15 +228,13 @@ impl CudaBackend {
                     }
                 }
                 Err(e) => {
-                    let message = e.to_string();
                     for p in group.iter_mut() {
                         // The device may have overwritten part of the cache: keep
                         // the old history and rebuild from it on the next append.
                         p.state.events = std::mem::take(&mut p.old_events);
                         p.state.query_time = p.old_query_time;
                         p.state.stale = true;
-                        results[p.index] =
-                            Some(Err(BackendError::Device { backend: self.name_static(), message: message.clone() }));
+                        results[p.index] = Some(Err(e.clone()));
                     }
                 }
             }

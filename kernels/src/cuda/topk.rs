@@ -24,12 +24,6 @@ pub const MAX_DEVICE_K: usize = TOPK_THREADS as usize / 4;
 /// the length of one launch (each block loops over the group's users).
 const USERS_PER_LAUNCH: usize = 256;
 
-/// The smallest f32 at or above `v` (finite, ≥ 0).
-fn round_up_f32(v: f64) -> f32 {
-    let f = v as f32;
-    if f64::from(f) < v { f.next_up() } else { f }
-}
-
 /// Candidate slots per user: the candidates are the rows whose
 /// approximation is within 2W of a k-th best (k plus the rows near the
 /// threshold); a user with more is served on the CPU.
@@ -94,16 +88,7 @@ impl CudaBackend {
                 sorted
             })
             .collect();
-        // Queries outside the bound's domain are re-ranked over every row.
-        let codes: Vec<_> = embeddings.iter().map(|e| table.quantize_query(e)).collect();
-        let scanned: Vec<usize> = (0..embeddings.len()).filter(|&i| codes[i].is_some()).collect();
-        let mut candidates: Vec<Option<Vec<u32>>> = vec![None; embeddings.len()];
-        if !scanned.is_empty() {
-            let found = self.scan_candidates(&scanned, &codes, &excluded, k)?;
-            for (&i, c) in scanned.iter().zip(found) {
-                candidates[i] = c;
-            }
-        }
+        let candidates = self.scan_candidates(embeddings, &excluded, k)?;
         Ok(embeddings
             .iter()
             .enumerate()
@@ -114,13 +99,14 @@ impl CudaBackend {
             .collect())
     }
 
-    /// The device passes for the users `scanned` (whose codes are `Some`):
-    /// per user, the candidate rows, or `None` when there were more than the
-    /// capacity (then every row is re-ranked: exact, slower).
+    /// The device passes for every query: per user, the candidate rows, or
+    /// `None` when there were more than the capacity or the query is outside
+    /// the bound's domain (then every row is re-ranked: exact, slower). The
+    /// queries are quantised on the device (`quant_query`), from the rows the
+    /// encode left there where they match.
     fn scan_candidates(
         &self,
-        scanned: &[usize],
-        codes: &[Option<crate::retrieval::QueryCodes>],
+        embeddings: &[Vec<f32>],
         excluded: &[Vec<u32>],
         k: usize,
     ) -> Result<Vec<Option<Vec<u32>>>, BackendError> {
@@ -129,28 +115,64 @@ impl CudaBackend {
         let mut ws = self.workspace();
         let ws = &mut *ws;
         let w = &self.weights;
-        let b = scanned.len();
+        let b = embeddings.len();
+        let d = c.d_model;
         let slots = w.table_scales.len();
-        let groups = c.d_model.div_ceil(4);
+        let groups = d.div_ceil(4);
         let chunks = slots.div_ceil(TOPK_THREADS as usize);
         let cap = capacity(k);
 
-        let (mut q_codes, mut q_corr, mut q_scale, mut twice) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut rows, mut staged) = (Vec::with_capacity(b), Vec::new());
+        for e in embeddings {
+            match ws.resident.find(e) {
+                Some(row) => rows.push(row as i32),
+                None => {
+                    rows.push(-1 - (staged.len() / d) as i32);
+                    staged.extend_from_slice(e);
+                }
+            }
+        }
+        self.staged_queries.fetch_add((staged.len() / d) as u64, std::sync::atomic::Ordering::Relaxed);
         let (mut excl, mut excl_off) = (Vec::new(), vec![0i32]);
-        for &i in scanned {
-            let q =
-                codes[i].as_ref().ok_or_else(|| BackendError::InvalidCall("a scanned query has no codes".into()))?;
-            q_codes.extend_from_slice(&q.packed);
-            q_corr.push(q.correction);
-            q_scale.push(q.scale);
-            twice.push(round_up_f32(q.twice_bound));
-            excl.extend_from_slice(&excluded[i]);
+        for list in excluded {
+            excl.extend_from_slice(list);
             excl_off.push(excl.len() as i32);
         }
-        let q_codes = &*ws.q_codes.upload(l, &q_codes)?;
-        let q_corr = &*ws.q_corr.upload(l, &q_corr)?;
-        let q_scale = &*ws.q_scale.upload(l, &q_scale)?;
-        let twice = &*ws.twice_bound.upload(l, &twice)?;
+        let terms: Vec<u64> = self.table.query_bound_terms().iter().map(|t| t.to_bits()).collect();
+        let q_row = &*ws.q_row.upload(l, &rows)?;
+        let q_staged = &*ws.q_staged.upload(l, &staged)?;
+        let q_terms = &*ws.q_terms.upload(l, &terms)?;
+        let resident = match ws.resident.buffer() {
+            Some(buf) => buf,
+            // No encode yet: every query is staged, and the kernel never reads this.
+            None => q_staged,
+        };
+        let q_codes = &*ws.q_codes.at_least(l, b * groups)?;
+        let q_corr = &*ws.q_corr.at_least(l, b)?;
+        let q_scale = &*ws.q_scale.at_least(l, b)?;
+        let twice = &*ws.twice_bound.at_least(l, b)?;
+        let q_ok = &*ws.q_ok.at_least(l, b)?;
+        self.poison(q_codes, b * groups)?;
+        self.poison(q_corr, b)?;
+        self.poison(q_scale, b)?;
+        self.poison(twice, b)?;
+        self.poison(q_ok, b)?;
+        let args = [
+            resident.arg(),
+            q_staged.arg(),
+            q_row.arg(),
+            Arg::I32(b as i32),
+            Arg::I32(d as i32),
+            Arg::I32(groups as i32),
+            q_terms.arg(),
+            q_codes.arg(),
+            q_corr.arg(),
+            q_scale.arg(),
+            twice.arg(),
+            q_ok.arg(),
+        ];
+        launch(l, Kernel::QuantQuery, &Shape::cover(b, ROWS_THREADS), &args)?;
+
         let excl = &*ws.excl.upload(l, &excl)?;
         let excl_off = &*ws.excl_off.upload(l, &excl_off)?;
         let kth = &*ws.kth.at_least(l, b * chunks)?;
@@ -192,11 +214,13 @@ impl CudaBackend {
         launch(l, Kernel::QuantSelect, &scan, &args)?;
 
         let counts = download(l, count, 0, b)?;
+        let ok = download(l, q_ok, 0, b)?;
         let rows = download(l, cand, 0, b * cap)?;
         Ok(counts
             .iter()
+            .zip(&ok)
             .enumerate()
-            .map(|(u, &n)| (n as usize <= cap).then(|| rows[u * cap..u * cap + n as usize].to_vec()))
+            .map(|(u, (&n, &ok))| (ok == 1 && n as usize <= cap).then(|| rows[u * cap..u * cap + n as usize].to_vec()))
             .collect())
     }
 }

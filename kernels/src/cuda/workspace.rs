@@ -8,6 +8,7 @@ use crate::retrieval::QuantizedTable;
 
 use super::buckets::bucket_thresholds;
 use super::launch::{DevBuf, DeviceType, Launcher, alloc, upload, upload_new};
+use super::resident::Resident;
 
 /// A device buffer that grows on demand.
 pub(crate) struct Growable<T> {
@@ -91,11 +92,21 @@ pub(crate) struct Workspace {
     pub cand_count: Growable<u32>,
     /// Candidate rows, [users, capacity].
     pub cand: Growable<u32>,
+    /// Top-k queries the device does not hold (see [`Resident`]), [staged, D].
+    pub q_staged: Growable<f32>,
+    /// Each top-k query's row: in `resident` (≥ 0) or in `q_staged` (−1 − row).
+    pub q_row: Growable<i32>,
+    /// Whether each query is inside the bound's domain (1) or not (0).
+    pub q_ok: Growable<i32>,
+    /// The quantiser's terms (`QuantizedTable::query_bound_terms`, f64 bits).
+    pub q_terms: Growable<u64>,
+    /// The embeddings the latest encodes left on the device.
+    pub resident: Resident,
 }
 
 impl Workspace {
-    /// No buffers yet.
-    pub const fn new() -> Self {
+    /// No buffers yet; embeddings of `dim` values.
+    pub fn new(dim: usize) -> Self {
         Workspace {
             x: Growable::new(),
             uvqk: Growable::new(),
@@ -116,6 +127,11 @@ impl Workspace {
             thr: Growable::new(),
             cand_count: Growable::new(),
             cand: Growable::new(),
+            q_staged: Growable::new(),
+            q_row: Growable::new(),
+            q_ok: Growable::new(),
+            q_terms: Growable::new(),
+            resident: Resident::new(dim),
         }
     }
 }

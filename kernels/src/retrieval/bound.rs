@@ -155,11 +155,7 @@ pub(crate) fn quantize_query(q: &[f32], groups: usize, table: &TableBound) -> Op
     }
     let query_err = err2.sqrt() * (1.0 + F64_SLACK);
     let coded_norm = coded2.sqrt() * (1.0 + F64_SLACK);
-    let dim = q.len() as f64;
-    // Underflow: the exact path's D products and one quotient (divided by
-    // N ≥ 1e-6), and the approximation's t·s (times |dot| ≤ D·127²), each
-    // off by at most 2⁻¹⁵⁰ absolutely; generously covered.
-    let underflow = (dim + 2.0) * SMALLEST_SUBNORMAL * 4e6;
+    let underflow = underflow_term(q.len());
     let bound = (q_norm * table.per_query_norm
         + query_err * table.coded_norm
         + gamma(3) * coded_norm * table.coded_norm
@@ -170,6 +166,35 @@ pub(crate) fn quantize_query(q: &[f32], groups: usize, table: &TableBound) -> Op
     let repeated = repeat_codes(&packed);
     let correction = 128 * codes.iter().map(|&c| i32::from(c)).sum::<i32>();
     Some(QueryCodes { packed, repeated, correction, scale, twice_bound: 2.0 * bound })
+}
+
+/// Underflow: the exact path's D products and one quotient (divided by
+/// N ≥ 1e-6), and the approximation's t·s (times |dot| ≤ D·127²), each off
+/// by at most 2⁻¹⁵⁰ absolutely; generously covered.
+fn underflow_term(dim: usize) -> f64 {
+    (dim as f64 + 2.0) * SMALLEST_SUBNORMAL * 4e6
+}
+
+/// Terms of [`query_bound_terms`].
+pub(crate) const QUERY_BOUND_TERMS: usize = 9;
+
+/// What [`quantize_query`] uses besides the query, in the order a device
+/// copy of it reads them (kernels/src/cuda/score_topk.cu `quant_query`):
+/// the table's per-query-norm, coded-norm and norm maxima, γ₃, the
+/// underflow term for `dim` values, the f64 slack, the row-norm and product
+/// limits, and the largest code.
+pub(crate) fn query_bound_terms(table: &TableBound, dim: usize) -> [f64; QUERY_BOUND_TERMS] {
+    [
+        table.per_query_norm,
+        table.coded_norm,
+        table.norm,
+        gamma(3),
+        underflow_term(dim),
+        F64_SLACK,
+        ROW_NORM_LIMIT,
+        PRODUCT_LIMIT,
+        CODE_MAX,
+    ]
 }
 
 /// Each group's four codes (packed s8) as i16, four times over.

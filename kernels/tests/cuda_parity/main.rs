@@ -329,6 +329,50 @@ fn backend_state_api_matches_cpu_on_the_device() {
     assert_close(&got, &encode(&model, e, q + 1).unwrap(), "cpu state on the device");
 }
 
+/// `new_state_batch` (cache misses and slid windows in one batched forward)
+/// on the device against the CPU encode, at the ML-1M shape: 512 users of
+/// 1..=300 events (L = 200: the longer ones slide), then one append each.
+#[test]
+fn batched_new_states_match_cpu_on_the_device() {
+    if !have_device("batched_new_states_match_cpu_on_the_device") {
+        return;
+    }
+    use edgerec_kernels::backend::AppendRequest;
+    let mut rng = ChaCha8Rng::seed_from_u64(27);
+    let model = Model::random(config(50, 2, 1, 50, 50, 200, 3953), 33).unwrap();
+    let Some(gpu) = device_or_skip(model.clone(), "batched new states") else { return };
+    let backend: &dyn Backend = &gpu;
+    let hist: Vec<(Vec<Event>, i64)> =
+        (0..sized(512, 8)).map(|u| history(&mut rng, 1 + (u * 37) % 300, 3953)).collect();
+    let users: Vec<UserHistory<'_>> = hist.iter().map(|(e, q)| UserHistory { events: e, query_time: *q }).collect();
+    let mut states = Vec::new();
+    let mut worst = 0.0f32;
+    for (u, r) in backend.new_state_batch(&users).into_iter().enumerate() {
+        let (state, got) = r.unwrap_or_else(|e| panic!("user {u}: {e}"));
+        let (e, q) = &hist[u];
+        worst = worst.max(assert_close(&got, &encode(&model, e, *q).unwrap(), &format!("new state {u}")));
+        states.push(state);
+    }
+    let news: Vec<[Event; 1]> =
+        hist.iter().map(|(_, q)| [Event { item: rng.random_range(1..=3953), ts: q + 5 }]).collect();
+    let mut reqs: Vec<AppendRequest<'_>> = states
+        .iter_mut()
+        .zip(&news)
+        .map(|(state, new)| AppendRequest { state, new_events: new, query_time: new[0].ts + 1 })
+        .collect();
+    for (u, r) in backend.append_batch(&mut reqs).into_iter().enumerate() {
+        let mut all = hist[u].0.clone();
+        all.push(news[u][0]);
+        let want = encode(&model, &all, news[u][0].ts + 1).unwrap();
+        worst = worst.max(assert_close(&r.unwrap(), &want, &format!("append to batched state {u}")));
+    }
+    println!(
+        "parity new_state_batch ML-1M, {} users of 1..300 events (longer ones slid to 200), then an append each: max |{} - cpu| {worst:.1e}",
+        hist.len(),
+        gpu.name()
+    );
+}
+
 /// Checks a device top-k against the CPU's: same length, valid distinct
 /// non-excluded ids in order, each score the item's true cosine, and the
 /// same ids wherever the CPU's scores are not within tolerance of a tie.
@@ -404,7 +448,7 @@ fn top_k_matches_cpu_over_every_catalog_size() {
                 );
             }
             println!(
-                "parity top-k (quant_chunk_kth, quant_threshold, quant_select + host re-rank) V {items} k {k}, {users} users with exclusions: \
+                "parity top-k (quant_query, quant_chunk_kth, quant_threshold, quant_select + host re-rank) V {items} k {k}, {users} users with exclusions: \
                  scores within {SCORE_TOL:e}, ids identical outside ties"
             );
             // User 0 is item 3's own row: items 3 and 7 tie at the top, 3 first.

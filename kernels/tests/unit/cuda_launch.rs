@@ -283,3 +283,113 @@ fn the_top_k_selection_kernels_find_each_chunks_kth_and_the_threshold() {
         assert_eq!(t.to_bits(), (best - twice[u]).next_down().to_bits(), "user {u} threshold");
     }
 }
+
+/// `quant_query` against the host's `quantize_query` on random queries of
+/// every scale (and the edge cases: zeros, a non-finite value, a norm past
+/// the limit), read from the resident rows and from staged ones: the codes,
+/// the correction and the scale bit for bit, the domain flag equal, and 2W
+/// (rounded up to f32) within 1e-6 relative of the host's and never below
+/// the host's exact f64 bound (the device may contract f64 products into
+/// FMAs, which only removes roundings).
+#[test]
+fn the_device_quantises_queries_as_the_host_does() {
+    use rand::{Rng, SeedableRng};
+    for d in [1usize, 5, 8, 50] {
+        let b = emu(d, 40);
+        let l = b.launcher();
+        let table = &b.table;
+        let groups = d.div_ceil(4);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(d as u64);
+        let mut queries: Vec<Vec<f32>> = (0..40)
+            .map(|i| {
+                let scale = 10f32.powi(rng.random_range(-30..20));
+                (0..d).map(|_| if i % 7 == 3 { 0.0 } else { rng.random_range(-1.0f32..1.0) * scale }).collect()
+            })
+            .collect();
+        queries[5][d / 2] = f32::NAN;
+        queries[6][0] = f32::INFINITY;
+        queries[9][0] = 3e30;
+        // Half resident (rows 0, 2, 4, … of a ring buffer), half staged.
+        let resident: Vec<f32> = queries.iter().step_by(2).flatten().copied().collect();
+        let staged: Vec<f32> = queries.iter().skip(1).step_by(2).flatten().copied().collect();
+        let rows: Vec<i32> = (0..queries.len() as i32).map(|u| if u % 2 == 0 { u / 2 } else { -1 - u / 2 }).collect();
+        let n = queries.len();
+        let terms: Vec<u64> = table.query_bound_terms().iter().map(|t| t.to_bits()).collect();
+        let (res, stg, row, trm) = (
+            upload_new(l, &resident).unwrap(),
+            upload_new(l, &staged).unwrap(),
+            upload_new(l, &rows).unwrap(),
+            upload_new(l, &terms).unwrap(),
+        );
+        let codes = alloc::<i32>(l, n * groups).unwrap();
+        let corr = alloc::<i32>(l, n).unwrap();
+        let scale = alloc::<f32>(l, n).unwrap();
+        let twice = alloc::<f32>(l, n).unwrap();
+        let ok = alloc::<i32>(l, n).unwrap();
+        let args = [
+            res.arg(),
+            stg.arg(),
+            row.arg(),
+            Arg::I32(n as i32),
+            Arg::I32(d as i32),
+            Arg::I32(groups as i32),
+            trm.arg(),
+            codes.arg(),
+            corr.arg(),
+            scale.arg(),
+            twice.arg(),
+            ok.arg(),
+        ];
+        launch(l, Kernel::QuantQuery, &Shape::cover(n, ROWS_THREADS), &args).unwrap();
+        let codes = download(l, &codes, 0, n * groups).unwrap();
+        let (corr, scale) = (download(l, &corr, 0, n).unwrap(), download(l, &scale, 0, n).unwrap());
+        let (twice, ok) = (download(l, &twice, 0, n).unwrap(), download(l, &ok, 0, n).unwrap());
+        let mut in_domain = 0;
+        for (u, q) in queries.iter().enumerate() {
+            match table.quantize_query(q) {
+                None => {
+                    assert_eq!(ok[u], 0, "d {d} query {u}: outside the domain on the host");
+                    assert_eq!(twice[u], f32::INFINITY, "d {d} query {u}: selects every row");
+                }
+                Some(host) => {
+                    in_domain += 1;
+                    assert_eq!(ok[u], 1, "d {d} query {u}");
+                    assert_eq!(&codes[u * groups..(u + 1) * groups], &host.packed[..], "d {d} query {u}: codes");
+                    assert_eq!(corr[u], host.correction, "d {d} query {u}: correction");
+                    assert_eq!(scale[u].to_bits(), host.scale.to_bits(), "d {d} query {u}: scale");
+                    assert!(f64::from(twice[u]) >= host.twice_bound, "d {d} query {u}: 2W below the host's");
+                    let rel = (f64::from(twice[u]) - host.twice_bound) / host.twice_bound.max(f64::MIN_POSITIVE);
+                    assert!(rel <= 1e-6, "d {d} query {u}: 2W {} vs host {} ({rel:e})", twice[u], host.twice_bound);
+                }
+            }
+        }
+        assert!(in_domain >= 30, "d {d}: most queries are inside the domain ({in_domain})");
+    }
+}
+
+/// An embedding the backend encoded is scored from the row the encode left
+/// on the device; only others are sent, and the answers equal the CPU's.
+#[test]
+fn encoded_embeddings_are_scored_where_the_encode_left_them() {
+    use crate::backend::Backend;
+    use crate::history::{Event, UserHistory};
+    let mut c = ModelConfig::research(300, 16, 2, 2, 8, 20);
+    c.d_v = 8;
+    let model = Model::random(c, 3).expect("valid model");
+    let b = CudaBackend::emulated(Arc::new(model.clone())).expect("the emulator builds");
+    b.set_poison_outputs(true);
+    let cpu = crate::CpuBackend::new(Arc::new(model));
+    let hist: Vec<Vec<Event>> = (0..6u32)
+        .map(|u| (0..3 + u).map(|i| Event { item: 1 + (u * 31 + i * 7) % 300, ts: 100 + i64::from(i) }).collect())
+        .collect();
+    let users: Vec<UserHistory<'_>> = hist.iter().map(|e| UserHistory { events: e, query_time: 500 }).collect();
+    let encoded = Backend::encode_batch(&b, &users).unwrap();
+    let got = b.top_k_batch(&encoded, 10, &[]).unwrap();
+    assert_eq!(b.staged_top_k_queries(), 0, "every query was on the device already");
+    assert_eq!(got, cpu.top_k_batch(&encoded, 10, &[]).unwrap());
+    // A vector no encode produced is sent (once), and scores as on the CPU.
+    let other: Vec<f32> = encoded[0].iter().map(|v| -v).collect();
+    let mixed = vec![encoded[1].clone(), other];
+    assert_eq!(b.top_k_batch(&mixed, 10, &[]).unwrap(), cpu.top_k_batch(&mixed, 10, &[]).unwrap());
+    assert_eq!(b.staged_top_k_queries(), 1);
+}

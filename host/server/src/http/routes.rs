@@ -187,7 +187,8 @@ async fn healthz() -> Json<serde_json::Value> {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Readiness {
     /// `ready`, or `degraded`: some tenants could not be loaded (the others
-    /// serve), or the shared store is unreachable.
+    /// serve), some serve on the CPU while their device backend is rebuilt,
+    /// or the shared store is unreachable.
     pub status: &'static str,
     /// How many tenants could not be loaded.
     pub unavailable_tenant_count: usize,
@@ -195,6 +196,13 @@ pub struct Readiness {
     /// and why (names and server paths are not for strangers).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unavailable_tenants: Option<std::collections::BTreeMap<String, String>>,
+    /// How many tenants serve on the CPU because their device backend lost
+    /// its context (it is being rebuilt; answers are the CPU's meanwhile).
+    pub degraded_backend_count: usize,
+    /// With the operator token only: each such tenant, what failed and how
+    /// the rebuild goes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_backends: Option<std::collections::BTreeMap<String, String>>,
     /// The store.
     pub store: StoreReadiness,
 }
@@ -226,12 +234,16 @@ async fn readyz(
     }
     let unavailable: std::collections::BTreeMap<String, String> =
         app.tenant_names().into_iter().filter_map(|(name, reason)| reason.map(|r| (name, r))).collect();
+    let degraded_backends = app.degraded_backends();
     let store_reachable = app.store_reachable.load(Ordering::Acquire);
-    let status = if unavailable.is_empty() && store_reachable { "ready" } else { "degraded" };
+    let status =
+        if unavailable.is_empty() && degraded_backends.is_empty() && store_reachable { "ready" } else { "degraded" };
     Ok(Json(Readiness {
         status,
         unavailable_tenant_count: unavailable.len(),
-        unavailable_tenants: operator.map(|_| unavailable),
+        unavailable_tenants: operator.as_ref().map(|_| unavailable),
+        degraded_backend_count: degraded_backends.len(),
+        degraded_backends: operator.map(|_| degraded_backends),
         store: StoreReadiness {
             kind: app.store.kind(),
             reachable: store_reachable,

@@ -188,6 +188,20 @@ impl AppState {
         names
     }
 
+    /// Serving tenants whose backend does not serve as chosen (a device
+    /// backend that lost its context serves on the CPU while it is
+    /// rebuilt), with what it does instead, by name.
+    pub fn degraded_backends(&self) -> std::collections::BTreeMap<String, String> {
+        let tenants = self.tenants.read().unwrap_or_else(PoisonError::into_inner);
+        tenants
+            .iter()
+            .filter_map(|(name, slot)| match slot {
+                TenantSlot::Ready(tenant) => tenant.engine.backend.degraded().map(|why| (name.clone(), why)),
+                TenantSlot::Unavailable { .. } => None,
+            })
+            .collect()
+    }
+
     /// Registers a loaded tenant (replacing any earlier slot of that name) and its keys.
     pub fn insert_tenant(&self, tenant: Tenant) {
         let name = tenant.record.name.clone();

@@ -225,7 +225,8 @@ pub struct Retrieval {
 /// Builds the histories of `requests`, encodes them through the tenant's
 /// cache and backend and scores them, as one batch: anonymous users in one
 /// [`edgerec_kernels::Backend::encode_batch`], cached users in one
-/// `append_batch`, and every embedding in one `top_k_batch`. One result per
+/// `append_batch`, new users and slid windows in one `new_state_batch`, and
+/// every embedding in one `top_k_batch`. One result per
 /// request, in order; a bad request fails only itself.
 pub fn encode_and_score(
     store: &dyn Store,
@@ -461,9 +462,33 @@ fn encode_known(
             }
         }
     }
-    for i in fresh {
-        let (Some(user), Ok(history)) = (&requests[i].user, &histories[i]) else { continue };
-        embeddings[i] = Some(match engine.backend.new_state(&history.events, history.query_time) {
+    encode_fresh(engine, requests, histories, &fresh, embeddings);
+}
+
+/// Users encoded from scratch (new, evicted, or whose window slid): one
+/// batched `new_state_batch`, each state then cached.
+fn encode_fresh(
+    engine: &Engine,
+    requests: &[EncodeRequest],
+    histories: &[Result<History>],
+    fresh: &[usize],
+    embeddings: &mut [Option<Result<Vec<f32>>>],
+) {
+    let members: Vec<(usize, &String, &History)> = fresh
+        .iter()
+        .filter_map(|&i| match (&requests[i].user, &histories[i]) {
+            (Some(user), Ok(history)) => Some((i, user, history)),
+            _ => None,
+        })
+        .collect();
+    if members.is_empty() {
+        return;
+    }
+    let users: Vec<UserHistory<'_>> =
+        members.iter().map(|(_, _, h)| UserHistory { events: &h.events, query_time: h.query_time }).collect();
+    let built = engine.backend.new_state_batch(&users);
+    for ((i, user, _), result) in members.into_iter().zip(built) {
+        embeddings[i] = Some(match result {
             Ok((state, vector)) => {
                 engine
                     .cache
