@@ -23,6 +23,7 @@ use crate::backend::{AppendRequest, Backend, BackendState, CpuBackend};
 use crate::error::BackendError;
 use crate::history::{Event, UserHistory};
 use crate::model::Model;
+use crate::retrieval::RowMask;
 use crate::score::Scored;
 
 /// How a [`Failover`] spaces its rebuild attempts: `first` after the loss,
@@ -222,6 +223,16 @@ impl Backend for Failover {
         exclude: &[&[u32]],
     ) -> Result<Vec<Vec<Scored>>, BackendError> {
         self.serve(|b| b.top_k_batch(embeddings, k, exclude))
+    }
+
+    fn top_k_allowed(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+        exclude: &[&[u32]],
+        allow: &RowMask,
+    ) -> Result<Vec<Vec<Scored>>, BackendError> {
+        self.serve(|b| b.top_k_allowed(embeddings, k, exclude, allow))
     }
 
     fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError> {

@@ -183,7 +183,8 @@ fn an_ann_tenant_serves_from_its_index_like_an_exact_one_and_honours_filters() {
     let key = shop(&server, &scratch);
     let exact = answers(&server, &key, 10);
 
-    let request = json!({"name": "shop-ann", "model": scratch.path("model").to_str().expect("utf-8"), "retrieval": "ann"});
+    let request =
+        json!({"name": "shop-ann", "model": scratch.path("model").to_str().expect("utf-8"), "retrieval": "ann"});
     let (status, body) = server.json("POST", "/v1/tenants", Some(OPERATOR), &request);
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["retrieval"], "ann", "{body}");
@@ -199,7 +200,8 @@ fn an_ann_tenant_serves_from_its_index_like_an_exact_one_and_honours_filters() {
         server.json("PUT", "/v1/tenants/shop-ann/catalog/items", Some(&ann_key), &json!({"items": catalog}));
     assert_eq!(status, 200, "{body}");
     let ask = |tenant: &str, key: &str, history: &[String]| {
-        let events: Vec<Value> = history.iter().enumerate().map(|(e, item)| json!({"item": item, "ts": 100 + e})).collect();
+        let events: Vec<Value> =
+            history.iter().enumerate().map(|(e, item)| json!({"item": item, "ts": 100 + e})).collect();
         let (status, body) = server.json(
             "POST",
             &format!("/v1/tenants/{tenant}/recommend"),

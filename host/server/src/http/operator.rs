@@ -380,6 +380,15 @@ pub struct PutPipeline {
     pub stages: Vec<StageSpecJson>,
 }
 
+impl From<PutPipeline> for PipelineSpec {
+    fn from(request: PutPipeline) -> Self {
+        PipelineSpec {
+            retrieve: request.retrieve.map(Into::into).unwrap_or_default(),
+            stages: request.stages.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
 /// The active pipeline and every version.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct PipelineHistory {
@@ -408,11 +417,7 @@ pub async fn put_pipeline(
     })?;
     let serial = tenant.activation.clone().lock_owned().await;
     let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
-        let spec = PipelineSpec {
-            retrieve: request.retrieve.map(Into::into).unwrap_or_default(),
-            stages: request.stages.into_iter().map(Into::into).collect(),
-        };
-        tenants::activate(&app, &tenant, spec)
+        tenants::activate(&app, &tenant, PipelineSpec::from(request))
     })
     .await?;
     Ok(Json(record.into()))

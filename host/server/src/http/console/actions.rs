@@ -25,6 +25,7 @@ use crate::service::app::{AppState, Tenant};
 use crate::service::console::FlashKind;
 use crate::service::jobs::{self, JobKind};
 use crate::service::{Error, bundles, plugins, recommend, tenants};
+use crate::store::PipelineSpec;
 
 /// The tenant's page, at `section`, after an action.
 fn back(name: &str, section: &str) -> Response {
@@ -102,7 +103,7 @@ pub async fn put_pipeline(
         let serial = tenant.activation.clone().lock_owned().await;
         let job_app = app.clone();
         let record = jobs::run(JobKind::Write, tracing::Span::current(), serial, move || {
-            tenants::activate(&job_app, &tenant, request.stages.into_iter().map(Into::into).collect())
+            tenants::activate(&job_app, &tenant, PipelineSpec::from(request))
         })
         .await?;
         Ok(format!("Pipeline version {} stored and active.", record.version))

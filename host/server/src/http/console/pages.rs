@@ -224,7 +224,10 @@ fn tenant_state(
     let now = metrics_ring::current_slot();
     let (_, pipelines) = app.store.pipelines(name)?;
     let rollback = app.store.rollback_target(name)?.filter(|target| target.version != active.version).map(|target| {
-        views::RollbackView { version: target.version, diff: views::diff(&active.specs, &target.stages) }
+        views::RollbackView {
+            version: target.version,
+            diff: views::diff((&active.filter, &active.specs), (&target.retrieve, &target.stages)),
+        }
     });
     let plugins = views::plugin_rows(app.store.plugins(name)?, &pipelines);
     let (_, models) = app.store.models(name)?;
@@ -246,7 +249,7 @@ fn tenant_state(
         stages: views::stage_rows(name, &active.specs, now),
         stages_json: stages_json(&active.specs),
         rollback,
-        versions: views::version_rows(&pipelines, active.version, &active.specs),
+        versions: views::version_rows(&pipelines, active.version, (&active.filter, &active.specs)),
         trial_form,
         trial,
         plugins,

@@ -10,6 +10,8 @@ use crate::metrics_ring::{
     self, PLUGIN_ERRORS, PLUGIN_FUEL, PLUGIN_SECONDS, PLUGIN_SKIPS, REQUEST_SECONDS, SLOT_SECONDS,
 };
 use crate::service::console::{Flash, FlashKind};
+use edgerec_catalog::Filter;
+
 use crate::store::{ModelVersion, PipelineRecord, PluginVersion, StageSpec};
 
 /// The route whose requests the console counts as a tenant's recommends.
@@ -357,17 +359,32 @@ fn stage_line(index: usize, stage: &StageSpec) -> String {
     )
 }
 
-/// A pipeline's stages as lines (an empty pipeline says so).
-fn pipeline_lines(stages: &[StageSpec]) -> Vec<String> {
-    if stages.is_empty() {
-        return vec!["no stages (the model's ranking)".into()];
-    }
-    stages.iter().enumerate().map(|(i, s)| stage_line(i, s)).collect()
+/// A pipeline's retrieval filter on one line (`None` without one).
+pub fn filter_line(filter: &Filter) -> Option<String> {
+    let predicates: Vec<String> = filter
+        .predicates
+        .iter()
+        .map(|p| match p.value.is_null() {
+            true => format!("{} {}", p.attribute, p.op.name()),
+            false => format!("{} {} {}", p.attribute, p.op.name(), p.value),
+        })
+        .collect();
+    (!predicates.is_empty()).then(|| format!("retrieve where {}", predicates.join(" and ")))
 }
 
-/// The line diff from the active stages to a candidate's.
-pub fn diff(active: &[StageSpec], candidate: &[StageSpec]) -> Vec<DiffLine> {
-    let (old, new) = (pipeline_lines(active), pipeline_lines(candidate));
+/// A pipeline's filter and stages as lines (an empty pipeline says so).
+fn pipeline_lines(filter: &Filter, stages: &[StageSpec]) -> Vec<String> {
+    let mut lines: Vec<String> = filter_line(filter).into_iter().collect();
+    if stages.is_empty() {
+        lines.push("no stages (the model's ranking)".into());
+    }
+    lines.extend(stages.iter().enumerate().map(|(i, s)| stage_line(i, s)));
+    lines
+}
+
+/// The line diff from the active pipeline (filter and stages) to a candidate's.
+pub fn diff(active: (&Filter, &[StageSpec]), candidate: (&Filter, &[StageSpec])) -> Vec<DiffLine> {
+    let (old, new) = (pipeline_lines(active.0, active.1), pipeline_lines(candidate.0, candidate.1));
     let old: Vec<&str> = old.iter().map(String::as_str).collect();
     let new: Vec<&str> = new.iter().map(String::as_str).collect();
     similar::TextDiff::from_slices(&old, &new)
@@ -442,25 +459,34 @@ pub fn tenant_charts(tenant: &str, now: u64) -> Vec<Chart> {
 }
 
 /// Pipeline versions, newest first, each with what activating it changes.
-pub fn version_rows(versions: &[PipelineRecord], active: u32, active_stages: &[StageSpec]) -> Vec<VersionRow> {
+pub fn version_rows(
+    versions: &[PipelineRecord],
+    active: u32,
+    active_pipeline: (&Filter, &[StageSpec]),
+) -> Vec<VersionRow> {
     versions
         .iter()
         .rev()
-        .map(|record| VersionRow {
-            version: record.version,
-            created: timestamp(record.created_at),
-            summary: if record.stages.is_empty() {
-                "no stages".into()
-            } else {
-                record
+        .map(|record| {
+            let stages = match record.stages.is_empty() {
+                true => "no stages".to_string(),
+                false => record
                     .stages
                     .iter()
                     .map(|s| format!("{}@{}", s.plugin, s.version.unwrap_or(0)))
                     .collect::<Vec<_>>()
-                    .join(" → ")
-            },
-            active: record.version == active,
-            diff: diff(active_stages, &record.stages),
+                    .join(" → "),
+            };
+            VersionRow {
+                version: record.version,
+                created: timestamp(record.created_at),
+                summary: match filter_line(&record.retrieve) {
+                    Some(filter) => format!("{filter} → {stages}"),
+                    None => stages,
+                },
+                active: record.version == active,
+                diff: diff(active_pipeline, (&record.retrieve, &record.stages)),
+            }
         })
         .collect()
 }
@@ -516,9 +542,11 @@ mod tests {
 
     #[test]
     fn the_diff_shows_removed_added_and_kept_stages() {
+        let none = Filter::default();
         let active = [stage("in-stock", 1), stage("boost", 1)];
         let candidate = [stage("in-stock", 1), stage("boost", 2)];
-        let lines: Vec<(&str, String)> = diff(&active, &candidate).into_iter().map(|l| (l.sign, l.text)).collect();
+        let lines: Vec<(&str, String)> =
+            diff((&none, &active), (&none, &candidate)).into_iter().map(|l| (l.sign, l.text)).collect();
         assert_eq!(
             lines,
             [
@@ -527,8 +555,14 @@ mod tests {
                 ("+", "stage 1: boost@2 on_error=skip limits=default config={\"k\":1}".to_string()),
             ]
         );
-        let to_nothing: Vec<&str> = diff(&active, &[]).iter().map(|l| l.sign).collect();
+        let to_nothing: Vec<&str> = diff((&none, &active), (&none, &[])).iter().map(|l| l.sign).collect();
         assert_eq!(to_nothing, ["-", "-", "+"]);
+        let filtered: Filter =
+            serde_json::from_value(serde_json::json!([{"attribute": "stock", "op": "gt", "value": 0}]))
+                .expect("a filter");
+        let lines: Vec<(&str, String)> =
+            diff((&none, &active), (&filtered, &active)).into_iter().map(|l| (l.sign, l.text)).collect();
+        assert_eq!(lines[0], ("+", "retrieve where stock gt 0".to_string()), "a filter is part of the diff");
     }
 
     #[test]
@@ -559,8 +593,13 @@ mod tests {
             },
         ];
         let pipelines = [
-            PipelineRecord { version: 1, stages: vec![stage("boost", 1)], created_at: 0 },
-            PipelineRecord { version: 2, stages: vec![stage("boost", 1), stage("in-stock", 1)], created_at: 0 },
+            PipelineRecord { version: 1, retrieve: Filter::default(), stages: vec![stage("boost", 1)], created_at: 0 },
+            PipelineRecord {
+                version: 2,
+                retrieve: Filter::default(),
+                stages: vec![stage("boost", 1), stage("in-stock", 1)],
+                created_at: 0,
+            },
         ];
         let rows = plugin_rows(plugins, &pipelines);
         assert_eq!(rows[0].used_by, "1, 2");
