@@ -7,6 +7,7 @@
 //! reference forward in `tests/`.
 
 pub mod backend;
+mod choice;
 pub mod config;
 pub mod cuda;
 pub mod encode;
@@ -20,9 +21,8 @@ pub mod model;
 pub mod retrieval;
 pub mod score;
 
-pub use backend::{
-    AppendRequest, Backend, BackendChoice, BackendState, CpuBackend, Selected, open_backend, select_backend,
-};
+pub use backend::{AppendRequest, Backend, BackendState, CpuBackend};
+pub use choice::{BackendChoice, Selected, cuda_backend, open_backend, select_backend};
 pub use config::{ModelConfig, Variant};
 pub use encode::{Built, EncoderState, encode, encode_batch};
 pub use error::{BackendError, BatchError, InputError, ModelError};

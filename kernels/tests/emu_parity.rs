@@ -19,8 +19,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use common::{Gaps, config, history};
-use edgerec_kernels::backend::{Backend, BackendChoice, BackendState, open_backend};
+use edgerec_kernels::backend::{Backend, BackendState};
 use edgerec_kernels::cuda::{CudaBackend, EmuOptions};
+use edgerec_kernels::{BackendChoice, open_backend};
 use edgerec_kernels::{CpuBackend, Event, Model, ModelConfig, UserHistory, encode, encode_batch, top_k};
 
 const EMBED_TOL: f32 = 2e-5;

@@ -21,8 +21,9 @@ mod timing;
 use std::sync::Arc;
 
 use edgerec_kernels::BackendError;
-use edgerec_kernels::backend::{Backend, BackendChoice, select_backend};
+use edgerec_kernels::backend::Backend;
 use edgerec_kernels::cuda::CudaBackend;
+use edgerec_kernels::{BackendChoice, select_backend};
 use edgerec_kernels::{Event, Model, ModelConfig, UserHistory, encode, encode_batch, top_k};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

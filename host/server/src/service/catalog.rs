@@ -164,7 +164,7 @@ impl CatalogReader {
     }
 
     /// Keeps `filter`'s mask current from now on (an activated pipeline's
-    /// retrieval filter); the oldest registration beyond [`KEPT_MASKS`] is
+    /// retrieval filter); the oldest registration beyond the last two is
     /// dropped.
     pub fn register_filter(&self, filter: &Arc<CompiledFilter>) {
         let _serial = self.swap.lock().unwrap_or_else(PoisonError::into_inner);
