@@ -128,16 +128,16 @@ fn filters_that_do_not_fit_the_catalog_are_refused_with_what_to_write() {
     let scratch = Scratch::new();
     let server = Server::start(&scratch.path("data"), &Options::default());
     shop(&server, &scratch);
-    let refused = |predicate: Value, code_wanted: &str, says: &str| {
+    let refused = |predicate: Value, status_wanted: u16, code_wanted: &str, says: &str| {
         let (status, body) = put_pipeline(&server, &json!({"retrieve": {"where": [predicate]}, "stages": []}));
-        assert_eq!((status, code(&body)), (400, code_wanted), "{body}");
+        assert_eq!((status, code(&body)), (status_wanted, code_wanted), "{body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(says), "the refusal should say {says:?}: {message}");
     };
-    refused(json!({"attribute": "colour", "op": "eq", "value": "red"}), "invalid_pipeline", "colour");
-    refused(json!({"attribute": "stock", "op": "gt", "value": "many"}), "invalid_pipeline", "stock");
-    refused(json!({"attribute": "brand", "op": "gt", "value": 3}), "invalid_pipeline", "brand");
-    refused(json!({"attribute": "stock", "op": "between", "value": 3}), "malformed_json", "between");
+    refused(json!({"attribute": "colour", "op": "eq", "value": "red"}), 409, "filter_mismatch", "colour");
+    refused(json!({"attribute": "stock", "op": "gt", "value": "many"}), 409, "filter_mismatch", "stock");
+    refused(json!({"attribute": "brand", "op": "gt", "value": 3}), 409, "filter_mismatch", "brand");
+    refused(json!({"attribute": "stock", "op": "between", "value": 3}), 400, "malformed_json", "between");
     let (_, history) = server.get("/v1/tenants/shop/pipeline", Some(OPERATOR));
     assert_eq!(history["active"], 0, "a refused pipeline activates nothing: {history}");
 }

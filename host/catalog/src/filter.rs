@@ -43,6 +43,7 @@ impl Filter {
 #[serde(deny_unknown_fields)]
 pub struct Predicate {
     /// The catalog attribute it reads.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub attribute: String,
     /// The comparison.
     pub op: Op,

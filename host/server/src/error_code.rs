@@ -87,6 +87,10 @@ error_codes! {
     NotReady = "not_ready", 503;
     /// The shared store (Redis) cannot be reached and the request needs it (503, `Retry-After`).
     StoreUnavailable = "store_unavailable", 503;
+    /// A pipeline's retrieval filter does not fit the tenant's catalog as
+    /// upserted: an attribute it has no column for, or an op or value that
+    /// does not fit the column's kind (409).
+    FilterMismatch = "filter_mismatch", 409;
     /// An upsert would take the tenant's in-memory catalog past the server's
     /// `catalog_memory_bytes` (507); nothing was written.
     CatalogFull = "catalog_full", 507;

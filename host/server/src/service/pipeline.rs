@@ -214,9 +214,12 @@ pub fn build(
         true => None,
         false => {
             let compiled = record.retrieve.compile(&catalog.view().snapshot).map_err(|e| {
-                invalid_pipeline(format!(
-                    "retrieve.where: {e} (filters read the tenant's catalog as upserted; upsert items with the attribute first)"
-                ))
+                Error::new(
+                    ErrorCode::FilterMismatch,
+                    format!(
+                        "retrieve.where: {e} (filters read the tenant's catalog as upserted; upsert items with the attribute first)"
+                    ),
+                )
             })?;
             Some(Arc::new(compiled))
         }
