@@ -191,6 +191,24 @@ pub fn check_top_k_call(model: &Model, embeddings: &[Vec<f32>], exclude: &[&[u32
     Ok(())
 }
 
+impl CpuBackend {
+    /// One pass of the quantised table for every embedding, only the rows
+    /// in `allow` when given.
+    fn scan(
+        &self,
+        embeddings: &[Vec<f32>],
+        k: usize,
+        exclude: &[&[u32]],
+        allow: Option<&RowMask>,
+    ) -> Result<Vec<Vec<Scored>>, BackendError> {
+        check_top_k_call(&self.model, embeddings, exclude)?;
+        let queries: Vec<&[f32]> = embeddings.iter().map(Vec::as_slice).collect();
+        self.items
+            .top_k(&self.model.weights.item_emb, &queries, k, exclude, allow)
+            .map_err(|e| BackendError::InvalidCall(e.to_string()))
+    }
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> &'static str {
         "cpu"
@@ -210,11 +228,7 @@ impl Backend for CpuBackend {
         k: usize,
         exclude: &[&[u32]],
     ) -> Result<Vec<Vec<Scored>>, BackendError> {
-        check_top_k_call(&self.model, embeddings, exclude)?;
-        let queries: Vec<&[f32]> = embeddings.iter().map(Vec::as_slice).collect();
-        self.items
-            .top_k(&self.model.weights.item_emb, &queries, k, exclude, None)
-            .map_err(|e| BackendError::InvalidCall(e.to_string()))
+        self.scan(embeddings, k, exclude, None)
     }
 
     fn top_k_allowed(
@@ -224,11 +238,7 @@ impl Backend for CpuBackend {
         exclude: &[&[u32]],
         allow: &RowMask,
     ) -> Result<Vec<Vec<Scored>>, BackendError> {
-        check_top_k_call(&self.model, embeddings, exclude)?;
-        let queries: Vec<&[f32]> = embeddings.iter().map(Vec::as_slice).collect();
-        self.items
-            .top_k(&self.model.weights.item_emb, &queries, k, exclude, Some(allow))
-            .map_err(|e| BackendError::InvalidCall(e.to_string()))
+        self.scan(embeddings, k, exclude, Some(allow))
     }
 
     fn new_state(&self, events: &[Event], query_time: i64) -> Result<(BackendState, Vec<f32>), BackendError> {

@@ -405,7 +405,7 @@ fn wrong_tokens_forged_posts_and_ended_sessions_are_refused() {
     assert!(refusal.contains("did not come from this console"), "{refusal}");
     assert_eq!(active_pipeline(&server), 2, "the forged rollback changed nothing");
 
-    // The session's cookie without the form's CSRF token (no Origin: not a browser): refused too.
+    // The login's cookie without the form's CSRF token (no Origin: not a browser): refused too.
     let client = reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let post = |form: &[(&str, &str)]| {
         client
@@ -420,7 +420,7 @@ fn wrong_tokens_forged_posts_and_ended_sessions_are_refused() {
     assert_eq!(post(&[]), 403, "no CSRF token");
     assert_eq!(post(&[("csrf", "ct_guessed")]), 403, "a wrong CSRF token");
     assert_eq!(active_pipeline(&server), 2);
-    // Positive control: the token from the session's own page rolls back.
+    // Positive control: the token from the login's own page rolls back.
     browser.goto(&format!("{}/console/tenants/demo", server.base));
     let csrf = browser.eval("return document.querySelector('input[name=csrf]').value;");
     assert_eq!(post(&[("csrf", csrf.as_str().unwrap())]), 303);

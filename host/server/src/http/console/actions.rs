@@ -1,4 +1,4 @@
-//! The console's actions (POST forms): each checks the session's CSRF token,
+//! The console's actions (POST forms): each checks the login's CSRF token,
 //! then calls the same service functions as the operator API's handler of
 //! the same action, serialised and run as jobs the same way, and answers
 //! with a redirect to the tenant's page, where a message says what it did
@@ -32,7 +32,7 @@ fn back(name: &str, section: &str) -> Response {
     Redirect::to(&format!("/console/tenants/{name}#{section}")).into_response()
 }
 
-/// Runs an action's outcome into the session's messages, then goes back.
+/// Runs an action's outcome into the login's messages, then goes back.
 fn report(
     app: &AppState,
     session: &ConsoleSession,
@@ -134,7 +134,7 @@ pub async fn rollback_pipeline(
 }
 
 /// A multipart form's fields, whole (the body limit bounds them), once its
-/// CSRF token is this session's.
+/// CSRF token is this login's.
 async fn checked_fields(
     app: &AppState,
     session: &ConsoleSession,

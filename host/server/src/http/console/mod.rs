@@ -7,7 +7,7 @@
 //!
 //! Safety: a login with the operator token starts a session (an HttpOnly,
 //! SameSite=Strict cookie scoped to `/console`, Secure behind TLS, expiring);
-//! every state-changing form carries the session's CSRF token and must come
+//! every state-changing form carries the login's CSRF token and must come
 //! from this origin; every answer carries a content security policy that
 //! allows the console's own stylesheet only. The console's routes are not in
 //! `/openapi.json` (they are pages, not API), and open nothing the token

@@ -37,7 +37,7 @@ pub fn render(page: &impl Template) -> Response {
     }
 }
 
-/// The session's chrome: its CSRF token and waiting messages.
+/// A login's chrome: its CSRF token and waiting messages.
 fn chrome(app: &AppState, session: &ConsoleSession, title: impl Into<String>) -> Chrome {
     let flashes = app.console_sessions.take_flashes(&session.id).into_iter().map(FlashView::from).collect();
     Chrome { title: title.into(), csrf: Some(session.csrf.clone()), flashes }
@@ -86,7 +86,7 @@ pub async fn login(State(app): State<Arc<AppState>>, headers: HeaderMap, Form(fo
 /// Body of a form that carries only the CSRF token.
 #[derive(Deserialize)]
 pub struct CsrfForm {
-    /// The session's CSRF token (absent: refused as forged, not as malformed).
+    /// The login's CSRF token (absent: refused as forged, not as malformed).
     #[serde(default)]
     pub csrf: String,
 }

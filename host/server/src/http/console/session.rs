@@ -33,7 +33,7 @@ pub struct ConsoleSession {
     pub id: String,
     /// The operator's proof, as the token routes get it.
     pub operator: Operator,
-    /// The CSRF token this session's forms carry.
+    /// The CSRF token this login's forms carry.
     pub csrf: String,
 }
 
@@ -45,7 +45,7 @@ pub enum Refusal {
         /// The request's method.
         method: Method,
     },
-    /// A state-changing request without this session's CSRF token, or sent from another origin.
+    /// A state-changing request without this login's CSRF token, or sent from another origin.
     Forged,
     /// A form whose body could not be read (too large, cut off, not multipart).
     Unreadable(String),
@@ -65,7 +65,7 @@ impl IntoResponse for Refusal {
             Refusal::Forged => refusal_page(
                 StatusCode::FORBIDDEN,
                 "Refused: the form did not come from this console",
-                "The request lacked this session's form token or came from another site. Reload the console page and submit the form from there.",
+                "The request lacked this login's form token or came from another site. Reload the console page and submit the form from there.",
             ),
             Refusal::Unreadable(why) => refusal_page(
                 StatusCode::BAD_REQUEST,
@@ -130,12 +130,12 @@ impl FromRequestParts<Arc<AppState>> for ConsoleSession {
 }
 
 impl ConsoleSession {
-    /// Refuses a form whose CSRF token is not this session's.
+    /// Refuses a form whose CSRF token is not this login's.
     pub fn check_csrf(&self, app: &AppState, presented: &str) -> Result<(), Refusal> {
         if app.console_sessions.csrf_matches(&self.id, presented) { Ok(()) } else { Err(Refusal::Forged) }
     }
 
-    /// Leaves a message for this session's next page.
+    /// Leaves a message for this login's next page.
     pub fn flash(&self, app: &AppState, kind: FlashKind, text: impl Into<String>) {
         app.console_sessions.flash(&self.id, kind, text);
     }

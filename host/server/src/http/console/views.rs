@@ -23,7 +23,7 @@ const RECENT_SLOTS: usize = 30;
 pub struct Chrome {
     /// The page's title.
     pub title: String,
-    /// The session's CSRF token (none on the login page: no session yet).
+    /// The login's CSRF token (none on the login page: not logged in yet).
     pub csrf: Option<String>,
     /// Messages of the last action.
     pub flashes: Vec<FlashView>,
